@@ -1,0 +1,97 @@
+//! Per-CPU counters. The XDP programs increment them; the daemon sums them across CPUs.
+//!
+//! Fields are named so that `bpftool map dump` shows what each number means.
+
+use crate::user_pod;
+
+/// Counters of one forwarding entry (spec §6.3 `MIB_IPMCAST_MFE_STATS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EntryStats {
+    /// Packets forwarded (`ulInPkts`).
+    pub pkts: u64,
+    /// Bytes forwarded (`ulInOctets`), counting the IPv4 packet.
+    pub bytes: u64,
+    /// Packets that arrived on another interface than the entry's (`ulPktsDifferentIf`).
+    pub wrong_if: u64,
+    /// Packets dropped because their TTL was 1 or 0 (`ulInHdrErrors`).
+    pub ttl_expired: u64,
+    /// Packets dropped by a negative entry (`ulNegativeMfe`).
+    pub negative: u64,
+    /// Packets dropped because the entry's outgoing set was missing.
+    pub no_oif_set: u64,
+}
+const _: () = assert!(core::mem::size_of::<EntryStats>() == 48);
+
+/// Counters of one interface, on both its receive and its send side.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IfStats {
+    /// IGMP membership queries received (any version).
+    pub igmp_query: u64,
+    /// IGMPv1 membership reports received.
+    pub igmp_v1_report: u64,
+    /// IGMPv2 membership reports received.
+    pub igmp_v2_report: u64,
+    /// IGMPv2 leave-group messages received.
+    pub igmp_v2_leave: u64,
+    /// IGMPv3 membership reports received.
+    pub igmp_v3_report: u64,
+    /// IGMP messages of another type (passed to the host, not acted on).
+    pub igmp_other: u64,
+    /// Frames that could not be parsed (cut short, bad IHL, …); passed to the host.
+    pub malformed: u64,
+    /// IGMP messages longer than an event holds; delivered up to the bound.
+    pub truncated: u64,
+    /// Events lost because the ring buffer was full.
+    pub ring_full: u64,
+    /// Data packets that matched no entry (no-cache upcall raised or pending).
+    pub no_entry: u64,
+    /// Copies sent out of this interface.
+    pub tx_pkts: u64,
+    /// Bytes of the copies sent out of this interface.
+    pub tx_bytes: u64,
+    /// Copies not sent because their TTL was below the interface's threshold.
+    pub ttl_too_low: u64,
+    /// Copies not sent because they exceed the interface's MTU.
+    pub mtu_drop: u64,
+}
+const _: () = assert!(core::mem::size_of::<IfStats>() == 112);
+
+/// Adds `other` field by field: the daemon sums per-CPU copies with it.
+macro_rules! impl_accumulate {
+    ($ty:ident { $($f:ident),+ $(,)? }) => {
+        impl $ty {
+            pub fn accumulate(&mut self, other: &$ty) {
+                $(self.$f += other.$f;)+
+            }
+        }
+    };
+}
+
+impl_accumulate!(EntryStats {
+    pkts,
+    bytes,
+    wrong_if,
+    ttl_expired,
+    negative,
+    no_oif_set
+});
+impl_accumulate!(IfStats {
+    igmp_query,
+    igmp_v1_report,
+    igmp_v2_report,
+    igmp_v2_leave,
+    igmp_v3_report,
+    igmp_other,
+    malformed,
+    truncated,
+    ring_full,
+    no_entry,
+    tx_pkts,
+    tx_bytes,
+    ttl_too_low,
+    mtu_drop
+});
+
+user_pod!(EntryStats, IfStats);

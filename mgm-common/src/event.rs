@@ -1,0 +1,60 @@
+//! Records the XDP program writes to the ring buffer.
+//!
+//! Every record starts with a `u32` kind, so the reader can tell them apart before it looks
+//! at the rest.
+
+use crate::user_pod;
+
+/// An IGMP message, as received ([`IgmpEvent`]).
+pub const EVENT_IGMP: u32 = 1;
+/// A data packet matched no forwarding entry ([`UpcallEvent`], spec §5.2).
+pub const EVENT_NO_CACHE: u32 = 2;
+/// A data packet arrived on another interface than its entry's ([`UpcallEvent`], spec §5.5).
+pub const EVENT_WRONG_IF: u32 = 3;
+
+/// Most IGMP bytes one event carries: a full 1500-byte IPv4 packet with a 24-byte header.
+/// Longer messages (jumbo frames) are delivered up to this bound and counted as truncated.
+pub const IGMP_PAYLOAD_MAX: usize = 1476;
+
+/// An IGMP message and where it came from. The IGMP bytes are copied verbatim; the daemon
+/// parses them and verifies the checksum, so malformed reports never reach the core.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct IgmpEvent {
+    /// [`EVENT_IGMP`].
+    pub kind: u32,
+    /// Interface the message arrived on.
+    pub ifindex: u32,
+    /// Outer and inner VLAN ids (0: untagged).
+    pub vlan: [u16; 2],
+    /// IPv4 source and destination, network byte order.
+    pub src_ip: u32,
+    pub dst_ip: u32,
+    pub src_mac: [u8; 6],
+    /// IGMP length according to the IPv4 header (total length minus header length).
+    pub igmp_len: u16,
+    /// Bytes of `payload` that hold the message (`min(igmp_len, IGMP_PAYLOAD_MAX)`).
+    pub copied: u16,
+    pub _pad: u16,
+    pub payload: [u8; IGMP_PAYLOAD_MAX],
+}
+const _: () = assert!(core::mem::size_of::<IgmpEvent>() == 32 + IGMP_PAYLOAD_MAX);
+
+/// A no-cache or wrong-interface upcall.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpcallEvent {
+    /// [`EVENT_NO_CACHE`] or [`EVENT_WRONG_IF`].
+    pub kind: u32,
+    /// Interface the packet arrived on.
+    pub ifindex: u32,
+    /// Packet source and group, network byte order.
+    pub source: u32,
+    pub group: u32,
+    /// For wrong-interface: the entry's incoming interface. Zero for no-cache.
+    pub expected_iif: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<UpcallEvent>() == 24);
+
+user_pod!(IgmpEvent, UpcallEvent);

@@ -1,0 +1,69 @@
+//! Forwarding state written by the daemon and read per packet by the XDP programs.
+
+use crate::user_pod;
+
+/// Key of a forwarding entry. Addresses are in network byte order; `source == 0` is (*,G) and
+/// `source == group == 0` is (*,*).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FwdKey {
+    pub source: u32,
+    pub group: u32,
+}
+const _: () = assert!(core::mem::size_of::<FwdKey>() == 8);
+
+/// The entry forwards nothing: matching packets are dropped and counted (spec §5.4).
+pub const FWD_NEGATIVE: u32 = 1 << 0;
+/// A placeholder the XDP program inserted on a miss, waiting for the daemon (spec §5.2).
+pub const FWD_PENDING: u32 = 1 << 1;
+
+/// Value of a forwarding entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FwdEntry {
+    /// Expected incoming interface; packets arriving elsewhere are "wrong interface".
+    pub iif: u32,
+    /// Key into the outgoing-set map of the interfaces to copy to.
+    pub oif_set: u32,
+    /// `FWD_*` bits.
+    pub flags: u32,
+    /// Slot in the per-entry counter array.
+    pub stats_slot: u32,
+    /// When the entry was written (`bpf_ktime_get_ns` clock), for placeholder ageing.
+    pub created_ns: u64,
+    /// Last wrong-interface upcall, for its rate limit.
+    pub last_upcall_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<FwdEntry>() == 32);
+
+/// The interface takes part in forwarding and snooping.
+pub const IF_ENABLED: u8 = 1 << 0;
+
+/// Per-interface settings, keyed by ifindex.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IfConfig {
+    /// Source MAC written into every copy sent out of this interface.
+    pub mac: [u8; 6],
+    /// `IF_*` bits.
+    pub flags: u8,
+    /// Copies whose TTL (after the decrement) is below this are not sent here.
+    pub ttl_threshold: u8,
+    /// Largest IPv4 packet (total length) sent out of this interface.
+    pub mtu: u16,
+    pub _pad: u16,
+    /// Slot in the per-interface counter array.
+    pub stats_slot: u32,
+}
+const _: () = assert!(core::mem::size_of::<IfConfig>() == 16);
+
+/// Contents of the one-element meta map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Meta {
+    pub layout_version: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<Meta>() == 8);
+
+user_pod!(FwdKey, FwdEntry, IfConfig, Meta);

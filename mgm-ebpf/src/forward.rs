@@ -1,0 +1,243 @@
+//! The ingress path: classify the frame, then forward IPv4 multicast data by the
+//! (S,G) → (*,G) → (*,*) entries. The common (S,G) hit costs one hash lookup, one per-CPU
+//! array slot and the redirect; everything rarer sits on the slow branches.
+
+use core::ptr::addr_of_mut;
+
+use aya_ebpf::{
+    bindings::{xdp_action, BPF_F_BROADCAST, BPF_F_EXCLUDE_INGRESS, BPF_NOEXIST},
+    helpers::bpf_ktime_get_ns,
+    programs::XdpContext,
+    Global,
+};
+use mgm_common::{
+    event::{UpcallEvent, EVENT_NO_CACHE, EVENT_WRONG_IF},
+    fwd::{FwdEntry, FwdKey, FWD_NEGATIVE, FWD_PENDING},
+};
+
+use crate::{
+    counters::{bump_if, entry_stats},
+    maps::{MGM_EVENTS, MGM_FWD, MGM_IFCFG, MGM_OIF_SETS},
+    parse::{
+        cursor::Cursor,
+        eth::{self, ETH_P_IP},
+        ipv4::{self, Ipv4Hdr, IPPROTO_IGMP},
+    },
+    snoop,
+};
+
+/// A pending placeholder older than this raises its no-cache upcall again, as ipmr does for
+/// unresolved entries. Set by the daemon at load time.
+#[unsafe(no_mangle)]
+static PENDING_RETRY_NS: Global<u64> = Global::new(10_000_000_000);
+
+/// Least time between two wrong-interface upcalls of one entry. Set by the daemon at load time.
+#[unsafe(no_mangle)]
+static WRONG_IF_INTERVAL_NS: Global<u64> = Global::new(1_000_000_000);
+
+pub fn ingress(ctx: &XdpContext) -> u32 {
+    let ifindex = ctx.ingress_ifindex() as u32;
+    match try_ingress(ctx, ifindex) {
+        Some(action) => action,
+        None => {
+            // A router passes what it cannot read; the host decides.
+            bump_if(if_slot(ifindex), |s| &mut s.malformed);
+            xdp_action::XDP_PASS
+        }
+    }
+}
+
+/// `None`: the frame is cut short or its IPv4 header is inconsistent.
+#[inline(always)]
+fn try_ingress(ctx: &XdpContext, ifindex: u32) -> Option<u32> {
+    let mut cur = Cursor::new(ctx);
+    let eth = eth::parse(&mut cur)?;
+    if eth.proto != ETH_P_IP {
+        return Some(xdp_action::XDP_PASS);
+    }
+    let ip = ipv4::parse(&mut cur)?;
+    // SAFETY: `ipv4::parse` checked the fixed header lies inside the frame.
+    let (saddr, daddr, proto) = unsafe { ((*ip.hdr).saddr, (*ip.hdr).daddr, (*ip.hdr).proto) };
+    if !ipv4::is_multicast(daddr) {
+        return Some(xdp_action::XDP_PASS);
+    }
+    if proto == IPPROTO_IGMP {
+        snoop::igmp(ctx, &cur, &eth, &ip, ifindex, if_slot(ifindex));
+        return Some(xdp_action::XDP_PASS);
+    }
+    if ipv4::is_link_local_multicast(daddr) {
+        return Some(xdp_action::XDP_PASS);
+    }
+    Some(forward(ctx, ip.hdr, ip.tot_len, saddr, daddr, ifindex))
+}
+
+#[inline(always)]
+fn forward(
+    ctx: &XdpContext,
+    hdr: *mut Ipv4Hdr,
+    tot_len: usize,
+    saddr: u32,
+    daddr: u32,
+    ifindex: u32,
+) -> u32 {
+    let Some(entry) = lookup(saddr, daddr) else {
+        no_cache(ctx, saddr, daddr, ifindex);
+        return xdp_action::XDP_DROP;
+    };
+    // SAFETY: the pointer came from a successful map lookup and stays valid for this run.
+    let e = unsafe { &mut *entry };
+    if e.flags & FWD_PENDING != 0 {
+        pending(ctx, e, saddr, daddr, ifindex);
+        return xdp_action::XDP_DROP;
+    }
+    let Some(stats) = entry_stats(e.stats_slot) else {
+        return xdp_action::XDP_DROP;
+    };
+    if e.iif != ifindex {
+        stats.wrong_if += 1;
+        wrong_if(ctx, e, saddr, daddr, ifindex);
+        return xdp_action::XDP_DROP;
+    }
+    if e.flags & FWD_NEGATIVE != 0 {
+        stats.negative += 1;
+        return xdp_action::XDP_DROP;
+    }
+    // SAFETY: `hdr` was bounds-checked by the parser.
+    let ttl = unsafe { (*hdr).ttl };
+    if ttl <= 1 {
+        stats.ttl_expired += 1;
+        return xdp_action::XDP_DROP;
+    }
+    // SAFETY: `u32`-keyed lookup into the outer map; the inner reference is only used for the
+    // redirect below, never written.
+    let Some(set) = (unsafe { MGM_OIF_SETS.get(&e.oif_set) }) else {
+        stats.no_oif_set += 1;
+        return xdp_action::XDP_DROP;
+    };
+    // SAFETY: as above; the header is inside the frame.
+    unsafe { decrement_ttl(hdr) };
+    stats.pkts += 1;
+    stats.bytes += tot_len as u64;
+    set.redirect(0, (BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS) as u64)
+        .unwrap_or(xdp_action::XDP_DROP)
+}
+
+/// (S,G), then (*,G), then (*,*).
+#[inline(always)]
+fn lookup(saddr: u32, daddr: u32) -> Option<*mut FwdEntry> {
+    MGM_FWD
+        .get_ptr_mut(FwdKey {
+            source: saddr,
+            group: daddr,
+        })
+        .or_else(|| {
+            MGM_FWD.get_ptr_mut(FwdKey {
+                source: 0,
+                group: daddr,
+            })
+        })
+        .or_else(|| {
+            MGM_FWD.get_ptr_mut(FwdKey {
+                source: 0,
+                group: 0,
+            })
+        })
+}
+
+/// TTL minus one, with the checksum updated incrementally (RFC 1624): the 16-bit word holding
+/// the TTL drops by 0x0100, so the checksum rises by 0x0100 with end-around carry.
+///
+/// # Safety
+/// `hdr` must point at a bounds-checked IPv4 header.
+#[inline(always)]
+unsafe fn decrement_ttl(hdr: *mut Ipv4Hdr) {
+    unsafe {
+        (*hdr).ttl -= 1;
+        let sum = u16::from_be((*hdr).check) as u32 + 0x0100;
+        (*hdr).check = ((sum + (sum >> 16)) as u16).to_be();
+    }
+}
+
+/// A miss: insert a placeholder so only this packet raises the upcall, then let the daemon
+/// decide (spec §5.2, like ipmr's unresolved cache).
+#[inline(never)]
+fn no_cache(ctx: &XdpContext, saddr: u32, daddr: u32, ifindex: u32) {
+    let _ = ctx;
+    let slot = if_slot(ifindex);
+    bump_if(slot, |s| &mut s.no_entry);
+    let key = FwdKey {
+        source: saddr,
+        group: daddr,
+    };
+    let placeholder = FwdEntry {
+        iif: ifindex,
+        oif_set: 0,
+        flags: FWD_PENDING,
+        stats_slot: 0,
+        // SAFETY: no preconditions.
+        created_ns: unsafe { bpf_ktime_get_ns() },
+        last_upcall_ns: 0,
+    };
+    if MGM_FWD.insert(key, placeholder, BPF_NOEXIST as u64).is_ok() {
+        upcall(EVENT_NO_CACHE, saddr, daddr, ifindex, 0, slot);
+    }
+}
+
+/// A packet for a placeholder: re-raise the upcall once the placeholder is old.
+#[inline(never)]
+fn pending(ctx: &XdpContext, e: &mut FwdEntry, saddr: u32, daddr: u32, ifindex: u32) {
+    let _ = ctx;
+    let slot = if_slot(ifindex);
+    bump_if(slot, |s| &mut s.no_entry);
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if now.wrapping_sub(e.created_ns) > PENDING_RETRY_NS.load() {
+        // SAFETY: `e` is a live map value; a racing CPU at worst raises one extra upcall.
+        unsafe { addr_of_mut!(e.created_ns).write_volatile(now) };
+        upcall(EVENT_NO_CACHE, saddr, daddr, ifindex, 0, slot);
+    }
+}
+
+/// Wrong incoming interface: at most one upcall per entry per interval (spec §5.5).
+#[inline(never)]
+fn wrong_if(ctx: &XdpContext, e: &mut FwdEntry, saddr: u32, daddr: u32, ifindex: u32) {
+    let _ = ctx;
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if now.wrapping_sub(e.last_upcall_ns) > WRONG_IF_INTERVAL_NS.load() {
+        // SAFETY: as in `pending`.
+        unsafe { addr_of_mut!(e.last_upcall_ns).write_volatile(now) };
+        upcall(
+            EVENT_WRONG_IF,
+            saddr,
+            daddr,
+            ifindex,
+            e.iif,
+            if_slot(ifindex),
+        );
+    }
+}
+
+#[inline(always)]
+fn upcall(kind: u32, source: u32, group: u32, ifindex: u32, expected_iif: u32, slot: u32) {
+    let ev = UpcallEvent {
+        kind,
+        ifindex,
+        source,
+        group,
+        expected_iif,
+        _pad: 0,
+    };
+    if MGM_EVENTS.output_untyped::<UpcallEvent>(&ev, 0).is_err() {
+        bump_if(slot, |s| &mut s.ring_full);
+    }
+}
+
+/// Counter slot of an interface; slot 0 for interfaces mgm has no config for.
+#[inline(always)]
+fn if_slot(ifindex: u32) -> u32 {
+    // SAFETY: read-only lookup of a plain value.
+    unsafe { MGM_IFCFG.get(ifindex) }
+        .map(|c| c.stats_slot)
+        .unwrap_or(0)
+}

@@ -1,0 +1,3 @@
+//! Read-only commands for operators.
+
+pub mod show;

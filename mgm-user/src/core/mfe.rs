@@ -1,0 +1,435 @@
+//! The multicast forwarding entry record (spec §5.1) with its per-OIF state (spec §4.7) and the
+//! counters the data plane reports (spec §6.3). The life cycle that creates, updates and expires
+//! MFEs lives in `mod.rs`; nothing here performs I/O.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use std::time::Duration;
+
+use super::action::MapOp;
+use super::error::MgmError;
+use super::protocol::{MgmIfEntry, RouteInfo};
+use super::time::Instant;
+use super::types::{InterfaceId, ProtocolHandle, ProtocolId, SourceGroupEntry};
+use super::Mgm;
+
+/// An MFE's key. Field order makes MFEs sort by group, then source, as enumeration needs
+/// (spec §6.2).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct MfeKey {
+    pub(crate) group: Ipv4Addr,
+    pub(crate) source: Ipv4Addr,
+}
+
+/// Per-OIF state that is not derived from memberships (spec §4.7). `by_join` is derived from
+/// the membership table whenever it is needed, so it can never go stale.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct OifState {
+    /// Set by a FORWARD-state add, cleared by a FORWARD-state delete.
+    pub(crate) forward_pin: bool,
+    /// Set when the owner disabled the id in the creation alert.
+    pub(crate) vetoed: bool,
+}
+
+/// Egress counters of one outgoing interface (spec §6.3, `MIB_IPMCAST_OIF_STATS`).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct OifCounters {
+    /// Not sent: TTL below the interface's threshold.
+    pub ttl_too_low: u64,
+    /// Not sent: larger than the egress MTU.
+    pub frag_needed: u64,
+    /// Sent.
+    pub out_packets: u64,
+    /// Other egress drops.
+    pub out_discards: u64,
+}
+
+/// A snapshot of one MFE's data-plane counters, summed over CPUs by the adapter (spec §6.3).
+/// Counters are kept as u64 and wrap to u32 only in the Windows-shaped records.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MfeCounters {
+    /// `ulInPkts`: matched and arrived on the iif.
+    pub in_pkts: u64,
+    /// `ulInOctets`: IP total length of those packets.
+    pub in_octets: u64,
+    /// `ulPktsDifferentIf`: matched but arrived on another interface.
+    pub different_if: u64,
+    /// `ulQueueOverflow`: dropped because the pending queue was full.
+    pub queue_overflow: u64,
+    /// `ulUninitMfe`: matched while the MFE was being resolved.
+    pub uninit_mfe: u64,
+    /// `ulNegativeMfe`: dropped because the OIF list is empty.
+    pub negative_mfe: u64,
+    /// `ulInDiscards`: every drop of a packet that arrived on the iif.
+    pub in_discards: u64,
+    /// `ulInHdrErrors`: bad header or TTL ≤ 1.
+    pub in_hdr_errors: u64,
+    /// Per-OIF egress counters; an OIF with no entry reports zeros.
+    pub oifs: BTreeMap<InterfaceId, OifCounters>,
+}
+
+/// One MFE (spec §5.1).
+#[derive(Clone, Debug)]
+pub(crate) struct Mfe {
+    /// The incoming interface as fixed by the RPF callback.
+    pub(crate) iif: InterfaceId,
+    pub(crate) upstream: Ipv4Addr,
+    /// Protocol id of the iif owner at creation, 0 if none (`dwInIfProtocol`).
+    pub(crate) iif_protocol: ProtocolId,
+    pub(crate) route: RouteInfo,
+    /// FORWARD pins and vetoes, by OIF; ids with neither are absent.
+    pub(crate) oif_state: BTreeMap<InterfaceId, OifState>,
+    /// Nobody owned the candidate iif at creation: the MFE stays negative for its whole life
+    /// (spec §5.2 step 2).
+    pub(crate) forced_negative: bool,
+    pub(crate) created_at: Instant,
+    /// Lifetime in seconds, from `created_at` or from the last prune-alert reset (spec §5.6).
+    pub(crate) timeout_s: u32,
+    pub(crate) expires_at: Instant,
+    pub(crate) counters: MfeCounters,
+    /// When the last wrong-interface callback ran, for the per-MFE rate limit (spec §5.5).
+    pub(crate) last_wrong_if: Option<Instant>,
+}
+
+impl Mfe {
+    /// The forwarding list: `(by_join || forward_pin) && !vetoed`, never the iif (spec §4.7,
+    /// §5.3). `by_join` is the set of ids some JOIN entry covering this MFE names.
+    pub(crate) fn active_oifs(&self, by_join: BTreeSet<InterfaceId>) -> BTreeSet<InterfaceId> {
+        if self.forced_negative {
+            return BTreeSet::new();
+        }
+        let pinned = self
+            .oif_state
+            .iter()
+            .filter(|(_, s)| s.forward_pin)
+            .map(|(id, _)| *id);
+        by_join
+            .into_iter()
+            .chain(pinned)
+            .filter(|id| *id != self.iif && !self.oif_state.get(id).is_some_and(|s| s.vetoed))
+            .collect()
+    }
+
+    /// Applies `f` to the state of `id` and drops the record if it became default.
+    pub(crate) fn update_oif(&mut self, id: InterfaceId, f: impl FnOnce(&mut OifState)) {
+        let state = self.oif_state.entry(id).or_default();
+        f(state);
+        if *state == OifState::default() {
+            self.oif_state.remove(&id);
+        }
+    }
+}
+
+impl Mgm {
+    /// The forwarder found no MFE for (source, group) on a packet that arrived on `in_if`
+    /// (spec §5.2). Runs route lookup, the RPF callback, the OIF computation and the creation
+    /// alerts, then queues the install. `hdr` is the packet's first bytes, for the RPF callback.
+    ///
+    /// An upcall for an MFE that exists (a data-plane race) re-queues its install and invokes
+    /// no callback.
+    ///
+    /// # Errors
+    /// `NotEnoughMemory` when [`Config::max_mfes`](super::Config) is reached; the packet is
+    /// dropped and the data plane raises the upcall again later.
+    pub fn no_cache_upcall(
+        &mut self,
+        source: Ipv4Addr,
+        group: Ipv4Addr,
+        in_if: InterfaceId,
+        hdr: &[u8],
+        now: Instant,
+    ) -> Result<(), MgmError> {
+        let result = self.create_mfe(source, group, in_if, hdr, now);
+        self.run_queued(now);
+        result
+    }
+
+    /// A packet for an existing MFE arrived on `in_if`, not on its iif (spec §5.5). Invokes
+    /// `wrong_if` on the arrival interface's owner, at most once per
+    /// [`Config::wrong_if_interval`](super::Config) per MFE, and only if enabled.
+    pub fn wrong_if_upcall(
+        &mut self,
+        source: Ipv4Addr,
+        group: Ipv4Addr,
+        in_if: InterfaceId,
+        hdr: &[u8],
+        now: Instant,
+    ) {
+        if !self.config.wrong_if_enabled {
+            return;
+        }
+        let interval = self.config.wrong_if_interval;
+        let Some(mfe) = self.mfes.get_mut(&MfeKey { group, source }) else {
+            return;
+        };
+        let limited = mfe
+            .last_wrong_if
+            .is_some_and(|last| now.saturating_since(last) < interval);
+        if mfe.iif == in_if || limited {
+            return;
+        }
+        mfe.last_wrong_if = Some(now);
+        if let Some(owner) = self.owner_of(in_if) {
+            self.call(owner, now, |p, cx| {
+                p.wrong_if(cx, source, group, in_if, hdr)
+            });
+        }
+        self.run_queued(now);
+    }
+
+    /// Stores the latest counter snapshot of an MFE for the statistics calls (spec §6.2).
+    ///
+    /// # Errors
+    /// `NotFound` if there is no such MFE.
+    pub fn set_mfe_counters(
+        &mut self,
+        source: Ipv4Addr,
+        group: Ipv4Addr,
+        counters: MfeCounters,
+    ) -> Result<(), MgmError> {
+        let mfe = self
+            .mfes
+            .get_mut(&MfeKey { group, source })
+            .ok_or(MgmError::NotFound)?;
+        mfe.counters = counters;
+        Ok(())
+    }
+
+    /// `MgmSetMfe`: changes the MFE's upstream neighbour and nothing else (spec §5.7). The other
+    /// fields of the Windows structure are ignored there, so they are not taken here.
+    ///
+    /// # Errors
+    /// `InvalidParameter` for a bad handle or if the caller does not own the MFE's iif;
+    /// `NotFound` if there is no such MFE.
+    pub fn set_mfe(
+        &mut self,
+        handle: ProtocolHandle,
+        source: Ipv4Addr,
+        group: Ipv4Addr,
+        upstream: Ipv4Addr,
+    ) -> Result<(), MgmError> {
+        self.registration(handle)?;
+        let mfe = self
+            .mfes
+            .get(&MfeKey { group, source })
+            .ok_or(MgmError::NotFound)?;
+        if !self
+            .interfaces
+            .get(&mfe.iif)
+            .is_some_and(|o| o.is_owned_by(handle))
+        {
+            return Err(MgmError::InvalidParameter);
+        }
+        if let Some(mfe) = self.mfes.get_mut(&MfeKey { group, source }) {
+            mfe.upstream = upstream;
+        }
+        Ok(())
+    }
+
+    /// Steps 1–5 of spec §5.2 for one (S,G).
+    pub(super) fn create_mfe(
+        &mut self,
+        source: Ipv4Addr,
+        group: Ipv4Addr,
+        in_if: InterfaceId,
+        hdr: &[u8],
+        now: Instant,
+    ) -> Result<(), MgmError> {
+        let key = MfeKey { group, source };
+        if self.mfes.contains_key(&key) {
+            self.installed.remove(&key);
+            self.install_current(key);
+            return Ok(());
+        }
+        if self.mfes.len() >= self.config.max_mfes {
+            return Err(MgmError::NotEnoughMemory);
+        }
+        let sg = SourceGroupEntry::sg(source, group);
+        // Step 1: with no route, the arrival interface is the candidate [Dec].
+        let (mut iif, mut upstream, mut route) = match self.routes.lookup(source) {
+            Some(r) => (r.if_id, r.upstream, r.info()),
+            None => (in_if, Ipv4Addr::UNSPECIFIED, RouteInfo::default()),
+        };
+        // Step 2: nobody to ask means a negative MFE and no callbacks [Dec].
+        let forced_negative = match self.owner_of(iif) {
+            Some(owner) => {
+                self.call(owner, now, |p, cx| {
+                    p.rpf(cx, sg, &mut iif, &mut upstream, hdr, &mut route)
+                });
+                false
+            }
+            None => true,
+        };
+        // Step 3 (spec §5.3) and step 4: one creation alert per owner, in id order.
+        let mut oif_state = BTreeMap::new();
+        if !forced_negative {
+            let mut by_owner: BTreeMap<_, Vec<MgmIfEntry>> = BTreeMap::new();
+            for id in self.members.covering_ids(source, group) {
+                if id == iif {
+                    continue;
+                }
+                let Some(owner) = self.interfaces.get(&id) else {
+                    continue;
+                };
+                let Some(h) = owner.primary() else {
+                    continue;
+                };
+                by_owner
+                    .entry((self.sort_key(h), h))
+                    .or_default()
+                    .push(MgmIfEntry {
+                        if_id: id,
+                        igmp: owner.igmp.is_some(),
+                        enabled: true,
+                    });
+            }
+            for ((_, h), offered) in by_owner {
+                let mut entries = offered.clone();
+                self.call(h, now, |p, cx| p.creation_alert(cx, sg, iif, &mut entries));
+                // Match by position: the callee may only flip `enabled` on its own entries.
+                for (offer, answer) in offered.iter().zip(&entries) {
+                    if !answer.enabled {
+                        oif_state.insert(
+                            offer.if_id,
+                            OifState {
+                                forward_pin: false,
+                                vetoed: true,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        let iif_protocol = self
+            .owner_of(iif)
+            .map_or(ProtocolId(0), |h| self.sort_key(h).0);
+        let lifetime = self.config.mfe_lifetime_s;
+        let mfe = Mfe {
+            iif,
+            upstream,
+            iif_protocol,
+            route,
+            oif_state,
+            forced_negative,
+            created_at: now,
+            timeout_s: lifetime,
+            expires_at: now + Duration::from_secs(lifetime.into()),
+            counters: MfeCounters::default(),
+            last_wrong_if: None,
+        };
+        self.expiry.insert((mfe.expires_at, key));
+        self.mfes.insert(key, mfe);
+        // Step 5: install, then let the iif owner prune upstream if nobody wants the traffic.
+        let negative = self.install_current(key);
+        if negative && !forced_negative {
+            self.mfe_alert(key, true, now);
+        }
+        Ok(())
+    }
+
+    /// Queues whatever ops bring the data plane in line with every MFE. With `alerts`, an OIF
+    /// list that went empty ↔ non-empty sends the MFE-level alert to the iif owner, after all
+    /// map writes (spec §4.7 ordering).
+    pub(super) fn sync_mfes(&mut self, now: Instant, alerts: bool) {
+        let mut transitions = Vec::new();
+        let keys: Vec<MfeKey> = self.mfes.keys().copied().collect();
+        for key in keys {
+            let was_negative = self.installed.get(&key).map(|(_, o)| o.is_empty());
+            let negative = self.install_current(key);
+            if was_negative.is_some_and(|w| w != negative) {
+                transitions.push((key, negative));
+            }
+        }
+        if alerts {
+            for (key, negative) in transitions {
+                self.mfe_alert(key, negative, now);
+            }
+        }
+    }
+
+    /// Queues an install if the data plane differs from MFE `key`; returns whether the MFE is
+    /// negative.
+    fn install_current(&mut self, key: MfeKey) -> bool {
+        let Some(mfe) = self.mfes.get(&key) else {
+            return false;
+        };
+        let oifs = self.active_oifs(key, mfe);
+        let negative = oifs.is_empty();
+        let desired = (mfe.iif, oifs);
+        if self.installed.get(&key) != Some(&desired) {
+            self.map_ops.push_back(MapOp::InstallMfe {
+                source: key.source,
+                group: key.group,
+                iif: desired.0,
+                oifs: desired.1.clone(),
+            });
+            self.installed.insert(key, desired);
+        }
+        negative
+    }
+
+    pub(super) fn active_oifs(&self, key: MfeKey, mfe: &Mfe) -> BTreeSet<InterfaceId> {
+        mfe.active_oifs(self.members.covering_ids(key.source, key.group))
+    }
+
+    /// The MFE-level alert to the iif owner (spec §4.7): a graft becomes a join alert, a turn
+    /// to negative a prune alert whose timeout output restarts the MFE's lifetime (spec §5.6).
+    fn mfe_alert(&mut self, key: MfeKey, negative: bool, now: Instant) {
+        let Some(mfe) = self.mfes.get(&key) else {
+            return;
+        };
+        let (iif, timeout_in) = (mfe.iif, mfe.timeout_s);
+        let Some(owner) = self.owner_of(iif) else {
+            return;
+        };
+        let sg = SourceGroupEntry::sg(key.source, key.group);
+        if !negative {
+            self.call(owner, now, |p, cx| p.join_alert(cx, sg, false));
+            return;
+        }
+        let mut timeout = timeout_in;
+        self.call(owner, now, |p, cx| {
+            p.prune_alert(cx, sg, iif, false, &mut timeout)
+        });
+        if let Some(mfe) = self.mfes.get_mut(&key) {
+            self.expiry.remove(&(mfe.expires_at, key));
+            mfe.timeout_s = timeout;
+            mfe.expires_at = now + Duration::from_secs(timeout.into());
+            self.expiry.insert((mfe.expires_at, key));
+        }
+    }
+
+    /// Deletes one MFE and queues the matching data-plane delete.
+    pub(super) fn remove_mfe(&mut self, key: MfeKey) {
+        if let Some(mfe) = self.mfes.remove(&key) {
+            self.expiry.remove(&(mfe.expires_at, key));
+        }
+        if self.installed.remove(&key).is_some() {
+            self.map_ops.push_back(MapOp::DeleteMfe {
+                source: key.source,
+                group: key.group,
+            });
+        }
+    }
+
+    /// Deletes every MFE whose iif is `id`, without callbacks (spec §3.1 step 3, §3.2 step 2).
+    pub(super) fn delete_mfes_with_iif(&mut self, id: InterfaceId) {
+        let keys: Vec<MfeKey> = self
+            .mfes
+            .iter()
+            .filter(|(_, m)| m.iif == id)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            self.remove_mfe(key);
+        }
+    }
+
+    /// Forgets FORWARD pins and vetoes on `id` when its owner leaves.
+    pub(super) fn clear_oif_state(&mut self, id: InterfaceId) {
+        for mfe in self.mfes.values_mut() {
+            mfe.oif_state.remove(&id);
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The callback side of the MGM contract: the [`RoutingProtocol`] trait that every client
+//! implements (spec §7), the [`Cx`] through which a callback queues MGM requests, and the
+//! values callbacks exchange with MGM.
+//!
+//! Callbacks run synchronously inside the call that caused them, but they never call MGM
+//! directly: requests queued on [`Cx`] run after the current operation finishes, so nothing
+//! re-enters the core (spec §7, §10). Nothing here performs I/O.
+
+use std::net::Ipv4Addr;
+
+use super::error::MgmError;
+use super::time::Instant;
+use super::types::{InterfaceId, ProtocolHandle, SourceGroupEntry};
+
+/// The unicast route used for RPF: `route_protocol`, `route_net`, `route_mask` (spec §5.1).
+/// All zero when there is no route (spec §5.2 step 1).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct RouteInfo {
+    /// The routing protocol that installed the route (`rtm_protocol` on Linux, spec §10).
+    pub protocol: u32,
+    /// The matched prefix.
+    pub network: Ipv4Addr,
+    /// The matched prefix's mask.
+    pub mask: Ipv4Addr,
+}
+
+impl Default for RouteInfo {
+    fn default() -> Self {
+        Self {
+            protocol: 0,
+            network: Ipv4Addr::UNSPECIFIED,
+            mask: Ipv4Addr::UNSPECIFIED,
+        }
+    }
+}
+
+/// `MGM_IF_ENTRY`: one outgoing interface offered to its owner in a creation alert (spec §5.2).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct MgmIfEntry {
+    /// The outgoing interface.
+    pub if_id: InterfaceId,
+    /// `bIGMP`: IGMP is also enabled on this interface.
+    pub igmp: bool,
+    /// `bIsEnabled`: TRUE on input; the owner sets FALSE to veto forwarding there.
+    pub enabled: bool,
+}
+
+/// An MGM request a callback queues on [`Cx`]. It runs with the queuing client's handle after
+/// the current operation, and its result comes back through
+/// [`RoutingProtocol::request_done`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// `MgmTakeInterfaceOwnership` (spec §3.1).
+    TakeInterfaceOwnership(InterfaceId),
+    /// `MgmReleaseInterfaceOwnership` (spec §3.2).
+    ReleaseInterfaceOwnership(InterfaceId),
+    /// `MgmAddGroupMembershipEntry` (spec §4.2).
+    AddGroupMembership {
+        /// Source and group with their masks.
+        sg: SourceGroupEntry,
+        /// The interface with receivers.
+        if_id: InterfaceId,
+        /// `MGM_JOIN_STATE_FLAG` and/or `MGM_FORWARD_STATE_FLAG`.
+        flags: u32,
+    },
+    /// `MgmDeleteGroupMembershipEntry` (spec §4.3).
+    DeleteGroupMembership {
+        /// Source and group with their masks.
+        sg: SourceGroupEntry,
+        /// The interface that lost its receivers.
+        if_id: InterfaceId,
+        /// `MGM_JOIN_STATE_FLAG` and/or `MGM_FORWARD_STATE_FLAG`.
+        flags: u32,
+    },
+    /// `MgmSetMfe` (spec §5.7).
+    SetMfe {
+        /// The MFE's source.
+        source: Ipv4Addr,
+        /// The MFE's group.
+        group: Ipv4Addr,
+        /// The new upstream neighbour.
+        upstream: Ipv4Addr,
+    },
+}
+
+/// The context handed to every callback. It tells the callee who it is and when the callback
+/// happens, and collects the requests it wants MGM to run afterwards (spec §10).
+#[derive(Debug)]
+pub struct Cx {
+    handle: ProtocolHandle,
+    now: Instant,
+    requests: Vec<Request>,
+}
+
+impl Cx {
+    pub(crate) fn new(handle: ProtocolHandle, now: Instant) -> Self {
+        Self {
+            handle,
+            now,
+            requests: Vec::new(),
+        }
+    }
+
+    /// The callee's own registration handle.
+    pub fn handle(&self) -> ProtocolHandle {
+        self.handle
+    }
+
+    /// The time of the operation that invoked the callback.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Queues `request`; it runs after the current MGM operation, in queuing order.
+    pub fn queue(&mut self, request: Request) {
+        self.requests.push(request);
+    }
+
+    pub(crate) fn into_requests(self) -> Vec<Request> {
+        self.requests
+    }
+}
+
+/// A multicast routing protocol, or IGMP, as an MGM client: one method per callback of spec §7.
+///
+/// Every method has a no-op default, which leaves every out-parameter as it was on input
+/// (spec §2.1). MGM ignores return values (spec §7), so there are none. Methods run inside the
+/// MGM call that caused them and must return promptly.
+pub trait RoutingProtocol: Send {
+    /// `PMGM_RPF_CALLBACK`: a packet for (S,G) has no MFE; confirm or rewrite the expected
+    /// incoming interface, upstream neighbour and route (spec §5.2 step 2). `hdr` holds the IP
+    /// header and the first payload bytes.
+    fn rpf(
+        &mut self,
+        _cx: &mut Cx,
+        _sg: SourceGroupEntry,
+        _iif: &mut InterfaceId,
+        _upstream: &mut Ipv4Addr,
+        _hdr: &[u8],
+        _route: &mut RouteInfo,
+    ) {
+    }
+
+    /// `PMGM_CREATION_ALERT_CALLBACK`: a new MFE will forward on `oifs`, which are this client's
+    /// interfaces only; set `enabled = false` to veto one (spec §5.2 step 4).
+    fn creation_alert(
+        &mut self,
+        _cx: &mut Cx,
+        _sg: SourceGroupEntry,
+        _iif: InterfaceId,
+        _oifs: &mut [MgmIfEntry],
+    ) {
+    }
+
+    /// `PMGM_PRUNE_ALERT_CALLBACK`. With `member_delete` the last receivers for `sg` went away
+    /// (spec §4.6) and `timeout_s` is ignored; without it, the MFE (S,G) turned negative and
+    /// `timeout_s` is its new lifetime from now (spec §4.7).
+    fn prune_alert(
+        &mut self,
+        _cx: &mut Cx,
+        _sg: SourceGroupEntry,
+        _if_id: InterfaceId,
+        _member_delete: bool,
+        _timeout_s: &mut u32,
+    ) {
+    }
+
+    /// `PMGM_JOIN_ALERT_CALLBACK`. With `member_update` new receivers for `sg` appeared
+    /// (spec §4.5); without it, a negative MFE gained an OIF (spec §4.7).
+    fn join_alert(&mut self, _cx: &mut Cx, _sg: SourceGroupEntry, _member_update: bool) {}
+
+    /// `PMGM_WRONG_IF_CALLBACK`: a packet for an existing MFE arrived on `if_id`, which is not
+    /// its incoming interface (spec §5.5).
+    fn wrong_if(
+        &mut self,
+        _cx: &mut Cx,
+        _source: Ipv4Addr,
+        _group: Ipv4Addr,
+        _if_id: InterfaceId,
+        _hdr: &[u8],
+    ) {
+    }
+
+    /// `PMGM_LOCAL_JOIN_CALLBACK`: IGMP saw receivers on an interface this client owns
+    /// (spec §4.4).
+    fn local_join(&mut self, _cx: &mut Cx, _sg: SourceGroupEntry, _if_id: InterfaceId) {}
+
+    /// `PMGM_LOCAL_LEAVE_CALLBACK`: IGMP's receivers on an interface this client owns left
+    /// (spec §4.4).
+    fn local_leave(&mut self, _cx: &mut Cx, _sg: SourceGroupEntry, _if_id: InterfaceId) {}
+
+    /// `PMGM_DISABLE_IGMP_CALLBACK`, IGMP only: stop adding or deleting memberships on `if_id`
+    /// until [`RoutingProtocol::enable_igmp`] (spec §3.1).
+    fn disable_igmp(&mut self, _cx: &mut Cx, _if_id: InterfaceId) {}
+
+    /// `PMGM_ENABLE_IGMP_CALLBACK`, IGMP only: re-add every membership on `if_id` by queuing
+    /// requests on `cx` (spec §3.1).
+    fn enable_igmp(&mut self, _cx: &mut Cx, _if_id: InterfaceId) {}
+
+    /// Not a Windows callback: reports the result of a request queued on [`Cx`], because a
+    /// deferred request cannot return its code to the caller (spec §10).
+    fn request_done(&mut self, _cx: &mut Cx, _request: &Request, _result: Result<(), MgmError>) {}
+}

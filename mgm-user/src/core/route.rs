@@ -1,0 +1,77 @@
+//! The "multicast view" of the unicast routing table that RPF lookups use (spec §5.2 step 1,
+//! §4.5 for (S,G) alerts). The driver feeds it from rtnetlink (spec §10); the core only does
+//! longest-prefix matches on it and performs no I/O.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use super::error::MgmError;
+use super::protocol::RouteInfo;
+use super::types::InterfaceId;
+
+/// One unicast route toward a set of sources.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// The prefix's network address; host bits must be zero.
+    pub network: Ipv4Addr,
+    /// The prefix length, 0..=32.
+    pub prefix_len: u8,
+    /// The interface toward the sources: the RPF interface.
+    pub if_id: InterfaceId,
+    /// The next hop toward the sources: the upstream neighbour.
+    pub upstream: Ipv4Addr,
+    /// The routing protocol that installed the route (`rtm_protocol`).
+    pub protocol: u32,
+}
+
+impl Route {
+    /// The prefix's mask, e.g. 255.255.0.0 for a /16.
+    pub fn mask(&self) -> Ipv4Addr {
+        prefix_mask(self.prefix_len)
+    }
+
+    /// The route as the RPF callback and the MFE record report it (spec §5.1).
+    pub fn info(&self) -> RouteInfo {
+        RouteInfo {
+            protocol: self.protocol,
+            network: self.network,
+            mask: self.mask(),
+        }
+    }
+}
+
+fn prefix_mask(len: u8) -> Ipv4Addr {
+    match len {
+        0 => Ipv4Addr::UNSPECIFIED,
+        n => Ipv4Addr::from(u32::MAX << (32 - u32::from(n.min(32)))),
+    }
+}
+
+/// Routes keyed by (prefix length, network), so a lookup tries at most 33 exact matches.
+#[derive(Debug, Default)]
+pub(crate) struct RouteTable {
+    routes: BTreeMap<(u8, Ipv4Addr), Route>,
+}
+
+impl RouteTable {
+    /// Adds or replaces a route; a prefix longer than 32 or with host bits set is invalid.
+    pub(crate) fn insert(&mut self, route: Route) -> Result<(), MgmError> {
+        if route.prefix_len > 32 || u32::from(route.network) & !u32::from(route.mask()) != 0 {
+            return Err(MgmError::InvalidParameter);
+        }
+        self.routes.insert((route.prefix_len, route.network), route);
+        Ok(())
+    }
+
+    pub(crate) fn remove(&mut self, network: Ipv4Addr, prefix_len: u8) -> Option<Route> {
+        self.routes.remove(&(prefix_len, network))
+    }
+
+    /// Longest-prefix match for `addr`.
+    pub(crate) fn lookup(&self, addr: Ipv4Addr) -> Option<&Route> {
+        (0..=32u8).rev().find_map(|len| {
+            let net = Ipv4Addr::from(u32::from(addr) & u32::from(prefix_mask(len)));
+            self.routes.get(&(len, net))
+        })
+    }
+}

@@ -1,0 +1,122 @@
+//! Reads the pinned maps of a running (or crashed) daemon into plain values, without loading
+//! anything: what `mgm show` prints, and what adopting a data plane will start from.
+
+use std::{net::Ipv4Addr, path::Path};
+
+use aya::maps::{xdp::DevMapHash, Array, HashMap, HashOfMaps, Map, MapData, PerCpuArray};
+use mgm_common::{
+    counters::{EntryStats, IfStats},
+    fwd::{FwdEntry, FwdKey, IfConfig, Meta},
+    maps as m,
+};
+
+use super::DataplaneError;
+
+/// One forwarding entry and its counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryView {
+    pub source: Ipv4Addr,
+    pub group: Ipv4Addr,
+    pub entry: FwdEntry,
+    /// Outgoing ifindexes, sorted; empty for negative and pending entries.
+    pub oifs: Vec<u32>,
+    pub stats: EntryStats,
+}
+
+/// One managed interface, its settings and counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceView {
+    pub ifindex: u32,
+    pub config: IfConfig,
+    pub stats: IfStats,
+}
+
+/// Everything the pinned maps say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinnedState {
+    pub layout_version: u32,
+    pub entries: Vec<EntryView>,
+    pub interfaces: Vec<InterfaceView>,
+}
+
+fn open<T>(dir: &Path, name: &'static str) -> Result<T, DataplaneError>
+where
+    T: TryFrom<Map, Error = aya::maps::MapError>,
+{
+    let err = |source| DataplaneError::Map { map: name, source };
+    let data = MapData::from_pin(dir.join(name)).map_err(err)?;
+    let map = Map::from_map_data(data).map_err(err)?;
+    T::try_from(map).map_err(err)
+}
+
+/// Reads every pinned map under `dir`.
+///
+/// # Errors
+/// A map is missing (no daemon ran with this pin directory) or has another layout.
+pub fn read_pinned(dir: &Path) -> Result<PinnedState, DataplaneError> {
+    let meta: Array<MapData, Meta> = open(dir, m::META)?;
+    let layout_version = meta
+        .get(&0, 0)
+        .map_err(|source| DataplaneError::Map {
+            map: m::META,
+            source,
+        })?
+        .layout_version;
+    let fwd: HashMap<MapData, FwdKey, FwdEntry> = open(dir, m::FWD)?;
+    let sets: HashOfMaps<MapData, u32, DevMapHash<MapData>> = open(dir, m::OIF_SETS)?;
+    let entry_stats: PerCpuArray<MapData, EntryStats> = open(dir, m::ENTRY_STATS)?;
+    let ifcfg: HashMap<MapData, u32, IfConfig> = open(dir, m::IFCFG)?;
+    let if_stats: PerCpuArray<MapData, IfStats> = open(dir, m::IF_STATS)?;
+
+    let map_err = |map| move |source| DataplaneError::Map { map, source };
+    let mut entries = Vec::new();
+    for item in fwd.iter() {
+        let (key, entry) = item.map_err(map_err(m::FWD))?;
+        let oifs = if entry.oif_set == 0 {
+            Vec::new()
+        } else {
+            match sets.get(&entry.oif_set, 0) {
+                Ok(set) => {
+                    let mut v: Vec<u32> = set.keys().filter_map(Result::ok).collect();
+                    v.sort_unstable();
+                    v
+                }
+                // An entry whose set is gone drops its packets (counted as no_oif_set).
+                Err(aya::maps::MapError::KeyNotFound) => Vec::new(),
+                Err(e) => return Err(map_err(m::OIF_SETS)(e)),
+            }
+        };
+        let mut stats = EntryStats::default();
+        if let Ok(per_cpu) = entry_stats.get(&entry.stats_slot, 0) {
+            per_cpu.iter().for_each(|s| stats.accumulate(s));
+        }
+        entries.push(EntryView {
+            source: Ipv4Addr::from(u32::from_be(key.source)),
+            group: Ipv4Addr::from(u32::from_be(key.group)),
+            entry,
+            oifs,
+            stats,
+        });
+    }
+    entries.sort_by_key(|e| (e.group, e.source));
+
+    let mut interfaces = Vec::new();
+    for item in ifcfg.iter() {
+        let (ifindex, config) = item.map_err(map_err(m::IFCFG))?;
+        let mut stats = IfStats::default();
+        if let Ok(per_cpu) = if_stats.get(&config.stats_slot, 0) {
+            per_cpu.iter().for_each(|s| stats.accumulate(s));
+        }
+        interfaces.push(InterfaceView {
+            ifindex,
+            config,
+            stats,
+        });
+    }
+    interfaces.sort_by_key(|i| i.ifindex);
+    Ok(PinnedState {
+        layout_version,
+        entries,
+        interfaces,
+    })
+}

@@ -1,0 +1,354 @@
+//! Loads the embedded XDP object, pins its maps, attaches the ingress program to every managed
+//! interface and hands out typed map handles. Dropping the [`Dataplane`] detaches the programs
+//! and removes the pins.
+//!
+//! Adoption of maps pinned by an earlier daemon (restart without losing traffic) is not built
+//! yet: pins left behind by a previous run are removed with a warning.
+
+use std::{
+    ffi::CString,
+    fs, io,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use aya::{
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{ProgramFd, Xdp, XdpMode as AyaXdpMode},
+    Ebpf, EbpfLoader,
+};
+use log::{info, warn};
+use mgm_common::{
+    counters::IfStats,
+    fwd::{IfConfig, Meta, IF_ENABLED},
+    maps::{self as m, LAYOUT_VERSION},
+};
+
+use super::{maps::Forwarding, netdev::NetDev, DataplaneError};
+
+const INGRESS: &str = "mgm_ingress";
+const EGRESS: &str = "mgm_egress";
+/// `BPF_FS_MAGIC` from linux/magic.h.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+#[cfg(not(mgm_ebpf_missing))]
+static OBJECT: Option<&[u8]> = Some(aya::include_bytes_aligned!(env!("MGM_EBPF_OBJECT")));
+#[cfg(mgm_ebpf_missing)]
+static OBJECT: Option<&[u8]> = None;
+
+/// How the ingress program is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdpMode {
+    /// In the driver: fastest; needs driver support (veth, most 10G+ NICs).
+    Native,
+    /// In the kernel's generic path: works everywhere, slower.
+    Skb,
+    /// Native where the driver allows it, generic elsewhere (with a warning).
+    Auto,
+}
+
+/// What to load, where, and with which settings.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub interfaces: Vec<NetDev>,
+    pub mode: XdpMode,
+    pub pin_dir: PathBuf,
+    /// How long a no-cache placeholder waits before its upcall is raised again.
+    pub pending_retry: Duration,
+    /// Least time between two wrong-interface upcalls of one entry.
+    pub wrong_if_interval: Duration,
+    /// Copies whose TTL is below this are not sent (per interface, same for all for now).
+    pub ttl_threshold: u8,
+    /// Most verbose level the XDP program logs at (it checks this before formatting).
+    pub ebpf_log_level: log::LevelFilter,
+}
+
+/// The loaded and attached data plane.
+pub struct Dataplane {
+    /// Owns the programs and their links: dropping it detaches them.
+    _ebpf: Ebpf,
+    pub forwarding: Forwarding,
+    /// Taken by the daemon's event loop ([`Dataplane::take_events`]).
+    events: Option<RingBuf<MapData>>,
+    /// Taken by the daemon's event loop ([`Dataplane::take_logger`]).
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    if_stats: PerCpuArray<MapData, IfStats>,
+    /// ifindex → counter slot.
+    slots: Vec<(u32, u32)>,
+    pin_dir: PathBuf,
+    /// Where each interface's program is attached, for the log and `mgm show`.
+    pub attached: Vec<(String, &'static str)>,
+}
+
+impl Dataplane {
+    /// Loads, pins and attaches.
+    ///
+    /// # Errors
+    /// Any step failing: the error names the step, the map or program, and the interface.
+    /// Whatever was attached before the failure is detached again.
+    pub fn load(opts: &LoadOptions) -> Result<Dataplane, DataplaneError> {
+        let object = OBJECT.ok_or(DataplaneError::NoObject)?;
+        prepare_pin_dir(&opts.pin_dir)?;
+        let pending = opts.pending_retry.as_nanos() as u64;
+        let wrong_if = opts.wrong_if_interval.as_nanos() as u64;
+        let level = opts.ebpf_log_level as usize as u8;
+        let mut ebpf = EbpfLoader::new()
+            .override_global("PENDING_RETRY_NS", &pending, true)
+            .override_global("WRONG_IF_INTERVAL_NS", &wrong_if, true)
+            .override_global(aya_log::LEVEL, &level, false)
+            .load(object)?;
+        let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                warn!("XDP program logs are not forwarded: {e}");
+                None
+            }
+        };
+        for name in m::ALL {
+            let map = ebpf.map(name).ok_or(DataplaneError::MissingMap(name))?;
+            map.pin(opts.pin_dir.join(name))
+                .map_err(|source| DataplaneError::Pin { map: name, source })?;
+        }
+        let mut meta: Array<MapData, Meta> = take(&mut ebpf, m::META)?;
+        meta.set(
+            0,
+            Meta {
+                layout_version: LAYOUT_VERSION,
+                _pad: 0,
+            },
+            0,
+        )
+        .map_err(|source| DataplaneError::Map {
+            map: m::META,
+            source,
+        })?;
+
+        let mut ifcfg: HashMap<MapData, u32, IfConfig> = take(&mut ebpf, m::IFCFG)?;
+        let mut slots = Vec::new();
+        for (i, dev) in opts.interfaces.iter().enumerate() {
+            let slot = i as u32 + 1;
+            let cfg = IfConfig {
+                mac: dev.mac,
+                flags: IF_ENABLED,
+                ttl_threshold: opts.ttl_threshold,
+                mtu: dev.mtu,
+                _pad: 0,
+                stats_slot: slot,
+            };
+            ifcfg
+                .insert(dev.ifindex, cfg, 0)
+                .map_err(|source| DataplaneError::Map {
+                    map: m::IFCFG,
+                    source,
+                })?;
+            slots.push((dev.ifindex, slot));
+        }
+
+        let egress_fd = load_program(&mut ebpf, EGRESS)?;
+        load_program(&mut ebpf, INGRESS)?;
+        let attached = attach_all(&mut ebpf, &opts.interfaces, opts.mode)?;
+
+        let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::PinDir {
+            path: "/sys/devices/system/cpu/possible".into(),
+            source: e,
+        })?;
+        let forwarding = Forwarding::new(
+            take(&mut ebpf, m::FWD)?,
+            take(&mut ebpf, m::OIF_SETS)?,
+            take(&mut ebpf, m::ENTRY_STATS)?,
+            egress_fd,
+            nr_cpus,
+        );
+        Ok(Dataplane {
+            forwarding,
+            events: Some(take(&mut ebpf, m::EVENTS)?),
+            if_stats: take(&mut ebpf, m::IF_STATS)?,
+            logger,
+            slots,
+            pin_dir: opts.pin_dir.clone(),
+            attached,
+            _ebpf: ebpf,
+        })
+    }
+
+    /// The event ring buffer, once.
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
+    }
+
+    /// The XDP program's log channel, once (`None` if it could not be set up).
+    pub fn take_logger(&mut self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
+        self.logger.take()
+    }
+
+    /// Counters of a managed interface, summed over CPUs.
+    ///
+    /// # Errors
+    /// Reading the per-CPU array failed.
+    pub fn if_stats(&self, ifindex: u32) -> Result<Option<IfStats>, DataplaneError> {
+        let Some(&(_, slot)) = self.slots.iter().find(|(i, _)| *i == ifindex) else {
+            return Ok(None);
+        };
+        let per_cpu = self
+            .if_stats
+            .get(&slot, 0)
+            .map_err(|source| DataplaneError::Map {
+                map: m::IF_STATS,
+                source,
+            })?;
+        let mut total = IfStats::default();
+        per_cpu.iter().for_each(|s| total.accumulate(s));
+        Ok(Some(total))
+    }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        // The programs detach when `_ebpf` drops; the pins would keep stale maps alive.
+        if let Err(e) = remove_pins(&self.pin_dir) {
+            warn!("could not remove pins in {}: {e}", self.pin_dir.display());
+        }
+    }
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or(DataplaneError::MissingMap(name))?;
+    T::try_from(map).map_err(|source| DataplaneError::Map { map: name, source })
+}
+
+fn load_program(ebpf: &mut Ebpf, name: &'static str) -> Result<ProgramFd, DataplaneError> {
+    let err = |source| DataplaneError::Program {
+        program: name,
+        source,
+    };
+    let prog: &mut Xdp = ebpf
+        .program_mut(name)
+        .ok_or(DataplaneError::MissingProgram(name))?
+        .try_into()
+        .map_err(err)?;
+    prog.load().map_err(err)?;
+    let fd = prog.fd().map_err(err)?;
+    fd.try_clone()
+        .map_err(|e| err(aya::programs::ProgramError::IOError(e)))
+}
+
+fn attach_all(
+    ebpf: &mut Ebpf,
+    interfaces: &[NetDev],
+    mode: XdpMode,
+) -> Result<Vec<(String, &'static str)>, DataplaneError> {
+    let prog: &mut Xdp = ebpf
+        .program_mut(INGRESS)
+        .ok_or(DataplaneError::MissingProgram(INGRESS))?
+        .try_into()
+        .map_err(|source| DataplaneError::Program {
+            program: INGRESS,
+            source,
+        })?;
+    let mut attached = Vec::new();
+    for dev in interfaces {
+        let try_mode = |prog: &mut Xdp, m: AyaXdpMode, label: &'static str| {
+            prog.attach_to_if_index(dev.ifindex, m)
+                .map(|_| label)
+                .map_err(|source| DataplaneError::Attach {
+                    interface: dev.name.clone(),
+                    mode: label,
+                    source,
+                })
+        };
+        let label = match mode {
+            XdpMode::Native => try_mode(prog, AyaXdpMode::Driver, "native")?,
+            XdpMode::Skb => try_mode(prog, AyaXdpMode::Skb, "skb")?,
+            XdpMode::Auto => match try_mode(prog, AyaXdpMode::Driver, "native") {
+                Ok(label) => label,
+                Err(e) => {
+                    warn!("{e:#}; falling back to skb (generic) mode, which is slower");
+                    try_mode(prog, AyaXdpMode::Skb, "skb")?
+                }
+            },
+        };
+        info!(
+            "XDP attached to {} (ifindex {}) in {label} mode",
+            dev.name, dev.ifindex
+        );
+        attached.push((dev.name.clone(), label));
+    }
+    Ok(attached)
+}
+
+/// Makes sure `pin_dir` is an empty directory on a BPF filesystem, mounting bpffs at
+/// /sys/fs/bpf when nothing is mounted there (as under `ip netns exec`).
+fn prepare_pin_dir(pin_dir: &Path) -> Result<(), DataplaneError> {
+    let err = |source| DataplaneError::PinDir {
+        path: pin_dir.to_owned(),
+        source,
+    };
+    let bpffs = Path::new("/sys/fs/bpf");
+    if pin_dir.starts_with(bpffs) && !is_bpffs(bpffs).map_err(err)? {
+        mount_bpffs(bpffs).map_err(err)?;
+        info!("mounted a BPF filesystem at {}", bpffs.display());
+    }
+    if pin_dir.exists() {
+        if fs::read_dir(pin_dir).map_err(err)?.next().is_some() {
+            warn!(
+                "{} holds maps from an earlier run; adopting them is not supported yet, so they are removed",
+                pin_dir.display()
+            );
+        }
+        remove_pins(pin_dir).map_err(err)?;
+    }
+    fs::create_dir_all(pin_dir).map_err(err)?;
+    if !is_bpffs(pin_dir).map_err(err)? {
+        return Err(err(io::Error::other(
+            "not on a BPF filesystem (mount -t bpf bpf <dir>)",
+        )));
+    }
+    Ok(())
+}
+
+fn remove_pins(pin_dir: &Path) -> io::Result<()> {
+    match fs::read_dir(pin_dir) {
+        Ok(entries) => {
+            for e in entries {
+                fs::remove_file(e?.path())?;
+            }
+            fs::remove_dir(pin_dir)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn is_bpffs(path: &Path) -> io::Result<bool> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
+    // SAFETY: statfs is plain data; `c` is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointers for the duration of the call.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.f_type as i64 == BPF_FS_MAGIC)
+}
+
+fn mount_bpffs(at: &Path) -> io::Result<()> {
+    let target = CString::new(at.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
+    // SAFETY: all pointers are NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::mount(
+            c"bpf".as_ptr(),
+            target.as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

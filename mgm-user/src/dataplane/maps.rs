@@ -1,0 +1,354 @@
+//! The forwarding table as the XDP program sees it, kept in step with the core's map
+//! operations. Outgoing sets are shared by content and reference-counted here, and every
+//! change is make-before-break: the new set exists before an entry points at it, and an old
+//! set goes only once nothing does.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aya::{
+    maps::{xdp::DevMapHash, HashMap, HashOfMaps, Map, MapData, PerCpuArray, PerCpuValues},
+    programs::ProgramFd,
+};
+use aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_DEVMAP_HASH;
+use log::warn;
+use mgm_common::{
+    counters::EntryStats,
+    fwd::{FwdEntry, FwdKey, FWD_NEGATIVE},
+    maps as m,
+};
+
+use super::DataplaneError;
+use crate::core::{InterfaceId, MapOp};
+
+/// Size of `struct bpf_devmap_val` (ifindex + program fd), which egress programs need.
+const DEVMAP_VALUE_SIZE: u32 = 8;
+
+/// One installed entry, as this adapter remembers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Installed {
+    /// The outgoing interfaces; empty for a negative entry (which has no set).
+    oifs: BTreeSet<u32>,
+    stats_slot: u32,
+}
+
+#[derive(Debug)]
+struct SharedSet {
+    id: u32,
+    users: usize,
+}
+
+/// Typed handles on the forwarding maps plus the bookkeeping to update them safely.
+pub struct Forwarding {
+    fwd: HashMap<MapData, FwdKey, FwdEntry>,
+    sets: HashOfMaps<MapData, u32, DevMapHash<MapData>>,
+    entry_stats: PerCpuArray<MapData, EntryStats>,
+    /// The devmap program every copy runs (`mgm_egress`).
+    egress: ProgramFd,
+    entries: BTreeMap<FwdKey, Installed>,
+    sets_by_oifs: BTreeMap<BTreeSet<u32>, SharedSet>,
+    free_set_ids: Vec<u32>,
+    next_set_id: u32,
+    free_slots: Vec<u32>,
+    /// Slot 0 is shared by placeholders and packets that matched nothing.
+    next_slot: u32,
+    /// Placeholders the XDP program inserted and no install has replaced yet.
+    pending: BTreeSet<FwdKey>,
+    nr_cpus: usize,
+}
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { map, source }
+}
+
+impl Forwarding {
+    pub(super) fn new(
+        fwd: HashMap<MapData, FwdKey, FwdEntry>,
+        sets: HashOfMaps<MapData, u32, DevMapHash<MapData>>,
+        entry_stats: PerCpuArray<MapData, EntryStats>,
+        egress: ProgramFd,
+        nr_cpus: usize,
+    ) -> Self {
+        Forwarding {
+            fwd,
+            sets,
+            entry_stats,
+            egress,
+            entries: BTreeMap::new(),
+            sets_by_oifs: BTreeMap::new(),
+            free_set_ids: Vec::new(),
+            next_set_id: 1,
+            free_slots: Vec::new(),
+            next_slot: 1,
+            pending: BTreeSet::new(),
+            nr_cpus,
+        }
+    }
+
+    /// Applies one operation from the core.
+    ///
+    /// # Errors
+    /// A map write failed or a table is full; the table is left as it was before the op.
+    pub fn apply(&mut self, op: &MapOp) -> Result<(), DataplaneError> {
+        match op {
+            MapOp::InstallMfe {
+                source,
+                group,
+                iif,
+                oifs,
+            } => self.install(
+                FwdKey {
+                    source: u32::from(*source).to_be(),
+                    group: u32::from(*group).to_be(),
+                },
+                *iif,
+                oifs,
+            ),
+            MapOp::DeleteMfe { source, group } => self.delete(FwdKey {
+                source: u32::from(*source).to_be(),
+                group: u32::from(*group).to_be(),
+            }),
+        }
+    }
+
+    fn install(
+        &mut self,
+        key: FwdKey,
+        iif: InterfaceId,
+        oifs: &BTreeSet<InterfaceId>,
+    ) -> Result<(), DataplaneError> {
+        let fast: BTreeSet<u32> = oifs
+            .iter()
+            .filter(|o| {
+                let ok = o.next_hop.is_unspecified();
+                if !ok {
+                    warn!(
+                        "outgoing interface {o:?} has a next hop; XDP serves broadcast links only"
+                    );
+                }
+                ok
+            })
+            .map(|o| o.ifindex)
+            .collect();
+        let old = self.entries.get(&key).cloned();
+        let set_id = if fast.is_empty() {
+            None
+        } else {
+            Some(self.acquire_set(&fast)?)
+        };
+        let stats_slot = match &old {
+            Some(o) => o.stats_slot,
+            None => match self.alloc_slot() {
+                Ok(slot) => slot,
+                Err(e) => {
+                    self.release_set(&fast)?;
+                    return Err(e);
+                }
+            },
+        };
+        let entry = FwdEntry {
+            iif: iif.ifindex,
+            oif_set: set_id.unwrap_or(0),
+            flags: if set_id.is_none() { FWD_NEGATIVE } else { 0 },
+            stats_slot,
+            created_ns: 0,
+            last_upcall_ns: 0,
+        };
+        self.fwd.insert(key, entry, 0).map_err(map_err(m::FWD))?;
+        self.entries.insert(
+            key,
+            Installed {
+                oifs: fast,
+                stats_slot,
+            },
+        );
+        if let Some(old) = old {
+            self.release_set(&old.oifs)?;
+        }
+        self.pending.remove(&key);
+        if key.source == 0 {
+            self.clear_pending_covered_by(key)?;
+        }
+        Ok(())
+    }
+
+    fn delete(&mut self, key: FwdKey) -> Result<(), DataplaneError> {
+        let Some(old) = self.entries.remove(&key) else {
+            return Ok(());
+        };
+        self.fwd.remove(&key).map_err(map_err(m::FWD))?;
+        self.release_set(&old.oifs)?;
+        self.free_slots.push(old.stats_slot);
+        Ok(())
+    }
+
+    /// The XDP program raised a no-cache upcall for `key` and left a placeholder. If an
+    /// installed wildcard entry covers it (the upcall raced the install), the placeholder only
+    /// shadows that entry, so it goes at once.
+    ///
+    /// # Errors
+    /// Removing the placeholder failed.
+    pub fn on_no_cache(&mut self, key: FwdKey) -> Result<bool, DataplaneError> {
+        let star_g = FwdKey {
+            source: 0,
+            group: key.group,
+        };
+        let star_star = FwdKey {
+            source: 0,
+            group: 0,
+        };
+        if self.entries.contains_key(&star_g) || self.entries.contains_key(&star_star) {
+            self.remove_placeholder(key)?;
+            return Ok(true);
+        }
+        if !self.entries.contains_key(&key) {
+            self.pending.insert(key);
+        }
+        Ok(false)
+    }
+
+    fn clear_pending_covered_by(&mut self, wildcard: FwdKey) -> Result<(), DataplaneError> {
+        let covered: Vec<FwdKey> = self
+            .pending
+            .iter()
+            .filter(|k| wildcard.group == 0 || k.group == wildcard.group)
+            .copied()
+            .collect();
+        for key in covered {
+            self.remove_placeholder(key)?;
+        }
+        Ok(())
+    }
+
+    fn remove_placeholder(&mut self, key: FwdKey) -> Result<(), DataplaneError> {
+        self.pending.remove(&key);
+        match self.fwd.remove(&key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(DataplaneError::Map {
+                map: m::FWD,
+                source,
+            }),
+        }
+    }
+
+    fn acquire_set(&mut self, oifs: &BTreeSet<u32>) -> Result<u32, DataplaneError> {
+        if let Some(shared) = self.sets_by_oifs.get_mut(oifs) {
+            shared.users += 1;
+            return Ok(shared.id);
+        }
+        if oifs.len() > m::OIF_SET_WIDTH as usize {
+            return Err(DataplaneError::Full {
+                table: "an outgoing set",
+                capacity: m::OIF_SET_WIDTH,
+            });
+        }
+        let id = match self.free_set_ids.pop() {
+            Some(id) => id,
+            None if self.next_set_id <= m::OIF_SETS_CAPACITY => {
+                self.next_set_id += 1;
+                self.next_set_id - 1
+            }
+            None => {
+                return Err(DataplaneError::Full {
+                    table: m::OIF_SETS,
+                    capacity: m::OIF_SETS_CAPACITY,
+                })
+            }
+        };
+        let def = aya_obj::Map::new_from_params(
+            BPF_MAP_TYPE_DEVMAP_HASH as u32,
+            4,
+            DEVMAP_VALUE_SIZE,
+            m::OIF_SET_WIDTH,
+            0,
+        );
+        let created = MapData::create(def, "mgm_oif_set", None)
+            .and_then(|data| DevMapHash::try_from(Map::DevMapHash(data)));
+        let mut devmap = match created {
+            Ok(d) => d,
+            Err(source) => {
+                self.free_set_ids.push(id);
+                return Err(DataplaneError::Map {
+                    map: m::OIF_SETS,
+                    source,
+                });
+            }
+        };
+        for ifindex in oifs {
+            devmap.insert(*ifindex, *ifindex, Some(&self.egress), 0)?;
+        }
+        if let Err(source) = self.sets.insert(id, &devmap, 0) {
+            self.free_set_ids.push(id);
+            return Err(DataplaneError::Map {
+                map: m::OIF_SETS,
+                source,
+            });
+        }
+        self.sets_by_oifs
+            .insert(oifs.clone(), SharedSet { id, users: 1 });
+        Ok(id)
+    }
+
+    fn release_set(&mut self, oifs: &BTreeSet<u32>) -> Result<(), DataplaneError> {
+        let Some(shared) = self.sets_by_oifs.get_mut(oifs) else {
+            return Ok(());
+        };
+        shared.users -= 1;
+        if shared.users > 0 {
+            return Ok(());
+        }
+        let id = shared.id;
+        self.sets_by_oifs.remove(oifs);
+        self.free_set_ids.push(id);
+        self.sets.remove(&id).map_err(map_err(m::OIF_SETS))
+    }
+
+    fn alloc_slot(&mut self) -> Result<u32, DataplaneError> {
+        let slot = match self.free_slots.pop() {
+            Some(s) => s,
+            None if self.next_slot < m::ENTRY_STATS_CAPACITY => {
+                self.next_slot += 1;
+                self.next_slot - 1
+            }
+            None => {
+                return Err(DataplaneError::Full {
+                    table: m::ENTRY_STATS,
+                    capacity: m::ENTRY_STATS_CAPACITY,
+                })
+            }
+        };
+        // A reused slot still holds the counts of the entry that had it.
+        let zero =
+            PerCpuValues::try_from(vec![EntryStats::default(); self.nr_cpus]).map_err(|e| {
+                DataplaneError::Map {
+                    map: m::ENTRY_STATS,
+                    source: aya::maps::MapError::IoError(e),
+                }
+            })?;
+        self.entry_stats
+            .set(slot, zero, 0)
+            .map_err(map_err(m::ENTRY_STATS))?;
+        Ok(slot)
+    }
+
+    /// Counters of the entry for `key`, summed over CPUs; `None` if no such entry.
+    ///
+    /// # Errors
+    /// Reading the per-CPU array failed.
+    pub fn stats(&self, key: FwdKey) -> Result<Option<EntryStats>, DataplaneError> {
+        let Some(e) = self.entries.get(&key) else {
+            return Ok(None);
+        };
+        let per_cpu = self
+            .entry_stats
+            .get(&e.stats_slot, 0)
+            .map_err(map_err(m::ENTRY_STATS))?;
+        let mut total = EntryStats::default();
+        per_cpu.iter().for_each(|s| total.accumulate(s));
+        Ok(Some(total))
+    }
+
+    /// Keys of the installed entries.
+    pub fn keys(&self) -> impl Iterator<Item = &FwdKey> {
+        self.entries.keys()
+    }
+}

@@ -1,0 +1,13 @@
+//! The only part of mgm that touches aya: loading and attaching the XDP programs, pinning
+//! their maps, applying the core's map operations and reading events and counters.
+
+pub mod error;
+pub mod inspect;
+pub mod loader;
+pub mod maps;
+pub mod netdev;
+pub mod ringbuf;
+
+pub use error::DataplaneError;
+pub use loader::{Dataplane, LoadOptions, XdpMode};
+pub use ringbuf::Event;

@@ -1,0 +1,92 @@
+//! Interface facts the data plane needs (ifindex, MAC, MTU), read with ioctls on a socket so
+//! they come from the network namespace the daemon runs in, whatever /sys shows.
+
+use std::{ffi::CString, io, mem, os::fd::AsRawFd};
+
+use super::DataplaneError;
+
+/// What mgm needs to know of one interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetDev {
+    pub name: String,
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+    pub mtu: u16,
+}
+
+impl NetDev {
+    /// Looks up `name` in the current network namespace.
+    ///
+    /// # Errors
+    /// [`DataplaneError::Interface`] if the interface does not exist or cannot be queried.
+    pub fn lookup(name: &str) -> Result<NetDev, DataplaneError> {
+        let err = |source| DataplaneError::Interface {
+            name: name.to_owned(),
+            source,
+        };
+        if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+            return Err(err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "an interface name has 1 to 15 bytes",
+            )));
+        }
+        let cname = CString::new(name).map_err(|e| err(io::Error::other(e)))?;
+        // SAFETY: `cname` is a valid NUL-terminated string.
+        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+        if ifindex == 0 {
+            return Err(err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no such interface in this network namespace",
+            )));
+        }
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0").map_err(err)?;
+        let mut req = ifreq(name);
+        ioctl(&sock, libc::SIOCGIFHWADDR, &mut req).map_err(err)?;
+        // SAFETY: SIOCGIFHWADDR filled the hwaddr member of the union.
+        let hw = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
+        let mac = std::array::from_fn(|i| hw[i] as u8);
+        let mut req = ifreq(name);
+        ioctl(&sock, libc::SIOCGIFMTU, &mut req).map_err(err)?;
+        // SAFETY: SIOCGIFMTU filled the mtu member of the union.
+        let mtu = unsafe { req.ifr_ifru.ifru_mtu };
+        Ok(NetDev {
+            name: name.to_owned(),
+            ifindex,
+            mac,
+            mtu: u16::try_from(mtu).unwrap_or(u16::MAX),
+        })
+    }
+}
+
+fn ifreq(name: &str) -> libc::ifreq {
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    req
+}
+
+fn ioctl(sock: &impl AsRawFd, request: libc::Ioctl, req: &mut libc::ifreq) -> io::Result<()> {
+    // SAFETY: `req` is a valid ifreq for these interface ioctls.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), request, req as *mut libc::ifreq) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_is_found_and_unknown_names_are_clear_errors() {
+        let lo = NetDev::lookup("lo").unwrap();
+        assert_eq!(lo.ifindex, 1);
+        assert_eq!(lo.mac, [0; 6]);
+        let err = NetDev::lookup("mgm-no-such0").unwrap_err().to_string();
+        assert!(err.contains("mgm-no-such0"), "{err}");
+        assert!(NetDev::lookup("").is_err());
+        assert!(NetDev::lookup("a-name-that-is-too-long").is_err());
+    }
+}

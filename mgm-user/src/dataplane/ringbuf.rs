@@ -1,0 +1,208 @@
+//! Turns ring-buffer records into typed events. A record that does not decode is an error
+//! value the daemon counts and logs, never a panic.
+
+use std::net::Ipv4Addr;
+
+use mgm_common::event::{
+    IgmpEvent, UpcallEvent, EVENT_IGMP, EVENT_NO_CACHE, EVENT_WRONG_IF, IGMP_PAYLOAD_MAX,
+};
+
+use crate::igmp::{self, DecodeError, IgmpMessage};
+
+/// One record from the XDP program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// An IGMP message heard on `ifindex`, already decoded.
+    Igmp {
+        ifindex: u32,
+        vlan: [u16; 2],
+        reporter: Ipv4Addr,
+        destination: Ipv4Addr,
+        src_mac: [u8; 6],
+        message: IgmpMessage,
+    },
+    /// An IGMP message that failed to decode (bad checksum, short, unknown type).
+    BadIgmp {
+        ifindex: u32,
+        reporter: Ipv4Addr,
+        error: DecodeError,
+    },
+    /// No forwarding entry matched (source, group) arriving on `ifindex`.
+    NoCache {
+        ifindex: u32,
+        source: Ipv4Addr,
+        group: Ipv4Addr,
+    },
+    /// (source, group) arrived on `ifindex` instead of `expected_iif`.
+    WrongIf {
+        ifindex: u32,
+        source: Ipv4Addr,
+        group: Ipv4Addr,
+        expected_iif: u32,
+    },
+    /// A record this daemon does not understand (a newer or corrupt program).
+    Unknown { kind: u32, len: usize },
+}
+
+fn be_addr(v: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from_be(v))
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode(record: &[u8]) -> Event {
+    let kind = record
+        .get(..4)
+        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        .unwrap_or(0);
+    match kind {
+        EVENT_IGMP if record.len() >= size_of::<IgmpEvent>() => {
+            // SAFETY: the record is at least as long as IgmpEvent, which is plain data;
+            // read_unaligned copes with the ring buffer's 8-byte alignment.
+            let ev: IgmpEvent = unsafe { record.as_ptr().cast::<IgmpEvent>().read_unaligned() };
+            let copied = usize::from(ev.copied).min(IGMP_PAYLOAD_MAX);
+            let reporter = be_addr(ev.src_ip);
+            match igmp::decode(&ev.payload[..copied], usize::from(ev.igmp_len)) {
+                Ok(message) => Event::Igmp {
+                    ifindex: ev.ifindex,
+                    vlan: ev.vlan,
+                    reporter,
+                    destination: be_addr(ev.dst_ip),
+                    src_mac: ev.src_mac,
+                    message,
+                },
+                Err(error) => Event::BadIgmp {
+                    ifindex: ev.ifindex,
+                    reporter,
+                    error,
+                },
+            }
+        }
+        EVENT_NO_CACHE | EVENT_WRONG_IF if record.len() >= size_of::<UpcallEvent>() => {
+            // SAFETY: as above, for UpcallEvent.
+            let ev: UpcallEvent = unsafe { record.as_ptr().cast::<UpcallEvent>().read_unaligned() };
+            let (source, group) = (be_addr(ev.source), be_addr(ev.group));
+            if kind == EVENT_NO_CACHE {
+                Event::NoCache {
+                    ifindex: ev.ifindex,
+                    source,
+                    group,
+                }
+            } else {
+                Event::WrongIf {
+                    ifindex: ev.ifindex,
+                    source,
+                    group,
+                    expected_iif: ev.expected_iif,
+                }
+            }
+        }
+        kind => Event::Unknown {
+            kind,
+            len: record.len(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::igmp::codec::encode;
+
+    fn igmp_record(payload: &[u8], igmp_len: u16) -> Vec<u8> {
+        let mut ev = IgmpEvent {
+            kind: EVENT_IGMP,
+            ifindex: 7,
+            vlan: [10, 0],
+            src_ip: u32::from(Ipv4Addr::new(198, 18, 1, 2)).to_be(),
+            dst_ip: u32::from(Ipv4Addr::new(239, 1, 1, 1)).to_be(),
+            src_mac: [2, 0, 0, 0, 0, 1],
+            igmp_len,
+            copied: payload.len() as u16,
+            _pad: 0,
+            payload: [0; IGMP_PAYLOAD_MAX],
+        };
+        ev.payload[..payload.len()].copy_from_slice(payload);
+        // SAFETY: IgmpEvent is plain data.
+        unsafe {
+            std::slice::from_raw_parts(
+                (&ev as *const IgmpEvent).cast::<u8>(),
+                size_of::<IgmpEvent>(),
+            )
+        }
+        .to_vec()
+    }
+
+    #[test]
+    fn igmp_record_decodes_with_its_metadata() {
+        let group = Ipv4Addr::new(239, 1, 1, 1);
+        let bytes = encode(&IgmpMessage::V2Report { group });
+        let ev = decode(&igmp_record(&bytes, bytes.len() as u16));
+        assert_eq!(
+            ev,
+            Event::Igmp {
+                ifindex: 7,
+                vlan: [10, 0],
+                reporter: Ipv4Addr::new(198, 18, 1, 2),
+                destination: group,
+                src_mac: [2, 0, 0, 0, 0, 1],
+                message: IgmpMessage::V2Report { group },
+            }
+        );
+    }
+
+    #[test]
+    fn corrupted_igmp_is_a_bad_igmp_event() {
+        let mut bytes = encode(&IgmpMessage::V2Leave {
+            group: Ipv4Addr::new(239, 1, 1, 1),
+        });
+        bytes[5] ^= 0xff;
+        assert!(matches!(
+            decode(&igmp_record(&bytes, bytes.len() as u16)),
+            Event::BadIgmp { ifindex: 7, .. }
+        ));
+    }
+
+    #[test]
+    fn short_and_unknown_records_do_not_panic() {
+        assert_eq!(decode(&[]), Event::Unknown { kind: 0, len: 0 });
+        assert_eq!(
+            decode(&EVENT_IGMP.to_ne_bytes()),
+            Event::Unknown {
+                kind: EVENT_IGMP,
+                len: 4
+            }
+        );
+        assert_eq!(
+            decode(&99u32.to_ne_bytes()),
+            Event::Unknown { kind: 99, len: 4 }
+        );
+    }
+
+    #[test]
+    fn upcalls_decode() {
+        let ev = UpcallEvent {
+            kind: EVENT_WRONG_IF,
+            ifindex: 3,
+            source: u32::from(Ipv4Addr::new(198, 18, 0, 2)).to_be(),
+            group: u32::from(Ipv4Addr::new(239, 2, 2, 2)).to_be(),
+            expected_iif: 2,
+            _pad: 0,
+        };
+        // SAFETY: UpcallEvent is plain data.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&ev as *const UpcallEvent).cast::<u8>(),
+                size_of::<UpcallEvent>(),
+            )
+        };
+        assert_eq!(
+            decode(bytes),
+            Event::WrongIf {
+                ifindex: 3,
+                source: Ipv4Addr::new(198, 18, 0, 2),
+                group: Ipv4Addr::new(239, 2, 2, 2),
+                expected_iif: 2,
+            }
+        );
+    }
+}

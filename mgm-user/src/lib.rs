@@ -1,0 +1,16 @@
+//! mgm: an XDP-accelerated IPv4 multicast group manager.
+//!
+//! Layers talk only through named types; only `dataplane` touches aya.
+
+/// Read-only operator commands (`mgm show`).
+pub mod cli;
+/// The Multicast Group Manager core: sans-IO, no clock, no sockets.
+pub mod core;
+/// The daemon's driver loop: ring buffer, signals, shutdown.
+pub mod daemon;
+/// Loading, attaching and updating the XDP data plane (the only user of aya).
+pub mod dataplane;
+/// IGMP wire codec.
+pub mod igmp;
+/// Routing-protocol modules (the IGMP proxy today).
+pub mod protocols;

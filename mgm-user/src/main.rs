@@ -1,0 +1,190 @@
+//! The `mgm` command: parse arguments, run, and turn the result into one exit code.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use mgm_user::{daemon, dataplane::XdpMode};
+
+/// XDP-accelerated IPv4 multicast forwarding.
+///
+/// mgm attaches an XDP program to a router's interfaces. The program snoops IGMP and forwards
+/// multicast data in the driver, by forwarding entries the daemon derives from IGMP
+/// membership; the kernel's multicast routing (ipmr) is not used. Needs root (CAP_BPF and
+/// CAP_NET_ADMIN) and Linux 5.15 or newer with BTF.
+#[derive(Debug, Parser)]
+#[command(name = "mgm", version)]
+struct Cli {
+    /// Log level: error, warn, info, debug or trace. RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "info", value_name = "LEVEL")]
+    log_level: log::LevelFilter,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon as an IGMP proxy: traffic from the upstream interface goes to the
+    /// downstream interfaces whose hosts joined its group.
+    ///
+    /// Example: mgm run --upstream eth0 --downstream eth1 --downstream eth2
+    Run(RunArgs),
+    /// Print the forwarding entries and interface counters of a running daemon, read from its
+    /// pinned maps (works while the daemon runs; needs root).
+    ///
+    /// Example: mgm show --netns router
+    Show(ShowArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ShowArgs {
+    /// The daemon's pin directory (as given to `mgm run --pin-dir`).
+    #[arg(long, value_name = "DIR", default_value = mgm_common::maps::PIN_DIR)]
+    pin_dir: PathBuf,
+
+    /// Network namespace the daemon runs in, so interface names resolve.
+    #[arg(long, value_name = "NAME")]
+    netns: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Interface towards the multicast sources (required). Example: --upstream eth0
+    #[arg(long, value_name = "IF")]
+    upstream: String,
+
+    /// Interface towards receivers (required; repeat the flag or list several).
+    /// Example: --downstream eth1 --downstream eth2
+    #[arg(long, value_name = "IF", required = true, num_args = 1..)]
+    downstream: Vec<String>,
+
+    /// How to attach XDP: native (in the driver), skb (generic, works on any interface), or
+    /// auto (native, falling back to skb with a warning).
+    #[arg(long, value_enum, default_value_t = Mode::Auto)]
+    xdp_mode: Mode,
+
+    /// Directory on a BPF filesystem where the maps are pinned, for `bpftool map dump pinned`.
+    /// bpffs is mounted at /sys/fs/bpf if nothing is.
+    #[arg(long, value_name = "DIR", default_value = mgm_common::maps::PIN_DIR)]
+    pin_dir: PathBuf,
+
+    /// Run inside this network namespace (a name under /run/netns, as `ip netns` makes).
+    /// Unlike `ip netns exec`, this keeps the host's /sys/fs/bpf, so pins stay visible.
+    #[arg(long, value_name = "NAME")]
+    netns: Option<String>,
+
+    /// Copies whose TTL (after the router's decrement) is below this are not sent out.
+    #[arg(long, value_name = "TTL", default_value_t = 1)]
+    ttl_threshold: u8,
+
+    /// Milliseconds before a packet with no forwarding entry raises its upcall again.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pending_retry_ms: u64,
+
+    /// Least milliseconds between two wrong-interface upcalls of one entry.
+    #[arg(long, value_name = "MS", default_value_t = 1_000)]
+    wrong_if_interval_ms: u64,
+
+    /// Most verbose level the XDP program logs at (its logs cost nothing when filtered out).
+    #[arg(long, value_name = "LEVEL", default_value = "warn")]
+    ebpf_log_level: log::LevelFilter,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Mode {
+    Native,
+    Skb,
+    Auto,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::new()
+        .filter_level(cli.log_level)
+        .parse_default_env()
+        .format_timestamp_millis()
+        .init();
+    match try_main(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mgm: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn try_main(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Show(args) => {
+            if let Some(ns) = &args.netns {
+                enter_netns(ns)?;
+            }
+            let state =
+                mgm_user::dataplane::inspect::read_pinned(&args.pin_dir).with_context(|| {
+                    format!("no mgm data plane pinned in {}", args.pin_dir.display())
+                })?;
+            print!("{}", mgm_user::cli::show::render(&state));
+            Ok(())
+        }
+        Command::Run(args) => {
+            if args.downstream.contains(&args.upstream) {
+                bail!("{} is both upstream and downstream", args.upstream);
+            }
+            if let Some(ns) = &args.netns {
+                enter_netns(ns)?;
+            }
+            let opts = daemon::Options {
+                upstream: args.upstream,
+                downstream: args.downstream,
+                mode: match args.xdp_mode {
+                    Mode::Native => XdpMode::Native,
+                    Mode::Skb => XdpMode::Skb,
+                    Mode::Auto => XdpMode::Auto,
+                },
+                pin_dir: args.pin_dir,
+                pending_retry: Duration::from_millis(args.pending_retry_ms),
+                wrong_if_interval: Duration::from_millis(args.wrong_if_interval_ms),
+                ttl_threshold: args.ttl_threshold,
+                ebpf_log_level: args.ebpf_log_level,
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(daemon::run(opts, shutdown_signal()))
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!("cannot watch SIGTERM ({e}); only Ctrl-C stops mgm");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    log::info!("signal received");
+}
+
+/// Moves this (still single-threaded) process into the named network namespace.
+fn enter_netns(name: &str) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd;
+    let path = PathBuf::from("/run/netns").join(name);
+    let file = std::fs::File::open(&path)
+        .with_context(|| format!("network namespace {name:?} ({})", path.display()))?;
+    // SAFETY: `file` is an open namespace fd for the duration of the call.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("cannot enter network namespace {name:?}"));
+    }
+    Ok(())
+}

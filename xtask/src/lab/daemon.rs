@@ -1,0 +1,159 @@
+//! Runs `mgm` inside a lab's router namespace and keeps its log. The process is stopped with
+//! SIGTERM (then SIGKILL) when the guard drops, and its pin directory is removed.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+
+use super::{Lab, UPSTREAM};
+
+/// A running `mgm run` for one lab.
+pub struct Daemon {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+    pin_dir: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `mgm` as the lab's router with `extra` arguments, pinning under `pin_dir`, and
+    /// waits until it reports it is running. With `echo`, its log is also printed live.
+    ///
+    /// # Errors
+    /// It could not start, exited, or was not ready within 20 s; the error holds its log.
+    pub fn start(
+        mgm: &Path,
+        lab: &Lab,
+        pin_dir: &Path,
+        extra: &[&str],
+        echo: bool,
+    ) -> anyhow::Result<Daemon> {
+        let mut cmd = Command::new(mgm);
+        cmd.args(["run", "--netns", lab.router.name(), "--upstream", UPSTREAM])
+            .arg("--downstream")
+            .args(lab.downstreams())
+            .arg("--pin-dir")
+            .arg(pin_dir)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", mgm.display()))?;
+        let log = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if echo {
+                        println!("  mgm | {line}");
+                    }
+                    log.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                }
+            });
+        }
+        let mut daemon = Daemon {
+            child,
+            log,
+            pin_dir: pin_dir.to_owned(),
+        };
+        daemon.wait_for("mgm running", Duration::from_secs(20))?;
+        Ok(daemon)
+    }
+
+    /// Waits until a log line contains `needle`.
+    ///
+    /// # Errors
+    /// The daemon exited or `timeout` passed; the error holds the log.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<()> {
+        let end = Instant::now() + timeout;
+        loop {
+            if self.log().iter().any(|l| l.contains(needle)) {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                std::thread::sleep(Duration::from_millis(100));
+                bail!(
+                    "mgm exited ({status}) before logging {needle:?}:\n{}",
+                    self.log().join("\n")
+                );
+            }
+            if Instant::now() > end {
+                bail!(
+                    "mgm did not log {needle:?} within {timeout:?}:\n{}",
+                    self.log().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every line logged so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Where the maps are pinned.
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// Stops the daemon with SIGTERM and returns its exit status and log.
+    ///
+    /// # Errors
+    /// It did not exit within 10 s (it is then killed).
+    pub fn stop(mut self) -> anyhow::Result<(std::process::ExitStatus, Vec<String>)> {
+        let status = self.terminate()?;
+        std::thread::sleep(Duration::from_millis(100));
+        Ok((status, self.log()))
+    }
+
+    fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        if let Some(status) = self.child.try_wait()? {
+            return Ok(status);
+        }
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        bail!("mgm did not stop within 10 s of SIGTERM and was killed")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Err(e) = self.terminate() {
+            eprintln!("warning: {e}");
+        }
+        // mgm removes its pins on a clean exit; after a kill they would be left behind.
+        let _ = std::fs::remove_dir_all(&self.pin_dir);
+    }
+}

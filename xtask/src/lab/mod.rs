@@ -1,0 +1,195 @@
+//! The lab: a sender host, a router and receiver hosts, each in its own network namespace,
+//! joined by veth pairs. Addresses come from 198.18.0.0/15 (RFC 2544's benchmarking range) and
+//! exist only inside these namespaces.
+//!
+//! ```text
+//!  sender eth0 ── up0 router dn1 ── eth0 r1
+//!  198.18.0.2     198.18.0.1 │ dn2 ── eth0 r2     (198.18.N.1 ── 198.18.N.2)
+//!                            └ dn3 ── eth0 r3
+//! ```
+
+pub mod daemon;
+pub mod netns;
+pub mod traffic;
+
+use std::net::Ipv4Addr;
+
+use anyhow::Context;
+pub use daemon::Daemon;
+pub use netns::{unique_tag, Netns};
+
+/// Router's interface towards the sender.
+pub const UPSTREAM: &str = "up0";
+/// Every host's interface.
+pub const HOST_IF: &str = "eth0";
+pub const SENDER_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+
+/// Router interface towards receiver `i` (0-based).
+pub fn downstream(i: usize) -> String {
+    format!("dn{}", i + 1)
+}
+
+/// Address of receiver `i` (0-based).
+pub fn receiver_addr(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, i as u8 + 1, 2)
+}
+
+/// IGMP version a receiver host speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IgmpVersion {
+    V2,
+    V3,
+}
+
+/// The namespaces of one lab. Dropping it deletes them all, and with them every veth.
+pub struct Lab {
+    pub tag: String,
+    pub sender: Netns,
+    pub router: Netns,
+    pub receivers: Vec<Netns>,
+}
+
+/// Removes namespaces and pins left by test processes that were killed before their guards
+/// ran (names carry the creating pid: `mgm-t<pid>x<n>-…`). Namespaces of live processes and
+/// of `cargo xtask lab up` are left alone.
+pub fn sweep_stale() -> anyhow::Result<()> {
+    let dead = |name: &str| -> bool {
+        name.strip_prefix("mgm-t")
+            .and_then(|rest| rest.split('x').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+    };
+    for dir in ["/run/netns", "/sys/fs/bpf"] {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let tag = name.strip_prefix("mgm-").map(|t| format!("mgm-{t}"));
+            if tag.as_deref().is_some_and(dead) {
+                eprintln!("removing {dir}/{name}, left by a killed test run");
+                if dir == "/run/netns" {
+                    drop(Netns::adopt(&name));
+                } else {
+                    std::fs::remove_dir_all(e.path())
+                        .with_context(|| format!("remove {}", e.path().display()))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Namespace names of the lab tagged `tag`.
+fn names(tag: &str, receivers: usize) -> (String, String, Vec<String>) {
+    (
+        format!("mgm-{tag}-snd"),
+        format!("mgm-{tag}-rtr"),
+        (0..receivers)
+            .map(|i| format!("mgm-{tag}-r{}", i + 1))
+            .collect(),
+    )
+}
+
+impl Lab {
+    /// Builds the topology with one receiver per entry of `versions`.
+    ///
+    /// # Errors
+    /// Any namespace, link or address could not be made; what was made is removed again.
+    pub fn up(tag: &str, versions: &[IgmpVersion]) -> anyhow::Result<Lab> {
+        let (snd, rtr, rcv) = names(tag, versions.len());
+        let sender = Netns::create(&snd)?;
+        let router = Netns::create(&rtr)?;
+        let mut receivers = Vec::new();
+        for name in &rcv {
+            receivers.push(Netns::create(name)?);
+        }
+        let lab = Lab {
+            tag: tag.to_owned(),
+            sender,
+            router,
+            receivers,
+        };
+        lab.wire(
+            &lab.sender,
+            UPSTREAM,
+            Ipv4Addr::new(198, 18, 0, 1),
+            SENDER_ADDR,
+        )
+        .context("wiring the sender")?;
+        lab.sender.disable_tx_checksum(HOST_IF)?;
+        for (i, version) in versions.iter().enumerate() {
+            let host = &lab.receivers[i];
+            lab.wire(
+                host,
+                &downstream(i),
+                Ipv4Addr::new(198, 18, i as u8 + 1, 1),
+                receiver_addr(i),
+            )
+            .with_context(|| format!("wiring receiver {}", i + 1))?;
+            host.enable_gro(HOST_IF)?;
+            let v = match version {
+                IgmpVersion::V2 => "2",
+                IgmpVersion::V3 => "3",
+            };
+            host.sysctl(&format!("net.ipv4.conf.{HOST_IF}.force_igmp_version"), v)?;
+        }
+        Ok(lab)
+    }
+
+    /// Takes over the namespaces of a lab left up by `cargo xtask lab up`, to remove them.
+    pub fn adopt(tag: &str, receivers: usize) -> Lab {
+        let (snd, rtr, rcv) = names(tag, receivers);
+        Lab {
+            tag: tag.to_owned(),
+            sender: Netns::adopt(&snd),
+            router: Netns::adopt(&rtr),
+            receivers: rcv.iter().map(|n| Netns::adopt(n)).collect(),
+        }
+    }
+
+    /// The router's downstream interface names.
+    pub fn downstreams(&self) -> Vec<String> {
+        (0..self.receivers.len()).map(downstream).collect()
+    }
+
+    /// A veth from the router (`router_if`, `router_addr`) to `host` (`eth0`, `host_addr`),
+    /// with the host's default route through the router.
+    fn wire(
+        &self,
+        host: &Netns,
+        router_if: &str,
+        router_addr: Ipv4Addr,
+        host_addr: Ipv4Addr,
+    ) -> anyhow::Result<()> {
+        crate::run(std::process::Command::new("ip").args([
+            "link",
+            "add",
+            HOST_IF,
+            "netns",
+            host.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            router_if,
+            "netns",
+            self.router.name(),
+        ]))?;
+        self.router.ip(&[
+            "addr",
+            "add",
+            &format!("{router_addr}/24"),
+            "dev",
+            router_if,
+        ])?;
+        self.router.ip(&["link", "set", router_if, "up"])?;
+        host.ip(&["addr", "add", &format!("{host_addr}/24"), "dev", HOST_IF])?;
+        host.ip(&["link", "set", HOST_IF, "up"])?;
+        host.ip(&["route", "add", "default", "via", &router_addr.to_string()])?;
+        // Multicast from the lab's own sender arrives with an off-link source address.
+        host.sysctl("net.ipv4.conf.all.rp_filter", "0")?;
+        host.sysctl(&format!("net.ipv4.conf.{HOST_IF}.rp_filter"), "0")?;
+        Ok(())
+    }
+}

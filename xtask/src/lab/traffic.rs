@@ -1,0 +1,162 @@
+//! Multicast endpoints for the lab: receivers that join through the kernel's own IGMP host
+//! stack, and a sender. Sockets are created inside a namespace and then used from anywhere.
+
+use std::{
+    io::ErrorKind,
+    mem::MaybeUninit,
+    net::{Ipv4Addr, SocketAddrV4},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::netns::Netns;
+
+/// UDP port every lab stream uses.
+pub const PORT: u16 = 5000;
+
+/// A host socket that joins groups (IP_ADD_MEMBERSHIP / IP_ADD_SOURCE_MEMBERSHIP), so the
+/// host's kernel sends the IGMP reports and leaves.
+pub struct Receiver {
+    sock: Socket,
+    iface: Ipv4Addr,
+}
+
+impl Receiver {
+    /// A socket in `ns` bound to the lab port on all addresses; `iface` is the address of the
+    /// interface it joins on.
+    pub fn new(ns: &Netns, iface: Ipv4Addr) -> anyhow::Result<Receiver> {
+        let sock = ns.run(|| -> std::io::Result<Socket> {
+            let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+            s.set_reuse_address(true)?;
+            s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, PORT).into())?;
+            s.set_read_timeout(Some(Duration::from_millis(50)))?;
+            Ok(s)
+        })??;
+        Ok(Receiver { sock, iface })
+    }
+
+    /// Any-source join (IGMPv2 report or IGMPv3 TO_EX{}).
+    pub fn join(&self, group: Ipv4Addr) -> anyhow::Result<()> {
+        self.sock
+            .join_multicast_v4(&group, &self.iface)
+            .with_context(|| format!("join {group}"))
+    }
+
+    /// Any-source leave (IGMPv2 leave or IGMPv3 TO_IN{}).
+    pub fn leave(&self, group: Ipv4Addr) -> anyhow::Result<()> {
+        self.sock
+            .leave_multicast_v4(&group, &self.iface)
+            .with_context(|| format!("leave {group}"))
+    }
+
+    /// Source-specific join (IGMPv3 ALLOW / TO_IN{source}).
+    pub fn join_source(&self, group: Ipv4Addr, source: Ipv4Addr) -> anyhow::Result<()> {
+        self.sock
+            .join_ssm_v4(&source, &group, &self.iface)
+            .with_context(|| format!("join ({source}, {group})"))
+    }
+
+    /// Source-specific leave (IGMPv3 BLOCK).
+    pub fn leave_source(&self, group: Ipv4Addr, source: Ipv4Addr) -> anyhow::Result<()> {
+        self.sock
+            .leave_ssm_v4(&source, &group, &self.iface)
+            .with_context(|| format!("leave ({source}, {group})"))
+    }
+
+    /// Discards whatever is queued on the socket, so a later [`Receiver::collect`] only sees
+    /// what arrives after this call.
+    pub fn drain(&self) -> anyhow::Result<()> {
+        self.sock.set_nonblocking(true)?;
+        let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
+        while self.sock.recv_from(&mut buf).is_ok() {}
+        self.sock.set_nonblocking(false)?;
+        Ok(())
+    }
+
+    /// Reads for `window` and returns the lab datagrams that arrived, as (source, group).
+    pub fn collect(&self, window: Duration) -> Vec<(Ipv4Addr, Ipv4Addr)> {
+        let end = Instant::now() + window;
+        let mut got = Vec::new();
+        let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
+        while Instant::now() < end {
+            match self.sock.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    // SAFETY: recv_from initialised the first `n` bytes.
+                    let data: Vec<u8> = buf[..n]
+                        .iter()
+                        .map(|b| unsafe { b.assume_init() })
+                        .collect();
+                    if let (Some(Payload { group }), Some(src)) =
+                        (Payload::decode(&data), from.as_socket_ipv4())
+                    {
+                        got.push((*src.ip(), group));
+                    }
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => break,
+            }
+        }
+        got
+    }
+}
+
+/// The lab's datagram payload: a marker and the group it was sent to, so a receiver can tell
+/// streams apart even though all share one port.
+struct Payload {
+    group: Ipv4Addr,
+}
+
+const MAGIC: &[u8; 4] = b"MGM1";
+
+impl Payload {
+    fn encode(group: Ipv4Addr, seq: u64, size: usize) -> Vec<u8> {
+        let mut v = Vec::with_capacity(size.max(16));
+        v.extend_from_slice(MAGIC);
+        v.extend_from_slice(&group.octets());
+        v.extend_from_slice(&seq.to_be_bytes());
+        v.resize(size.max(16), 0);
+        v
+    }
+
+    fn decode(data: &[u8]) -> Option<Payload> {
+        if data.len() < 16 || &data[..4] != MAGIC {
+            return None;
+        }
+        Some(Payload {
+            group: Ipv4Addr::new(data[4], data[5], data[6], data[7]),
+        })
+    }
+}
+
+/// A multicast sender bound to one interface address.
+pub struct Sender {
+    sock: Socket,
+    seq: u64,
+}
+
+impl Sender {
+    /// A sender in `ns` that sends from `iface` with `ttl`.
+    pub fn new(ns: &Netns, iface: Ipv4Addr, ttl: u32) -> anyhow::Result<Sender> {
+        let sock = ns.run(|| -> std::io::Result<Socket> {
+            let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+            s.bind(&SocketAddrV4::new(iface, 0).into())?;
+            s.set_multicast_if_v4(&iface)?;
+            s.set_multicast_ttl_v4(ttl)?;
+            s.set_multicast_loop_v4(false)?;
+            Ok(s)
+        })??;
+        Ok(Sender { sock, seq: 0 })
+    }
+
+    /// Sends one datagram of `size` bytes to `group`.
+    pub fn send(&mut self, group: Ipv4Addr, size: usize) -> anyhow::Result<()> {
+        self.seq += 1;
+        let data = Payload::encode(group, self.seq, size);
+        self.sock
+            .send_to(&data, &SocketAddrV4::new(group, PORT).into())
+            .with_context(|| format!("send to {group}"))?;
+        Ok(())
+    }
+}

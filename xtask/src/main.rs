@@ -1,0 +1,73 @@
+//! `cargo xtask <task>`: one subcommand per developer task.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod demo;
+mod tasks;
+
+/// Developer tasks for mgm. Each installs what it needs first (see `setup`).
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install the XDP build toolchain if missing: nightly rust-src, Debian llvm-22-dev and
+    /// bpf-linker 0.13. Idempotent.
+    Setup,
+    /// Build the XDP object, then the `mgm` binary that embeds it (target/release/mgm).
+    Build,
+    /// Build and run mgm as root. Without arguments: the built-in demo on the lab topology.
+    /// Example: cargo xtask run -- run --upstream eth0 --downstream eth1
+    Run {
+        /// Arguments for `mgm` (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+        /// Demo only: seconds to stream before tearing down (Ctrl-C ends it earlier).
+        #[arg(long, default_value_t = 12)]
+        seconds: u64,
+    },
+    /// Format check, clippy, unit tests and the netns integration tests (root).
+    Test,
+    /// Create or remove the lab topology (namespaces mgm-lab-*).
+    Lab {
+        #[command(subcommand)]
+        action: LabAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LabAction {
+    /// Create the sender, router and three receiver namespaces and their veths.
+    Up,
+    /// Remove them.
+    Down,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup => xtask::setup::setup(),
+        Task::Build => xtask::setup::setup()
+            .and_then(|()| xtask::build::build())
+            .map(|bin| println!("built {}", bin.display())),
+        Task::Run { args, seconds } => tasks::run(&args, seconds),
+        Task::Test => tasks::test(),
+        Task::Lab { action } => match action {
+            LabAction::Up => tasks::lab_up(),
+            LabAction::Down => tasks::lab_down(),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

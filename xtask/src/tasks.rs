@@ -1,0 +1,115 @@
+//! The tasks behind `run`, `test` and `lab`.
+
+use std::process::Command;
+
+use anyhow::{bail, Context};
+use xtask::{
+    build::{build, cargo, mgm_binary},
+    is_root,
+    lab::{IgmpVersion, Lab},
+    run as run_cmd,
+    setup::setup,
+};
+
+use crate::demo;
+
+/// The tag of the lab `lab up`/`lab down` and the demo use.
+pub const LAB_TAG: &str = "lab";
+pub const LAB_VERSIONS: [IgmpVersion; 3] = [IgmpVersion::V2, IgmpVersion::V3, IgmpVersion::V2];
+
+pub fn run(args: &[String], seconds: u64) -> anyhow::Result<()> {
+    setup()?;
+    let mgm = build()?;
+    if args.is_empty() {
+        require_root("the demo")?;
+        return demo::demo(&mgm, seconds);
+    }
+    let mut cmd = if is_root() {
+        Command::new(&mgm)
+    } else {
+        let mut c = Command::new("sudo");
+        c.arg("-E").arg(&mgm);
+        c
+    };
+    run_cmd(cmd.args(args))
+}
+
+pub fn test() -> anyhow::Result<()> {
+    setup()?;
+    let mgm = build()?;
+    run_cmd(cargo().args(["fmt", "--all", "--check"]))
+        .context("formatting differs; run `cargo fmt --all`")?;
+    run_cmd(
+        cargo()
+            .args([
+                "clippy",
+                "-p",
+                "mgm-common",
+                "-p",
+                "mgm-user",
+                "-p",
+                "xtask",
+            ])
+            .args(["--all-targets", "--release", "--", "-D", "warnings"])
+            .env("MGM_EBPF_OBJECT", xtask::build::ebpf_object()),
+    )
+    .context("clippy found problems")?;
+    run_cmd(xtask::build::ebpf_cargo("clippy").args(["--", "-D", "warnings"]))
+        .context("clippy found problems in mgm-ebpf")?;
+    require_root("the netns integration tests")?;
+    xtask::lab::sweep_stale()?;
+    run_cmd(
+        cargo()
+            .args([
+                "test",
+                "--release",
+                "-p",
+                "mgm-common",
+                "-p",
+                "mgm-user",
+                "-p",
+                "xtask",
+            ])
+            .env("MGM_EBPF_OBJECT", xtask::build::ebpf_object())
+            .env("MGM_BIN", &mgm),
+    )
+    .context("tests failed")?;
+    println!("all checks and tests passed ({})", mgm_binary().display());
+    Ok(())
+}
+
+pub fn lab_up() -> anyhow::Result<()> {
+    require_root("the lab")?;
+    let lab = Lab::up(LAB_TAG, &LAB_VERSIONS)?;
+    println!(
+        "lab up: {}, {}, {}",
+        lab.sender.name(),
+        lab.router.name(),
+        lab.receivers
+            .iter()
+            .map(|r| r.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "run mgm in it: cargo xtask run -- run --netns {} --upstream up0 --downstream dn1 dn2 dn3",
+        lab.router.name()
+    );
+    // The lab outlives this command: `lab down` removes it.
+    std::mem::forget(lab);
+    Ok(())
+}
+
+pub fn lab_down() -> anyhow::Result<()> {
+    require_root("the lab")?;
+    drop(Lab::adopt(LAB_TAG, LAB_VERSIONS.len()));
+    println!("lab down");
+    Ok(())
+}
+
+fn require_root(what: &str) -> anyhow::Result<()> {
+    if !is_root() {
+        bail!("{what} needs root (network namespaces, XDP); run as root or with sudo");
+    }
+    Ok(())
+}
