@@ -53,10 +53,8 @@ pub struct IfStats {
     pub tx_bytes: u64,
     /// Copies not sent because their TTL was below the interface's threshold.
     pub ttl_too_low: u64,
-    /// Copies not sent because they exceed the interface's MTU.
-    pub mtu_drop: u64,
 }
-const _: () = assert!(core::mem::size_of::<IfStats>() == 112);
+const _: () = assert!(core::mem::size_of::<IfStats>() == 104);
 
 /// Adds `other` field by field: the daemon sums per-CPU copies with it.
 macro_rules! impl_accumulate {
@@ -90,8 +88,7 @@ impl_accumulate!(IfStats {
     no_entry,
     tx_pkts,
     tx_bytes,
-    ttl_too_low,
-    mtu_drop
+    ttl_too_low
 });
 
 user_pod!(EntryStats, IfStats);

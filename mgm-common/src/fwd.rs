@@ -49,7 +49,8 @@ pub struct IfConfig {
     pub flags: u8,
     /// Copies whose TTL (after the decrement) is below this are not sent here.
     pub ttl_threshold: u8,
-    /// Largest IPv4 packet (total length) sent out of this interface.
+    /// The link MTU when the daemon started, for operators. Copies larger than the MTU are
+    /// dropped by the kernel's devmap before the egress program runs.
     pub mtu: u16,
     pub _pad: u16,
     /// Slot in the per-interface counter array.

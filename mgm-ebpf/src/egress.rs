@@ -1,5 +1,6 @@
 //! Runs once per copy, from the outgoing-set devmaps: per-output policy and counters. The
-//! ingress program already decremented the TTL, so every copy shares that work.
+//! ingress program already decremented the TTL, so every copy shares that work. The MTU needs
+//! no check here: the devmap drops copies larger than the device's MTU before this runs.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 
@@ -25,10 +26,6 @@ pub fn egress(ctx: &XdpContext) -> Option<u32> {
     let ttl = unsafe { (*ip.hdr).ttl };
     if ttl < cfg.ttl_threshold {
         stats.ttl_too_low += 1;
-        return Some(xdp_action::XDP_DROP);
-    }
-    if ip.tot_len > cfg.mtu as usize {
-        stats.mtu_drop += 1;
         return Some(xdp_action::XDP_DROP);
     }
     // SAFETY: as above.

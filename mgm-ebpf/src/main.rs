@@ -23,7 +23,7 @@ pub fn mgm_ingress(ctx: XdpContext) -> u32 {
     forward::ingress(&ctx)
 }
 
-/// Egress, once per copy: source MAC, TTL threshold, MTU, per-output counters.
+/// Egress, once per copy: source MAC, TTL threshold, per-output counters.
 #[xdp(map = "devmap")]
 pub fn mgm_egress(ctx: XdpContext) -> u32 {
     egress::egress(&ctx).unwrap_or(xdp_action::XDP_DROP)

@@ -1,7 +1,7 @@
 //! The daemon's driver: one task that owns all state and serialises ring-buffer events and
 //! shutdown. Sans-IO modules decide; this file only moves their decisions to the maps.
 
-use std::{collections::BTreeMap, future::Future, net::Ipv4Addr, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, future::Future, net::Ipv4Addr, path::PathBuf};
 
 use anyhow::{bail, Context};
 use log::{debug, error, info, warn};
@@ -10,7 +10,7 @@ use tokio::io::unix::AsyncFd;
 
 use crate::{
     dataplane::netdev::NetDev,
-    dataplane::{ringbuf, Dataplane, Event, LoadOptions, XdpMode},
+    dataplane::{ringbuf, Dataplane, Event, LoadOptions, Tunables, XdpMode},
     protocols::igmp_proxy::IgmpProxy,
 };
 
@@ -21,10 +21,8 @@ pub struct Options {
     pub downstream: Vec<String>,
     pub mode: XdpMode,
     pub pin_dir: PathBuf,
-    pub pending_retry: Duration,
-    pub wrong_if_interval: Duration,
     pub ttl_threshold: u8,
-    pub ebpf_log_level: log::LevelFilter,
+    pub tunables: Tunables,
 }
 
 /// Counts of what the daemon saw that the XDP counters cannot: IGMP it rejected after
@@ -60,10 +58,8 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         interfaces: interfaces.clone(),
         mode: opts.mode,
         pin_dir: opts.pin_dir.clone(),
-        pending_retry: opts.pending_retry,
-        wrong_if_interval: opts.wrong_if_interval,
         ttl_threshold: opts.ttl_threshold,
-        ebpf_log_level: opts.ebpf_log_level,
+        tunables: opts.tunables.clone(),
     })
     .context("cannot start the data plane")?;
     let mut events = watch(dp.take_events().context("event ring already taken")?)

@@ -4,7 +4,10 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
-use mgm_user::{daemon, dataplane::XdpMode};
+use mgm_user::{
+    daemon,
+    dataplane::{loader, Tunables, XdpMode},
+};
 
 /// XDP-accelerated IPv4 multicast forwarding.
 ///
@@ -35,6 +38,10 @@ enum Command {
     ///
     /// Example: mgm show --netns router
     Show(ShowArgs),
+    /// Load both XDP programs without attaching them and print how many instructions the
+    /// kernel's verifier processed for each: checks this kernel accepts them, and makes
+    /// program growth visible (`cargo xtask build` runs it).
+    Verify,
 }
 
 #[derive(Debug, clap::Args)]
@@ -46,6 +53,10 @@ struct ShowArgs {
     /// Network namespace the daemon runs in, so interface names resolve.
     #[arg(long, value_name = "NAME")]
     netns: Option<String>,
+
+    /// Print JSON instead of tables (stable field names, for scripts).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -116,6 +127,17 @@ fn main() -> ExitCode {
 
 fn try_main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Verify => {
+            let loaded = loader::load_programs(&Tunables::default())
+                .context("the kernel did not accept the XDP programs")?;
+            for (name, count) in loader::verified_instructions(&loaded.ebpf)? {
+                match count {
+                    Some(n) => println!("{name}: verifier processed {n} instructions"),
+                    None => println!("{name}: accepted (this kernel does not report a count)"),
+                }
+            }
+            Ok(())
+        }
         Command::Show(args) => {
             if let Some(ns) = &args.netns {
                 enter_netns(ns)?;
@@ -124,7 +146,11 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
                 mgm_user::dataplane::inspect::read_pinned(&args.pin_dir).with_context(|| {
                     format!("no mgm data plane pinned in {}", args.pin_dir.display())
                 })?;
-            print!("{}", mgm_user::cli::show::render(&state));
+            if args.json {
+                print!("{}", mgm_user::cli::show::render_json(&state));
+            } else {
+                print!("{}", mgm_user::cli::show::render(&state));
+            }
             Ok(())
         }
         Command::Run(args) => {
@@ -143,10 +169,12 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
                     Mode::Auto => XdpMode::Auto,
                 },
                 pin_dir: args.pin_dir,
-                pending_retry: Duration::from_millis(args.pending_retry_ms),
-                wrong_if_interval: Duration::from_millis(args.wrong_if_interval_ms),
                 ttl_threshold: args.ttl_threshold,
-                ebpf_log_level: args.ebpf_log_level,
+                tunables: Tunables {
+                    pending_retry: Duration::from_millis(args.pending_retry_ms),
+                    wrong_if_interval: Duration::from_millis(args.wrong_if_interval_ms),
+                    ebpf_log_level: args.ebpf_log_level,
+                },
             };
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -29,7 +29,21 @@ pub fn build() -> anyhow::Result<PathBuf> {
         .args(["build", "--release", "-p", "mgm-user"])
         .env("MGM_EBPF_OBJECT", ebpf_object()))
     .context("building mgm failed")?;
+    report_verifier(&mgm_binary());
     Ok(mgm_binary())
+}
+
+/// Prints the verifier's processed-instruction count per program, so growth shows in review.
+/// Loading needs root; without it this says so and moves on.
+fn report_verifier(mgm: &std::path::Path) {
+    if !crate::is_root() {
+        println!("build: not root, so the verifier instruction counts are skipped");
+        return;
+    }
+    match crate::output(Command::new(mgm).arg("verify")) {
+        Ok(out) => out.lines().for_each(|l| println!("build: {l}")),
+        Err(e) => println!("build: the kernel rejected the XDP programs: {e:#}"),
+    }
 }
 
 /// Builds the XDP object with BTF, so the kernel and bpftool know every map's field names.

@@ -10,8 +10,8 @@ use std::{
 };
 
 use xtask::lab::{
-    receiver_addr,
-    traffic::{Receiver, Sender},
+    downstream, receiver_addr,
+    traffic::{Capture, Receiver, Sender},
     unique_tag, Daemon, IgmpVersion, Lab, HOST_IF, SENDER_ADDR,
 };
 
@@ -236,4 +236,185 @@ fn daemon_detaches_and_removes_pins_on_sigterm() {
         !links.contains("xdp"),
         "XDP still attached after exit: {links}"
     );
+}
+
+/// The router's view of downstream `i` from `mgm show --json`: (MAC, copies sent).
+fn downstream_view(t: &Setup, i: usize) -> (String, u64) {
+    let show = t.daemon.show().expect("mgm show --json");
+    let name = downstream(i);
+    let iface = show["interfaces"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["name"] == name.as_str()))
+        .unwrap_or_else(|| t.fail(&format!("{name} missing from mgm show: {show}")));
+    (
+        iface["mac"].as_str().unwrap_or_default().to_owned(),
+        iface["stats"]["tx_pkts"].as_u64().unwrap_or(u64::MAX),
+    )
+}
+
+fn mac_string(frame: &[u8], at: usize) -> String {
+    frame[at..at + 6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn ipv4_checksum_ok(frame: &[u8]) -> bool {
+    let ihl = usize::from(frame[14] & 0x0f) * 4;
+    let mut sum: u32 = frame[14..14 + ihl]
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum == 0xffff
+}
+
+/// Receivers join one by one (fan-out 1, 2, 3). After each join exactly N packets are sent:
+/// every joined receiver gets all N, the others none, each captured frame carries the egress
+/// interface's source MAC, TTL minus one and a valid checksum, and each downstream's
+/// per-output counter grew by exactly what its receiver got.
+fn fan_out(mode: &str) {
+    const N: usize = 40;
+    const TTL: u32 = 8;
+    let t = setup(&[IgmpVersion::V2, IgmpVersion::V3, IgmpVersion::V2], mode);
+    let rx: Vec<Receiver> = (0..3).map(|i| t.receiver(i)).collect();
+    let caps: Vec<Capture> = (0..3)
+        .map(|i| Capture::new(&t.lab.receivers[i], HOST_IF).expect("capture"))
+        .collect();
+    let mut sender = Sender::new(&t.lab.sender, SENDER_ADDR, TTL).unwrap();
+    for k in 1..=3 {
+        rx[k - 1].join(G1).unwrap();
+        t.streaming(&[SENDER_ADDR], &[G1], || {
+            if !arrives(&rx[k - 1], None, G1, JOIN_TIMEOUT) {
+                t.fail(&format!("receiver {k} got nothing after joining"));
+            }
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        for (r, c) in rx.iter().zip(&caps) {
+            r.drain().unwrap();
+            c.frames(Duration::from_millis(100));
+        }
+        let before: Vec<u64> = (0..3).map(|i| downstream_view(&t, i).1).collect();
+        for _ in 0..N {
+            sender.send(G1, 100).unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        for i in 0..3 {
+            let expected = if i < k { N } else { 0 };
+            let got = count(&rx[i], Some(SENDER_ADDR), G1, Duration::from_millis(200));
+            if got != expected {
+                t.fail(&format!(
+                    "fan-out {k} ({mode}): receiver {} got {got} of {expected}",
+                    i + 1
+                ));
+            }
+            let (mac, sent) = downstream_view(&t, i);
+            if sent - before[i] != got as u64 {
+                t.fail(&format!(
+                    "fan-out {k}: {} counted {} copies, its receiver got {got}",
+                    downstream(i),
+                    sent - before[i]
+                ));
+            }
+            let frames = caps[i].frames(Duration::from_millis(200));
+            assert_eq!(
+                frames.len(),
+                expected,
+                "captured frames on receiver {}",
+                i + 1
+            );
+            for f in &frames {
+                assert_eq!(mac_string(f, 6), mac, "source MAC is {}'s", downstream(i));
+                assert_eq!(u32::from(f[22]), TTL - 1, "TTL decremented once");
+                assert!(ipv4_checksum_ok(f), "IPv4 checksum valid");
+            }
+        }
+    }
+}
+
+#[test]
+fn fan_out_one_two_three_native() {
+    fan_out("native");
+}
+
+#[test]
+fn fan_out_one_two_three_skb() {
+    fan_out("skb");
+}
+
+/// Per-copy policy: copies whose TTL is below the threshold are not sent and are counted per
+/// interface by the egress program; copies larger than a downstream's MTU are not sent there
+/// (the kernel's devmap drops them) while other downstreams still get them.
+#[test]
+fn egress_applies_ttl_threshold_and_mtu_per_interface() {
+    let tag = unique_tag("t");
+    let lab = Lab::up(&tag, &[IgmpVersion::V2, IgmpVersion::V2]).expect("lab up");
+    // dn2 gets a small MTU before mgm reads it; the threshold applies to both.
+    lab.router
+        .ip(&["link", "set", &downstream(1), "mtu", "1000"])
+        .unwrap();
+    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{tag}"));
+    let daemon = Daemon::start(
+        &mgm_bin(),
+        &lab,
+        &pin_dir,
+        &["--xdp-mode", "native", "--ttl-threshold", "5"],
+        false,
+    )
+    .expect("mgm starts");
+    let t = Setup { daemon, lab };
+    let (r1, r2) = (t.receiver(0), t.receiver(1));
+    r1.join(G1).unwrap();
+    r2.join(G1).unwrap();
+    // Wait until both joins are installed: a small, high-TTL packet reaches both.
+    let mut ok = Sender::new(&t.lab.sender, SENDER_ADDR, 8).unwrap();
+    let end = Instant::now() + JOIN_TIMEOUT;
+    let mut seen = [false, false];
+    while Instant::now() < end && seen != [true, true] {
+        ok.send(G1, 100).unwrap();
+        seen[0] |= count(&r1, None, G1, Duration::from_millis(50)) > 0;
+        seen[1] |= count(&r2, None, G1, Duration::from_millis(50)) > 0;
+    }
+    if seen != [true, true] {
+        t.fail("the receivers never got the stream");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    r1.drain().unwrap();
+    r2.drain().unwrap();
+    // TTL 5 leaves the router as 4, below the threshold of 5: nobody gets these.
+    let mut low = Sender::new(&t.lab.sender, SENDER_ADDR, 5).unwrap();
+    for _ in 0..10 {
+        low.send(G1, 100).unwrap();
+    }
+    // 1200-byte datagrams fit dn1 (MTU 1500) but not dn2 (MTU 1000).
+    for _ in 0..10 {
+        ok.send(G1, 1200).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        count(&r1, None, G1, Duration::from_millis(200)),
+        10,
+        "dn1 sends the big ones"
+    );
+    assert_eq!(
+        count(&r2, None, G1, Duration::from_millis(200)),
+        0,
+        "dn2 sends nothing"
+    );
+    let show = t.daemon.show().unwrap();
+    let stats = |name: &str| {
+        show["interfaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == name)
+            .unwrap()["stats"]
+            .clone()
+    };
+    assert_eq!(stats("dn1")["ttl_too_low"], 10);
+    assert_eq!(stats("dn2")["ttl_too_low"], 10);
 }

@@ -34,7 +34,8 @@ pub fn parse(cur: &mut Cursor) -> Option<Ipv4> {
     // SAFETY: `take` checked that the fixed header lies inside the frame.
     let (ver_ihl, tot_len) = unsafe { ((*hdr).ver_ihl, u16::from_be((*hdr).tot_len) as usize) };
     let hdr_len = ((ver_ihl & 0x0f) as usize) * 4;
-    if ver_ihl >> 4 != 4 || hdr_len < 20 || tot_len < hdr_len {
+    // A frame shorter than its IPv4 total length was cut somewhere: not ours to forward.
+    if ver_ihl >> 4 != 4 || hdr_len < 20 || tot_len < hdr_len || hdr as usize + tot_len > cur.end {
         return None;
     }
     cur.skip(hdr_len - 20)?;

@@ -4,8 +4,83 @@ use std::{ffi::CStr, net::Ipv4Addr};
 
 use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
 use mgm_common::fwd::{FWD_NEGATIVE, FWD_PENDING};
+use serde_json::json;
 
 use crate::dataplane::inspect::PinnedState;
+
+/// Renders the state as JSON: addresses as dotted quads ("*" for a wildcard), interfaces by
+/// name and index. This shape is the interface scripts rely on; it does not follow map layouts.
+pub fn render_json(state: &PinnedState) -> String {
+    let entries: Vec<serde_json::Value> = state
+        .entries
+        .iter()
+        .map(|e| {
+            let s = &e.stats;
+            json!({
+                "source": addr(e.source),
+                "group": addr(e.group),
+                "iif": ifname(e.entry.iif),
+                "iif_index": e.entry.iif,
+                "oifs": e.oifs.iter().map(|i| ifname(*i)).collect::<Vec<_>>(),
+                "oif_indexes": e.oifs,
+                "state": entry_state(e.entry.flags),
+                "stats": {
+                    "pkts": s.pkts, "bytes": s.bytes, "wrong_if": s.wrong_if,
+                    "ttl_expired": s.ttl_expired, "negative": s.negative,
+                    "no_oif_set": s.no_oif_set,
+                },
+            })
+        })
+        .collect();
+    let interfaces: Vec<serde_json::Value> = state
+        .interfaces
+        .iter()
+        .map(|i| {
+            let s = &i.stats;
+            let mac: Vec<String> = i.config.mac.iter().map(|b| format!("{b:02x}")).collect();
+            json!({
+                "name": ifname(i.ifindex),
+                "ifindex": i.ifindex,
+                "mac": mac.join(":"),
+                "mtu": i.config.mtu,
+                "ttl_threshold": i.config.ttl_threshold,
+                "stats": {
+                    "igmp_query": s.igmp_query, "igmp_v1_report": s.igmp_v1_report,
+                    "igmp_v2_report": s.igmp_v2_report, "igmp_v2_leave": s.igmp_v2_leave,
+                    "igmp_v3_report": s.igmp_v3_report, "igmp_other": s.igmp_other,
+                    "malformed": s.malformed, "truncated": s.truncated,
+                    "ring_full": s.ring_full, "no_entry": s.no_entry,
+                    "tx_pkts": s.tx_pkts, "tx_bytes": s.tx_bytes,
+                    "ttl_too_low": s.ttl_too_low,
+                },
+            })
+        })
+        .collect();
+    let doc = json!({
+        "layout_version": state.layout_version,
+        "entries": entries,
+        "interfaces": interfaces,
+    });
+    format!("{doc:#}\n")
+}
+
+fn addr(a: Ipv4Addr) -> String {
+    if a == Ipv4Addr::UNSPECIFIED {
+        "*".to_owned()
+    } else {
+        a.to_string()
+    }
+}
+
+fn entry_state(flags: u32) -> &'static str {
+    if flags & FWD_PENDING != 0 {
+        "pending"
+    } else if flags & FWD_NEGATIVE != 0 {
+        "negative"
+    } else {
+        "forward"
+    }
+}
 
 /// Renders the state as two tables.
 pub fn render(state: &PinnedState) -> String {
@@ -14,30 +89,13 @@ pub fn render(state: &PinnedState) -> String {
         "source", "group", "in", "out", "state", "packets", "bytes", "wrong if", "ttl drop",
     ]);
     for e in &state.entries {
-        let source = if e.source == Ipv4Addr::UNSPECIFIED {
-            "*".to_owned()
-        } else {
-            e.source.to_string()
-        };
-        let group = if e.group == Ipv4Addr::UNSPECIFIED {
-            "*".to_owned()
-        } else {
-            e.group.to_string()
-        };
-        let state = if e.entry.flags & FWD_PENDING != 0 {
-            "pending"
-        } else if e.entry.flags & FWD_NEGATIVE != 0 {
-            "negative"
-        } else {
-            "forward"
-        };
         let out: Vec<String> = e.oifs.iter().map(|i| ifname(*i)).collect();
         entries.add_row([
-            source,
-            group,
+            addr(e.source),
+            addr(e.group),
             ifname(e.entry.iif),
             out.join(","),
-            state.to_owned(),
+            entry_state(e.entry.flags).to_owned(),
             e.stats.pkts.to_string(),
             e.stats.bytes.to_string(),
             e.stats.wrong_if.to_string(),
@@ -52,7 +110,7 @@ pub fn render(state: &PinnedState) -> String {
         "no entry",
         "sent",
         "sent bytes",
-        "ttl/mtu drops",
+        "ttl drops",
         "ring full",
     ]);
     for i in &state.interfaces {
@@ -67,7 +125,7 @@ pub fn render(state: &PinnedState) -> String {
             s.no_entry.to_string(),
             s.tx_pkts.to_string(),
             s.tx_bytes.to_string(),
-            format!("{}/{}", s.ttl_too_low, s.mtu_drop),
+            s.ttl_too_low.to_string(),
             s.ring_full.to_string(),
         ]);
     }

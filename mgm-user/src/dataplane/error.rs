@@ -53,6 +53,8 @@ pub enum DataplaneError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error("cannot count the possible CPUs: {0}")]
+    Cpus(#[source] io::Error),
     #[error("{table} is full ({capacity} entries)")]
     Full { table: &'static str, capacity: u32 },
 }

@@ -47,20 +47,159 @@ pub enum XdpMode {
     Auto,
 }
 
+/// Settings compiled into the programs at load time.
+#[derive(Debug, Clone)]
+pub struct Tunables {
+    /// How long a no-cache placeholder waits before its upcall is raised again.
+    pub pending_retry: Duration,
+    /// Least time between two wrong-interface upcalls of one entry.
+    pub wrong_if_interval: Duration,
+    /// Most verbose level the XDP program logs at (it checks this before formatting).
+    pub ebpf_log_level: log::LevelFilter,
+}
+
+impl Default for Tunables {
+    fn default() -> Self {
+        Tunables {
+            pending_retry: Duration::from_secs(10),
+            wrong_if_interval: Duration::from_secs(1),
+            ebpf_log_level: log::LevelFilter::Warn,
+        }
+    }
+}
+
 /// What to load, where, and with which settings.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     pub interfaces: Vec<NetDev>,
     pub mode: XdpMode,
     pub pin_dir: PathBuf,
-    /// How long a no-cache placeholder waits before its upcall is raised again.
-    pub pending_retry: Duration,
-    /// Least time between two wrong-interface upcalls of one entry.
-    pub wrong_if_interval: Duration,
     /// Copies whose TTL is below this are not sent (per interface, same for all for now).
     pub ttl_threshold: u8,
-    /// Most verbose level the XDP program logs at (it checks this before formatting).
-    pub ebpf_log_level: log::LevelFilter,
+    pub tunables: Tunables,
+}
+
+/// The object loaded into the kernel with both programs verified, nothing pinned or attached.
+pub struct Loaded {
+    pub ebpf: Ebpf,
+    /// The devmap program every copy runs, for outgoing-set entries.
+    pub egress: ProgramFd,
+}
+
+impl Loaded {
+    /// Takes one map out of the object, typed.
+    ///
+    /// # Errors
+    /// No such map (or already taken), or it is not of type `T`.
+    pub fn take_map<T>(&mut self, name: &'static str) -> Result<T, DataplaneError>
+    where
+        T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+    {
+        let map = self
+            .ebpf
+            .take_map(name)
+            .ok_or(DataplaneError::MissingMap(name))?;
+        T::try_from(map).map_err(|source| DataplaneError::Map { map: name, source })
+    }
+
+    /// Writes each interface's settings, with counter slots 1, 2, … in the order given, and
+    /// returns (ifindex, slot) pairs.
+    ///
+    /// # Errors
+    /// The interface map cannot be written.
+    pub fn configure_interfaces(
+        &mut self,
+        interfaces: &[NetDev],
+        ttl_threshold: u8,
+    ) -> Result<Vec<(u32, u32)>, DataplaneError> {
+        let mut ifcfg: HashMap<MapData, u32, IfConfig> = self.take_map(m::IFCFG)?;
+        let mut slots = Vec::new();
+        for (i, dev) in interfaces.iter().enumerate() {
+            let slot = i as u32 + 1;
+            let cfg = IfConfig {
+                mac: dev.mac,
+                flags: IF_ENABLED,
+                ttl_threshold,
+                mtu: dev.mtu,
+                _pad: 0,
+                stats_slot: slot,
+            };
+            ifcfg
+                .insert(dev.ifindex, cfg, 0)
+                .map_err(|source| DataplaneError::Map {
+                    map: m::IFCFG,
+                    source,
+                })?;
+            slots.push((dev.ifindex, slot));
+        }
+        Ok(slots)
+    }
+
+    /// Takes the forwarding maps as a [`Forwarding`] handle.
+    ///
+    /// # Errors
+    /// A map is missing or the CPU count cannot be read.
+    pub fn take_forwarding(&mut self) -> Result<Forwarding, DataplaneError> {
+        let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Cpus(e))?;
+        let egress = self
+            .egress
+            .try_clone()
+            .map_err(|e| DataplaneError::Program {
+                program: EGRESS,
+                source: aya::programs::ProgramError::IOError(e),
+            })?;
+        Ok(Forwarding::new(
+            self.take_map(m::FWD)?,
+            self.take_map(m::OIF_SETS)?,
+            self.take_map(m::ENTRY_STATS)?,
+            egress,
+            nr_cpus,
+        ))
+    }
+}
+
+/// Names of the programs, ingress first.
+pub const PROGRAMS: [&str; 2] = [INGRESS, EGRESS];
+
+/// Loads the embedded object and both programs (the kernel verifies them here).
+///
+/// # Errors
+/// The binary has no object, or the kernel rejects a map or a program.
+pub fn load_programs(t: &Tunables) -> Result<Loaded, DataplaneError> {
+    let object = OBJECT.ok_or(DataplaneError::NoObject)?;
+    let pending = t.pending_retry.as_nanos() as u64;
+    let wrong_if = t.wrong_if_interval.as_nanos() as u64;
+    let level = t.ebpf_log_level as usize as u8;
+    let mut ebpf = EbpfLoader::new()
+        .override_global("PENDING_RETRY_NS", &pending, true)
+        .override_global("WRONG_IF_INTERVAL_NS", &wrong_if, true)
+        .override_global(aya_log::LEVEL, &level, false)
+        .load(object)?;
+    let egress = load_program(&mut ebpf, EGRESS)?;
+    load_program(&mut ebpf, INGRESS)?;
+    Ok(Loaded { ebpf, egress })
+}
+
+/// How many instructions the verifier processed for each program (kernel ≥ 5.16).
+///
+/// # Errors
+/// A program is missing or its info cannot be read.
+pub fn verified_instructions(
+    ebpf: &Ebpf,
+) -> Result<Vec<(&'static str, Option<u32>)>, DataplaneError> {
+    PROGRAMS
+        .iter()
+        .map(|&name| {
+            let prog = ebpf
+                .program(name)
+                .ok_or(DataplaneError::MissingProgram(name))?;
+            let info = prog.info().map_err(|source| DataplaneError::Program {
+                program: name,
+                source,
+            })?;
+            Ok((name, info.verified_instruction_count()))
+        })
+        .collect()
 }
 
 /// The loaded and attached data plane.
@@ -87,17 +226,9 @@ impl Dataplane {
     /// Any step failing: the error names the step, the map or program, and the interface.
     /// Whatever was attached before the failure is detached again.
     pub fn load(opts: &LoadOptions) -> Result<Dataplane, DataplaneError> {
-        let object = OBJECT.ok_or(DataplaneError::NoObject)?;
         prepare_pin_dir(&opts.pin_dir)?;
-        let pending = opts.pending_retry.as_nanos() as u64;
-        let wrong_if = opts.wrong_if_interval.as_nanos() as u64;
-        let level = opts.ebpf_log_level as usize as u8;
-        let mut ebpf = EbpfLoader::new()
-            .override_global("PENDING_RETRY_NS", &pending, true)
-            .override_global("WRONG_IF_INTERVAL_NS", &wrong_if, true)
-            .override_global(aya_log::LEVEL, &level, false)
-            .load(object)?;
-        let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
+        let mut loaded = load_programs(&opts.tunables)?;
+        let logger = match aya_log::EbpfLogger::init(&mut loaded.ebpf) {
             Ok(l) => Some(l),
             Err(e) => {
                 warn!("XDP program logs are not forwarded: {e}");
@@ -105,69 +236,37 @@ impl Dataplane {
             }
         };
         for name in m::ALL {
-            let map = ebpf.map(name).ok_or(DataplaneError::MissingMap(name))?;
+            let map = loaded
+                .ebpf
+                .map(name)
+                .ok_or(DataplaneError::MissingMap(name))?;
             map.pin(opts.pin_dir.join(name))
                 .map_err(|source| DataplaneError::Pin { map: name, source })?;
         }
-        let mut meta: Array<MapData, Meta> = take(&mut ebpf, m::META)?;
-        meta.set(
-            0,
-            Meta {
-                layout_version: LAYOUT_VERSION,
-                _pad: 0,
-            },
-            0,
-        )
-        .map_err(|source| DataplaneError::Map {
-            map: m::META,
-            source,
-        })?;
-
-        let mut ifcfg: HashMap<MapData, u32, IfConfig> = take(&mut ebpf, m::IFCFG)?;
-        let mut slots = Vec::new();
-        for (i, dev) in opts.interfaces.iter().enumerate() {
-            let slot = i as u32 + 1;
-            let cfg = IfConfig {
-                mac: dev.mac,
-                flags: IF_ENABLED,
-                ttl_threshold: opts.ttl_threshold,
-                mtu: dev.mtu,
-                _pad: 0,
-                stats_slot: slot,
-            };
-            ifcfg
-                .insert(dev.ifindex, cfg, 0)
-                .map_err(|source| DataplaneError::Map {
-                    map: m::IFCFG,
-                    source,
-                })?;
-            slots.push((dev.ifindex, slot));
-        }
-
-        let egress_fd = load_program(&mut ebpf, EGRESS)?;
-        load_program(&mut ebpf, INGRESS)?;
-        let attached = attach_all(&mut ebpf, &opts.interfaces, opts.mode)?;
-
-        let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::PinDir {
-            path: "/sys/devices/system/cpu/possible".into(),
-            source: e,
-        })?;
-        let forwarding = Forwarding::new(
-            take(&mut ebpf, m::FWD)?,
-            take(&mut ebpf, m::OIF_SETS)?,
-            take(&mut ebpf, m::ENTRY_STATS)?,
-            egress_fd,
-            nr_cpus,
-        );
+        let mut meta: Array<MapData, Meta> = loaded.take_map(m::META)?;
+        let version = Meta {
+            layout_version: LAYOUT_VERSION,
+            _pad: 0,
+        };
+        meta.set(0, version, 0)
+            .map_err(|source| DataplaneError::Map {
+                map: m::META,
+                source,
+            })?;
+        let slots = loaded.configure_interfaces(&opts.interfaces, opts.ttl_threshold)?;
+        let forwarding = loaded.take_forwarding()?;
+        let events = Some(loaded.take_map(m::EVENTS)?);
+        let if_stats = loaded.take_map(m::IF_STATS)?;
+        let attached = attach_all(&mut loaded.ebpf, &opts.interfaces, opts.mode)?;
         Ok(Dataplane {
             forwarding,
-            events: Some(take(&mut ebpf, m::EVENTS)?),
-            if_stats: take(&mut ebpf, m::IF_STATS)?,
+            events,
+            if_stats,
             logger,
             slots,
             pin_dir: opts.pin_dir.clone(),
             attached,
-            _ebpf: ebpf,
+            _ebpf: loaded.ebpf,
         })
     }
 
@@ -209,16 +308,6 @@ impl Drop for Dataplane {
             warn!("could not remove pins in {}: {e}", self.pin_dir.display());
         }
     }
-}
-
-fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
-where
-    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
-{
-    let map = ebpf
-        .take_map(name)
-        .ok_or(DataplaneError::MissingMap(name))?;
-    T::try_from(map).map_err(|source| DataplaneError::Map { map: name, source })
 }
 
 fn load_program(ebpf: &mut Ebpf, name: &'static str) -> Result<ProgramFd, DataplaneError> {

@@ -347,8 +347,18 @@ impl Forwarding {
         Ok(Some(total))
     }
 
-    /// Keys of the installed entries.
-    pub fn keys(&self) -> impl Iterator<Item = &FwdKey> {
-        self.entries.keys()
+    /// The entry for `key` as the kernel holds it, placeholders included.
+    ///
+    /// # Errors
+    /// Reading the map failed.
+    pub fn read_entry(&self, key: FwdKey) -> Result<Option<FwdEntry>, DataplaneError> {
+        match self.fwd.get(&key, 0) {
+            Ok(e) => Ok(Some(e)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(source) => Err(DataplaneError::Map {
+                map: m::FWD,
+                source,
+            }),
+        }
     }
 }

@@ -9,5 +9,5 @@ pub mod netdev;
 pub mod ringbuf;
 
 pub use error::DataplaneError;
-pub use loader::{Dataplane, LoadOptions, XdpMode};
+pub use loader::{Dataplane, LoadOptions, Tunables, XdpMode};
 pub use ringbuf::Event;

@@ -18,6 +18,8 @@ pub struct Daemon {
     child: Child,
     log: Arc<Mutex<Vec<String>>>,
     pin_dir: PathBuf,
+    mgm: PathBuf,
+    netns: String,
 }
 
 impl Daemon {
@@ -77,6 +79,8 @@ impl Daemon {
             child,
             log,
             pin_dir: pin_dir.to_owned(),
+            mgm: mgm.to_owned(),
+            netns: lab.router.name().to_owned(),
         };
         daemon.wait_for("mgm running", Duration::from_secs(20))?;
         Ok(daemon)
@@ -112,6 +116,19 @@ impl Daemon {
     /// Every line logged so far.
     pub fn log(&self) -> Vec<String> {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// What `mgm show --json` says about this daemon.
+    ///
+    /// # Errors
+    /// `mgm show` failed or printed something that is not JSON.
+    pub fn show(&self) -> anyhow::Result<serde_json::Value> {
+        let out = crate::output(
+            Command::new(&self.mgm)
+                .args(["show", "--json", "--netns", &self.netns, "--pin-dir"])
+                .arg(&self.pin_dir),
+        )?;
+        serde_json::from_str(&out).context("mgm show --json printed invalid JSON")
     }
 
     /// Where the maps are pinned.

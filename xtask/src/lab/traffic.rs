@@ -160,3 +160,78 @@ impl Sender {
         Ok(())
     }
 }
+
+/// A raw capture of the IPv4 frames arriving on one interface (AF_PACKET), to look at what
+/// the router put on the wire: MACs, TTL, checksum.
+pub struct Capture {
+    sock: Socket,
+}
+
+impl Capture {
+    /// Starts capturing on `ifname` inside `ns`.
+    pub fn new(ns: &Netns, ifname: &str) -> anyhow::Result<Capture> {
+        const ETH_P_IP: u16 = 0x0800;
+        let name = std::ffi::CString::new(ifname)?;
+        let sock = ns.run(|| -> std::io::Result<Socket> {
+            let s = Socket::new(
+                Domain::PACKET,
+                Type::RAW,
+                Some(Protocol::from(i32::from(ETH_P_IP.to_be()))),
+            )?;
+            // SAFETY: `name` is NUL-terminated.
+            let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+            if ifindex == 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // SAFETY: sockaddr_ll is plain data; zero is valid.
+            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_protocol = ETH_P_IP.to_be();
+            sll.sll_ifindex = ifindex as i32;
+            use std::os::fd::AsRawFd;
+            // SAFETY: `sll` is a valid sockaddr_ll for the duration of the call.
+            let rc = unsafe {
+                libc::bind(
+                    s.as_raw_fd(),
+                    (&sll as *const libc::sockaddr_ll).cast(),
+                    size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            if rc != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            s.set_read_timeout(Some(Duration::from_millis(50)))?;
+            Ok(s)
+        })??;
+        Ok(Capture { sock })
+    }
+
+    /// The lab datagrams (UDP to [`PORT`]) captured within `window`, as whole frames.
+    pub fn frames(&self, window: Duration) -> Vec<Vec<u8>> {
+        let end = Instant::now() + window;
+        let mut got = Vec::new();
+        let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
+        while Instant::now() < end {
+            match self.sock.recv(&mut buf) {
+                Ok(n) => {
+                    // SAFETY: recv initialised the first `n` bytes.
+                    let f: Vec<u8> = buf[..n]
+                        .iter()
+                        .map(|b| unsafe { b.assume_init() })
+                        .collect();
+                    let ihl = f.get(14).map(|b| usize::from(b & 0x0f) * 4).unwrap_or(0);
+                    let is_lab_udp = f.len() > 14 + ihl + 4
+                        && f[12..14] == [0x08, 0x00]
+                        && f[23] == 17
+                        && f[14 + ihl + 2..14 + ihl + 4] == PORT.to_be_bytes();
+                    if is_lab_udp {
+                        got.push(f);
+                    }
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => break,
+            }
+        }
+        got
+    }
+}

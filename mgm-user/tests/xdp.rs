@@ -1,0 +1,605 @@
+//! The XDP ingress program, packet by packet, through BPF_PROG_TEST_RUN: bytes in → verdict,
+//! bytes out, counters and ring-buffer events. Needs root; each test moves its thread into a
+//! fresh network namespace, so it sees only a loopback device and touches nothing else.
+//!
+//! The packets enter on `lo` (ifindex 1 in every fresh namespace). The devmap egress program
+//! cannot be test-run (the kernel refuses devmap programs there); the netns tests cover it.
+
+use std::{collections::BTreeSet, net::Ipv4Addr, time::Duration};
+
+use aya::{
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{TestRun, TestRunOptions, Xdp},
+};
+use mgm_common::{
+    counters::{EntryStats, IfStats},
+    fwd::{FwdKey, FWD_PENDING},
+    maps as m,
+};
+use mgm_user::{
+    core::{InterfaceId, MapOp},
+    dataplane::{
+        loader::{load_programs, Loaded},
+        maps::Forwarding,
+        netdev::NetDev,
+        ringbuf::{self, Event},
+        Tunables,
+    },
+    igmp::{
+        codec::{encode, QueryV3},
+        GroupRecord, IgmpMessage, RecordType,
+    },
+};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_REDIRECT: u32 = 4;
+const LO: u32 = 1;
+
+const S1: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+const S2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
+const G1: Ipv4Addr = Ipv4Addr::new(239, 1, 1, 1);
+const HOST: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
+
+/// IPv4 Router Alert option (RFC 2113), as IGMP carries it.
+const ROUTER_ALERT: [u8; 4] = [0x94, 0x04, 0x00, 0x00];
+
+/// A frame to feed the program.
+#[derive(Clone)]
+struct Frame {
+    vlans: Vec<(u16, u16)>,
+    options: Vec<u8>,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ttl: u8,
+    proto: u8,
+    payload: Vec<u8>,
+}
+
+impl Frame {
+    fn udp(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8) -> Frame {
+        let mut payload = vec![0x13, 0x88, 0x13, 0x88, 0, 40, 0, 0];
+        payload.resize(40, 0xab);
+        Frame {
+            vlans: Vec::new(),
+            options: Vec::new(),
+            src,
+            dst,
+            ttl,
+            proto: 17,
+            payload,
+        }
+    }
+
+    fn igmp(msg: &IgmpMessage) -> Frame {
+        Frame {
+            vlans: Vec::new(),
+            options: ROUTER_ALERT.to_vec(),
+            src: HOST,
+            dst: Ipv4Addr::new(224, 0, 0, 22),
+            ttl: 1,
+            proto: 2,
+            payload: encode(msg),
+        }
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let g = self.dst.octets();
+        let mut f = vec![0x01, 0x00, 0x5e, g[1] & 0x7f, g[2], g[3], 2, 0, 0, 0, 0, 1];
+        for (tpid, vid) in &self.vlans {
+            f.extend_from_slice(&tpid.to_be_bytes());
+            f.extend_from_slice(&vid.to_be_bytes());
+        }
+        f.extend_from_slice(&0x0800u16.to_be_bytes());
+        let ihl = 5 + self.options.len() / 4;
+        let tot_len = (ihl * 4 + self.payload.len()) as u16;
+        let mut ip = vec![0x40 | ihl as u8, 0];
+        ip.extend_from_slice(&tot_len.to_be_bytes());
+        ip.extend_from_slice(&[0x12, 0x34, 0, 0, self.ttl, self.proto, 0, 0]);
+        ip.extend_from_slice(&self.src.octets());
+        ip.extend_from_slice(&self.dst.octets());
+        ip.extend_from_slice(&self.options);
+        let sum = checksum(&ip);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&self.payload);
+        f
+    }
+}
+
+fn checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// The IPv4 header of an untagged frame is valid: its checksum sums to zero.
+fn ipv4_header_ok(frame: &[u8]) -> bool {
+    let ihl = usize::from(frame[14] & 0x0f) * 4;
+    checksum(&frame[14..14 + ihl]) == 0
+}
+
+struct Harness {
+    loaded: Loaded,
+    fwd: Forwarding,
+    events: RingBuf<MapData>,
+    if_stats: PerCpuArray<MapData, IfStats>,
+}
+
+impl Harness {
+    fn new(tunables: Tunables) -> Harness {
+        // SAFETY: unshare affects only this test's thread.
+        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(
+            rc,
+            0,
+            "unshare(CLONE_NEWNET) needs root: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut loaded = load_programs(&tunables).expect("the kernel accepts the programs");
+        let lo = NetDev::lookup("lo").unwrap();
+        loaded.configure_interfaces(&[lo], 1).unwrap();
+        let fwd = loaded.take_forwarding().unwrap();
+        Harness {
+            events: loaded.take_map(m::EVENTS).unwrap(),
+            if_stats: loaded.take_map(m::IF_STATS).unwrap(),
+            fwd,
+            loaded,
+        }
+    }
+
+    /// Runs the ingress program on `frame` arriving on `lo`: (verdict, frame after the run).
+    fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let prog: &mut Xdp = self
+            .loaded
+            .ebpf
+            .program_mut("mgm_ingress")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
+        let md: [u32; 6] = [0, frame.len() as u32, 0, LO, 0, 0];
+        let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        let mut out = vec![0u8; frame.len() + 256];
+        let res = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx),
+                ..TestRunOptions::new()
+            })
+            .expect("test run");
+        out.truncate(res.data_size_out as usize);
+        (res.return_value, out)
+    }
+
+    fn events(&mut self) -> Vec<Event> {
+        let mut v = Vec::new();
+        while let Some(item) = self.events.next() {
+            v.push(ringbuf::decode(&item));
+        }
+        v
+    }
+
+    fn if_stats(&self) -> IfStats {
+        let mut total = IfStats::default();
+        self.if_stats
+            .get(&1, 0)
+            .unwrap()
+            .iter()
+            .for_each(|s| total.accumulate(s));
+        total
+    }
+
+    fn entry_stats(&self, source: Ipv4Addr, group: Ipv4Addr) -> EntryStats {
+        self.fwd
+            .stats(key(source, group))
+            .unwrap()
+            .expect("an installed entry")
+    }
+
+    fn install(&mut self, source: Ipv4Addr, group: Ipv4Addr, iif: u32, oifs: &[u32]) {
+        self.fwd
+            .apply(&MapOp::InstallMfe {
+                source,
+                group,
+                iif: InterfaceId::new(iif),
+                oifs: oifs
+                    .iter()
+                    .map(|i| InterfaceId::new(*i))
+                    .collect::<BTreeSet<_>>(),
+            })
+            .unwrap();
+    }
+}
+
+fn key(source: Ipv4Addr, group: Ipv4Addr) -> FwdKey {
+    FwdKey {
+        source: u32::from(source).to_be(),
+        group: u32::from(group).to_be(),
+    }
+}
+
+fn harness() -> Harness {
+    Harness::new(Tunables::default())
+}
+
+// ---- snooping -------------------------------------------------------------------------
+
+fn every_igmp_kind() -> Vec<IgmpMessage> {
+    vec![
+        IgmpMessage::Query {
+            max_resp_code: 0,
+            group: Ipv4Addr::UNSPECIFIED,
+            v3: None,
+        },
+        IgmpMessage::Query {
+            max_resp_code: 100,
+            group: G1,
+            v3: None,
+        },
+        IgmpMessage::Query {
+            max_resp_code: 100,
+            group: G1,
+            v3: Some(QueryV3 {
+                s_flag: false,
+                qrv: 2,
+                qqic: 125,
+                sources: vec![S1, S2],
+            }),
+        },
+        IgmpMessage::V1Report { group: G1 },
+        IgmpMessage::V2Report { group: G1 },
+        IgmpMessage::V2Leave { group: G1 },
+        IgmpMessage::V3Report {
+            records: vec![GroupRecord {
+                kind: RecordType::ChangeToExclude,
+                group: G1,
+                sources: vec![],
+            }],
+            truncated: false,
+        },
+    ]
+}
+
+#[test]
+fn every_igmp_kind_is_passed_and_becomes_exactly_one_event() {
+    let mut h = harness();
+    for msg in every_igmp_kind() {
+        let (verdict, _) = h.run(&Frame::igmp(&msg).bytes());
+        assert_eq!(verdict, XDP_PASS, "{msg:?}");
+        let events = h.events();
+        assert_eq!(events.len(), 1, "{msg:?}: {events:?}");
+        match &events[0] {
+            Event::Igmp {
+                ifindex,
+                reporter,
+                message,
+                vlan,
+                ..
+            } => {
+                assert_eq!((*ifindex, *reporter, *vlan), (LO, HOST, [0, 0]));
+                assert_eq!(message, &msg);
+            }
+            other => panic!("{msg:?} became {other:?}"),
+        }
+    }
+    let s = h.if_stats();
+    assert_eq!(
+        (
+            s.igmp_query,
+            s.igmp_v1_report,
+            s.igmp_v2_report,
+            s.igmp_v2_leave,
+            s.igmp_v3_report
+        ),
+        (3, 1, 1, 1, 1)
+    );
+    assert_eq!(s.malformed, 0);
+}
+
+#[test]
+fn v3_report_with_many_records_and_sources_arrives_whole() {
+    let mut h = harness();
+    let records: Vec<GroupRecord> = (0..40u8)
+        .map(|i| GroupRecord {
+            kind: RecordType::try_from(1 + i % 6).unwrap(),
+            group: Ipv4Addr::new(239, 9, 0, i),
+            sources: (0..6u8).map(|s| Ipv4Addr::new(198, 18, i, s)).collect(),
+        })
+        .collect();
+    let msg = IgmpMessage::V3Report {
+        records,
+        truncated: false,
+    };
+    assert_eq!(h.run(&Frame::igmp(&msg).bytes()).0, XDP_PASS);
+    let events = h.events();
+    assert!(
+        matches!(&events[..], [Event::Igmp { message, .. }] if *message == msg),
+        "{events:?}"
+    );
+    assert_eq!(h.if_stats().truncated, 0);
+}
+
+#[test]
+fn v3_report_longer_than_an_event_is_delivered_to_the_bound_and_counted() {
+    let mut h = harness();
+    // 60 records of 8 sources: 8 + 60 * 40 = 2408 bytes of IGMP, beyond the 1476-byte bound.
+    let records: Vec<GroupRecord> = (0..60u8)
+        .map(|i| GroupRecord {
+            kind: RecordType::ModeIsInclude,
+            group: Ipv4Addr::new(239, 9, 1, i),
+            sources: (0..8u8).map(|s| Ipv4Addr::new(198, 18, i, s)).collect(),
+        })
+        .collect();
+    let msg = IgmpMessage::V3Report {
+        records: records.clone(),
+        truncated: false,
+    };
+    assert_eq!(h.run(&Frame::igmp(&msg).bytes()).0, XDP_PASS);
+    match &h.events()[..] {
+        [Event::Igmp {
+            message:
+                IgmpMessage::V3Report {
+                    records: got,
+                    truncated: true,
+                },
+            ..
+        }] => {
+            // (1476 - 8) / 40 whole records fit.
+            assert_eq!(got.len(), 36);
+            assert_eq!(got[..], records[..36]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.if_stats().truncated, 1);
+}
+
+#[test]
+fn vlan_tagged_and_double_tagged_igmp_is_snooped_with_its_tags() {
+    let mut h = harness();
+    let msg = IgmpMessage::V2Report { group: G1 };
+    for (vlans, expect) in [
+        (vec![(0x8100, 10)], [10, 0]),
+        (vec![(0x88a8, 100), (0x8100, 20)], [100, 20]),
+        (vec![(0x8100, 0x2000 | 30)], [30, 0]),
+    ] {
+        let mut f = Frame::igmp(&msg);
+        f.vlans = vlans;
+        assert_eq!(h.run(&f.bytes()).0, XDP_PASS);
+        match &h.events()[..] {
+            [Event::Igmp { vlan, message, .. }] => {
+                assert_eq!(*vlan, expect);
+                assert_eq!(message, &msg);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn igmp_without_ip_options_is_snooped_too() {
+    let mut h = harness();
+    let mut f = Frame::igmp(&IgmpMessage::V2Report { group: G1 });
+    f.options.clear();
+    assert_eq!(h.run(&f.bytes()).0, XDP_PASS);
+    assert!(matches!(&h.events()[..], [Event::Igmp { .. }]));
+}
+
+#[test]
+fn bad_igmp_checksum_is_delivered_but_rejected_by_the_daemon() {
+    let mut h = harness();
+    let mut f = Frame::igmp(&IgmpMessage::V2Report { group: G1 });
+    f.payload[2] ^= 0x55;
+    assert_eq!(h.run(&f.bytes()).0, XDP_PASS);
+    assert!(matches!(
+        &h.events()[..],
+        [Event::BadIgmp {
+            error: mgm_user::igmp::DecodeError::BadChecksum { .. },
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn a_frame_cut_at_every_length_is_passed_and_counted_malformed() {
+    let mut h = harness();
+    h.install(Ipv4Addr::UNSPECIFIED, G1, LO, &[LO]);
+    let frames = [
+        Frame::igmp(&IgmpMessage::V3Report {
+            records: vec![GroupRecord {
+                kind: RecordType::ModeIsInclude,
+                group: G1,
+                sources: vec![S1, S2],
+            }],
+            truncated: false,
+        })
+        .bytes(),
+        Frame::udp(S1, G1, 8).bytes(),
+    ];
+    for full in frames {
+        // The kernel test-runs nothing shorter than an Ethernet header.
+        for len in 14..full.len() {
+            let before = h.if_stats().malformed;
+            let (verdict, _) = h.run(&full[..len]);
+            assert_eq!(verdict, XDP_PASS, "cut at {len} of {}", full.len());
+            assert_eq!(h.if_stats().malformed, before + 1, "cut at {len}");
+        }
+        assert!(h.events().is_empty(), "no event from a cut frame");
+    }
+    assert_eq!(h.entry_stats(Ipv4Addr::UNSPECIFIED, G1).pkts, 0);
+}
+
+// ---- forwarding -----------------------------------------------------------------------
+
+#[test]
+fn sg_hit_beats_star_g_and_forwards_with_ttl_decremented_and_valid_checksum() {
+    let mut h = harness();
+    h.install(S1, G1, LO, &[LO]);
+    h.install(Ipv4Addr::UNSPECIFIED, G1, LO, &[LO]);
+    let frame = Frame::udp(S1, G1, 64).bytes();
+    let (verdict, out) = h.run(&frame);
+    assert_eq!(verdict, XDP_REDIRECT);
+    assert_eq!(out[14 + 8], 63, "TTL decremented");
+    assert!(ipv4_header_ok(&out), "checksum valid after the decrement");
+    assert_eq!(out[26..], frame[26..], "addresses and payload unchanged");
+    let sg = h.entry_stats(S1, G1);
+    assert_eq!((sg.pkts, sg.bytes), (1, (frame.len() - 14) as u64));
+    assert_eq!(h.entry_stats(Ipv4Addr::UNSPECIFIED, G1).pkts, 0);
+}
+
+#[test]
+fn star_g_then_star_star_catch_what_has_no_sg_entry() {
+    let mut h = harness();
+    h.install(Ipv4Addr::UNSPECIFIED, G1, LO, &[LO]);
+    h.install(Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, LO, &[LO]);
+    assert_eq!(h.run(&Frame::udp(S2, G1, 8).bytes()).0, XDP_REDIRECT);
+    let g2 = Ipv4Addr::new(239, 5, 5, 5);
+    assert_eq!(h.run(&Frame::udp(S2, g2, 8).bytes()).0, XDP_REDIRECT);
+    assert_eq!(h.entry_stats(Ipv4Addr::UNSPECIFIED, G1).pkts, 1);
+    assert_eq!(
+        h.entry_stats(Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED)
+            .pkts,
+        1
+    );
+}
+
+#[test]
+fn vlan_tagged_data_and_data_with_ip_options_are_forwarded() {
+    let mut h = harness();
+    h.install(Ipv4Addr::UNSPECIFIED, G1, LO, &[LO]);
+    let mut tagged = Frame::udp(S1, G1, 8);
+    tagged.vlans = vec![(0x8100, 7)];
+    let mut with_options = Frame::udp(S1, G1, 8);
+    with_options.options = ROUTER_ALERT.to_vec();
+    for f in [tagged, with_options] {
+        let (verdict, out) = h.run(&f.bytes());
+        assert_eq!(verdict, XDP_REDIRECT);
+        let ip = 14 + 4 * f.vlans.len();
+        assert_eq!(out[ip + 8], 7, "TTL decremented");
+        let ihl = usize::from(out[ip] & 0x0f) * 4;
+        assert_eq!(checksum(&out[ip..ip + ihl]), 0, "checksum valid");
+    }
+}
+
+#[test]
+fn a_burst_that_misses_raises_exactly_one_no_cache_upcall() {
+    let mut h = harness();
+    for _ in 0..10 {
+        assert_eq!(h.run(&Frame::udp(S1, G1, 8).bytes()).0, XDP_DROP);
+    }
+    assert_eq!(
+        h.events(),
+        [Event::NoCache {
+            ifindex: LO,
+            source: S1,
+            group: G1
+        }]
+    );
+    assert_eq!(h.if_stats().no_entry, 10);
+    let placeholder = h
+        .fwd
+        .read_entry(key(S1, G1))
+        .unwrap()
+        .expect("a placeholder");
+    assert_eq!((placeholder.flags, placeholder.iif), (FWD_PENDING, LO));
+}
+
+#[test]
+fn a_placeholder_older_than_the_retry_interval_raises_the_upcall_again() {
+    let mut h = Harness::new(Tunables {
+        pending_retry: Duration::from_millis(50),
+        ..Tunables::default()
+    });
+    h.run(&Frame::udp(S1, G1, 8).bytes());
+    assert_eq!(h.events().len(), 1);
+    std::thread::sleep(Duration::from_millis(120));
+    h.run(&Frame::udp(S1, G1, 8).bytes());
+    h.run(&Frame::udp(S1, G1, 8).bytes());
+    assert_eq!(h.events().len(), 1, "one re-raise per interval");
+}
+
+#[test]
+fn wrong_interface_drops_counts_and_raises_rate_limited_upcalls() {
+    let mut h = Harness::new(Tunables {
+        wrong_if_interval: Duration::from_millis(100),
+        ..Tunables::default()
+    });
+    // The entry expects ifindex 99; the packets arrive on lo.
+    h.install(S1, G1, 99, &[LO]);
+    for _ in 0..10 {
+        assert_eq!(h.run(&Frame::udp(S1, G1, 8).bytes()).0, XDP_DROP);
+    }
+    let wrong_if = Event::WrongIf {
+        ifindex: LO,
+        source: S1,
+        group: G1,
+        expected_iif: 99,
+    };
+    assert_eq!(h.events(), std::slice::from_ref(&wrong_if));
+    assert_eq!(h.entry_stats(S1, G1).wrong_if, 10);
+    std::thread::sleep(Duration::from_millis(150));
+    h.run(&Frame::udp(S1, G1, 8).bytes());
+    assert_eq!(h.events(), [wrong_if]);
+    assert_eq!(h.entry_stats(S1, G1).pkts, 0);
+}
+
+#[test]
+fn ttl_of_one_or_zero_is_dropped_and_counted() {
+    let mut h = harness();
+    h.install(S1, G1, LO, &[LO]);
+    for ttl in [1, 0] {
+        assert_eq!(h.run(&Frame::udp(S1, G1, ttl).bytes()).0, XDP_DROP);
+    }
+    let s = h.entry_stats(S1, G1);
+    assert_eq!((s.ttl_expired, s.pkts), (2, 0));
+}
+
+#[test]
+fn ttl_two_leaves_as_one_with_a_checksum_a_receiver_accepts_for_every_ttl() {
+    let mut h = harness();
+    h.install(S1, G1, LO, &[LO]);
+    for ttl in 2..=255u8 {
+        let (verdict, out) = h.run(&Frame::udp(S1, G1, ttl).bytes());
+        assert_eq!(verdict, XDP_REDIRECT);
+        assert_eq!(out[22], ttl - 1);
+        assert!(ipv4_header_ok(&out), "checksum after {ttl} → {}", ttl - 1);
+    }
+}
+
+#[test]
+fn a_negative_entry_drops_and_counts() {
+    let mut h = harness();
+    h.install(S1, G1, LO, &[]);
+    assert_eq!(h.run(&Frame::udp(S1, G1, 8).bytes()).0, XDP_DROP);
+    let s = h.entry_stats(S1, G1);
+    assert_eq!((s.negative, s.pkts), (1, 0));
+    assert!(h.events().is_empty(), "negative entries raise no upcall");
+}
+
+#[test]
+fn unicast_link_local_groups_and_non_ipv4_are_passed_untouched() {
+    let mut h = harness();
+    h.install(Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, LO, &[LO]);
+    let unicast = Frame::udp(S1, HOST, 8).bytes();
+    let ospf = Frame::udp(S1, Ipv4Addr::new(224, 0, 0, 5), 1).bytes();
+    let mut arp = unicast.clone();
+    arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    for frame in [unicast, ospf, arp] {
+        let (verdict, out) = h.run(&frame);
+        assert_eq!(verdict, XDP_PASS);
+        assert_eq!(out, frame, "passed frames are not modified");
+    }
+    assert!(h.events().is_empty());
+    assert_eq!(
+        h.entry_stats(Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED)
+            .pkts,
+        0
+    );
+    assert_eq!(h.if_stats().malformed, 0);
+}
