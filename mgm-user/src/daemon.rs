@@ -1,18 +1,84 @@
-//! The daemon's driver: one task that owns all state and serialises ring-buffer events and
-//! shutdown. Sans-IO modules decide; this file only moves their decisions to the maps.
+//! The daemon's driver: one task owns all state and serialises ring-buffer events, timers and
+//! shutdown (spec §10). The MGM core and the protocol modules decide; this file feeds them
+//! inputs with the time, and moves the map operations they emit to the data plane.
 
-use std::{collections::BTreeMap, future::Future, net::Ipv4Addr, path::PathBuf};
+use std::{collections::BTreeMap, future::Future, net::Ipv4Addr, path::PathBuf, time::Duration};
 
 use anyhow::{bail, Context};
 use log::{debug, error, info, warn};
-use mgm_common::fwd::FwdKey;
+use mgm_common::{fwd::FwdKey, maps::FWD_CAPACITY};
 use tokio::io::unix::AsyncFd;
 
 use crate::{
+    core::{
+        self, ComponentId, Config, InterfaceId, Mgm, ProtocolHandle, ProtocolId,
+        MGM_JOIN_STATE_FLAG,
+    },
     dataplane::netdev::NetDev,
     dataplane::{ringbuf, Dataplane, Event, LoadOptions, Tunables, XdpMode},
-    protocols::igmp_proxy::IgmpProxy,
+    protocols::{
+        igmp::{IgmpClient, IgmpMembership},
+        igmp_proxy::{self, ProxyUpstream},
+    },
 };
+
+/// The MGM core with the proxy's two clients registered, and the clock it runs on.
+struct Router {
+    mgm: Mgm,
+    igmp: ProtocolHandle,
+    membership: IgmpMembership,
+    /// The core's epoch: its `Instant`s are milliseconds since this moment.
+    epoch: std::time::Instant,
+}
+
+impl Router {
+    /// The proxy owns `upstream`; IGMP owns each downstream alone, so its memberships forward.
+    fn new(upstream: u32, downstreams: &[u32]) -> anyhow::Result<Router> {
+        let mut mgm = Mgm::new(Config {
+            max_mfes: FWD_CAPACITY as usize,
+            ..Config::default()
+        });
+        let proxy = mgm
+            .register(
+                Box::new(ProxyUpstream),
+                igmp_proxy::PROTOCOL_ID,
+                igmp_proxy::COMPONENT_ID,
+            )
+            .context("registering the proxy with MGM")?;
+        let igmp = mgm
+            .register(Box::new(IgmpClient), ProtocolId::IGMP, ComponentId(0))
+            .context("registering IGMP with MGM")?;
+        let mut router = Router {
+            mgm,
+            igmp,
+            membership: IgmpMembership::new(downstreams.iter().copied()),
+            epoch: std::time::Instant::now(),
+        };
+        let now = router.now();
+        router
+            .mgm
+            .take_interface_ownership(proxy, InterfaceId::new(upstream), now)
+            .context("the proxy taking the upstream interface")?;
+        for d in downstreams {
+            router
+                .mgm
+                .take_interface_ownership(igmp, InterfaceId::new(*d), now)
+                .with_context(|| format!("IGMP taking ifindex {d}"))?;
+        }
+        Ok(router)
+    }
+
+    fn now(&self) -> core::Instant {
+        core::Instant::from_millis(self.epoch.elapsed().as_millis() as u64)
+    }
+
+    /// When the core next needs [`Mgm::handle_timeout`], as a tokio deadline.
+    fn next_deadline(&self) -> Option<tokio::time::Instant> {
+        self.mgm.poll_timeout().map(|at| {
+            tokio::time::Instant::from_std(self.epoch + Duration::from_millis(at.as_millis()))
+        })
+    }
+}
 
 /// Everything `mgm run` needs, validated by the CLI.
 #[derive(Debug, Clone)]
@@ -68,7 +134,8 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         Some(l) => Some(watch(l).context("cannot poll the XDP log ring buffer")?),
         None => None,
     };
-    let mut proxy = IgmpProxy::new(upstream.ifindex, interfaces[1..].iter().map(|d| d.ifindex));
+    let downstreams: Vec<u32> = interfaces[1..].iter().map(|d| d.ifindex).collect();
+    let mut router = Router::new(upstream.ifindex, &downstreams)?;
     let name = |i: u32| {
         names
             .get(&i)
@@ -85,14 +152,19 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
     let mut seen = Seen::default();
     tokio::pin!(shutdown);
     loop {
+        let deadline = router.next_deadline();
         tokio::select! {
             guard = events.readable_mut() => {
                 let mut guard = guard.context("event ring buffer poll failed")?;
                 while let Some(record) = guard.get_inner_mut().next() {
                     let event = ringbuf::decode(&record);
-                    handle(&mut dp, &mut proxy, &mut seen, &name, event);
+                    handle(&mut dp, &mut router, &mut seen, &name, event);
                 }
                 guard.clear_ready();
+            }
+            () = sleep_until(deadline) => {
+                let now = router.now();
+                router.mgm.handle_timeout(now);
             }
             guard = readable_logger(&mut logger) => {
                 let mut guard = guard.context("XDP log ring buffer poll failed")?;
@@ -101,6 +173,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
             }
             () = &mut shutdown => break,
         }
+        apply_map_ops(&mut dp, &mut router.mgm, &mut seen);
     }
     info!(
         "shutting down: {} IGMP messages, {} rejected, {} no-cache and {} wrong-interface upcalls, {} unknown records, {} map errors",
@@ -124,6 +197,25 @@ fn watch<T: std::os::fd::AsRawFd>(inner: T) -> std::io::Result<AsyncFd<T>> {
         .map_err(std::io::Error::from)
 }
 
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Moves every map operation the core has queued to the data plane.
+fn apply_map_ops(dp: &mut Dataplane, mgm: &mut Mgm, seen: &mut Seen) {
+    while let Some(op) = mgm.poll_map_op() {
+        debug!("map op: {op:?}");
+        if let Err(e) = dp.forwarding.apply(&op) {
+            seen.map_errors += 1;
+            error!("cannot apply {op:?}: {e:#}");
+        }
+    }
+}
+
 async fn readable_logger<T: std::os::fd::AsRawFd>(
     logger: &mut Option<AsyncFd<T>>,
 ) -> std::io::Result<tokio::io::unix::AsyncFdReadyMutGuard<'_, T>> {
@@ -135,11 +227,12 @@ async fn readable_logger<T: std::os::fd::AsRawFd>(
 
 fn handle(
     dp: &mut Dataplane,
-    proxy: &mut IgmpProxy,
+    router: &mut Router,
     seen: &mut Seen,
     name: &impl Fn(u32) -> String,
     event: Event,
 ) {
+    let now = router.now();
     match event {
         Event::Igmp {
             ifindex,
@@ -158,18 +251,43 @@ fn handle(
                 "IGMP on {}{vlan} from {reporter}: {message:?}",
                 name(ifindex)
             );
-            let (changes, ops) = proxy.on_igmp(ifindex, &message);
-            for c in changes {
-                match c.filter {
-                    Some(f) => info!("membership: {} wants {} ({f})", name(c.ifindex), c.group),
-                    None => info!("membership: {} left {}", name(c.ifindex), c.group),
-                }
-            }
-            for op in ops {
-                debug!("map op: {op:?}");
-                if let Err(e) = dp.forwarding.apply(&op) {
-                    seen.map_errors += 1;
-                    error!("cannot apply {op:?}: {e:#}");
+            for d in router.membership.on_igmp(ifindex, &message) {
+                let if_id = InterfaceId::new(d.ifindex);
+                let (verb, result) = if d.join {
+                    let r = router.mgm.add_group_membership_entry(
+                        router.igmp,
+                        d.entry,
+                        if_id,
+                        MGM_JOIN_STATE_FLAG,
+                        now,
+                    );
+                    ("joins", r)
+                } else {
+                    let r = router.mgm.delete_group_membership_entry(
+                        router.igmp,
+                        d.entry,
+                        if_id,
+                        MGM_JOIN_STATE_FLAG,
+                        now,
+                    );
+                    ("leaves", r)
+                };
+                let source = if d.entry.source.is_unspecified() {
+                    "*".to_owned()
+                } else {
+                    d.entry.source.to_string()
+                };
+                match result {
+                    Ok(()) => info!(
+                        "membership: {} {verb} ({source}, {})",
+                        name(d.ifindex),
+                        d.entry.group
+                    ),
+                    Err(e) => warn!(
+                        "membership: {} {verb} ({source}, {}) refused by MGM: {e}",
+                        name(d.ifindex),
+                        d.entry.group
+                    ),
                 }
             }
         }
@@ -198,6 +316,13 @@ fn handle(
                 seen.map_errors += 1;
                 error!("cannot clear the placeholder of ({source}, {group}): {e:#}");
             }
+            if let Err(e) =
+                router
+                    .mgm
+                    .no_cache_upcall(source, group, InterfaceId::new(ifindex), &[], now)
+            {
+                warn!("MGM could not resolve ({source}, {group}): {e}");
+            }
         }
         Event::WrongIf {
             ifindex,
@@ -211,6 +336,9 @@ fn handle(
                 name(ifindex),
                 name(expected_iif)
             );
+            router
+                .mgm
+                .wrong_if_upcall(source, group, InterfaceId::new(ifindex), &[], now);
         }
         Event::Unknown { kind, len } => {
             seen.unknown += 1;

@@ -1,4 +1,4 @@
-//! Routing-protocol modules: they decide where traffic goes. Each is sans-IO: messages in,
-//! forwarding changes out.
+//! Routing-protocol modules: they decide where traffic goes, as clients of the MGM core.
 
+pub mod igmp;
 pub mod igmp_proxy;
