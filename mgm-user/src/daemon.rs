@@ -20,6 +20,7 @@ use crate::{
         igmp::{IgmpClient, IgmpMembership},
         igmp_proxy::{self, ProxyUpstream},
     },
+    routes,
 };
 
 /// The MGM core with the proxy's two clients registered, and the clock it runs on.
@@ -89,6 +90,8 @@ pub struct Options {
     pub pin_dir: PathBuf,
     pub ttl_threshold: u8,
     pub tunables: Tunables,
+    /// The routing table whose IPv4 routes make the RPF table (254 is main).
+    pub rpf_table: u32,
 }
 
 /// Counts of what the daemon saw that the XDP counters cannot: IGMP it rejected after
@@ -136,6 +139,20 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
     };
     let downstreams: Vec<u32> = interfaces[1..].iter().map(|d| d.ifindex).collect();
     let mut router = Router::new(upstream.ifindex, &downstreams)?;
+    let (routes, multipath) = routes::dump_ipv4(opts.rpf_table)
+        .await
+        .context("cannot read the routing table for RPF")?;
+    let mut bad = 0;
+    for r in &routes {
+        if router.mgm.add_route(*r).is_err() {
+            bad += 1;
+        }
+    }
+    info!(
+        "RPF table: {} IPv4 routes from table {} ({multipath} multipath and {bad} malformed left out; later changes are not followed yet)",
+        routes.len() - bad,
+        opts.rpf_table
+    );
     let name = |i: u32| {
         names
             .get(&i)

@@ -12,5 +12,7 @@ pub mod daemon;
 pub mod dataplane;
 /// IGMP wire codec.
 pub mod igmp;
-/// Routing-protocol modules (the IGMP proxy today).
+/// Routing-protocol modules (IGMP and the IGMP proxy today).
 pub mod protocols;
+/// The kernel's unicast routes as the RPF table (rtnetlink).
+pub mod routes;

@@ -97,6 +97,11 @@ struct RunArgs {
     #[arg(long, value_name = "MS", default_value_t = 1_000)]
     wrong_if_interval_ms: u64,
 
+    /// Routing table whose IPv4 routes decide the RPF (incoming) interface of each source:
+    /// the "multicast view" of unicast routing. 254 is the main table.
+    #[arg(long, value_name = "ID", default_value_t = mgm_user::routes::RT_TABLE_MAIN)]
+    rpf_table: u32,
+
     /// Most verbose level the XDP program logs at (its logs cost nothing when filtered out).
     #[arg(long, value_name = "LEVEL", default_value = "warn")]
     ebpf_log_level: log::LevelFilter,
@@ -170,6 +175,7 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
                 },
                 pin_dir: args.pin_dir,
                 ttl_threshold: args.ttl_threshold,
+                rpf_table: args.rpf_table,
                 tunables: Tunables {
                     pending_retry: Duration::from_millis(args.pending_retry_ms),
                     wrong_if_interval: Duration::from_millis(args.wrong_if_interval_ms),

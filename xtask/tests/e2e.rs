@@ -418,3 +418,43 @@ fn egress_applies_ttl_threshold_and_mtu_per_interface() {
     assert_eq!(stats("dn1")["ttl_too_low"], 10);
     assert_eq!(stats("dn2")["ttl_too_low"], 10);
 }
+
+/// RPF follows the kernel's routing table: a source routed through a downstream interface
+/// gets an MFE whose incoming interface is that downstream, so its packets arriving upstream
+/// are wrong-interface drops, while a source routed upstream is forwarded.
+#[test]
+fn rpf_interface_comes_from_the_kernel_routing_table() {
+    const OFF_PATH: Ipv4Addr = Ipv4Addr::new(198, 18, 99, 2);
+    let tag = unique_tag("t");
+    let lab = Lab::up(&tag, &[IgmpVersion::V2, IgmpVersion::V2]).expect("lab up");
+    lab.router
+        .ip(&["route", "add", "198.18.99.0/24", "dev", &downstream(0)])
+        .unwrap();
+    lab.sender
+        .ip(&["addr", "add", &format!("{OFF_PATH}/24"), "dev", HOST_IF])
+        .unwrap();
+    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{tag}"));
+    let daemon = Daemon::start(&mgm_bin(), &lab, &pin_dir, &["--xdp-mode", "native"], false)
+        .expect("mgm starts");
+    let t = Setup { daemon, lab };
+    let r2 = t.receiver(1);
+    r2.join(G1).unwrap();
+    t.streaming(&[SENDER_ADDR, OFF_PATH], &[G1], || {
+        if !arrives(&r2, Some(SENDER_ADDR), G1, JOIN_TIMEOUT) {
+            t.fail("the on-path source did not reach the receiver");
+        }
+        if count(&r2, Some(OFF_PATH), G1, QUIET_WINDOW) != 0 {
+            t.fail("a source that fails RPF was forwarded");
+        }
+    });
+    let show = t.daemon.show().unwrap();
+    let entry = show["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["source"] == OFF_PATH.to_string().as_str())
+        .cloned()
+        .unwrap_or_else(|| t.fail(&format!("no entry for the off-path source: {show}")));
+    assert_eq!(entry["iif"], downstream(0).as_str(), "{entry}");
+    assert!(entry["stats"]["wrong_if"].as_u64().unwrap() > 0, "{entry}");
+}
