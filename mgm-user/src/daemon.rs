@@ -4,14 +4,14 @@
 
 use std::{collections::BTreeMap, future::Future, net::Ipv4Addr, path::PathBuf, time::Duration};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use log::{debug, error, info, warn};
 use mgm_common::{fwd::FwdKey, maps::FWD_CAPACITY};
 use tokio::io::unix::AsyncFd;
 
 use crate::{
     core::{
-        self, ComponentId, Config, InterfaceId, Mgm, ProtocolHandle, ProtocolId,
+        self, ComponentId, Config, InterfaceId, Mgm, ProtocolHandle, ProtocolId, RoutingProtocol,
         MGM_JOIN_STATE_FLAG,
     },
     dataplane::netdev::NetDev,
@@ -23,7 +23,15 @@ use crate::{
     routes,
 };
 
-/// The MGM core with the proxy's two clients registered, and the clock it runs on.
+/// One routing-protocol client to register with MGM, and the interfaces it owns.
+pub struct ClientPlan {
+    pub protocol: Box<dyn RoutingProtocol>,
+    pub protocol_id: ProtocolId,
+    pub component_id: ComponentId,
+    pub interfaces: Vec<String>,
+}
+
+/// The MGM core with its clients registered, and the clock it runs on.
 struct Router {
     mgm: Mgm,
     igmp: ProtocolHandle,
@@ -33,40 +41,39 @@ struct Router {
 }
 
 impl Router {
-    /// The proxy owns `upstream`; IGMP owns each downstream alone, so its memberships forward.
-    fn new(upstream: u32, downstreams: &[u32]) -> anyhow::Result<Router> {
+    /// Registers every client and takes its interfaces, then registers IGMP on `igmp`: alone
+    /// where no client owns the interface (its memberships forward), as co-owner elsewhere
+    /// (its memberships become local joins into the owner, spec §4.4).
+    fn new(clients: Vec<(ClientPlan, Vec<u32>)>, igmp: &[u32]) -> anyhow::Result<Router> {
         let mut mgm = Mgm::new(Config {
             max_mfes: FWD_CAPACITY as usize,
             ..Config::default()
         });
-        let proxy = mgm
-            .register(
-                Box::new(ProxyUpstream),
-                igmp_proxy::PROTOCOL_ID,
-                igmp_proxy::COMPONENT_ID,
-            )
-            .context("registering the proxy with MGM")?;
-        let igmp = mgm
+        let epoch = std::time::Instant::now();
+        let now = core::Instant::from_millis(0);
+        for (plan, ifindexes) in clients {
+            let id = plan.protocol_id;
+            let handle = mgm
+                .register(plan.protocol, id, plan.component_id)
+                .with_context(|| format!("registering protocol {} with MGM", id.0))?;
+            for (name, ifindex) in plan.interfaces.iter().zip(ifindexes) {
+                mgm.take_interface_ownership(handle, InterfaceId::new(ifindex), now)
+                    .with_context(|| format!("protocol {} taking {name}", id.0))?;
+            }
+        }
+        let igmp_handle = mgm
             .register(Box::new(IgmpClient), ProtocolId::IGMP, ComponentId(0))
             .context("registering IGMP with MGM")?;
-        let mut router = Router {
-            mgm,
-            igmp,
-            membership: IgmpMembership::new(downstreams.iter().copied()),
-            epoch: std::time::Instant::now(),
-        };
-        let now = router.now();
-        router
-            .mgm
-            .take_interface_ownership(proxy, InterfaceId::new(upstream), now)
-            .context("the proxy taking the upstream interface")?;
-        for d in downstreams {
-            router
-                .mgm
-                .take_interface_ownership(igmp, InterfaceId::new(*d), now)
-                .with_context(|| format!("IGMP taking ifindex {d}"))?;
+        for ifindex in igmp {
+            mgm.take_interface_ownership(igmp_handle, InterfaceId::new(*ifindex), now)
+                .with_context(|| format!("IGMP taking ifindex {ifindex}"))?;
         }
-        Ok(router)
+        Ok(Router {
+            mgm,
+            igmp: igmp_handle,
+            membership: IgmpMembership::new(igmp.iter().copied()),
+            epoch,
+        })
     }
 
     fn now(&self) -> core::Instant {
@@ -82,16 +89,46 @@ impl Router {
 }
 
 /// Everything `mgm run` needs, validated by the CLI.
-#[derive(Debug, Clone)]
 pub struct Options {
-    pub upstream: String,
-    pub downstream: Vec<String>,
+    /// The routing protocols and what each owns.
+    pub clients: Vec<ClientPlan>,
+    /// Interfaces IGMP runs on.
+    pub igmp: Vec<String>,
     pub mode: XdpMode,
     pub pin_dir: PathBuf,
     pub ttl_threshold: u8,
     pub tunables: Tunables,
     /// The routing table whose IPv4 routes make the RPF table (254 is main).
     pub rpf_table: u32,
+}
+
+impl Options {
+    /// The IGMP proxy: the proxy owns `upstream`, IGMP alone owns each downstream.
+    pub fn proxy(upstream: String, downstream: Vec<String>) -> (Vec<ClientPlan>, Vec<String>) {
+        let proxy = ClientPlan {
+            protocol: Box::new(ProxyUpstream),
+            protocol_id: igmp_proxy::PROTOCOL_ID,
+            component_id: igmp_proxy::COMPONENT_ID,
+            interfaces: vec![upstream],
+        };
+        (vec![proxy], downstream)
+    }
+
+    /// Every managed interface name, once, in the order first named.
+    fn interfaces(&self) -> Vec<String> {
+        let mut all: Vec<String> = Vec::new();
+        let named = self
+            .clients
+            .iter()
+            .flat_map(|c| c.interfaces.iter())
+            .chain(self.igmp.iter());
+        for name in named {
+            if !all.contains(name) {
+                all.push(name.clone());
+            }
+        }
+        all
+    }
 }
 
 /// Counts of what the daemon saw that the XDP counters cannot: IGMP it rejected after
@@ -111,18 +148,23 @@ struct Seen {
 /// # Errors
 /// An interface is missing, or loading or attaching failed.
 pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let upstream = NetDev::lookup(&opts.upstream)?;
-    let mut interfaces = vec![upstream.clone()];
-    for name in &opts.downstream {
-        interfaces.push(NetDev::lookup(name)?);
-    }
+    let interfaces: Vec<NetDev> = opts
+        .interfaces()
+        .iter()
+        .map(|n| NetDev::lookup(n))
+        .collect::<Result<_, _>>()?;
     let names: BTreeMap<u32, String> = interfaces
         .iter()
         .map(|d| (d.ifindex, d.name.clone()))
         .collect();
-    if names.len() != interfaces.len() {
-        bail!("an interface is named twice (upstream and downstream must all differ)");
-    }
+    let ifindex = |n: &String| -> u32 {
+        interfaces
+            .iter()
+            .find(|d| &d.name == n)
+            .map_or(0, |d| d.ifindex)
+    };
+    let igmp: Vec<u32> = opts.igmp.iter().map(ifindex).collect();
+    let summary = describe(&opts);
     let mut dp = Dataplane::load(&LoadOptions {
         interfaces: interfaces.clone(),
         mode: opts.mode,
@@ -137,8 +179,15 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         Some(l) => Some(watch(l).context("cannot poll the XDP log ring buffer")?),
         None => None,
     };
-    let downstreams: Vec<u32> = interfaces[1..].iter().map(|d| d.ifindex).collect();
-    let mut router = Router::new(upstream.ifindex, &downstreams)?;
+    let clients: Vec<(ClientPlan, Vec<u32>)> = opts
+        .clients
+        .into_iter()
+        .map(|c| {
+            let idx = c.interfaces.iter().map(ifindex).collect();
+            (c, idx)
+        })
+        .collect();
+    let mut router = Router::new(clients, &igmp)?;
     let (routes, multipath) = routes::dump_ipv4(opts.rpf_table)
         .await
         .context("cannot read the routing table for RPF")?;
@@ -160,9 +209,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
             .unwrap_or_else(|| format!("ifindex {i}"))
     };
     info!(
-        "mgm running: upstream {}, downstream {}; maps pinned in {}",
-        opts.upstream,
-        opts.downstream.join(", "),
+        "mgm running: {summary}; maps pinned in {}",
         opts.pin_dir.display()
     );
 
@@ -204,6 +251,23 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
     drop(dp);
     info!("XDP detached and pins removed");
     Ok(())
+}
+
+/// "protocol 0x4d470001 owns up0; IGMP on dn1, dn2", for the log.
+fn describe(opts: &Options) -> String {
+    let mut parts: Vec<String> = opts
+        .clients
+        .iter()
+        .map(|c| {
+            format!(
+                "protocol {:#x} owns {}",
+                c.protocol_id.0,
+                c.interfaces.join(", ")
+            )
+        })
+        .collect();
+    parts.push(format!("IGMP on {}", opts.igmp.join(", ")));
+    parts.join("; ")
 }
 
 /// Registers a ring buffer's fd with the runtime for readability.

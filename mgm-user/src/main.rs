@@ -165,9 +165,10 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             if let Some(ns) = &args.netns {
                 enter_netns(ns)?;
             }
+            let (clients, igmp) = daemon::Options::proxy(args.upstream, args.downstream);
             let opts = daemon::Options {
-                upstream: args.upstream,
-                downstream: args.downstream,
+                clients,
+                igmp,
                 mode: match args.xdp_mode {
                     Mode::Native => XdpMode::Native,
                     Mode::Skb => XdpMode::Skb,
