@@ -12,7 +12,8 @@ pub const LAYOUT_VERSION: u32 = 1;
 
 /// `HASH` [`crate::fwd::FwdKey`] → [`crate::fwd::FwdEntry`]: the forwarding entries.
 pub const FWD: &str = "MGM_FWD";
-/// `HASH_OF_MAPS` set id (`u32`) → `DEVMAP_HASH` ifindex → `bpf_devmap_val`: outgoing sets.
+/// `ARRAY_OF_MAPS` set id → `DEVMAP_HASH` ifindex → `bpf_devmap_val`: outgoing sets. Id 0
+/// is never used (an entry with set 0 has no outgoing set).
 pub const OIF_SETS: &str = "MGM_OIF_SETS";
 /// `HASH` ifindex (`u32`) → [`crate::fwd::IfConfig`]: the interfaces mgm manages.
 pub const IFCFG: &str = "MGM_IFCFG";
@@ -30,7 +31,7 @@ pub const ALL: [&str; 7] = [FWD, OIF_SETS, IFCFG, EVENTS, ENTRY_STATS, IF_STATS,
 
 /// Forwarding entries ((S,G) and (*,G)); sized for the 100k-entry scale target.
 pub const FWD_CAPACITY: u32 = 131_072;
-/// Distinct outgoing sets (entries with equal outgoing lists share one).
+/// Distinct outgoing sets (entries with equal outgoing lists share one), id 0 included.
 pub const OIF_SETS_CAPACITY: u32 = 16_384;
 /// Interfaces in one outgoing set.
 pub const OIF_SET_WIDTH: u32 = 64;

@@ -108,9 +108,7 @@ fn forward(
         stats.ttl_expired += 1;
         return xdp_action::XDP_DROP;
     }
-    // SAFETY: `u32`-keyed lookup into the outer map; the inner reference is only used for the
-    // redirect below, never written.
-    let Some(set) = (unsafe { MGM_OIF_SETS.get(&e.oif_set) }) else {
+    let Some(set) = MGM_OIF_SETS.get(e.oif_set) else {
         stats.no_oif_set += 1;
         return xdp_action::XDP_DROP;
     };

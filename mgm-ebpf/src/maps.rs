@@ -2,7 +2,7 @@
 //! come from `mgm_common::maps`; the daemon pins them under its pin directory.
 
 use aya_ebpf::{
-    btf_maps::{Array, DevMapHash, HashMap, HashOfMaps, PerCpuArray, RingBuf},
+    btf_maps::{Array, ArrayOfMaps, DevMapHash, HashMap, PerCpuArray, RingBuf},
     macros::btf_map,
 };
 use mgm_common::{
@@ -17,9 +17,11 @@ pub type OifSet = DevMapHash<{ m::OIF_SET_WIDTH as usize }>;
 #[btf_map]
 pub static MGM_FWD: HashMap<FwdKey, FwdEntry, { m::FWD_CAPACITY as usize }> = HashMap::new();
 
+/// Indexed by set id: an array lookup, which the verifier inlines, keeps the hot path to one
+/// hash lookup (the forwarding entry).
 #[btf_map]
-pub static MGM_OIF_SETS: HashOfMaps<u32, OifSet, { m::OIF_SETS_CAPACITY as usize }> =
-    HashOfMaps::new();
+pub static MGM_OIF_SETS: ArrayOfMaps<OifSet, { m::OIF_SETS_CAPACITY as usize }> =
+    ArrayOfMaps::new();
 
 #[btf_map]
 pub static MGM_IFCFG: HashMap<u32, IfConfig, { m::IF_CAPACITY as usize }> = HashMap::new();

@@ -1,6 +1,7 @@
 //! mgm's developer tasks (`cargo xtask …`) and the netns lab they and the integration tests
 //! share.
 
+pub mod bench;
 pub mod build;
 pub mod lab;
 pub mod setup;

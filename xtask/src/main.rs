@@ -34,6 +34,13 @@ enum Task {
     },
     /// Format check, clippy, unit tests and the netns integration tests (root).
     Test,
+    /// Benchmarks (root): the XDP program's per-packet cost against a raw broadcast redirect
+    /// measured in the same run; results in target/bench/results.json.
+    Bench {
+        /// Seconds instead of minutes: fewer repetitions, same cases.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Create or remove the lab topology (namespaces mgm-lab-*).
     Lab {
         #[command(subcommand)]
@@ -58,6 +65,7 @@ fn main() -> ExitCode {
             .map(|bin| println!("built {}", bin.display())),
         Task::Run { args, seconds } => tasks::run(&args, seconds),
         Task::Test => tasks::test(),
+        Task::Bench { quick } => xtask::bench::bench(quick),
         Task::Lab { action } => match action {
             LabAction::Up => tasks::lab_up(),
             LabAction::Down => tasks::lab_down(),

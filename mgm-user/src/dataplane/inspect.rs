@@ -3,7 +3,7 @@
 
 use std::{net::Ipv4Addr, path::Path};
 
-use aya::maps::{xdp::DevMapHash, Array, HashMap, HashOfMaps, Map, MapData, PerCpuArray};
+use aya::maps::{xdp::DevMapHash, Array, ArrayOfMaps, HashMap, Map, MapData, PerCpuArray};
 use mgm_common::{
     counters::{EntryStats, IfStats},
     fwd::{FwdEntry, FwdKey, IfConfig, Meta},
@@ -63,7 +63,7 @@ pub fn read_pinned(dir: &Path) -> Result<PinnedState, DataplaneError> {
         })?
         .layout_version;
     let fwd: HashMap<MapData, FwdKey, FwdEntry> = open(dir, m::FWD)?;
-    let sets: HashOfMaps<MapData, u32, DevMapHash<MapData>> = open(dir, m::OIF_SETS)?;
+    let sets: ArrayOfMaps<MapData, DevMapHash<MapData>> = open(dir, m::OIF_SETS)?;
     let entry_stats: PerCpuArray<MapData, EntryStats> = open(dir, m::ENTRY_STATS)?;
     let ifcfg: HashMap<MapData, u32, IfConfig> = open(dir, m::IFCFG)?;
     let if_stats: PerCpuArray<MapData, IfStats> = open(dir, m::IF_STATS)?;

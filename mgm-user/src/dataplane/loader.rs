@@ -8,6 +8,7 @@
 use std::{
     ffi::CString,
     fs, io,
+    os::fd::AsFd,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -148,9 +149,26 @@ impl Loaded {
                 program: EGRESS,
                 source: aya::programs::ProgramError::IOError(e),
             })?;
+        let sets = self
+            .ebpf
+            .take_map(m::OIF_SETS)
+            .ok_or(DataplaneError::MissingMap(m::OIF_SETS))?;
+        let sets_fd = match &sets {
+            aya::maps::Map::ArrayOfMaps(data) => data.fd().as_fd().try_clone_to_owned(),
+            _ => Err(io::Error::other("not an array of maps")),
+        }
+        .map_err(|e| DataplaneError::Map {
+            map: m::OIF_SETS,
+            source: aya::maps::MapError::IoError(e),
+        })?;
+        let sets =
+            aya::maps::ArrayOfMaps::try_from(sets).map_err(|source| DataplaneError::Map {
+                map: m::OIF_SETS,
+                source,
+            })?;
         Ok(Forwarding::new(
             self.take_map(m::FWD)?,
-            self.take_map(m::OIF_SETS)?,
+            (sets, sets_fd),
             self.take_map(m::ENTRY_STATS)?,
             egress,
             nr_cpus,

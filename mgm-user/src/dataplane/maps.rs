@@ -3,10 +3,14 @@
 //! change is make-before-break: the new set exists before an entry points at it, and an old
 //! set goes only once nothing does.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io,
+    os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
+};
 
 use aya::{
-    maps::{xdp::DevMapHash, HashMap, HashOfMaps, Map, MapData, PerCpuArray, PerCpuValues},
+    maps::{xdp::DevMapHash, ArrayOfMaps, HashMap, Map, MapData, PerCpuArray, PerCpuValues},
     programs::ProgramFd,
 };
 use aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_DEVMAP_HASH;
@@ -40,7 +44,9 @@ struct SharedSet {
 /// Typed handles on the forwarding maps plus the bookkeeping to update them safely.
 pub struct Forwarding {
     fwd: HashMap<MapData, FwdKey, FwdEntry>,
-    sets: HashOfMaps<MapData, u32, DevMapHash<MapData>>,
+    sets: ArrayOfMaps<MapData, DevMapHash<MapData>>,
+    /// A second fd on `sets`: aya has no delete for arrays of maps (see [`delete_elem`]).
+    sets_fd: OwnedFd,
     entry_stats: PerCpuArray<MapData, EntryStats>,
     /// The devmap program every copy runs (`mgm_egress`).
     egress: ProgramFd,
@@ -63,7 +69,7 @@ fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError 
 impl Forwarding {
     pub(super) fn new(
         fwd: HashMap<MapData, FwdKey, FwdEntry>,
-        sets: HashOfMaps<MapData, u32, DevMapHash<MapData>>,
+        (sets, sets_fd): (ArrayOfMaps<MapData, DevMapHash<MapData>>, OwnedFd),
         entry_stats: PerCpuArray<MapData, EntryStats>,
         egress: ProgramFd,
         nr_cpus: usize,
@@ -71,6 +77,7 @@ impl Forwarding {
         Forwarding {
             fwd,
             sets,
+            sets_fd,
             entry_stats,
             egress,
             entries: BTreeMap::new(),
@@ -243,7 +250,7 @@ impl Forwarding {
         }
         let id = match self.free_set_ids.pop() {
             Some(id) => id,
-            None if self.next_set_id <= m::OIF_SETS_CAPACITY => {
+            None if self.next_set_id < m::OIF_SETS_CAPACITY => {
                 self.next_set_id += 1;
                 self.next_set_id - 1
             }
@@ -276,7 +283,7 @@ impl Forwarding {
         for ifindex in oifs {
             devmap.insert(*ifindex, *ifindex, Some(&self.egress), 0)?;
         }
-        if let Err(source) = self.sets.insert(id, &devmap, 0) {
+        if let Err(source) = self.sets.set(id, &devmap, 0) {
             self.free_set_ids.push(id);
             return Err(DataplaneError::Map {
                 map: m::OIF_SETS,
@@ -299,7 +306,10 @@ impl Forwarding {
         let id = shared.id;
         self.sets_by_oifs.remove(oifs);
         self.free_set_ids.push(id);
-        self.sets.remove(&id).map_err(map_err(m::OIF_SETS))
+        delete_elem(self.sets_fd.as_fd(), id).map_err(|e| DataplaneError::Map {
+            map: m::OIF_SETS,
+            source: aya::maps::MapError::IoError(e),
+        })
     }
 
     fn alloc_slot(&mut self) -> Result<u32, DataplaneError> {
@@ -361,4 +371,39 @@ impl Forwarding {
             }),
         }
     }
+}
+
+/// `BPF_MAP_DELETE_ELEM` of `index` in an array of maps: it drops the slot's reference to its
+/// inner map, which aya 0.14 offers for hash maps of maps only.
+fn delete_elem(map: BorrowedFd<'_>, index: u32) -> io::Result<()> {
+    const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+    /// The `BPF_MAP_*_ELEM` member of `union bpf_attr`.
+    #[repr(C)]
+    struct ElemAttr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+    let attr = ElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        _pad: 0,
+        key: &index as *const u32 as u64,
+        value: 0,
+        flags: 0,
+    };
+    // SAFETY: `attr` and the key it points to outlive the call; the size matches the struct.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_DELETE_ELEM,
+            &attr as *const ElemAttr,
+            size_of::<ElemAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

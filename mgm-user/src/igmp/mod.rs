@@ -1,5 +1,6 @@
-//! IGMP: the wire codec (pure, no I/O), used on every message the XDP program snoops.
+//! IGMP: the wire codec and the router-side querier state machine, both pure (no I/O).
 
 pub mod codec;
+pub mod querier;
 
 pub use codec::{decode, DecodeError, GroupRecord, IgmpMessage, RecordType};

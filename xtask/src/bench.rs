@@ -1,0 +1,77 @@
+//! `cargo xtask bench`: measurements that go with a ratio against a baseline from the same run.
+//! Today: the XDP program's per-packet CPU cost against a parse-nothing broadcast redirect
+//! (BPF_PROG_TEST_RUN timing), and the verifier's instruction counts. The forwarding-rate
+//! comparison with the kernel's ipmr is not built yet (BENCHMARKS.md).
+
+use std::{fs, process::Command};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+
+use crate::{
+    build::{build, cargo, ebpf_object, ebpf_target_dir},
+    is_root, output,
+    setup::setup,
+    workspace_root,
+};
+
+pub fn bench(quick: bool) -> anyhow::Result<()> {
+    setup()?;
+    let mgm = build()?;
+    if !is_root() {
+        bail!("the benchmarks load XDP programs: run as root");
+    }
+    let mut cmd = cargo();
+    cmd.args(["bench", "-p", "mgm-user", "--bench", "xdp_cost", "--"])
+        .env("MGM_EBPF_OBJECT", ebpf_object())
+        .env(
+            "MGM_BENCH_OBJECT",
+            ebpf_target_dir().join("bpfel-unknown-none/release/mgm-bench"),
+        );
+    if quick {
+        cmd.arg("--quick");
+    }
+    let per_packet: Vec<Value> = output(&mut cmd)?
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .context("the per-packet benchmark printed something that is not JSON")?;
+    let verifier: Vec<String> = output(Command::new(&mgm).arg("verify"))?
+        .lines()
+        .map(str::to_owned)
+        .collect();
+
+    println!("\nXDP ingress, CPU per packet (BPF_PROG_TEST_RUN, median of rounds):");
+    println!(
+        "  {:<36} {:>10} {:>14}",
+        "case", "ns/packet", "× raw redirect"
+    );
+    for r in &per_packet {
+        println!(
+            "  {:<36} {:>10.1} {:>14.2}",
+            r["case"].as_str().unwrap_or("?"),
+            r["ns_per_packet"].as_f64().unwrap_or(f64::NAN),
+            r["ratio_vs_raw"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+    println!("\nverifier:");
+    verifier.iter().for_each(|l| println!("  {l}"));
+
+    let dir = workspace_root().join("target/bench");
+    fs::create_dir_all(&dir)?;
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let results = json!({
+        "quick": quick,
+        "machine": {
+            "kernel": kernel.trim(),
+            "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        },
+        "per_packet": per_packet,
+        "verifier": verifier,
+    });
+    let path = dir.join("results.json");
+    fs::write(&path, format!("{results:#}\n"))?;
+    println!("\nwrote {}", path.display());
+    Ok(())
+}
