@@ -12,15 +12,17 @@ use tokio::io::unix::AsyncFd;
 use crate::{
     core::{
         self, ComponentId, Config, InterfaceId, Mgm, ProtocolHandle, ProtocolId, RoutingProtocol,
-        MGM_JOIN_STATE_FLAG,
+        SourceGroupEntry, MGM_JOIN_STATE_FLAG,
     },
     dataplane::netdev::NetDev,
     dataplane::{ringbuf, Dataplane, Event, LoadOptions, Tunables, XdpMode},
+    igmp::querier::{self, Querier},
     protocols::{
-        igmp::{IgmpClient, IgmpMembership},
-        igmp_proxy::{self, ProxyUpstream},
+        igmp::IgmpClient,
+        igmp_proxy::{self, ProxyUpstream, UpstreamChange, UpstreamQueue},
     },
     routes,
+    sockets::{HostMembership, QuerySocket},
 };
 
 /// One routing-protocol client to register with MGM, and the interfaces it owns.
@@ -35,7 +37,12 @@ pub struct ClientPlan {
 struct Router {
     mgm: Mgm,
     igmp: ProtocolHandle,
-    membership: IgmpMembership,
+    /// The IGMP querier of every interface IGMP runs on, by ifindex.
+    queriers: BTreeMap<u32, Querier>,
+    /// Their sockets for sending queries.
+    sockets: BTreeMap<u32, QuerySocket>,
+    /// Querier limit hits already logged, by ifindex, so each new one is logged once.
+    limit_hits: BTreeMap<u32, u64>,
     /// The core's epoch: its `Instant`s are milliseconds since this moment.
     epoch: std::time::Instant,
 }
@@ -44,7 +51,11 @@ impl Router {
     /// Registers every client and takes its interfaces, then registers IGMP on `igmp`: alone
     /// where no client owns the interface (its memberships forward), as co-owner elsewhere
     /// (its memberships become local joins into the owner, spec §4.4).
-    fn new(clients: Vec<(ClientPlan, Vec<u32>)>, igmp: &[u32]) -> anyhow::Result<Router> {
+    fn new(
+        clients: Vec<(ClientPlan, Vec<u32>)>,
+        igmp: &[&NetDev],
+        igmp_config: &querier::Config,
+    ) -> anyhow::Result<Router> {
         let mut mgm = Mgm::new(Config {
             max_mfes: FWD_CAPACITY as usize,
             ..Config::default()
@@ -64,14 +75,30 @@ impl Router {
         let igmp_handle = mgm
             .register(Box::new(IgmpClient), ProtocolId::IGMP, ComponentId(0))
             .context("registering IGMP with MGM")?;
-        for ifindex in igmp {
-            mgm.take_interface_ownership(igmp_handle, InterfaceId::new(*ifindex), now)
-                .with_context(|| format!("IGMP taking ifindex {ifindex}"))?;
+        let mut queriers = BTreeMap::new();
+        let mut sockets = BTreeMap::new();
+        for dev in igmp {
+            mgm.take_interface_ownership(igmp_handle, InterfaceId::new(dev.ifindex), now)
+                .with_context(|| format!("IGMP taking {}", dev.name))?;
+            let address = dev.ipv4.with_context(|| {
+                format!(
+                    "{} has no IPv4 address; IGMP needs one to send queries from",
+                    dev.name
+                )
+            })?;
+            let q = Querier::new(dev.ifindex, address, igmp_config.clone(), now)
+                .with_context(|| format!("IGMP settings for {}", dev.name))?;
+            queriers.insert(dev.ifindex, q);
+            let sock = QuerySocket::new(dev, address)
+                .with_context(|| format!("cannot open the IGMP query socket on {}", dev.name))?;
+            sockets.insert(dev.ifindex, sock);
         }
         Ok(Router {
             mgm,
             igmp: igmp_handle,
-            membership: IgmpMembership::new(igmp.iter().copied()),
+            queriers,
+            sockets,
+            limit_hits: BTreeMap::new(),
             epoch,
         })
     }
@@ -80,20 +107,111 @@ impl Router {
         core::Instant::from_millis(self.epoch.elapsed().as_millis() as u64)
     }
 
-    /// When the core next needs [`Mgm::handle_timeout`], as a tokio deadline.
+    /// When the core or a querier next needs its timers run, as a tokio deadline.
     fn next_deadline(&self) -> Option<tokio::time::Instant> {
-        self.mgm.poll_timeout().map(|at| {
-            tokio::time::Instant::from_std(self.epoch + Duration::from_millis(at.as_millis()))
-        })
+        let queriers = self.queriers.values().filter_map(Querier::poll_timeout);
+        self.mgm
+            .poll_timeout()
+            .into_iter()
+            .chain(queriers)
+            .min()
+            .map(|at| {
+                tokio::time::Instant::from_std(self.epoch + Duration::from_millis(at.as_millis()))
+            })
     }
+
+    /// Runs every timer that is due.
+    fn handle_timeout(&mut self) {
+        let now = self.now();
+        self.mgm.handle_timeout(now);
+        for q in self.queriers.values_mut() {
+            q.handle_timeout(now);
+        }
+    }
+
+    /// Moves what the queriers decided to the wire (queries) and to the core (memberships).
+    fn pump_queriers(&mut self, name: &impl Fn(u32) -> String) {
+        let now = self.now();
+        for (ifindex, q) in &mut self.queriers {
+            while let Some(t) = q.poll_transmit() {
+                let bytes = crate::igmp::codec::encode(&t.message);
+                if let Some(sock) = self.sockets.get(ifindex) {
+                    if let Err(e) = sock.send(t.destination, &bytes) {
+                        warn!("cannot send an IGMP query on {}: {e}", name(*ifindex));
+                    }
+                }
+            }
+            while let Some(m) = q.poll_membership() {
+                let entry = match m.source {
+                    Some(s) => SourceGroupEntry::sg(s, m.group),
+                    None => SourceGroupEntry::star_g(m.group),
+                };
+                let if_id = InterfaceId::new(m.ifindex);
+                let (verb, result) = if m.join {
+                    let r = self.mgm.add_group_membership_entry(
+                        self.igmp,
+                        entry,
+                        if_id,
+                        MGM_JOIN_STATE_FLAG,
+                        now,
+                    );
+                    ("joins", r)
+                } else {
+                    let r = self.mgm.delete_group_membership_entry(
+                        self.igmp,
+                        entry,
+                        if_id,
+                        MGM_JOIN_STATE_FLAG,
+                        now,
+                    );
+                    ("leaves", r)
+                };
+                let source = m.source.map_or("*".to_owned(), |s| s.to_string());
+                match result {
+                    Ok(()) => info!(
+                        "membership: {} {verb} ({source}, {})",
+                        name(m.ifindex),
+                        m.group
+                    ),
+                    Err(e) => warn!(
+                        "membership: {} {verb} ({source}, {}) refused by MGM: {e}",
+                        name(m.ifindex),
+                        m.group
+                    ),
+                }
+            }
+            let c = q.counters();
+            let hits = c.group_limit_hits + c.source_limit_hits;
+            let logged = self.limit_hits.entry(*ifindex).or_default();
+            if hits > *logged {
+                warn!(
+                    "IGMP on {}: {} groups and {} sources refused so far at the configured limits",
+                    name(*ifindex),
+                    c.group_limit_hits,
+                    c.source_limit_hits
+                );
+                *logged = hits;
+            }
+        }
+    }
+}
+
+/// Where a proxy's upstream memberships go: the host stack of one interface.
+pub struct UpstreamHost {
+    pub interface: String,
+    pub changes: UpstreamQueue,
 }
 
 /// Everything `mgm run` needs, validated by the CLI.
 pub struct Options {
+    /// The host membership a proxy keeps upstream, if one runs.
+    pub upstream_host: Option<UpstreamHost>,
     /// The routing protocols and what each owns.
     pub clients: Vec<ClientPlan>,
     /// Interfaces IGMP runs on.
     pub igmp: Vec<String>,
+    /// IGMP querier settings, the same on every interface.
+    pub igmp_config: querier::Config,
     pub mode: XdpMode,
     pub pin_dir: PathBuf,
     pub ttl_threshold: u8,
@@ -103,15 +221,24 @@ pub struct Options {
 }
 
 impl Options {
-    /// The IGMP proxy: the proxy owns `upstream`, IGMP alone owns each downstream.
-    pub fn proxy(upstream: String, downstream: Vec<String>) -> (Vec<ClientPlan>, Vec<String>) {
+    /// The IGMP proxy: the proxy owns `upstream`, IGMP alone owns each downstream, and the
+    /// proxy's upstream memberships are applied on `upstream`'s host stack.
+    pub fn proxy(
+        upstream: String,
+        downstream: Vec<String>,
+    ) -> (Vec<ClientPlan>, Vec<String>, Option<UpstreamHost>) {
+        let queue = UpstreamQueue::default();
         let proxy = ClientPlan {
-            protocol: Box::new(ProxyUpstream),
+            protocol: Box::new(ProxyUpstream::new(queue.clone())),
             protocol_id: igmp_proxy::PROTOCOL_ID,
             component_id: igmp_proxy::COMPONENT_ID,
-            interfaces: vec![upstream],
+            interfaces: vec![upstream.clone()],
         };
-        (vec![proxy], downstream)
+        let host = UpstreamHost {
+            interface: upstream,
+            changes: queue,
+        };
+        (vec![proxy], downstream, Some(host))
     }
 
     /// Every managed interface name, once, in the order first named.
@@ -163,7 +290,11 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
             .find(|d| &d.name == n)
             .map_or(0, |d| d.ifindex)
     };
-    let igmp: Vec<u32> = opts.igmp.iter().map(ifindex).collect();
+    let igmp: Vec<&NetDev> = opts
+        .igmp
+        .iter()
+        .filter_map(|n| interfaces.iter().find(|d| &d.name == n))
+        .collect();
     let summary = describe(&opts);
     let mut dp = Dataplane::load(&LoadOptions {
         interfaces: interfaces.clone(),
@@ -187,7 +318,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
             (c, idx)
         })
         .collect();
-    let mut router = Router::new(clients, &igmp)?;
+    let mut router = Router::new(clients, &igmp, &opts.igmp_config)?;
     let (routes, multipath) = routes::dump_ipv4(opts.rpf_table)
         .await
         .context("cannot read the routing table for RPF")?;
@@ -213,6 +344,24 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         opts.pin_dir.display()
     );
 
+    let mut upstream = match &opts.upstream_host {
+        Some(h) => {
+            let dev = interfaces
+                .iter()
+                .find(|d| d.name == h.interface)
+                .context("the upstream interface is not managed")?;
+            let address = dev.ipv4.with_context(|| {
+                format!(
+                    "{} has no IPv4 address; the proxy reports upstream from it",
+                    dev.name
+                )
+            })?;
+            let socket = HostMembership::new(dev, address)
+                .with_context(|| format!("cannot open the upstream host socket on {}", dev.name))?;
+            Some((socket, h.changes.clone()))
+        }
+        None => None,
+    };
     let mut seen = Seen::default();
     tokio::pin!(shutdown);
     loop {
@@ -226,10 +375,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
                 }
                 guard.clear_ready();
             }
-            () = sleep_until(deadline) => {
-                let now = router.now();
-                router.mgm.handle_timeout(now);
-            }
+            () = sleep_until(deadline) => router.handle_timeout(),
             guard = readable_logger(&mut logger) => {
                 let mut guard = guard.context("XDP log ring buffer poll failed")?;
                 guard.get_inner_mut().flush();
@@ -237,7 +383,11 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
             }
             () = &mut shutdown => break,
         }
+        router.pump_queriers(&name);
         apply_map_ops(&mut dp, &mut router.mgm, &mut seen);
+        if let Some((socket, changes)) = &mut upstream {
+            apply_upstream(socket, changes);
+        }
     }
     info!(
         "shutting down: {} IGMP messages, {} rejected, {} no-cache and {} wrong-interface upcalls, {} unknown records, {} map errors",
@@ -283,6 +433,25 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Applies the proxy's upstream membership changes to the upstream host socket.
+fn apply_upstream(socket: &mut HostMembership, changes: &UpstreamQueue) {
+    let pending: Vec<UpstreamChange> = changes
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .drain(..)
+        .collect();
+    for change in pending {
+        let (verb, result) = match change {
+            UpstreamChange::Join(sg) => ("joins", socket.join(sg)),
+            UpstreamChange::Leave(sg) => ("leaves", socket.leave(sg)),
+        };
+        match result {
+            Ok(()) => info!("upstream: the proxy {verb} {change:?}"),
+            Err(e) => warn!("upstream: the proxy cannot apply {change:?}: {e}"),
+        }
     }
 }
 
@@ -332,44 +501,9 @@ fn handle(
                 "IGMP on {}{vlan} from {reporter}: {message:?}",
                 name(ifindex)
             );
-            for d in router.membership.on_igmp(ifindex, &message) {
-                let if_id = InterfaceId::new(d.ifindex);
-                let (verb, result) = if d.join {
-                    let r = router.mgm.add_group_membership_entry(
-                        router.igmp,
-                        d.entry,
-                        if_id,
-                        MGM_JOIN_STATE_FLAG,
-                        now,
-                    );
-                    ("joins", r)
-                } else {
-                    let r = router.mgm.delete_group_membership_entry(
-                        router.igmp,
-                        d.entry,
-                        if_id,
-                        MGM_JOIN_STATE_FLAG,
-                        now,
-                    );
-                    ("leaves", r)
-                };
-                let source = if d.entry.source.is_unspecified() {
-                    "*".to_owned()
-                } else {
-                    d.entry.source.to_string()
-                };
-                match result {
-                    Ok(()) => info!(
-                        "membership: {} {verb} ({source}, {})",
-                        name(d.ifindex),
-                        d.entry.group
-                    ),
-                    Err(e) => warn!(
-                        "membership: {} {verb} ({source}, {}) refused by MGM: {e}",
-                        name(d.ifindex),
-                        d.entry.group
-                    ),
-                }
+            match router.queriers.get_mut(&ifindex) {
+                Some(q) => q.handle_message(now, reporter, &message),
+                None => debug!("IGMP does not run on {}: message ignored", name(ifindex)),
             }
         }
         Event::BadIgmp {

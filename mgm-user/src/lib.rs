@@ -16,3 +16,5 @@ pub mod igmp;
 pub mod protocols;
 /// The kernel's unicast routes as the RPF table (rtnetlink).
 pub mod routes;
+/// The daemon's own sockets (IGMP queries out).
+pub mod sockets;

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use mgm_user::{
     daemon,
     dataplane::{loader, Tunables, XdpMode},
+    igmp::querier,
 };
 
 /// XDP-accelerated IPv4 multicast forwarding.
@@ -102,6 +103,41 @@ struct RunArgs {
     #[arg(long, value_name = "ID", default_value_t = mgm_user::routes::RT_TABLE_MAIN)]
     rpf_table: u32,
 
+    /// IGMP version of the queries sent downstream: 3 (hosts may answer in v2 or v1, and are
+    /// served in compatibility mode) or 2.
+    #[arg(long, value_name = "2|3", default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=3))]
+    igmp_version: u8,
+
+    /// Seconds between general queries (RFC 3376 Query Interval).
+    #[arg(long, value_name = "SECS", default_value_t = 125)]
+    igmp_query_interval: u64,
+
+    /// Milliseconds hosts may wait before answering a general query (Query Response Interval).
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    igmp_query_response_ms: u64,
+
+    /// Robustness variable: how many lost packets IGMP tolerates (RFC 3376 §8.1).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    igmp_robustness: u8,
+
+    /// Milliseconds between last-member queries after a leave; a group goes after
+    /// robustness × this without a report.
+    #[arg(long, value_name = "MS", default_value_t = 1_000)]
+    igmp_last_member_interval_ms: u64,
+
+    /// Track each host and stop a stream the moment the last host that wants it leaves,
+    /// without last-member queries. For links where hosts are known not to suppress reports.
+    #[arg(long)]
+    igmp_fast_leave: bool,
+
+    /// Most groups kept per interface; more are refused, counted and logged.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    igmp_max_groups: usize,
+
+    /// Most source records kept per interface; more are refused, counted and logged.
+    #[arg(long, value_name = "N", default_value_t = 16_384)]
+    igmp_max_sources: usize,
+
     /// Most verbose level the XDP program logs at (its logs cost nothing when filtered out).
     #[arg(long, value_name = "LEVEL", default_value = "warn")]
     ebpf_log_level: log::LevelFilter,
@@ -165,10 +201,31 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             if let Some(ns) = &args.netns {
                 enter_netns(ns)?;
             }
-            let (clients, igmp) = daemon::Options::proxy(args.upstream, args.downstream);
+            let (clients, igmp, upstream_host) =
+                daemon::Options::proxy(args.upstream, args.downstream);
+            let igmp_config = querier::Config {
+                version: if args.igmp_version == 2 {
+                    querier::Version::V2
+                } else {
+                    querier::Version::V3
+                },
+                robustness: args.igmp_robustness,
+                query_interval: Duration::from_secs(args.igmp_query_interval),
+                query_response_interval: Duration::from_millis(args.igmp_query_response_ms),
+                last_member_query_interval: Duration::from_millis(
+                    args.igmp_last_member_interval_ms,
+                ),
+                fast_leave: args.igmp_fast_leave,
+                max_groups: Some(args.igmp_max_groups),
+                max_sources: Some(args.igmp_max_sources),
+                ..querier::Config::default()
+            };
+            igmp_config.validate().context("invalid IGMP settings")?;
             let opts = daemon::Options {
+                upstream_host,
                 clients,
                 igmp,
+                igmp_config,
                 mode: match args.xdp_mode {
                     Mode::Native => XdpMode::Native,
                     Mode::Skb => XdpMode::Skb,

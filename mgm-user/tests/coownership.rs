@@ -90,11 +90,16 @@ fn spec4_4_igmp_on_shared_interfaces_becomes_local_joins_into_each_owner() {
     };
     let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{tag}"));
     let opts = Options {
+        upstream_host: None,
         clients: vec![
             owner("A", 100, vec![UPSTREAM.to_owned(), dn1.clone()]),
             owner("B", 200, vec![dn2.clone()]),
         ],
         igmp: vec![dn1.clone(), dn2.clone()],
+        igmp_config: mgm_user::igmp::querier::Config {
+            last_member_query_interval: Duration::from_millis(100),
+            ..Default::default()
+        },
         mode: XdpMode::Native,
         pin_dir: pin_dir.clone(),
         ttl_threshold: 1,

@@ -38,8 +38,14 @@ fn setup(versions: &[IgmpVersion], mode: &str) -> Setup {
     let tag = unique_tag("t");
     let lab = Lab::up(&tag, versions).expect("lab up");
     let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{tag}"));
-    let daemon = Daemon::start(&mgm_bin(), &lab, &pin_dir, &["--xdp-mode", mode], false)
-        .expect("mgm starts");
+    let daemon = Daemon::start(
+        &mgm_bin(),
+        &lab,
+        &pin_dir,
+        &["--xdp-mode", mode, "--igmp-last-member-interval-ms", "100"],
+        false,
+    )
+    .expect("mgm starts");
     Setup { daemon, lab }
 }
 
@@ -107,8 +113,9 @@ fn count(rx: &Receiver, source: Option<Ipv4Addr>, group: Ipv4Addr, window: Durat
 }
 
 const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
-/// Leaves act at once (no querier yet); this covers the host's report and the map update.
-const LEAVE_LATENCY: Duration = Duration::from_millis(500);
+/// The daemon runs with a 100 ms last-member query interval: a leave ends the stream after two
+/// unanswered group-specific queries, about 200 ms.
+const LEAVE_LATENCY: Duration = Duration::from_millis(600);
 const QUIET_WINDOW: Duration = Duration::from_secs(1);
 
 fn join_then_leave(version: IgmpVersion, mode: &str) {
@@ -362,7 +369,14 @@ fn egress_applies_ttl_threshold_and_mtu_per_interface() {
         &mgm_bin(),
         &lab,
         &pin_dir,
-        &["--xdp-mode", "native", "--ttl-threshold", "5"],
+        &[
+            "--xdp-mode",
+            "native",
+            "--ttl-threshold",
+            "5",
+            "--igmp-last-member-interval-ms",
+            "100",
+        ],
         false,
     )
     .expect("mgm starts");
@@ -434,8 +448,19 @@ fn rpf_interface_comes_from_the_kernel_routing_table() {
         .ip(&["addr", "add", &format!("{OFF_PATH}/24"), "dev", HOST_IF])
         .unwrap();
     let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{tag}"));
-    let daemon = Daemon::start(&mgm_bin(), &lab, &pin_dir, &["--xdp-mode", "native"], false)
-        .expect("mgm starts");
+    let daemon = Daemon::start(
+        &mgm_bin(),
+        &lab,
+        &pin_dir,
+        &[
+            "--xdp-mode",
+            "native",
+            "--igmp-last-member-interval-ms",
+            "100",
+        ],
+        false,
+    )
+    .expect("mgm starts");
     let t = Setup { daemon, lab };
     let r2 = t.receiver(1);
     r2.join(G1).unwrap();
@@ -457,4 +482,113 @@ fn rpf_interface_comes_from_the_kernel_routing_table() {
         .unwrap_or_else(|| t.fail(&format!("no entry for the off-path source: {show}")));
     assert_eq!(entry["iif"], downstream(0).as_str(), "{entry}");
     assert!(entry["stats"]["wrong_if"].as_u64().unwrap() > 0, "{entry}");
+}
+
+/// RFC 3376 §4 / RFC 2236 §2 on the wire: mgm's general queries leave each downstream with
+/// IP TTL 1, the Router Alert option, destination 224.0.0.1, the interface's address as
+/// source, a valid IGMP checksum, and the v3 query format with the configured timers.
+#[test]
+fn general_queries_are_sent_with_the_right_fields() {
+    let tag = unique_tag("t");
+    let lab = Lab::up(&tag, &[IgmpVersion::V3]).expect("lab up");
+    let cap = Capture::new(&lab.receivers[0], HOST_IF).expect("capture");
+    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{tag}"));
+    let args = [
+        "--xdp-mode",
+        "native",
+        "--igmp-query-interval",
+        "2",
+        "--igmp-query-response-ms",
+        "1000",
+    ];
+    let daemon = Daemon::start(&mgm_bin(), &lab, &pin_dir, &args, false).expect("mgm starts");
+    let t = Setup { daemon, lab };
+    // Startup queries come a quarter of the query interval apart: two within 1.5 s.
+    let queries = cap.frames_where(Duration::from_millis(1500), |f| {
+        let ihl = usize::from(f[14] & 0x0f) * 4;
+        f[23] == 2 && f.get(14 + ihl) == Some(&0x11)
+    });
+    if queries.len() < 2 {
+        t.fail(&format!(
+            "{} general queries captured, expected the startup ones",
+            queries.len()
+        ));
+    }
+    for f in &queries {
+        let ihl = usize::from(f[14] & 0x0f) * 4;
+        assert_eq!(ihl, 24, "IPv4 header carries one 4-byte option");
+        assert_eq!(
+            f[14 + 20..14 + 24],
+            [0x94, 0x04, 0x00, 0x00],
+            "Router Alert"
+        );
+        assert_eq!(f[22], 1, "IP TTL 1");
+        assert_eq!(f[26..30], [198, 18, 1, 1], "from the downstream's address");
+        assert_eq!(f[30..34], [224, 0, 0, 1], "to all systems");
+        let igmp = &f[14 + ihl..];
+        assert_eq!(igmp.len(), 12, "a v3 query without sources");
+        assert_eq!(igmp[0], 0x11);
+        assert_eq!(igmp[1], 10, "max resp code: 1000 ms in tenths");
+        assert_eq!(igmp[4..8], [0, 0, 0, 0], "general: group 0");
+        assert_eq!(igmp[9], 2, "QQIC: the 2 s query interval");
+        let mut sum: u32 = igmp
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+            .sum();
+        while sum >> 16 != 0 {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        assert_eq!(sum, 0xffff, "IGMP checksum");
+    }
+}
+
+/// RFC 4605 §4.1: the proxy stands for its downstream receivers upstream. The first receiver
+/// of a group makes the router's upstream interface report it (from the router's own host
+/// stack), and the last one leaving makes it report the leave.
+#[test]
+fn proxy_reports_downstream_membership_upstream() {
+    let t = setup(&[IgmpVersion::V2, IgmpVersion::V3], "native");
+    let cap = Capture::new(&t.lab.sender, HOST_IF).expect("capture upstream");
+    // v3 records for G1 from the router's upstream address, as (record type) values.
+    let records = |window| -> Vec<u8> {
+        cap.frames_where(window, |f| f[23] == 2 && f[26..30] == [198, 18, 0, 1])
+            .iter()
+            .flat_map(|f| {
+                let igmp = &f[14 + usize::from(f[14] & 0x0f) * 4..];
+                let mut kinds = Vec::new();
+                let (mut at, n) = (8, usize::from(u16::from_be_bytes([igmp[6], igmp[7]])));
+                for _ in 0..n {
+                    if igmp.len() < at + 8 {
+                        break;
+                    }
+                    let sources = usize::from(u16::from_be_bytes([igmp[at + 2], igmp[at + 3]]));
+                    if igmp[0] == 0x22 && igmp[at + 4..at + 8] == G1.octets() {
+                        kinds.push(igmp[at]);
+                    }
+                    at += 8 + 4 * sources + 4 * usize::from(igmp[at + 1]);
+                }
+                kinds
+            })
+            .collect()
+    };
+    let (r1, r2) = (t.receiver(0), t.receiver(1));
+    r1.join(G1).unwrap();
+    r2.join(G1).unwrap();
+    let joined = records(Duration::from_millis(1500));
+    // CHANGE_TO_EXCLUDE_MODE {}: the router's host stack joined G1 (RFC 3376 §4.2.12).
+    if !joined.contains(&4) {
+        t.fail(&format!("no upstream join for {G1}: records {joined:?}"));
+    }
+    r1.leave(G1).unwrap();
+    let one_left = records(Duration::from_millis(800));
+    assert!(
+        !one_left.contains(&3),
+        "r2 still wants {G1}: no upstream leave yet"
+    );
+    r2.leave(G1).unwrap();
+    let left = records(Duration::from_millis(1500));
+    // CHANGE_TO_INCLUDE_MODE {}: the leave.
+    if !left.contains(&3) {
+        t.fail(&format!("no upstream leave for {G1}: records {left:?}"));
+    }
 }

@@ -12,6 +12,8 @@ pub struct NetDev {
     pub ifindex: u32,
     pub mac: [u8; 6],
     pub mtu: u16,
+    /// The interface's primary IPv4 address, if it has one (IGMP queries come from it).
+    pub ipv4: Option<std::net::Ipv4Addr>,
 }
 
 impl NetDev {
@@ -49,11 +51,26 @@ impl NetDev {
         ioctl(&sock, libc::SIOCGIFMTU, &mut req).map_err(err)?;
         // SAFETY: SIOCGIFMTU filled the mtu member of the union.
         let mtu = unsafe { req.ifr_ifru.ifru_mtu };
+        let mut req = ifreq(name);
+        let ipv4 = match ioctl(&sock, libc::SIOCGIFADDR, &mut req) {
+            Ok(()) => {
+                // SAFETY: SIOCGIFADDR filled the addr member with a sockaddr_in.
+                let sin: libc::sockaddr_in = unsafe {
+                    std::ptr::read_unaligned(
+                        (&req.ifr_ifru.ifru_addr as *const libc::sockaddr).cast(),
+                    )
+                };
+                Some(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => None,
+            Err(e) => return Err(err(e)),
+        };
         Ok(NetDev {
             name: name.to_owned(),
             ifindex,
             mac,
             mtu: u16::try_from(mtu).unwrap_or(u16::MAX),
+            ipv4,
         })
     }
 }
@@ -84,6 +101,7 @@ mod tests {
         let lo = NetDev::lookup("lo").unwrap();
         assert_eq!(lo.ifindex, 1);
         assert_eq!(lo.mac, [0; 6]);
+        assert_eq!(lo.ipv4, Some(std::net::Ipv4Addr::LOCALHOST));
         let err = NetDev::lookup("mgm-no-such0").unwrap_err().to_string();
         assert!(err.contains("mgm-no-such0"), "{err}");
         assert!(NetDev::lookup("").is_err());

@@ -208,6 +208,16 @@ impl Capture {
 
     /// The lab datagrams (UDP to [`PORT`]) captured within `window`, as whole frames.
     pub fn frames(&self, window: Duration) -> Vec<Vec<u8>> {
+        self.frames_where(window, |f| {
+            let ihl = usize::from(f[14] & 0x0f) * 4;
+            f.len() > 14 + ihl + 4
+                && f[23] == 17
+                && f[14 + ihl + 2..14 + ihl + 4] == PORT.to_be_bytes()
+        })
+    }
+
+    /// The untagged IPv4 frames captured within `window` that `keep` accepts.
+    pub fn frames_where(&self, window: Duration, keep: impl Fn(&[u8]) -> bool) -> Vec<Vec<u8>> {
         let end = Instant::now() + window;
         let mut got = Vec::new();
         let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
@@ -219,12 +229,7 @@ impl Capture {
                         .iter()
                         .map(|b| unsafe { b.assume_init() })
                         .collect();
-                    let ihl = f.get(14).map(|b| usize::from(b & 0x0f) * 4).unwrap_or(0);
-                    let is_lab_udp = f.len() > 14 + ihl + 4
-                        && f[12..14] == [0x08, 0x00]
-                        && f[23] == 17
-                        && f[14 + ihl + 2..14 + ihl + 4] == PORT.to_be_bytes();
-                    if is_lab_udp {
+                    if f.len() >= 34 && f[12..14] == [0x08, 0x00] && keep(&f) {
                         got.push(f);
                     }
                 }
