@@ -10,7 +10,7 @@ use std::{
 };
 
 use xtask::lab::{
-    downstream, receiver_addr,
+    downstream, lan_host_addr, receiver_addr,
     traffic::{Capture, Receiver, Sender},
     unique_tag, Daemon, IgmpVersion, Lab, HOST_IF, SENDER_ADDR,
 };
@@ -85,7 +85,14 @@ impl Setup {
     }
 
     fn fail(&self, what: &str) -> ! {
-        panic!("{what}\nmgm log:\n{}", self.daemon.log().join("\n"));
+        let show = self
+            .daemon
+            .show()
+            .map_or_else(|e| format!("{e:#}"), |v| format!("{v:#}"));
+        panic!(
+            "{what}\nmgm log:\n{}\nmgm show:\n{show}",
+            self.daemon.log().join("\n")
+        );
     }
 }
 
@@ -591,4 +598,65 @@ fn proxy_reports_downstream_membership_upstream() {
     if !left.contains(&3) {
         t.fail(&format!("no upstream leave for {G1}: records {left:?}"));
     }
+}
+
+/// Two hosts on one LAN behind one router interface: the first host's leave must not cut the
+/// second host's stream — with last-member queries (the second host answers them) and with
+/// fast leave (the router tracks each host) — and the second host's leave ends it.
+fn two_hosts_one_leaves(extra: &[&str]) {
+    let tag = unique_tag("t");
+    let mut lab = Lab::up(&tag, &[]).expect("lab up");
+    lab.add_lan(&[IgmpVersion::V3, IgmpVersion::V3])
+        .expect("lan");
+    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{tag}"));
+    // Short query intervals, as on a LAN where reports can be lost: startup queries every
+    // 0.5 s, then every 2 s, so each host has answered one before the leave.
+    let mut args = vec![
+        "--xdp-mode",
+        "native",
+        "--igmp-last-member-interval-ms",
+        "100",
+        "--igmp-query-interval",
+        "2",
+        "--igmp-query-response-ms",
+        "500",
+    ];
+    args.extend_from_slice(extra);
+    let daemon = Daemon::start(&mgm_bin(), &lab, &pin_dir, &args, false).expect("mgm starts");
+    let t = Setup { daemon, lab };
+    let a = Receiver::new(&t.lab.lan_hosts[0], lan_host_addr(0)).unwrap();
+    let b = Receiver::new(&t.lab.lan_hosts[1], lan_host_addr(1)).unwrap();
+    a.join(G1).unwrap();
+    b.join(G1).unwrap();
+    t.streaming(&[SENDER_ADDR], &[G1], || {
+        for (host, rx) in [("A", &a), ("B", &b)] {
+            if !arrives(rx, None, G1, JOIN_TIMEOUT) {
+                t.fail(&format!("host {host} got nothing after joining"));
+            }
+        }
+        // Both hosts answer a query (and so are known to the router) before A leaves.
+        std::thread::sleep(Duration::from_millis(1500));
+        a.leave(G1).unwrap();
+        std::thread::sleep(LEAVE_LATENCY);
+        b.drain().unwrap();
+        if count(&b, None, G1, QUIET_WINDOW) == 0 {
+            t.fail("host A's leave cut off host B");
+        }
+        b.leave(G1).unwrap();
+        std::thread::sleep(LEAVE_LATENCY);
+        b.drain().unwrap();
+        if count(&b, None, G1, QUIET_WINDOW) != 0 {
+            t.fail("the stream went on after the last host left");
+        }
+    });
+}
+
+#[test]
+fn two_hosts_on_a_lan_one_leaves_with_last_member_queries() {
+    two_hosts_one_leaves(&[]);
+}
+
+#[test]
+fn two_hosts_on_a_lan_one_leaves_with_fast_leave() {
+    two_hosts_one_leaves(&["--igmp-fast-leave"]);
 }

@@ -41,12 +41,34 @@ pub enum IgmpVersion {
     V3,
 }
 
+impl IgmpVersion {
+    /// The value of `net.ipv4.conf.IF.force_igmp_version`.
+    fn sysctl_value(self) -> &'static str {
+        match self {
+            IgmpVersion::V2 => "2",
+            IgmpVersion::V3 => "3",
+        }
+    }
+}
+
 /// The namespaces of one lab. Dropping it deletes them all, and with them every veth.
 pub struct Lab {
     pub tag: String,
     pub sender: Netns,
     pub router: Netns,
     pub receivers: Vec<Netns>,
+    /// Hosts that share the router's [`LAN_IF`] through a bridge (see [`Lab::add_lan`]).
+    pub lan_hosts: Vec<Netns>,
+    /// The bridge's namespace, when there is a LAN.
+    pub switch: Option<Netns>,
+}
+
+/// Router interface towards the shared LAN of [`Lab::add_lan`].
+pub const LAN_IF: &str = "lan1";
+
+/// Address of host `k` (0-based) on the shared LAN.
+pub fn lan_host_addr(k: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 100, k as u8 + 2)
 }
 
 /// Removes namespaces and pins left by test processes that were killed before their guards
@@ -109,6 +131,8 @@ impl Lab {
             sender,
             router,
             receivers,
+            lan_hosts: Vec::new(),
+            switch: None,
         };
         lab.wire(
             &lab.sender,
@@ -128,11 +152,10 @@ impl Lab {
             )
             .with_context(|| format!("wiring receiver {}", i + 1))?;
             host.enable_gro(HOST_IF)?;
-            let v = match version {
-                IgmpVersion::V2 => "2",
-                IgmpVersion::V3 => "3",
-            };
-            host.sysctl(&format!("net.ipv4.conf.{HOST_IF}.force_igmp_version"), v)?;
+            host.sysctl(
+                &format!("net.ipv4.conf.{HOST_IF}.force_igmp_version"),
+                version.sysctl_value(),
+            )?;
         }
         Ok(lab)
     }
@@ -145,12 +168,98 @@ impl Lab {
             sender: Netns::adopt(&snd),
             router: Netns::adopt(&rtr),
             receivers: rcv.iter().map(|n| Netns::adopt(n)).collect(),
+            lan_hosts: Vec::new(),
+            switch: None,
         }
     }
 
     /// The router's downstream interface names.
     pub fn downstreams(&self) -> Vec<String> {
-        (0..self.receivers.len()).map(downstream).collect()
+        let mut names: Vec<String> = (0..self.receivers.len()).map(downstream).collect();
+        if self.switch.is_some() {
+            names.push(LAN_IF.to_owned());
+        }
+        names
+    }
+
+    /// Adds a LAN behind the router's [`LAN_IF`] (198.18.100.1/24): a bridge (IGMP snooping
+    /// off, so it floods like a plain switch) with one host per entry of `versions`, at
+    /// [`lan_host_addr`]. Hosts on a LAN hear each other, as on a real segment.
+    ///
+    /// # Errors
+    /// A namespace, link or address could not be made; what was made goes with the lab.
+    pub fn add_lan(&mut self, versions: &[IgmpVersion]) -> anyhow::Result<()> {
+        let sw = Netns::create(&format!("mgm-{}-sw", self.tag))?;
+        sw.ip(&[
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ])?;
+        sw.ip(&["link", "set", "br0", "up"])?;
+        let router_addr = Ipv4Addr::new(198, 18, 100, 1);
+        crate::run(std::process::Command::new("ip").args([
+            "link",
+            "add",
+            "p0",
+            "netns",
+            sw.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            LAN_IF,
+            "netns",
+            self.router.name(),
+        ]))?;
+        self.router
+            .ip(&["addr", "add", &format!("{router_addr}/24"), "dev", LAN_IF])?;
+        // The router's XDP redirects into this veth: its far end needs GRO, set before the
+        // port joins the bridge.
+        sw.enable_gro("p0")?;
+        self.router.ip(&["link", "set", LAN_IF, "up"])?;
+        sw.ip(&["link", "set", "p0", "master", "br0", "up"])?;
+        self.switch = Some(sw);
+        for (k, version) in versions.iter().enumerate() {
+            let host = Netns::create(&format!("mgm-{}-lan{}", self.tag, k + 1))?;
+            let port = format!("p{}", k + 1);
+            let sw = self.switch.as_ref().expect("just set");
+            crate::run(std::process::Command::new("ip").args([
+                "link",
+                "add",
+                HOST_IF,
+                "netns",
+                host.name(),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &port,
+                "netns",
+                sw.name(),
+            ]))?;
+            sw.ip(&["link", "set", &port, "master", "br0", "up"])?;
+            host.ip(&[
+                "addr",
+                "add",
+                &format!("{}/24", lan_host_addr(k)),
+                "dev",
+                HOST_IF,
+            ])?;
+            host.ip(&["link", "set", HOST_IF, "up"])?;
+            host.ip(&["route", "add", "default", "via", &router_addr.to_string()])?;
+            host.sysctl("net.ipv4.conf.all.rp_filter", "0")?;
+            host.sysctl(&format!("net.ipv4.conf.{HOST_IF}.rp_filter"), "0")?;
+            host.sysctl(
+                &format!("net.ipv4.conf.{HOST_IF}.force_igmp_version"),
+                version.sysctl_value(),
+            )?;
+            self.lan_hosts.push(host);
+        }
+        Ok(())
     }
 
     /// A veth from the router (`router_if`, `router_addr`) to `host` (`eth0`, `host_addr`),
