@@ -58,6 +58,7 @@ pub fn test() -> anyhow::Result<()> {
         .context("clippy found problems in mgm-ebpf")?;
     require_root("the netns integration tests")?;
     xtask::lab::sweep_stale()?;
+    test_tools()?;
     run_cmd(
         cargo()
             .args([
@@ -105,6 +106,17 @@ pub fn lab_down() -> anyhow::Result<()> {
     drop(Lab::adopt(LAB_TAG, LAB_VERSIONS.len()));
     println!("lab down");
     Ok(())
+}
+
+/// Programs from other projects the integration tests run against: igmpproxy as an upstream
+/// multicast router (kernel ipmr) for the proxy interoperability test.
+fn test_tools() -> anyhow::Result<()> {
+    if std::path::Path::new("/usr/sbin/igmpproxy").exists() {
+        println!("setup: igmpproxy present");
+        return Ok(());
+    }
+    println!("setup: installing igmpproxy (an upstream router for the interoperability test)");
+    xtask::setup::apt_install(&["igmpproxy"])
 }
 
 fn require_root(what: &str) -> anyhow::Result<()> {

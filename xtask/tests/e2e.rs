@@ -660,3 +660,91 @@ fn two_hosts_on_a_lan_one_leaves_with_last_member_queries() {
 fn two_hosts_on_a_lan_one_leaves_with_fast_leave() {
     two_hosts_one_leaves(&["--igmp-fast-leave"]);
 }
+
+/// Interoperability (RFC 4605): igmpproxy, on the kernel's ipmr, is the upstream router. The
+/// lab's sender namespace becomes that router, with the real source one hop behind it; mgm's
+/// upstream reports make igmpproxy forward the group to mgm, which forwards it downstream.
+#[test]
+fn proxy_interoperates_with_igmpproxy_upstream() {
+    use std::process::{Command, Stdio};
+    const SOURCE: Ipv4Addr = Ipv4Addr::new(198, 18, 50, 2);
+    let tag = unique_tag("t");
+    let lab = Lab::up(&tag, &[IgmpVersion::V2]).expect("lab up");
+    let core = &lab.sender;
+    let src = xtask::lab::Netns::create(&format!("mgm-{tag}-src")).expect("source ns");
+    xtask::run(Command::new("ip").args([
+        "link",
+        "add",
+        "eth0",
+        "netns",
+        src.name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "c_up",
+        "netns",
+        core.name(),
+    ]))
+    .unwrap();
+    core.ip(&["addr", "add", "198.18.50.1/24", "dev", "c_up"])
+        .unwrap();
+    core.ip(&["link", "set", "c_up", "up"]).unwrap();
+    src.ip(&["addr", "add", &format!("{SOURCE}/24"), "dev", "eth0"])
+        .unwrap();
+    src.ip(&["link", "set", "eth0", "up"]).unwrap();
+    src.ip(&["route", "add", "default", "via", "198.18.50.1"])
+        .unwrap();
+    src.disable_tx_checksum("eth0").unwrap();
+    core.sysctl("net.ipv4.conf.all.rp_filter", "0").unwrap();
+    core.sysctl("net.ipv4.conf.c_up.rp_filter", "0").unwrap();
+    // mgm's RPF toward the source is its upstream; its host stack reports in v2 to igmpproxy.
+    lab.router
+        .ip(&["route", "add", "198.18.50.0/24", "via", "198.18.0.2"])
+        .unwrap();
+    lab.router
+        .sysctl(
+            &format!("net.ipv4.conf.{}.force_igmp_version", xtask::lab::UPSTREAM),
+            "2",
+        )
+        .unwrap();
+    let conf = std::env::temp_dir().join(format!("mgm-{tag}-igmpproxy.conf"));
+    std::fs::write(
+        &conf,
+        "quickleave\nphyint c_up upstream ratelimit 0 threshold 1\n  altnet 198.18.50.0/24\n\
+         phyint eth0 downstream ratelimit 0 threshold 1\nphyint lo disabled\n",
+    )
+    .unwrap();
+    let mut igmpproxy = Command::new("ip")
+        .args(["netns", "exec", core.name(), "igmpproxy", "-d"])
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("igmpproxy starts (cargo xtask test installs it)");
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _igmpproxy = Kill(&mut igmpproxy);
+    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{tag}"));
+    let daemon = Daemon::start(&mgm_bin(), &lab, &pin_dir, &["--xdp-mode", "native"], false)
+        .expect("mgm starts");
+    let t = Setup { daemon, lab };
+    let r1 = t.receiver(0);
+    r1.join(G1).unwrap();
+    let mut tx = Sender::new(&src, SOURCE, 8).unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut got = 0;
+    while Instant::now() < end && got == 0 {
+        tx.send(G1, 100).unwrap();
+        got = count(&r1, Some(SOURCE), G1, Duration::from_millis(50));
+    }
+    let _ = std::fs::remove_file(&conf);
+    if got == 0 {
+        t.fail("no traffic through igmpproxy and mgm within 10 s");
+    }
+}
