@@ -31,6 +31,9 @@ pub struct ClientPlan {
     pub protocol_id: ProtocolId,
     pub component_id: ComponentId,
     pub interfaces: Vec<String>,
+    /// Memberships the client holds from the start, on its own interfaces (index into
+    /// `interfaces`).
+    pub memberships: Vec<(SourceGroupEntry, usize)>,
 }
 
 /// The MGM core with its clients registered, and the clock it runs on.
@@ -67,9 +70,20 @@ impl Router {
             let handle = mgm
                 .register(plan.protocol, id, plan.component_id)
                 .with_context(|| format!("registering protocol {} with MGM", id.0))?;
-            for (name, ifindex) in plan.interfaces.iter().zip(ifindexes) {
-                mgm.take_interface_ownership(handle, InterfaceId::new(ifindex), now)
+            for (name, ifindex) in plan.interfaces.iter().zip(&ifindexes) {
+                mgm.take_interface_ownership(handle, InterfaceId::new(*ifindex), now)
                     .with_context(|| format!("protocol {} taking {name}", id.0))?;
+            }
+            for (sg, i) in &plan.memberships {
+                let ifindex = ifindexes.get(*i).copied().unwrap_or(0);
+                mgm.add_group_membership_entry(
+                    handle,
+                    *sg,
+                    InterfaceId::new(ifindex),
+                    MGM_JOIN_STATE_FLAG,
+                    now,
+                )
+                .with_context(|| format!("protocol {} joining {sg:?}", id.0))?;
             }
         }
         let igmp_handle = mgm
@@ -233,6 +247,8 @@ impl Options {
             protocol_id: igmp_proxy::PROTOCOL_ID,
             component_id: igmp_proxy::COMPONENT_ID,
             interfaces: vec![upstream.clone()],
+            // RFC 4605 §4.2: traffic from downstream sources also goes upstream.
+            memberships: vec![(SourceGroupEntry::star_star(), 0)],
         };
         let host = UpstreamHost {
             interface: upstream,

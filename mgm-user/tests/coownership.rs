@@ -87,6 +87,7 @@ fn spec4_4_igmp_on_shared_interfaces_becomes_local_joins_into_each_owner() {
         protocol_id: ProtocolId(id),
         component_id: ComponentId(1),
         interfaces,
+        memberships: Vec::new(),
     };
     let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{tag}"));
     let opts = Options {

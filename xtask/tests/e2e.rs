@@ -748,3 +748,37 @@ fn proxy_interoperates_with_igmpproxy_upstream() {
         t.fail("no traffic through igmpproxy and mgm within 10 s");
     }
 }
+
+/// RFC 4605 §4.2: a source on a downstream link reaches the upstream link and the other
+/// downstream links whose hosts joined, but not the downstream links whose hosts did not.
+#[test]
+fn traffic_from_a_downstream_source_goes_upstream_and_to_subscribed_downstreams() {
+    let t = setup(
+        &[IgmpVersion::V2, IgmpVersion::V2, IgmpVersion::V3],
+        "native",
+    );
+    // The upstream host receives redirected frames (GRO) and r1 sends complete checksums.
+    t.lab.sender.enable_gro(HOST_IF).unwrap();
+    t.lab.receivers[0].disable_tx_checksum(HOST_IF).unwrap();
+    let upstream = Receiver::new(&t.lab.sender, SENDER_ADDR).unwrap();
+    upstream.join(G2).unwrap();
+    let (r2, r3) = (t.receiver(1), t.receiver(2));
+    r2.join(G2).unwrap();
+    let mut tx = Sender::new(&t.lab.receivers[0], receiver_addr(0), 8).unwrap();
+    let src = Some(receiver_addr(0));
+    let end = Instant::now() + JOIN_TIMEOUT;
+    let (mut up, mut down) = (0, 0);
+    while Instant::now() < end && (up == 0 || down == 0) {
+        tx.send(G2, 100).unwrap();
+        up += count(&upstream, src, G2, Duration::from_millis(25));
+        down += count(&r2, src, G2, Duration::from_millis(25));
+    }
+    if up == 0 || down == 0 {
+        t.fail(&format!(
+            "upstream got {up}, the subscribed downstream got {down}"
+        ));
+    }
+    if count(&r3, src, G2, QUIET_WINDOW) != 0 {
+        t.fail("a downstream whose host did not join got the stream");
+    }
+}

@@ -6,7 +6,8 @@
 //! through the kernel's host stack (so the kernel answers upstream queries and sends the
 //! unsolicited reports).
 //!
-//! Not yet (README "Not yet"): traffic from downstream sources is not sent upstream.
+//! It also holds a (\*,\*) membership on the upstream interface, so traffic from downstream
+//! sources goes upstream as well as to the other downstreams that want it (RFC 4605 §4.2).
 
 use std::{
     collections::VecDeque,
