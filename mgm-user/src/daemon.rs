@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeMap, future::Future, net::Ipv4Addr, path::PathBuf, time::Duration};
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use log::{debug, error, info, warn};
 use mgm_common::{fwd::FwdKey, maps::FWD_CAPACITY};
 use tokio::io::unix::AsyncFd;
@@ -335,6 +335,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         })
         .collect();
     let mut router = Router::new(clients, &igmp, &opts.igmp_config)?;
+    let mut route_watch = routes::RouteWatch::start(opts.rpf_table)?;
     let (routes, multipath) = routes::dump_ipv4(opts.rpf_table)
         .await
         .context("cannot read the routing table for RPF")?;
@@ -345,7 +346,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         }
     }
     info!(
-        "RPF table: {} IPv4 routes from table {} ({multipath} multipath and {bad} malformed left out; later changes are not followed yet)",
+        "RPF table: {} IPv4 routes from table {} ({multipath} multipath and {bad} malformed left out), changes followed",
         routes.len() - bad,
         opts.rpf_table
     );
@@ -379,6 +380,8 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         None => None,
     };
     let mut seen = Seen::default();
+    let mut counters = tokio::time::interval(COUNTER_SYNC);
+    counters.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     loop {
         let deadline = router.next_deadline();
@@ -392,6 +395,20 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
                 guard.clear_ready();
             }
             () = sleep_until(deadline) => router.handle_timeout(),
+            _ = counters.tick() => sync_counters(&dp, &mut router.mgm),
+            change = route_watch.next() => match change {
+                Some(routes::RouteChange::Added(r)) => {
+                    debug!("RPF route added: {r:?}");
+                    if let Err(e) = router.mgm.add_route(r) {
+                        warn!("RPF route {r:?} refused: {e}");
+                    }
+                }
+                Some(routes::RouteChange::Deleted { network, prefix_len }) => {
+                    debug!("RPF route deleted: {network}/{prefix_len}");
+                    router.mgm.delete_route(network, prefix_len);
+                }
+                None => bail!("the route-change subscription closed"),
+            },
             guard = readable_logger(&mut logger) => {
                 let mut guard = guard.context("XDP log ring buffer poll failed")?;
                 guard.get_inner_mut().flush();
@@ -468,6 +485,35 @@ fn apply_upstream(socket: &mut HostMembership, changes: &UpstreamQueue) {
             Ok(()) => info!("upstream: the proxy {verb} {change:?}"),
             Err(e) => warn!("upstream: the proxy cannot apply {change:?}: {e}"),
         }
+    }
+}
+
+/// How often the core's copy of the MFE counters (spec §6.2 statistics) is refreshed from the
+/// per-CPU maps.
+const COUNTER_SYNC: Duration = Duration::from_secs(5);
+
+/// Gives the core the data plane's counters of every MFE it holds.
+fn sync_counters(dp: &Dataplane, mgm: &mut Mgm) {
+    for (source, group) in mgm.forwarding_table().into_keys() {
+        let stats = match dp.forwarding.stats(key(source, group)) {
+            Ok(Some(s)) => s,
+            Ok(None) => continue,
+            Err(e) => {
+                warn!("cannot read the counters of ({source}, {group}): {e:#}");
+                continue;
+            }
+        };
+        let counters = core::MfeCounters {
+            in_pkts: stats.pkts,
+            in_octets: stats.bytes,
+            different_if: stats.wrong_if,
+            negative_mfe: stats.negative,
+            in_hdr_errors: stats.ttl_expired,
+            in_discards: stats.negative + stats.ttl_expired + stats.no_oif_set,
+            ..core::MfeCounters::default()
+        };
+        // The MFE can only be missing if it expired between the two calls.
+        let _ = mgm.set_mfe_counters(source, group, counters);
     }
 }
 

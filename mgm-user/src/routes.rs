@@ -4,10 +4,15 @@
 use std::net::Ipv4Addr;
 
 use anyhow::Context;
-use futures::TryStreamExt;
-use rtnetlink::packet_route::{
-    route::{RouteAddress, RouteAttribute, RouteMessage, RouteType},
-    AddressFamily,
+use futures::{channel::mpsc::UnboundedReceiver, StreamExt, TryStreamExt};
+use rtnetlink::{
+    packet_core::{NetlinkMessage, NetlinkPayload},
+    packet_route::{
+        route::{RouteAddress, RouteAttribute, RouteMessage, RouteType},
+        AddressFamily, RouteNetlinkMessage,
+    },
+    sys::SocketAddr,
+    MulticastGroup,
 };
 
 use crate::core::{InterfaceId, Route};
@@ -46,6 +51,69 @@ pub async fn dump_ipv4(table: u32) -> anyhow::Result<(Vec<Route>, usize)> {
         })
         .collect();
     Ok((routes, skipped))
+}
+
+/// A change to the routes of the watched table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteChange {
+    Added(Route),
+    Deleted { network: Ipv4Addr, prefix_len: u8 },
+}
+
+/// Route changes as the kernel announces them (RTNLGRP_IPV4_ROUTE). Start it before the dump,
+/// so no change falls between the two.
+pub struct RouteWatch {
+    messages: UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>,
+    table: u32,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RouteWatch {
+    /// Subscribes to IPv4 route changes of `table`.
+    ///
+    /// # Errors
+    /// The netlink socket cannot be opened or bound to the group.
+    pub fn start(table: u32) -> anyhow::Result<RouteWatch> {
+        let (conn, _, messages) = rtnetlink::new_multicast_connection(&[MulticastGroup::Ipv4Route])
+            .context("cannot subscribe to route changes")?;
+        Ok(RouteWatch {
+            messages,
+            table,
+            task: tokio::spawn(conn),
+        })
+    }
+
+    /// The next change to a unicast single-path route of the table; `None` if the socket closed.
+    pub async fn next(&mut self) -> Option<RouteChange> {
+        loop {
+            let (msg, _) = self.messages.next().await?;
+            let (m, added) = match msg.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(m)) => (m, true),
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelRoute(m)) => (m, false),
+                _ => continue,
+            };
+            if route_table(&m) != self.table {
+                continue;
+            }
+            let Some(route) = to_route(&m) else {
+                continue;
+            };
+            return Some(if added {
+                RouteChange::Added(route)
+            } else {
+                RouteChange::Deleted {
+                    network: route.network,
+                    prefix_len: route.prefix_len,
+                }
+            });
+        }
+    }
+}
+
+impl Drop for RouteWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 fn route_table(m: &RouteMessage) -> u32 {
