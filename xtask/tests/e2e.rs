@@ -686,21 +686,7 @@ fn proxy_interoperates_with_igmpproxy_upstream() {
     let lab = Lab::up(&tag, &[IgmpVersion::V2]).expect("lab up");
     let core = &lab.sender;
     let src = xtask::lab::Netns::create(&format!("mgm-{tag}-src")).expect("source ns");
-    xtask::run(Command::new("ip").args([
-        "link",
-        "add",
-        "eth0",
-        "netns",
-        src.name(),
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "c_up",
-        "netns",
-        core.name(),
-    ]))
-    .unwrap();
+    xtask::lab::veth(&src, "eth0", core, "c_up").unwrap();
     core.ip(&["addr", "add", "198.18.50.1/24", "dev", "c_up"])
         .unwrap();
     core.ip(&["link", "set", "c_up", "up"]).unwrap();

@@ -201,20 +201,7 @@ impl Lab {
         ])?;
         sw.ip(&["link", "set", "br0", "up"])?;
         let router_addr = Ipv4Addr::new(198, 18, 100, 1);
-        crate::run(std::process::Command::new("ip").args([
-            "link",
-            "add",
-            "p0",
-            "netns",
-            sw.name(),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            LAN_IF,
-            "netns",
-            self.router.name(),
-        ]))?;
+        veth(&sw, "p0", &self.router, LAN_IF)?;
         self.router
             .ip(&["addr", "add", &format!("{router_addr}/24"), "dev", LAN_IF])?;
         // The router's XDP redirects into this veth: its far end needs GRO, set before the
@@ -227,32 +214,9 @@ impl Lab {
             let host = Netns::create(&format!("mgm-{}-lan{}", self.tag, k + 1))?;
             let port = format!("p{}", k + 1);
             let sw = self.switch.as_ref().expect("just set");
-            crate::run(std::process::Command::new("ip").args([
-                "link",
-                "add",
-                HOST_IF,
-                "netns",
-                host.name(),
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &port,
-                "netns",
-                sw.name(),
-            ]))?;
+            veth(&host, HOST_IF, sw, &port)?;
             sw.ip(&["link", "set", &port, "master", "br0", "up"])?;
-            host.ip(&[
-                "addr",
-                "add",
-                &format!("{}/24", lan_host_addr(k)),
-                "dev",
-                HOST_IF,
-            ])?;
-            host.ip(&["link", "set", HOST_IF, "up"])?;
-            host.ip(&["route", "add", "default", "via", &router_addr.to_string()])?;
-            host.sysctl("net.ipv4.conf.all.rp_filter", "0")?;
-            host.sysctl(&format!("net.ipv4.conf.{HOST_IF}.rp_filter"), "0")?;
+            configure_host(&host, lan_host_addr(k), router_addr)?;
             host.sysctl(
                 &format!("net.ipv4.conf.{HOST_IF}.force_igmp_version"),
                 version.sysctl_value(),
@@ -271,20 +235,7 @@ impl Lab {
         router_addr: Ipv4Addr,
         host_addr: Ipv4Addr,
     ) -> anyhow::Result<()> {
-        crate::run(std::process::Command::new("ip").args([
-            "link",
-            "add",
-            HOST_IF,
-            "netns",
-            host.name(),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            router_if,
-            "netns",
-            self.router.name(),
-        ]))?;
+        veth(host, HOST_IF, &self.router, router_if)?;
         self.router.ip(&[
             "addr",
             "add",
@@ -293,12 +244,34 @@ impl Lab {
             router_if,
         ])?;
         self.router.ip(&["link", "set", router_if, "up"])?;
-        host.ip(&["addr", "add", &format!("{host_addr}/24"), "dev", HOST_IF])?;
-        host.ip(&["link", "set", HOST_IF, "up"])?;
-        host.ip(&["route", "add", "default", "via", &router_addr.to_string()])?;
-        // Multicast from the lab's own sender arrives with an off-link source address.
-        host.sysctl("net.ipv4.conf.all.rp_filter", "0")?;
-        host.sysctl(&format!("net.ipv4.conf.{HOST_IF}.rp_filter"), "0")?;
-        Ok(())
+        configure_host(host, host_addr, router_addr)
     }
+}
+
+/// A veth pair with `a_if` in `a` and `b_if` in `b`, created directly inside them.
+pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> anyhow::Result<()> {
+    crate::run(std::process::Command::new("ip").args([
+        "link",
+        "add",
+        a_if,
+        "netns",
+        a.name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_if,
+        "netns",
+        b.name(),
+    ]))
+}
+
+/// Gives a host's `eth0` its address, brings it up, routes everything through `gateway` and
+/// turns reverse-path filtering off (lab multicast arrives from off-link sources).
+fn configure_host(host: &Netns, addr: Ipv4Addr, gateway: Ipv4Addr) -> anyhow::Result<()> {
+    host.ip(&["addr", "add", &format!("{addr}/24"), "dev", HOST_IF])?;
+    host.ip(&["link", "set", HOST_IF, "up"])?;
+    host.ip(&["route", "add", "default", "via", &gateway.to_string()])?;
+    host.sysctl("net.ipv4.conf.all.rp_filter", "0")?;
+    host.sysctl(&format!("net.ipv4.conf.{HOST_IF}.rp_filter"), "0")
 }
