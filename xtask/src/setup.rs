@@ -40,10 +40,21 @@ fn rust_src() -> anyhow::Result<()> {
         return Ok(());
     }
     println!("setup: installing nightly {}", missing.join(" and "));
+    // An installed nightly only gets the components: `toolchain install` would move it to
+    // the newest nightly, whose LLVM may no longer match bpf-linker's.
+    let have_nightly = output(Command::new("rustup").args(["toolchain", "list"]))
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with(NIGHTLY));
     let mut cmd = Command::new("rustup");
-    cmd.args(["toolchain", "install", NIGHTLY, "--profile", "minimal"]);
-    for c in &missing {
-        cmd.args(["--component", c]);
+    if have_nightly {
+        cmd.args(["component", "add", "--toolchain", NIGHTLY])
+            .args(&missing);
+    } else {
+        cmd.args(["toolchain", "install", NIGHTLY, "--profile", "minimal"]);
+        for c in &missing {
+            cmd.args(["--component", c]);
+        }
     }
     run(&mut cmd).with_context(|| {
         format!(
