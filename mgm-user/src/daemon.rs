@@ -379,6 +379,15 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         }
         None => None,
     };
+    // Adopted entries keep forwarding as they were until IGMP has had the time to hear every
+    // receiver again (startup queries and their answers); then the core decides about them.
+    let mut reconcile_at = (dp.adopted > 0).then(|| {
+        let c = &opts.igmp_config;
+        let startup = c.startup_query_interval.unwrap_or(c.query_interval / 4);
+        let grace = startup * u32::from(c.robustness) + c.query_response_interval;
+        info!("the core reconciles the adopted entries in {grace:?}");
+        tokio::time::Instant::now() + grace
+    });
     let mut seen = Seen::default();
     let mut counters = tokio::time::interval(COUNTER_SYNC);
     counters.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -395,6 +404,13 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
                 guard.clear_ready();
             }
             () = sleep_until(deadline) => router.handle_timeout(),
+            () = sleep_until(reconcile_at) => {
+                reconcile_at = None;
+                let entries = dp.forwarding.snapshot();
+                info!("reconciling {} adopted or installed entries with the core", entries.len());
+                let now = router.now();
+                router.mgm.reconcile(entries, now);
+            }
             _ = counters.tick() => sync_counters(&dp, &mut router.mgm),
             change = route_watch.next() => match change {
                 Some(routes::RouteChange::Added(r)) => {

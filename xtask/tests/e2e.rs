@@ -782,3 +782,87 @@ fn traffic_from_a_downstream_source_goes_upstream_and_to_subscribed_downstreams(
         t.fail("a downstream whose host did not join got the stream");
     }
 }
+
+/// A daemon that dies leaves its maps pinned; the next one adopts them: the entries forward
+/// again as soon as it attaches, with their counters, and once IGMP has heard the receivers
+/// again the core takes the entries over (a leave then stops the stream).
+#[test]
+fn a_restart_after_a_crash_adopts_the_pinned_entries() {
+    let tag = unique_tag("t");
+    let lab = Lab::up(&tag, &[IgmpVersion::V2]).expect("lab up");
+    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{tag}"));
+    let args = [
+        "--xdp-mode",
+        "native",
+        "--igmp-last-member-interval-ms",
+        "100",
+        "--igmp-query-interval",
+        "2",
+        "--igmp-query-response-ms",
+        "500",
+    ];
+    let first = Daemon::start(&mgm_bin(), &lab, &pin_dir, &args, false).expect("mgm starts");
+    let t = Setup { daemon: first, lab };
+    let r1 = t.receiver(0);
+    r1.join(G1).unwrap();
+    let pkts = |d: &Daemon| -> u64 {
+        d.show()
+            .ok()
+            .and_then(|s| {
+                s["entries"].as_array()?.iter().find_map(|e| {
+                    (e["source"] == SENDER_ADDR.to_string().as_str()
+                        && e["group"] == G1.to_string().as_str())
+                    .then(|| e["stats"]["pkts"].as_u64())
+                    .flatten()
+                })
+            })
+            .unwrap_or(0)
+    };
+    t.streaming(&[SENDER_ADDR], &[G1], || {
+        if !arrives(&r1, None, G1, JOIN_TIMEOUT) {
+            t.fail("no stream before the crash");
+        }
+    });
+    let before = pkts(&t.daemon);
+    assert!(before > 0, "the entry forwarded before the crash");
+    let Setup { daemon, lab } = t;
+    daemon.crash();
+    assert!(
+        pin_dir.join(mgm_common::maps::FWD).exists(),
+        "a crash leaves the pins"
+    );
+    let mut second = Daemon::start(&mgm_bin(), &lab, &pin_dir, &args, false).expect("restart");
+    second
+        .wait_for("adopted 1 forwarding entries", Duration::from_secs(5))
+        .expect("the pinned entry is adopted");
+    let t = Setup {
+        daemon: second,
+        lab,
+    };
+    assert!(
+        pkts(&t.daemon) >= before,
+        "the adopted entry kept its counters"
+    );
+    t.streaming(&[SENDER_ADDR], &[G1], || {
+        if !arrives(&r1, None, G1, JOIN_TIMEOUT) {
+            t.fail("no stream after the restart");
+        }
+    });
+    let mut t = t;
+    t.daemon
+        .wait_for("reconciling", Duration::from_secs(10))
+        .expect("the core reconciles");
+    t.streaming(&[SENDER_ADDR], &[G1], || {
+        std::thread::sleep(Duration::from_millis(300));
+        r1.drain().unwrap();
+        if count(&r1, None, G1, QUIET_WINDOW) == 0 {
+            t.fail("reconciliation flushed a stream that was still wanted");
+        }
+        r1.leave(G1).unwrap();
+        std::thread::sleep(LEAVE_LATENCY);
+        r1.drain().unwrap();
+        if count(&r1, None, G1, QUIET_WINDOW) != 0 {
+            t.fail("after reconciliation a leave did not stop the stream");
+        }
+    });
+}

@@ -2,8 +2,8 @@
 //! interface and hands out typed map handles. Dropping the [`Dataplane`] detaches the programs
 //! and removes the pins.
 //!
-//! Adoption of maps pinned by an earlier daemon (restart without losing traffic) is not built
-//! yet: pins left behind by a previous run are removed with a warning.
+//! Maps a crashed or killed daemon left pinned are adopted: their entries keep forwarding as
+//! soon as the programs are attached again. A clean stop detaches and removes the pins.
 
 use std::{
     ffi::CString,
@@ -184,15 +184,27 @@ pub const PROGRAMS: [&str; 2] = [INGRESS, EGRESS];
 /// # Errors
 /// The binary has no object, or the kernel rejects a map or a program.
 pub fn load_programs(t: &Tunables) -> Result<Loaded, DataplaneError> {
+    load_with_pins(t, None)
+}
+
+/// Like [`load_programs`]; with `pin_dir`, every shared map is opened from its pin there when
+/// one exists (adopting its contents) and is created and pinned there otherwise.
+fn load_with_pins(t: &Tunables, pin_dir: Option<&Path>) -> Result<Loaded, DataplaneError> {
     let object = OBJECT.ok_or(DataplaneError::NoObject)?;
     let pending = t.pending_retry.as_nanos() as u64;
     let wrong_if = t.wrong_if_interval.as_nanos() as u64;
     let level = t.ebpf_log_level as usize as u8;
-    let mut ebpf = EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    loader
         .override_global("PENDING_RETRY_NS", &pending, true)
         .override_global("WRONG_IF_INTERVAL_NS", &wrong_if, true)
-        .override_global(aya_log::LEVEL, &level, false)
-        .load(object)?;
+        .override_global(aya_log::LEVEL, &level, false);
+    if let Some(dir) = pin_dir {
+        for name in m::ALL {
+            loader.map_pin_path(name, dir.join(name));
+        }
+    }
+    let mut ebpf = loader.load(object)?;
     let egress = load_program(&mut ebpf, EGRESS)?;
     load_program(&mut ebpf, INGRESS)?;
     Ok(Loaded { ebpf, egress })
@@ -235,6 +247,8 @@ pub struct Dataplane {
     pin_dir: PathBuf,
     /// Where each interface's program is attached, for the log and `mgm show`.
     pub attached: Vec<(String, &'static str)>,
+    /// Forwarding entries found in maps a previous daemon pinned (see [`prepare_pin_dir`]).
+    pub adopted: usize,
 }
 
 impl Dataplane {
@@ -244,8 +258,8 @@ impl Dataplane {
     /// Any step failing: the error names the step, the map or program, and the interface.
     /// Whatever was attached before the failure is detached again.
     pub fn load(opts: &LoadOptions) -> Result<Dataplane, DataplaneError> {
-        prepare_pin_dir(&opts.pin_dir)?;
-        let mut loaded = load_programs(&opts.tunables)?;
+        let adopt = prepare_pin_dir(&opts.pin_dir)?;
+        let mut loaded = load_with_pins(&opts.tunables, Some(&opts.pin_dir))?;
         let logger = match aya_log::EbpfLogger::init(&mut loaded.ebpf) {
             Ok(l) => Some(l),
             Err(e) => {
@@ -253,14 +267,6 @@ impl Dataplane {
                 None
             }
         };
-        for name in m::ALL {
-            let map = loaded
-                .ebpf
-                .map(name)
-                .ok_or(DataplaneError::MissingMap(name))?;
-            map.pin(opts.pin_dir.join(name))
-                .map_err(|source| DataplaneError::Pin { map: name, source })?;
-        }
         let mut meta: Array<MapData, Meta> = loaded.take_map(m::META)?;
         let version = Meta {
             layout_version: LAYOUT_VERSION,
@@ -272,7 +278,17 @@ impl Dataplane {
                 source,
             })?;
         let slots = loaded.configure_interfaces(&opts.interfaces, opts.ttl_threshold)?;
-        let forwarding = loaded.take_forwarding()?;
+        let mut forwarding = loaded.take_forwarding()?;
+        let adopted = if adopt {
+            let n = forwarding.adopt()?;
+            info!(
+                "adopted {n} forwarding entries from the maps pinned in {}",
+                opts.pin_dir.display()
+            );
+            n
+        } else {
+            0
+        };
         let events = Some(loaded.take_map(m::EVENTS)?);
         let if_stats = loaded.take_map(m::IF_STATS)?;
         let attached = attach_all(&mut loaded.ebpf, &opts.interfaces, opts.mode)?;
@@ -284,6 +300,7 @@ impl Dataplane {
             slots,
             pin_dir: opts.pin_dir.clone(),
             attached,
+            adopted,
             _ebpf: loaded.ebpf,
         })
     }
@@ -388,9 +405,11 @@ fn attach_all(
     Ok(attached)
 }
 
-/// Makes sure `pin_dir` is an empty directory on a BPF filesystem, mounting bpffs at
-/// /sys/fs/bpf when nothing is mounted there (as under `ip netns exec`).
-fn prepare_pin_dir(pin_dir: &Path) -> Result<(), DataplaneError> {
+/// Makes sure `pin_dir` is a directory on a BPF filesystem, mounting bpffs at /sys/fs/bpf
+/// when nothing is mounted there (as under `ip netns exec`). Maps a previous daemon left
+/// pinned there (it crashed, or was killed) are kept for adoption when they are complete and
+/// of this [`LAYOUT_VERSION`]: returns `true` then. Anything else there is removed.
+fn prepare_pin_dir(pin_dir: &Path) -> Result<bool, DataplaneError> {
     let err = |source| DataplaneError::PinDir {
         path: pin_dir.to_owned(),
         source,
@@ -401,11 +420,22 @@ fn prepare_pin_dir(pin_dir: &Path) -> Result<(), DataplaneError> {
         info!("mounted a BPF filesystem at {}", bpffs.display());
     }
     if pin_dir.exists() {
-        if fs::read_dir(pin_dir).map_err(err)?.next().is_some() {
-            warn!(
-                "{} holds maps from an earlier run; adopting them is not supported yet, so they are removed",
+        match pinned_layout(pin_dir) {
+            Some(LAYOUT_VERSION) if m::ALL.iter().all(|n| pin_dir.join(n).exists()) => {
+                return Ok(true);
+            }
+            Some(v) => warn!(
+                "{} holds maps of layout {v}, not {LAYOUT_VERSION}; they are removed",
                 pin_dir.display()
-            );
+            ),
+            None => {
+                if fs::read_dir(pin_dir).map_err(err)?.next().is_some() {
+                    warn!(
+                        "{} holds an incomplete set of maps; they are removed",
+                        pin_dir.display()
+                    );
+                }
+            }
         }
         remove_pins(pin_dir).map_err(err)?;
     }
@@ -415,7 +445,14 @@ fn prepare_pin_dir(pin_dir: &Path) -> Result<(), DataplaneError> {
             "not on a BPF filesystem (mount -t bpf bpf <dir>)",
         )));
     }
-    Ok(())
+    Ok(false)
+}
+
+/// The layout version in the pinned meta map, if there is one to read.
+fn pinned_layout(pin_dir: &Path) -> Option<u32> {
+    let data = MapData::from_pin(pin_dir.join(m::META)).ok()?;
+    let meta: Array<MapData, Meta> = aya::maps::Map::Array(data).try_into().ok()?;
+    meta.get(&0, 0).ok().map(|m| m.layout_version)
 }
 
 fn remove_pins(pin_dir: &Path) -> io::Result<()> {

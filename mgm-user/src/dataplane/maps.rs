@@ -6,6 +6,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     io,
+    net::Ipv4Addr,
     os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
 };
 
@@ -17,12 +18,12 @@ use aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_DEVMAP_HASH;
 use log::warn;
 use mgm_common::{
     counters::EntryStats,
-    fwd::{FwdEntry, FwdKey, FWD_NEGATIVE},
+    fwd::{FwdEntry, FwdKey, FWD_NEGATIVE, FWD_PENDING},
     maps as m,
 };
 
 use super::DataplaneError;
-use crate::core::{InterfaceId, MapOp};
+use crate::core::{DataPlaneEntry, InterfaceId, MapOp};
 
 /// Size of `struct bpf_devmap_val` (ifindex + program fd), which egress programs need.
 const DEVMAP_VALUE_SIZE: u32 = 8;
@@ -30,6 +31,8 @@ const DEVMAP_VALUE_SIZE: u32 = 8;
 /// One installed entry, as this adapter remembers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Installed {
+    /// The incoming interface.
+    iif: u32,
     /// The outgoing interfaces; empty for a negative entry (which has no set).
     oifs: BTreeSet<u32>,
     stats_slot: u32,
@@ -164,6 +167,7 @@ impl Forwarding {
         self.entries.insert(
             key,
             Installed {
+                iif: iif.ifindex,
                 oifs: fast,
                 stats_slot,
             },
@@ -355,6 +359,71 @@ impl Forwarding {
         let mut total = EntryStats::default();
         per_cpu.iter().for_each(|s| total.accumulate(s));
         Ok(Some(total))
+    }
+
+    /// Rebuilds the bookkeeping (entries, shared sets and their users, counter slots) from
+    /// maps a previous daemon filled, so updates continue where it stopped. Returns how many
+    /// forwarding entries were found; placeholders are remembered as pending.
+    ///
+    /// # Errors
+    /// Reading a map failed.
+    pub fn adopt(&mut self) -> Result<usize, DataplaneError> {
+        let mut found = Vec::new();
+        for item in self.fwd.iter() {
+            found.push(item.map_err(map_err(m::FWD))?);
+        }
+        for (key, e) in found {
+            if e.flags & FWD_PENDING != 0 {
+                self.pending.insert(key);
+                continue;
+            }
+            let oifs: BTreeSet<u32> = if e.flags & FWD_NEGATIVE != 0 || e.oif_set == 0 {
+                BTreeSet::new()
+            } else {
+                match self.sets.get(&e.oif_set, 0) {
+                    Ok(set) => set.keys().filter_map(Result::ok).collect(),
+                    Err(_) => BTreeSet::new(),
+                }
+            };
+            if !oifs.is_empty() {
+                let shared = self.sets_by_oifs.entry(oifs.clone()).or_insert(SharedSet {
+                    id: e.oif_set,
+                    users: 0,
+                });
+                if shared.id == e.oif_set {
+                    shared.users += 1;
+                } else {
+                    warn!(
+                        "two outgoing sets hold {oifs:?}; set {} stays unshared",
+                        e.oif_set
+                    );
+                }
+            }
+            self.next_set_id = self.next_set_id.max(e.oif_set + 1);
+            self.next_slot = self.next_slot.max(e.stats_slot + 1);
+            self.entries.insert(
+                key,
+                Installed {
+                    iif: e.iif,
+                    oifs,
+                    stats_slot: e.stats_slot,
+                },
+            );
+        }
+        Ok(self.entries.len())
+    }
+
+    /// Every installed entry, as the core's reconciliation takes them.
+    pub fn snapshot(&self) -> Vec<DataPlaneEntry> {
+        self.entries
+            .iter()
+            .map(|(k, e)| DataPlaneEntry {
+                source: Ipv4Addr::from(u32::from_be(k.source)),
+                group: Ipv4Addr::from(u32::from_be(k.group)),
+                iif: InterfaceId::new(e.iif),
+                oifs: e.oifs.iter().map(|i| InterfaceId::new(*i)).collect(),
+            })
+            .collect()
     }
 
     /// The entry for `key` as the kernel holds it, placeholders included.

@@ -20,6 +20,8 @@ pub struct Daemon {
     pin_dir: PathBuf,
     mgm: PathBuf,
     netns: String,
+    /// Leave the pins for the next daemon (after [`Daemon::crash`]).
+    keep_pins: bool,
 }
 
 impl Daemon {
@@ -81,6 +83,7 @@ impl Daemon {
             pin_dir: pin_dir.to_owned(),
             mgm: mgm.to_owned(),
             netns: lab.router.name().to_owned(),
+            keep_pins: false,
         };
         daemon.wait_for("mgm running", Duration::from_secs(20))?;
         Ok(daemon)
@@ -146,6 +149,16 @@ impl Daemon {
         Ok((status, self.log()))
     }
 
+    /// Kills the daemon with SIGKILL, as a crash would, leaving its pins for the next one.
+    /// Returns its log.
+    pub fn crash(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.keep_pins = true;
+        std::thread::sleep(Duration::from_millis(100));
+        self.log()
+    }
+
     fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
         if let Some(status) = self.child.try_wait()? {
             return Ok(status);
@@ -171,6 +184,8 @@ impl Drop for Daemon {
             eprintln!("warning: {e}");
         }
         // mgm removes its pins on a clean exit; after a kill they would be left behind.
-        let _ = std::fs::remove_dir_all(&self.pin_dir);
+        if !self.keep_pins {
+            let _ = std::fs::remove_dir_all(&self.pin_dir);
+        }
     }
 }
