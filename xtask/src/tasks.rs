@@ -103,8 +103,10 @@ pub fn lab_up() -> anyhow::Result<()> {
 
 pub fn lab_down() -> anyhow::Result<()> {
     require_root("the lab")?;
-    drop(Lab::adopt(LAB_TAG, LAB_VERSIONS.len()));
-    println!("lab down");
+    match Lab::down(LAB_TAG, LAB_VERSIONS.len()) {
+        0 => println!("no lab was up"),
+        n => println!("lab down ({n} namespaces removed)"),
+    }
     Ok(())
 }
 

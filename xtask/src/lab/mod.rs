@@ -160,17 +160,17 @@ impl Lab {
         Ok(lab)
     }
 
-    /// Takes over the namespaces of a lab left up by `cargo xtask lab up`, to remove them.
-    pub fn adopt(tag: &str, receivers: usize) -> Lab {
+    /// Removes the namespaces of a lab left up by `cargo xtask lab up`; returns how many
+    /// existed.
+    pub fn down(tag: &str, receivers: usize) -> usize {
         let (snd, rtr, rcv) = names(tag, receivers);
-        Lab {
-            tag: tag.to_owned(),
-            sender: Netns::adopt(&snd),
-            router: Netns::adopt(&rtr),
-            receivers: rcv.iter().map(|n| Netns::adopt(n)).collect(),
-            lan_hosts: Vec::new(),
-            switch: None,
-        }
+        let existing: Vec<String> = [snd, rtr]
+            .into_iter()
+            .chain(rcv)
+            .filter(|n| std::path::Path::new("/run/netns").join(n).exists())
+            .collect();
+        existing.iter().for_each(|n| drop(Netns::adopt(n)));
+        existing.len()
     }
 
     /// The router's downstream interface names.
