@@ -783,11 +783,12 @@ fn traffic_from_a_downstream_source_goes_upstream_and_to_subscribed_downstreams(
     }
 }
 
-/// A daemon that dies leaves its maps pinned; the next one adopts them: the entries forward
-/// again as soon as it attaches, with their counters, and once IGMP has heard the receivers
-/// again the core takes the entries over (a leave then stops the stream).
+/// A daemon that dies leaves its maps and XDP links pinned: forwarding goes on without it. The
+/// next one adopts them: it swaps its program into the links, the entries keep their
+/// counters, and once IGMP has heard the receivers again the core takes the entries over (a
+/// leave then stops the stream).
 #[test]
-fn a_restart_after_a_crash_adopts_the_pinned_entries() {
+fn a_crash_keeps_forwarding_and_a_restart_adopts_the_pinned_state() {
     let tag = unique_tag("t");
     let lab = Lab::up(&tag, &[IgmpVersion::V2]).expect("lab up");
     let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{tag}"));
@@ -831,10 +832,27 @@ fn a_restart_after_a_crash_adopts_the_pinned_entries() {
         pin_dir.join(mgm_common::maps::FWD).exists(),
         "a crash leaves the pins"
     );
+    // The pinned links keep XDP attached: forwarding goes on with no daemon running.
+    let mut orphan = Sender::new(&lab.sender, SENDER_ADDR, 8).unwrap();
+    r1.drain().unwrap();
+    let end = Instant::now() + Duration::from_secs(2);
+    let mut during = 0;
+    while Instant::now() < end && during == 0 {
+        orphan.send(G1, 100).unwrap();
+        during += count(&r1, None, G1, Duration::from_millis(20));
+    }
+    assert!(during > 0, "forwarding stopped when the daemon died");
     let mut second = Daemon::start(&mgm_bin(), &lab, &pin_dir, &args, false).expect("restart");
     second
         .wait_for("adopted 1 forwarding entries", Duration::from_secs(5))
         .expect("the pinned entry is adopted");
+    assert!(
+        second
+            .log()
+            .iter()
+            .any(|l| l.contains("took over the pinned link")),
+        "the new daemon swaps its program into the pinned links"
+    );
     let t = Setup {
         daemon: second,
         lab,

@@ -15,7 +15,11 @@ use std::{
 
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{ProgramFd, Xdp, XdpMode as AyaXdpMode},
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+        ProgramFd, Xdp, XdpMode as AyaXdpMode,
+    },
     Ebpf, EbpfLoader,
 };
 use log::{info, warn};
@@ -291,7 +295,7 @@ impl Dataplane {
         };
         let events = Some(loaded.take_map(m::EVENTS)?);
         let if_stats = loaded.take_map(m::IF_STATS)?;
-        let attached = attach_all(&mut loaded.ebpf, &opts.interfaces, opts.mode)?;
+        let attached = attach_all(&mut loaded.ebpf, &opts.interfaces, opts.mode, &opts.pin_dir)?;
         Ok(Dataplane {
             forwarding,
             events,
@@ -361,10 +365,15 @@ fn load_program(ebpf: &mut Ebpf, name: &'static str) -> Result<ProgramFd, Datapl
         .map_err(|e| err(aya::programs::ProgramError::IOError(e)))
 }
 
+/// Attaches the ingress program to every interface through a bpf_link pinned in `pin_dir`
+/// (`link_<interface>`), so forwarding goes on if the daemon dies. A link a previous daemon
+/// pinned is taken over: its program is swapped for ours in one step (`bpf_link_update`), so
+/// no packet meets an interface without XDP.
 fn attach_all(
     ebpf: &mut Ebpf,
     interfaces: &[NetDev],
     mode: XdpMode,
+    pin_dir: &Path,
 ) -> Result<Vec<(String, &'static str)>, DataplaneError> {
     let prog: &mut Xdp = ebpf
         .program_mut(INGRESS)
@@ -376,26 +385,39 @@ fn attach_all(
         })?;
     let mut attached = Vec::new();
     for dev in interfaces {
+        let pin = pin_dir.join(format!("link_{}", dev.name));
+        if let Some(link) = pinned_link(&pin) {
+            prog.attach_to_link(link)
+                .map_err(|source| DataplaneError::Attach {
+                    interface: dev.name.clone(),
+                    mode: "adopted",
+                    source,
+                })?;
+            info!("XDP on {}: took over the pinned link", dev.name);
+            attached.push((dev.name.clone(), "adopted"));
+            continue;
+        }
         let try_mode = |prog: &mut Xdp, m: AyaXdpMode, label: &'static str| {
             prog.attach_to_if_index(dev.ifindex, m)
-                .map(|_| label)
+                .map(|id| (id, label))
                 .map_err(|source| DataplaneError::Attach {
                     interface: dev.name.clone(),
                     mode: label,
                     source,
                 })
         };
-        let label = match mode {
+        let (id, label) = match mode {
             XdpMode::Native => try_mode(prog, AyaXdpMode::Driver, "native")?,
             XdpMode::Skb => try_mode(prog, AyaXdpMode::Skb, "skb")?,
             XdpMode::Auto => match try_mode(prog, AyaXdpMode::Driver, "native") {
-                Ok(label) => label,
+                Ok(attached) => attached,
                 Err(e) => {
                     warn!("{e:#}; falling back to skb (generic) mode, which is slower");
                     try_mode(prog, AyaXdpMode::Skb, "skb")?
                 }
             },
         };
+        pin_link(prog, id, &pin, &dev.name)?;
         info!(
             "XDP attached to {} (ifindex {}) in {label} mode",
             dev.name, dev.ifindex
@@ -403,6 +425,36 @@ fn attach_all(
         attached.push((dev.name.clone(), label));
     }
     Ok(attached)
+}
+
+/// The XDP link pinned at `pin`, if one is there and usable; an unusable pin is removed.
+fn pinned_link(pin: &Path) -> Option<XdpLink> {
+    if !pin.exists() {
+        return None;
+    }
+    let link = PinnedLink::from_pin(pin)
+        .map_err(|e| e.to_string())
+        .and_then(|p| XdpLink::try_from(FdLink::from(p)).map_err(|e| e.to_string()));
+    match link {
+        Ok(link) => Some(link),
+        Err(e) => {
+            warn!("ignoring the pinned link {}: {e}", pin.display());
+            let _ = fs::remove_file(pin);
+            None
+        }
+    }
+}
+
+/// Moves the link `id` out of the program and pins it, so it outlives this process.
+fn pin_link(prog: &mut Xdp, id: XdpLinkId, pin: &Path, name: &str) -> Result<(), DataplaneError> {
+    let err = |e: String| DataplaneError::PinDir {
+        path: pin.to_owned(),
+        source: io::Error::other(format!("cannot pin the XDP link of {name}: {e}")),
+    };
+    let link = prog.take_link(id).map_err(|e| err(e.to_string()))?;
+    let fd = FdLink::try_from(link).map_err(|e| err(e.to_string()))?;
+    fd.pin(pin).map_err(|e| err(e.to_string()))?;
+    Ok(())
 }
 
 /// Makes sure `pin_dir` is a directory on a BPF filesystem, mounting bpffs at /sys/fs/bpf

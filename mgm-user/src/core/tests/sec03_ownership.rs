@@ -403,3 +403,40 @@ fn sec10_dec_vanished_interface_is_a_forced_release_for_every_owner() {
     );
     assert_eq!(t.mgm.deregister(igmp), Ok(()));
 }
+
+#[test]
+fn sec3_1_dec_igmp_delete_between_disable_and_enable_is_can_not_complete() {
+    // given: IGMP alone on ETH3 with a (*,G1) receiver, and it deletes it from inside disable
+    let mut t = Harness::new();
+    let igmp = t.register("igmp", IGMP);
+    let pim = t.register("pim", PIM);
+    t.own(igmp, ETH3);
+    t.join(igmp, star(G1), ETH3);
+    t.settle();
+    let del = Request::DeleteGroupMembership {
+        sg: star(G1),
+        if_id: ETH3,
+        flags: JOIN,
+    };
+    t.script("igmp")
+        .queue_on
+        .insert("disable_igmp", vec![del.clone()]);
+    // when
+    t.own(pim, ETH3);
+    // then: refused as CAN_NOT_COMPLETE (not NOT_FOUND, although step 2 discarded the entry)
+    assert_eq!(
+        t.calls(),
+        [
+            ("igmp", Cb::DisableIgmp(ETH3)),
+            prune_alert("pim", star(G1), ETH3, true, 900),
+            ("igmp", Cb::EnableIgmp(ETH3)),
+            (
+                "igmp",
+                Cb::RequestDone {
+                    request: del,
+                    result: Err(MgmError::CanNotComplete)
+                }
+            ),
+        ]
+    );
+}

@@ -299,3 +299,36 @@ fn sec4_7_ordering_membership_alerts_then_map_writes_then_mfe_level_alerts() {
     assert!(member < graft, "{calls:?}");
     assert_eq!(t.ops(), [install(S1, G1, ETH1, &[ETH3])]);
 }
+
+#[test]
+fn sec4_7_dec_owner_forward_add_clears_its_own_veto() {
+    // given: dvmrp vetoed ETH3 at creation, so the MFE is negative
+    let (mut t, _pim, dvmrp, _igmp) = three_clients();
+    t.join(dvmrp, star(G1), ETH3);
+    t.script("dvmrp").veto.insert(ETH3);
+    t.packet(S1, G1, ETH1);
+    assert_eq!(t.ops(), [install(S1, G1, ETH1, &[])]);
+    t.settle();
+    // when: dvmrp adds FORWARD state on the vetoed interface
+    t.add(dvmrp, star(G1), ETH3, FORWARD).unwrap();
+    // then: the veto is gone and the MFE is grafted
+    assert_eq!(t.calls(), [join_alert("pim", sg(S1, G1), false)]);
+    assert_eq!(t.ops(), [install(S1, G1, ETH1, &[ETH3])]);
+}
+
+#[test]
+fn sec4_7_dec_no_mfe_level_alert_while_the_oif_list_stays_non_empty() {
+    // given: a positive MFE (S1,G1) forwarding on dvmrp's ETH3
+    let (mut t, pim, dvmrp, _igmp) = three_clients();
+    t.join(dvmrp, star(G1), ETH3);
+    t.packet(S1, G1, ETH1);
+    t.settle();
+    // when: an OIF is added, then removed again, and the list never becomes empty
+    t.join(pim, star(G1), ETH2);
+    // then: only the membership alerts, no bMemberUpdate = FALSE / bMemberDelete = FALSE
+    assert_eq!(t.calls(), [join_alert("dvmrp", star(G1), true)]);
+    assert_eq!(t.ops(), [install(S1, G1, ETH1, &[ETH2, ETH3])]);
+    t.leave(pim, star(G1), ETH2);
+    assert_eq!(t.calls(), [prune_alert("dvmrp", star(G1), ETH2, true, 900)]);
+    assert_eq!(t.ops(), [install(S1, G1, ETH1, &[ETH3])]);
+}

@@ -335,3 +335,88 @@ fn sec5_3_dec_other_next_hops_of_the_iif_index_stay_eligible() {
     // then
     assert_eq!(t.ops(), [install(S_NOROUTE, G1, NBMA_A, &[NBMA_B])]);
 }
+
+#[test]
+fn sec4_2_dec_igmp_add_is_refused_only_for_the_id_between_disable_and_enable() {
+    // given: IGMP owns ETH3 and ETH4 alone, and adds on both from inside disable_igmp(ETH3)
+    let mut t = Harness::new();
+    let igmp = t.register("igmp", IGMP);
+    let pim = t.register("pim", PIM);
+    t.own(igmp, ETH3);
+    t.own(igmp, ETH4);
+    let on3 = crate::core::Request::AddGroupMembership {
+        sg: star(G1),
+        if_id: ETH3,
+        flags: JOIN,
+    };
+    let on4 = crate::core::Request::AddGroupMembership {
+        sg: star(G1),
+        if_id: ETH4,
+        flags: JOIN,
+    };
+    t.script("igmp")
+        .queue_on
+        .insert("disable_igmp", vec![on3.clone(), on4.clone()]);
+    // when: pim takes ETH3
+    t.own(pim, ETH3);
+    // then: the ETH3 add is CAN_NOT_COMPLETE; the ETH4 add is an ordinary membership
+    assert_eq!(
+        t.calls(),
+        [
+            ("igmp", Cb::DisableIgmp(ETH3)),
+            ("igmp", Cb::EnableIgmp(ETH3)),
+            (
+                "igmp",
+                Cb::RequestDone {
+                    request: on3,
+                    result: Err(MgmError::CanNotComplete)
+                }
+            ),
+            join_alert("pim", star(G1), true),
+            (
+                "igmp",
+                Cb::RequestDone {
+                    request: on4,
+                    result: Ok(())
+                }
+            ),
+        ]
+    );
+}
+
+#[test]
+fn sec4_4_doc_co_owned_interface_forwards_only_when_the_routing_owner_adds() {
+    // given: pim owns ETH2 with IGMP co-owning it, and an MFE (S1,G1) with no receivers
+    let (mut t, pim) = pim_with_negative_mfe();
+    let igmp = t.register("igmp", IGMP);
+    t.own(igmp, ETH2);
+    t.settle();
+    // when: IGMP reports a receiver, then a leave, and pim ignores both
+    t.join(igmp, star(G1), ETH2);
+    t.leave(igmp, star(G1), ETH2);
+    // then: pim is told both times and nothing forwards
+    assert_eq!(
+        t.calls(),
+        [
+            (
+                "pim",
+                Cb::LocalJoin {
+                    sg: star(G1),
+                    if_id: ETH2
+                }
+            ),
+            (
+                "pim",
+                Cb::LocalLeave {
+                    sg: star(G1),
+                    if_id: ETH2
+                }
+            ),
+        ]
+    );
+    assert_eq!(t.ops(), []);
+    // and when pim decides to forward, it is its own Add that grafts the MFE
+    t.join(igmp, star(G1), ETH2);
+    t.join(pim, star(G1), ETH2);
+    assert_eq!(t.ops(), [install(S1, G1, ETH1, &[ETH2])]);
+}

@@ -348,3 +348,103 @@ impl Harness {
         self.mgm.set_mfe_counters(s, g, c).unwrap();
     }
 }
+
+#[test]
+fn sec5_6_dec_vanished_iif_deletes_its_mfes() {
+    // given: MFEs with iif ETH1 (S1,G1) and iif ETH2 (S2,G1)
+    let (mut t, _pim, _dvmrp, _igmp) = routers();
+    t.packet(S1, G1, ETH1);
+    t.packet(S2, G1, ETH2);
+    t.settle();
+    // when: the Linux interface behind ETH1 disappears
+    let now = t.now;
+    t.mgm.interface_removed(ETH1.ifindex, now);
+    // then: only the MFE whose iif vanished is deleted
+    assert_eq!(t.ops(), [delete(S1, G1)]);
+    assert_eq!(t.mgm.get_mfe(S1, G1, 1000, t.now), Err(MgmError::NotFound));
+    assert!(t.mgm.get_mfe(S2, G1, 1000, t.now).is_ok());
+}
+
+#[test]
+fn sec5_1_doc_mfe_records_the_unicast_route_used_for_rpf() {
+    let (mut t, _pim, _dvmrp, _igmp) = routers();
+    t.packet(S1, G1, ETH3);
+    let rec = t.mgm.get_mfe(S1, G1, 1000, t.now).unwrap();
+    assert_eq!(rec.src_mask, crate::core::ALL_ONES);
+    assert_eq!((rec.in_if, rec.in_if_protocol), (ETH1, PIM));
+    assert_eq!(
+        rec.route,
+        RouteInfo {
+            protocol: 2,
+            network: Ipv4Addr::new(10, 1, 0, 0),
+            mask: Ipv4Addr::new(255, 255, 0, 0),
+        }
+    );
+}
+
+/// An RPF owner that answers with another route and another next hop of the iif index.
+struct Rewriter;
+
+const REWRITTEN: RouteInfo = RouteInfo {
+    protocol: 13,
+    network: Ipv4Addr::new(10, 0, 0, 0),
+    mask: Ipv4Addr::new(255, 0, 0, 0),
+};
+
+impl crate::core::RoutingProtocol for Rewriter {
+    fn rpf(
+        &mut self,
+        _cx: &mut crate::core::Cx,
+        _sg: SourceGroupEntry,
+        iif: &mut crate::core::InterfaceId,
+        _upstream: &mut Ipv4Addr,
+        _hdr: &[u8],
+        route: &mut RouteInfo,
+    ) {
+        *iif = NBMA_B;
+        *route = REWRITTEN;
+    }
+}
+
+#[test]
+fn sec5_2_doc_rpf_callback_may_rewrite_next_hop_and_route() {
+    // given: the rewriter owns both peers of the NBMA interface; the packet arrives on NBMA_A
+    let mut t = Harness::new();
+    let h = t
+        .mgm
+        .register(Box::new(Rewriter), DVMRP, crate::core::ComponentId(1))
+        .unwrap();
+    t.own(h, NBMA_A);
+    t.own(h, NBMA_B);
+    // when
+    t.packet(S_NOROUTE, G1, NBMA_A);
+    // then: the MFE uses the rewritten next hop and route
+    assert_eq!(t.ops(), [install(S_NOROUTE, G1, NBMA_B, &[])]);
+    let rec = t.mgm.get_mfe(S_NOROUTE, G1, 1000, t.now).unwrap();
+    assert_eq!((rec.in_if, rec.route), (NBMA_B, REWRITTEN));
+}
+
+#[test]
+fn sec5_2_dec_creation_alerts_with_equal_protocol_ids_go_in_component_order() {
+    // given: two PIM instances, component 2 registered before component 1, each with a receiver
+    let mut t = Harness::new();
+    let dvmrp = t.register("dvmrp", DVMRP);
+    let pim_b = t.try_register("pim_b", PIM, 2).unwrap();
+    let pim_a = t.try_register("pim_a", PIM, 1).unwrap();
+    t.own(dvmrp, ETH1);
+    t.own(pim_b, ETH2);
+    t.own(pim_a, ETH3);
+    t.join(pim_b, star(G1), ETH2);
+    t.join(pim_a, star(G1), ETH3);
+    t.settle();
+    // when
+    t.packet(S1, G1, ETH1);
+    // then: (PIM, 1) before (PIM, 2)
+    let order: Vec<_> = t
+        .calls()
+        .into_iter()
+        .filter(|(_, cb)| matches!(cb, Cb::CreationAlert { .. }))
+        .map(|(to, _)| to)
+        .collect();
+    assert_eq!(order, ["pim_a", "pim_b"]);
+}

@@ -370,3 +370,42 @@ fn sec6_2_dec_mfe_enumeration_reads_the_current_table_without_snapshot() {
     let keys: Vec<_> = rest.records.iter().map(|r| (r.group, r.source)).collect();
     assert_eq!(keys, [(G0, S2), (G1, S1), (G1, S2), (G2, S2)]);
 }
+
+#[test]
+fn sec0_dec_addresses_order_as_big_endian_numbers_not_host_order() {
+    // In little-endian u32 order these pairs would sort the other way round.
+    let ga = Ipv4Addr::new(224, 0, 1, 2);
+    let gb = Ipv4Addr::new(225, 0, 1, 1);
+    let sa = Ipv4Addr::new(192, 0, 2, 2);
+    let sb = Ipv4Addr::new(193, 0, 2, 1);
+    let mut t = Harness::new();
+    let pim = t.register("pim", PIM);
+    t.own(pim, ETH1);
+    t.own(pim, ETH2);
+    for (s, g) in [(sb, gb), (sb, ga), (sa, gb), (sa, ga)] {
+        t.packet(s, g, ETH1);
+        t.join(pim, sg(s, g), ETH2);
+    }
+    let b = t.mgm.get_first_mfe(10_000, t.now).unwrap();
+    let keys: Vec<_> = b.records.iter().map(|r| (r.group, r.source)).collect();
+    assert_eq!(keys, [(ga, sa), (ga, sb), (gb, sa), (gb, sb)]);
+    let e = t.mgm.group_enumeration_start(pim, ALL_SOURCES).unwrap();
+    let b = t.mgm.group_enumeration_get_next(e, 1000).unwrap();
+    assert_eq!(b.records, [sg(sa, ga), sg(sb, ga), sg(sa, gb), sg(sb, gb)]);
+}
+
+#[test]
+fn sec6_4_dec_any_source_reports_a_group_that_has_only_sg_memberships() {
+    let mut t = Harness::new();
+    let pim = t.register("pim", PIM);
+    t.own(pim, ETH2);
+    t.join(pim, sg(S1, G1), ETH2);
+    t.join(pim, sg(S2, G1), ETH2);
+    let e = t.mgm.group_enumeration_start(pim, ANY_SOURCE).unwrap();
+    let b = t.mgm.group_enumeration_get_next(e, 1000).unwrap();
+    assert_eq!(b.records, [star(G1)]);
+    assert_eq!(
+        (b.records[0].source_mask, b.records[0].group_mask),
+        (Ipv4Addr::UNSPECIFIED, ALL_ONES)
+    );
+}

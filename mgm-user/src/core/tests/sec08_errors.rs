@@ -80,3 +80,27 @@ fn sec8_doc_get_mfe_codes() {
         Err(MgmError::InsufficientBuffer { needed: 60 })
     );
 }
+
+#[test]
+fn sec1_doc_state_flag_values() {
+    assert_eq!(crate::core::MGM_JOIN_STATE_FLAG, 0x1);
+    assert_eq!(crate::core::MGM_FORWARD_STATE_FLAG, 0x2);
+}
+
+#[test]
+fn sec8_dec_mfe_stats_functions_add_invalid_parameter_for_flags() {
+    let mut t = Harness::new();
+    let pim = t.register("pim", PIM);
+    t.own(pim, ETH1);
+    t.packet(S1, G1, ETH1);
+    let bad = MGM_MFE_STATS_0 | 0x4;
+    for r in [
+        t.mgm.get_mfe_stats(S1, G1, 1000, bad, t.now).map(|_| ()),
+        t.mgm.get_first_mfe_stats(1000, bad, t.now).map(|_| ()),
+        t.mgm
+            .get_next_mfe_stats(S1, G1, 1000, bad, t.now)
+            .map(|_| ()),
+    ] {
+        assert_eq!(r.map_err(|e| e.win32()), Err(87));
+    }
+}
