@@ -232,6 +232,8 @@ pub struct Options {
     pub tunables: Tunables,
     /// The routing table whose IPv4 routes make the RPF table (254 is main).
     pub rpf_table: u32,
+    /// Routes added to the RPF table on top of the kernel's (static routes' sources).
+    pub rpf_routes: Vec<core::Route>,
 }
 
 impl Options {
@@ -340,7 +342,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         .await
         .context("cannot read the routing table for RPF")?;
     let mut bad = 0;
-    for r in &routes {
+    for r in routes.iter().chain(&opts.rpf_routes) {
         if router.mgm.add_route(*r).is_err() {
             bad += 1;
         }

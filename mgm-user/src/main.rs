@@ -8,6 +8,7 @@ use mgm_user::{
     daemon,
     dataplane::{loader, Tunables, XdpMode},
     igmp::querier,
+    protocols::static_routes::StaticRoute,
 };
 
 /// XDP-accelerated IPv4 multicast forwarding.
@@ -102,6 +103,13 @@ struct RunArgs {
     /// the "multicast view" of unicast routing. 254 is the main table.
     #[arg(long, value_name = "ID", default_value_t = mgm_user::routes::RT_TABLE_MAIN)]
     rpf_table: u32,
+
+    /// A static route, forwarded whatever IGMP says, in smcroute's words (repeatable):
+    /// "from IF [source ADDR] group ADDR to IF [IF...]". The incoming interface is the
+    /// upstream or a downstream; outgoing ones are downstreams, where IGMP keeps working.
+    /// Example: --static-route "from eth0 group 239.1.2.3 to eth1 eth2"
+    #[arg(long, value_name = "ROUTE")]
+    static_route: Vec<StaticRoute>,
 
     /// IGMP version of the queries sent downstream: 3 (hosts may answer in v2 or v1, and are
     /// served in compatibility mode) or 2.
@@ -201,8 +209,11 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             if let Some(ns) = &args.netns {
                 enter_netns(ns)?;
             }
-            let (clients, igmp, upstream_host) =
-                daemon::Options::proxy(args.upstream, args.downstream);
+            let (mut clients, igmp, upstream_host) =
+                daemon::Options::proxy(args.upstream.clone(), args.downstream.clone());
+            let (statics, rpf_routes) =
+                static_routes(&args.static_route, &args.upstream, &args.downstream)?;
+            clients.extend(statics);
             let igmp_config = querier::Config {
                 version: if args.igmp_version == 2 {
                     querier::Version::V2
@@ -234,6 +245,7 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
                 pin_dir: args.pin_dir,
                 ttl_threshold: args.ttl_threshold,
                 rpf_table: args.rpf_table,
+                rpf_routes,
                 tunables: Tunables {
                     pending_retry: Duration::from_millis(args.pending_retry_ms),
                     wrong_if_interval: Duration::from_millis(args.wrong_if_interval_ms),
@@ -247,6 +259,68 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             runtime.block_on(daemon::run(opts, shutdown_signal()))
         }
     }
+}
+
+/// The static-routes client and the RPF host routes of its (S,G) routes, after checking the
+/// routes name managed interfaces in the right roles.
+fn static_routes(
+    routes: &[StaticRoute],
+    upstream: &str,
+    downstream: &[String],
+) -> anyhow::Result<(Option<daemon::ClientPlan>, Vec<mgm_user::core::Route>)> {
+    use mgm_user::{
+        core::{InterfaceId, Route},
+        dataplane::netdev::NetDev,
+        protocols::static_routes as st,
+    };
+    if routes.is_empty() {
+        return Ok((None, Vec::new()));
+    }
+    let mut interfaces: Vec<String> = Vec::new();
+    let mut memberships = Vec::new();
+    let mut configured = Vec::new();
+    let mut rpf = Vec::new();
+    for r in routes {
+        if r.iif != upstream && !downstream.contains(&r.iif) {
+            bail!(
+                "static route \"{r}\": {} is neither --upstream nor --downstream",
+                r.iif
+            );
+        }
+        for oif in &r.oifs {
+            if !downstream.contains(oif) {
+                bail!("static route \"{r}\": outgoing interface {oif} is not a --downstream");
+            }
+            let i = match interfaces.iter().position(|n| n == oif) {
+                Some(i) => i,
+                None => {
+                    interfaces.push(oif.clone());
+                    interfaces.len() - 1
+                }
+            };
+            memberships.push((r.entry(), i));
+            let dev = NetDev::lookup(oif)?;
+            configured.push((r.entry(), InterfaceId::new(dev.ifindex)));
+        }
+        if let Some(source) = r.source {
+            rpf.push(Route {
+                network: source,
+                prefix_len: 32,
+                if_id: InterfaceId::new(NetDev::lookup(&r.iif)?.ifindex),
+                upstream: std::net::Ipv4Addr::UNSPECIFIED,
+                // RTPROT_STATIC
+                protocol: 4,
+            });
+        }
+    }
+    let plan = daemon::ClientPlan {
+        protocol: Box::new(st::StaticRoutes::new(configured)),
+        protocol_id: st::PROTOCOL_ID,
+        component_id: st::COMPONENT_ID,
+        interfaces,
+        memberships,
+    };
+    Ok((Some(plan), rpf))
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -884,3 +884,56 @@ fn a_crash_keeps_forwarding_and_a_restart_adopts_the_pinned_state() {
         }
     });
 }
+
+/// Static routes (smcroute style) forward whatever IGMP says: a receiver that never joined
+/// gets the routed group, another downstream does not, and IGMP keeps working on the
+/// interface the static route goes out of (its joins and leaves pass through the module).
+#[test]
+fn static_routes_forward_without_igmp_and_igmp_still_works_beside_them() {
+    let tag = unique_tag("t");
+    let lab = Lab::up(&tag, &[IgmpVersion::V2, IgmpVersion::V2]).expect("lab up");
+    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{tag}"));
+    let route = format!("from up0 source {SENDER_ADDR} group {G2} to dn2");
+    let args = [
+        "--xdp-mode",
+        "native",
+        "--igmp-last-member-interval-ms",
+        "100",
+        "--static-route",
+        &route,
+    ];
+    let daemon = Daemon::start(&mgm_bin(), &lab, &pin_dir, &args, false).expect("mgm starts");
+    let t = Setup { daemon, lab };
+    let (r1, r2) = (t.receiver(0), t.receiver(1));
+    // r2's host never joins G2, so its sockets would not take it: a raw capture sees what
+    // the static route sends out of dn2.
+    let cap = Capture::new(&t.lab.receivers[1], HOST_IF).unwrap();
+    t.streaming(&[SENDER_ADDR], &[G1, G2], || {
+        let end = Instant::now() + JOIN_TIMEOUT;
+        let mut got = 0;
+        while Instant::now() < end && got == 0 {
+            got = cap
+                .frames(Duration::from_millis(100))
+                .iter()
+                .filter(|f| f[30..34] == G2.octets())
+                .count();
+        }
+        if got == 0 {
+            t.fail("the static route did not forward to dn2");
+        }
+        if count(&r1, None, G2, QUIET_WINDOW) != 0 {
+            t.fail("dn1 got the statically routed group");
+        }
+        // IGMP on dn2, beside the static route.
+        r2.join(G1).unwrap();
+        if !arrives(&r2, None, G1, JOIN_TIMEOUT) {
+            t.fail("a host join on the static route's interface was not forwarded");
+        }
+        r2.leave(G1).unwrap();
+        std::thread::sleep(LEAVE_LATENCY);
+        r2.drain().unwrap();
+        if count(&r2, None, G1, QUIET_WINDOW) != 0 {
+            t.fail("a host leave on the static route's interface did not stop its group");
+        }
+    });
+}

@@ -2,3 +2,4 @@
 
 pub mod igmp;
 pub mod igmp_proxy;
+pub mod static_routes;
