@@ -35,17 +35,18 @@ struct Setup {
 }
 
 fn setup(versions: &[IgmpVersion], mode: &str) -> Setup {
+    let args = ["--xdp-mode", mode, "--igmp-last-member-interval-ms", "100"];
+    setup_with(versions, &args, |_| {})
+}
+
+/// A lab with one receiver per entry of `versions`, changed by `prepare`, then mgm started
+/// on it with `args`.
+fn setup_with(versions: &[IgmpVersion], args: &[&str], prepare: impl FnOnce(&mut Lab)) -> Setup {
     let tag = unique_tag("t");
-    let lab = Lab::up(&tag, versions).expect("lab up");
+    let mut lab = Lab::up(&tag, versions).expect("lab up");
+    prepare(&mut lab);
     let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{tag}"));
-    let daemon = Daemon::start(
-        &mgm_bin(),
-        &lab,
-        &pin_dir,
-        &["--xdp-mode", mode, "--igmp-last-member-interval-ms", "100"],
-        false,
-    )
-    .expect("mgm starts");
+    let daemon = Daemon::start(&mgm_bin(), &lab, &pin_dir, args, false).expect("mgm starts");
     Setup { daemon, lab }
 }
 
@@ -82,6 +83,16 @@ impl Setup {
             });
             f()
         })
+    }
+
+    /// `rx` leaves `group`; once the leave latency has passed, nothing more of it arrives.
+    fn leave_stops(&self, rx: &Receiver, group: Ipv4Addr, what: &str) {
+        rx.leave(group).unwrap();
+        std::thread::sleep(LEAVE_LATENCY);
+        rx.drain().unwrap();
+        if count(rx, None, group, QUIET_WINDOW) != 0 {
+            self.fail(what);
+        }
     }
 
     fn fail(&self, what: &str) -> ! {
@@ -136,12 +147,7 @@ fn join_then_leave(version: IgmpVersion, mode: &str) {
         if count(&r2, None, G1, QUIET_WINDOW) != 0 {
             t.fail("the receiver that did not join got the stream");
         }
-        r1.leave(G1).unwrap();
-        std::thread::sleep(LEAVE_LATENCY);
-        r1.drain().unwrap();
-        if count(&r1, None, G1, QUIET_WINDOW) != 0 {
-            t.fail("the stream went on after the leave");
-        }
+        t.leave_stops(&r1, G1, "the stream went on after the leave");
     });
 }
 
@@ -365,29 +371,20 @@ fn fan_out_one_two_three_skb() {
 /// (the kernel's devmap drops them) while other downstreams still get them.
 #[test]
 fn egress_applies_ttl_threshold_and_mtu_per_interface() {
-    let tag = unique_tag("t");
-    let lab = Lab::up(&tag, &[IgmpVersion::V2, IgmpVersion::V2]).expect("lab up");
+    let args = [
+        "--xdp-mode",
+        "native",
+        "--ttl-threshold",
+        "5",
+        "--igmp-last-member-interval-ms",
+        "100",
+    ];
     // dn2 gets a small MTU before mgm reads it; the threshold applies to both.
-    lab.router
-        .ip(&["link", "set", &downstream(1), "mtu", "1000"])
-        .unwrap();
-    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{tag}"));
-    let daemon = Daemon::start(
-        &mgm_bin(),
-        &lab,
-        &pin_dir,
-        &[
-            "--xdp-mode",
-            "native",
-            "--ttl-threshold",
-            "5",
-            "--igmp-last-member-interval-ms",
-            "100",
-        ],
-        false,
-    )
-    .expect("mgm starts");
-    let t = Setup { daemon, lab };
+    let t = setup_with(&[IgmpVersion::V2, IgmpVersion::V2], &args, |lab| {
+        lab.router
+            .ip(&["link", "set", &downstream(1), "mtu", "1000"])
+            .unwrap();
+    });
     let (r1, r2) = (t.receiver(0), t.receiver(1));
     r1.join(G1).unwrap();
     r2.join(G1).unwrap();
@@ -446,29 +443,20 @@ fn egress_applies_ttl_threshold_and_mtu_per_interface() {
 #[test]
 fn rpf_interface_comes_from_the_kernel_routing_table() {
     const OFF_PATH: Ipv4Addr = Ipv4Addr::new(198, 18, 99, 2);
-    let tag = unique_tag("t");
-    let lab = Lab::up(&tag, &[IgmpVersion::V2, IgmpVersion::V2]).expect("lab up");
-    lab.router
-        .ip(&["route", "add", "198.18.99.0/24", "dev", &downstream(0)])
-        .unwrap();
-    lab.sender
-        .ip(&["addr", "add", &format!("{OFF_PATH}/24"), "dev", HOST_IF])
-        .unwrap();
-    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{tag}"));
-    let daemon = Daemon::start(
-        &mgm_bin(),
-        &lab,
-        &pin_dir,
-        &[
-            "--xdp-mode",
-            "native",
-            "--igmp-last-member-interval-ms",
-            "100",
-        ],
-        false,
-    )
-    .expect("mgm starts");
-    let t = Setup { daemon, lab };
+    let args = [
+        "--xdp-mode",
+        "native",
+        "--igmp-last-member-interval-ms",
+        "100",
+    ];
+    let t = setup_with(&[IgmpVersion::V2, IgmpVersion::V2], &args, |lab| {
+        lab.router
+            .ip(&["route", "add", "198.18.99.0/24", "dev", &downstream(0)])
+            .unwrap();
+        lab.sender
+            .ip(&["addr", "add", &format!("{OFF_PATH}/24"), "dev", HOST_IF])
+            .unwrap();
+    });
     // A route added while mgm runs counts too.
     const LATE: Ipv4Addr = Ipv4Addr::new(198, 18, 98, 2);
     t.lab
@@ -510,10 +498,6 @@ fn rpf_interface_comes_from_the_kernel_routing_table() {
 /// source, a valid IGMP checksum, and the v3 query format with the configured timers.
 #[test]
 fn general_queries_are_sent_with_the_right_fields() {
-    let tag = unique_tag("t");
-    let lab = Lab::up(&tag, &[IgmpVersion::V3]).expect("lab up");
-    let cap = Capture::new(&lab.receivers[0], HOST_IF).expect("capture");
-    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{tag}"));
     let args = [
         "--xdp-mode",
         "native",
@@ -522,8 +506,12 @@ fn general_queries_are_sent_with_the_right_fields() {
         "--igmp-query-response-ms",
         "1000",
     ];
-    let daemon = Daemon::start(&mgm_bin(), &lab, &pin_dir, &args, false).expect("mgm starts");
-    let t = Setup { daemon, lab };
+    // The capture starts before mgm, so it sees the startup queries.
+    let mut cap = None;
+    let t = setup_with(&[IgmpVersion::V3], &args, |lab| {
+        cap = Some(Capture::new(&lab.receivers[0], HOST_IF).expect("capture"));
+    });
+    let cap = cap.expect("prepared");
     // Startup queries come a quarter of the query interval apart: two within 1.5 s.
     let queries = cap.frames_where(Duration::from_millis(1500), |f| {
         let ihl = usize::from(f[14] & 0x0f) * 4;
@@ -618,11 +606,6 @@ fn proxy_reports_downstream_membership_upstream() {
 /// second host's stream — with last-member queries (the second host answers them) and with
 /// fast leave (the router tracks each host) — and the second host's leave ends it.
 fn two_hosts_one_leaves(extra: &[&str]) {
-    let tag = unique_tag("t");
-    let mut lab = Lab::up(&tag, &[]).expect("lab up");
-    lab.add_lan(&[IgmpVersion::V3, IgmpVersion::V3])
-        .expect("lan");
-    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{tag}"));
     // Short query intervals, as on a LAN where reports can be lost: startup queries every
     // 0.5 s, then every 2 s, so each host has answered one before the leave.
     let mut args = vec![
@@ -636,8 +619,10 @@ fn two_hosts_one_leaves(extra: &[&str]) {
         "500",
     ];
     args.extend_from_slice(extra);
-    let daemon = Daemon::start(&mgm_bin(), &lab, &pin_dir, &args, false).expect("mgm starts");
-    let t = Setup { daemon, lab };
+    let t = setup_with(&[], &args, |lab| {
+        lab.add_lan(&[IgmpVersion::V3, IgmpVersion::V3])
+            .expect("lan")
+    });
     let a = Receiver::new(&t.lab.lan_hosts[0], lan_host_addr(0)).unwrap();
     let b = Receiver::new(&t.lab.lan_hosts[1], lan_host_addr(1)).unwrap();
     a.join(G1).unwrap();
@@ -656,12 +641,7 @@ fn two_hosts_one_leaves(extra: &[&str]) {
         if count(&b, None, G1, QUIET_WINDOW) == 0 {
             t.fail("host A's leave cut off host B");
         }
-        b.leave(G1).unwrap();
-        std::thread::sleep(LEAVE_LATENCY);
-        b.drain().unwrap();
-        if count(&b, None, G1, QUIET_WINDOW) != 0 {
-            t.fail("the stream went on after the last host left");
-        }
+        t.leave_stops(&b, G1, "the stream went on after the last host left");
     });
 }
 
@@ -876,12 +856,11 @@ fn a_crash_keeps_forwarding_and_a_restart_adopts_the_pinned_state() {
         if count(&r1, None, G1, QUIET_WINDOW) == 0 {
             t.fail("reconciliation flushed a stream that was still wanted");
         }
-        r1.leave(G1).unwrap();
-        std::thread::sleep(LEAVE_LATENCY);
-        r1.drain().unwrap();
-        if count(&r1, None, G1, QUIET_WINDOW) != 0 {
-            t.fail("after reconciliation a leave did not stop the stream");
-        }
+        t.leave_stops(
+            &r1,
+            G1,
+            "after reconciliation a leave did not stop the stream",
+        );
     });
 }
 
@@ -890,9 +869,6 @@ fn a_crash_keeps_forwarding_and_a_restart_adopts_the_pinned_state() {
 /// interface the static route goes out of (its joins and leaves pass through the module).
 #[test]
 fn static_routes_forward_without_igmp_and_igmp_still_works_beside_them() {
-    let tag = unique_tag("t");
-    let lab = Lab::up(&tag, &[IgmpVersion::V2, IgmpVersion::V2]).expect("lab up");
-    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{tag}"));
     let route = format!("from up0 source {SENDER_ADDR} group {G2} to dn2");
     let args = [
         "--xdp-mode",
@@ -902,8 +878,7 @@ fn static_routes_forward_without_igmp_and_igmp_still_works_beside_them() {
         "--static-route",
         &route,
     ];
-    let daemon = Daemon::start(&mgm_bin(), &lab, &pin_dir, &args, false).expect("mgm starts");
-    let t = Setup { daemon, lab };
+    let t = setup_with(&[IgmpVersion::V2, IgmpVersion::V2], &args, |_| {});
     let (r1, r2) = (t.receiver(0), t.receiver(1));
     // r2's host never joins G2, so its sockets would not take it: a raw capture sees what
     // the static route sends out of dn2.
@@ -929,11 +904,10 @@ fn static_routes_forward_without_igmp_and_igmp_still_works_beside_them() {
         if !arrives(&r2, None, G1, JOIN_TIMEOUT) {
             t.fail("a host join on the static route's interface was not forwarded");
         }
-        r2.leave(G1).unwrap();
-        std::thread::sleep(LEAVE_LATENCY);
-        r2.drain().unwrap();
-        if count(&r2, None, G1, QUIET_WINDOW) != 0 {
-            t.fail("a host leave on the static route's interface did not stop its group");
-        }
+        t.leave_stops(
+            &r2,
+            G1,
+            "a host leave on the static route's interface did not stop its group",
+        );
     });
 }
