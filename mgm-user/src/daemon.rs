@@ -14,7 +14,7 @@ use crate::{
         self, ComponentId, Config, InterfaceId, Mgm, ProtocolHandle, ProtocolId, RoutingProtocol,
         SourceGroupEntry, MGM_JOIN_STATE_FLAG,
     },
-    dataplane::netdev::NetDev,
+    dataplane::{error::report, netdev::NetDev},
     dataplane::{ringbuf, Dataplane, Event, LoadOptions, Tunables, XdpMode},
     igmp::querier::{self, Querier},
     protocols::{
@@ -517,7 +517,10 @@ fn sync_counters(dp: &Dataplane, mgm: &mut Mgm) {
             Ok(Some(s)) => s,
             Ok(None) => continue,
             Err(e) => {
-                warn!("cannot read the counters of ({source}, {group}): {e:#}");
+                warn!(
+                    "cannot read the counters of ({source}, {group}): {}",
+                    report(&e)
+                );
                 continue;
             }
         };
@@ -541,7 +544,7 @@ fn apply_map_ops(dp: &mut Dataplane, mgm: &mut Mgm, seen: &mut Seen) {
         debug!("map op: {op:?}");
         if let Err(e) = dp.forwarding.apply(&op) {
             seen.map_errors += 1;
-            error!("cannot apply {op:?}: {e:#}");
+            error!("cannot apply {op:?}: {}", report(&e));
         }
     }
 }
@@ -609,7 +612,10 @@ fn handle(
             );
             if let Err(e) = dp.forwarding.on_no_cache(key(source, group)) {
                 seen.map_errors += 1;
-                error!("cannot clear the placeholder of ({source}, {group}): {e:#}");
+                error!(
+                    "cannot clear the placeholder of ({source}, {group}): {}",
+                    report(&e)
+                );
             }
             if let Err(e) =
                 router

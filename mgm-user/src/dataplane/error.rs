@@ -8,53 +8,60 @@ use thiserror::Error;
 pub enum DataplaneError {
     #[error("this mgm binary was built without its XDP object; build it with `cargo xtask build`")]
     NoObject,
-    #[error("interface {name:?}: {source}")]
+    #[error("interface {name:?}")]
     Interface {
         name: String,
         #[source]
         source: io::Error,
     },
-    #[error("cannot prepare the pin directory {path}: {source}")]
+    #[error("cannot prepare the pin directory {path}")]
     PinDir {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("cannot load the XDP object: {0}")]
+    #[error("cannot load the XDP object")]
     Load(#[from] aya::EbpfError),
     #[error("the XDP object has no map {0}")]
     MissingMap(&'static str),
     #[error("the XDP object has no program {0}")]
     MissingProgram(&'static str),
-    #[error("map {map}: {source}")]
+    #[error("map {map}")]
     Map {
         map: &'static str,
         #[source]
         source: aya::maps::MapError,
     },
-    #[error("outgoing set: {0}")]
+    #[error("cannot fill an outgoing set")]
     OifSet(#[from] aya::maps::xdp::XdpMapError),
-    #[error("cannot pin map {map}: {source}")]
-    Pin {
-        map: &'static str,
-        #[source]
-        source: aya::pin::PinError,
-    },
-    #[error("program {program}: {source}")]
+    #[error("program {program}")]
     Program {
         program: &'static str,
         #[source]
         source: aya::programs::ProgramError,
     },
-    #[error("cannot attach XDP to {interface} in {mode} mode: {source}")]
+    #[error("cannot attach XDP to {interface} in {mode} mode")]
     Attach {
         interface: String,
         mode: &'static str,
         #[source]
         source: aya::programs::ProgramError,
     },
-    #[error("cannot count the possible CPUs: {0}")]
+    #[error("cannot count the possible CPUs")]
     Cpus(#[source] io::Error),
     #[error("{table} is full ({capacity} entries)")]
     Full { table: &'static str, capacity: u32 },
+}
+
+/// `error` and every error behind it, joined with ": ", for log lines (the types' own
+/// `Display` names only their own layer).
+pub fn report(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(e) = next {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        next = e.source();
+    }
+    text
 }

@@ -8,7 +8,7 @@
 use std::{
     ffi::CString,
     fs, io,
-    os::fd::AsFd,
+    os::fd::{AsFd, AsRawFd},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -29,7 +29,7 @@ use mgm_common::{
     maps::{self as m, LAYOUT_VERSION},
 };
 
-use super::{maps::Forwarding, netdev::NetDev, DataplaneError};
+use super::{error::report, maps::Forwarding, netdev::NetDev, DataplaneError};
 
 const INGRESS: &str = "mgm_ingress";
 const EGRESS: &str = "mgm_egress";
@@ -253,6 +253,8 @@ pub struct Dataplane {
     pub attached: Vec<(String, &'static str)>,
     /// Forwarding entries found in maps a previous daemon pinned (see [`prepare_pin_dir`]).
     pub adopted: usize,
+    /// An exclusive lock on the pin directory, so a second daemon cannot adopt it live.
+    _pin_lock: fs::File,
 }
 
 impl Dataplane {
@@ -262,7 +264,7 @@ impl Dataplane {
     /// Any step failing: the error names the step, the map or program, and the interface.
     /// Whatever was attached before the failure is detached again.
     pub fn load(opts: &LoadOptions) -> Result<Dataplane, DataplaneError> {
-        let adopt = prepare_pin_dir(&opts.pin_dir)?;
+        let (adopt, pin_lock) = prepare_pin_dir(&opts.pin_dir)?;
         let mut loaded = load_with_pins(&opts.tunables, Some(&opts.pin_dir))?;
         let logger = match aya_log::EbpfLogger::init(&mut loaded.ebpf) {
             Ok(l) => Some(l),
@@ -305,6 +307,7 @@ impl Dataplane {
             pin_dir: opts.pin_dir.clone(),
             attached,
             adopted,
+            _pin_lock: pin_lock,
             _ebpf: loaded.ebpf,
         })
     }
@@ -412,7 +415,10 @@ fn attach_all(
             XdpMode::Auto => match try_mode(prog, AyaXdpMode::Driver, "native") {
                 Ok(attached) => attached,
                 Err(e) => {
-                    warn!("{e:#}; falling back to skb (generic) mode, which is slower");
+                    warn!(
+                        "{}; falling back to skb (generic) mode, which is slower",
+                        report(&e)
+                    );
                     try_mode(prog, AyaXdpMode::Skb, "skb")?
                 }
             },
@@ -461,7 +467,7 @@ fn pin_link(prog: &mut Xdp, id: XdpLinkId, pin: &Path, name: &str) -> Result<(),
 /// when nothing is mounted there (as under `ip netns exec`). Maps a previous daemon left
 /// pinned there (it crashed, or was killed) are kept for adoption when they are complete and
 /// of this [`LAYOUT_VERSION`]: returns `true` then. Anything else there is removed.
-fn prepare_pin_dir(pin_dir: &Path) -> Result<bool, DataplaneError> {
+fn prepare_pin_dir(pin_dir: &Path) -> Result<(bool, fs::File), DataplaneError> {
     let err = |source| DataplaneError::PinDir {
         path: pin_dir.to_owned(),
         source,
@@ -471,33 +477,47 @@ fn prepare_pin_dir(pin_dir: &Path) -> Result<bool, DataplaneError> {
         mount_bpffs(bpffs).map_err(err)?;
         info!("mounted a BPF filesystem at {}", bpffs.display());
     }
-    if pin_dir.exists() {
-        match pinned_layout(pin_dir) {
-            Some(LAYOUT_VERSION) if m::ALL.iter().all(|n| pin_dir.join(n).exists()) => {
-                return Ok(true);
-            }
-            Some(v) => warn!(
-                "{} holds maps of layout {v}, not {LAYOUT_VERSION}; they are removed",
-                pin_dir.display()
-            ),
-            None => {
-                if fs::read_dir(pin_dir).map_err(err)?.next().is_some() {
-                    warn!(
-                        "{} holds an incomplete set of maps; they are removed",
-                        pin_dir.display()
-                    );
-                }
-            }
-        }
-        remove_pins(pin_dir).map_err(err)?;
-    }
     fs::create_dir_all(pin_dir).map_err(err)?;
     if !is_bpffs(pin_dir).map_err(err)? {
         return Err(err(io::Error::other(
             "not on a BPF filesystem (mount -t bpf bpf <dir>)",
         )));
     }
-    Ok(false)
+    let lock = lock_dir(pin_dir).map_err(err)?;
+    match pinned_layout(pin_dir) {
+        Some(LAYOUT_VERSION) if m::ALL.iter().all(|n| pin_dir.join(n).exists()) => {
+            return Ok((true, lock));
+        }
+        Some(v) => warn!(
+            "{} holds maps of layout {v}, not {LAYOUT_VERSION}; they are removed",
+            pin_dir.display()
+        ),
+        None => {
+            if fs::read_dir(pin_dir).map_err(err)?.next().is_some() {
+                warn!(
+                    "{} holds an incomplete set of maps; they are removed",
+                    pin_dir.display()
+                );
+            }
+        }
+    }
+    remove_pinned_files(pin_dir).map_err(err)?;
+    Ok((false, lock))
+}
+
+/// Takes an exclusive, non-blocking lock on `dir`: one daemon per pin directory.
+fn lock_dir(dir: &Path) -> io::Result<fs::File> {
+    let file = fs::File::open(dir)?;
+    // SAFETY: `file` is an open descriptor for the duration of the call.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            io::Error::other("another mgm is running with this pin directory")
+        } else {
+            e
+        });
+    }
+    Ok(file)
 }
 
 /// The layout version in the pinned meta map, if there is one to read.
@@ -507,17 +527,21 @@ fn pinned_layout(pin_dir: &Path) -> Option<u32> {
     meta.get(&0, 0).ok().map(|m| m.layout_version)
 }
 
+/// Removes every pin in `pin_dir`, and the directory.
 fn remove_pins(pin_dir: &Path) -> io::Result<()> {
-    match fs::read_dir(pin_dir) {
-        Ok(entries) => {
-            for e in entries {
-                fs::remove_file(e?.path())?;
-            }
-            fs::remove_dir(pin_dir)
-        }
+    match remove_pinned_files(pin_dir) {
+        Ok(()) => fs::remove_dir(pin_dir),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Removes every pin in `pin_dir` (maps and links: a removed link pin detaches its program).
+fn remove_pinned_files(pin_dir: &Path) -> io::Result<()> {
+    for e in fs::read_dir(pin_dir)? {
+        fs::remove_file(e?.path())?;
+    }
+    Ok(())
 }
 
 fn is_bpffs(path: &Path) -> io::Result<bool> {
