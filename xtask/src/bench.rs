@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: measurements that go with a ratio against a baseline from the same run.
 //! Today: the XDP program's per-packet CPU cost against a parse-nothing broadcast redirect
-//! (BPF_PROG_TEST_RUN timing), and the verifier's instruction counts. The forwarding-rate
+//! (BPF_PROG_TEST_RUN timing), MFE installs per second against plain map inserts, and the
+//! verifier's instruction counts. The forwarding-rate
 //! comparison with the kernel's ipmr is not built yet (BENCHMARKS.md).
 
 use std::{fs, process::Command};
@@ -31,12 +32,14 @@ pub fn bench(quick: bool) -> anyhow::Result<()> {
     if quick {
         cmd.arg("--quick");
     }
-    let per_packet: Vec<Value> = output(&mut cmd)?
+    let lines: Vec<Value> = output(&mut cmd)?
         .lines()
         .filter(|l| l.starts_with('{'))
         .map(serde_json::from_str)
         .collect::<Result<_, _>>()
-        .context("the per-packet benchmark printed something that is not JSON")?;
+        .context("the benchmark printed something that is not JSON")?;
+    let (control, per_packet): (Vec<Value>, Vec<Value>) =
+        lines.into_iter().partition(|v| v.get("control").is_some());
     let verifier: Vec<String> = output(Command::new(&mgm).arg("verify"))?
         .lines()
         .map(str::to_owned)
@@ -55,6 +58,17 @@ pub fn bench(quick: bool) -> anyhow::Result<()> {
             r["ratio_vs_raw"].as_f64().unwrap_or(f64::NAN)
         );
     }
+    println!("\ncontrol plane (median of rounds):");
+    for r in &control {
+        println!(
+            "  {}: {:.0}/s, {:.2} × {} ({:.0}/s)",
+            r["control"].as_str().unwrap_or("?"),
+            r["per_second"].as_f64().unwrap_or(f64::NAN),
+            r["ratio"].as_f64().unwrap_or(f64::NAN),
+            r["baseline"].as_str().unwrap_or("?"),
+            r["baseline_per_second"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
     println!("\nverifier:");
     verifier.iter().for_each(|l| println!("  {l}"));
 
@@ -68,6 +82,7 @@ pub fn bench(quick: bool) -> anyhow::Result<()> {
             "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         },
         "per_packet": per_packet,
+        "control_plane": control,
         "verifier": verifier,
     });
     let path = dir.join("results.json");
