@@ -341,15 +341,15 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
     let (routes, multipath) = routes::dump_ipv4(opts.rpf_table)
         .await
         .context("cannot read the routing table for RPF")?;
-    let mut bad = 0;
+    let (mut added, mut bad) = (0, 0);
     for r in routes.iter().chain(&opts.rpf_routes) {
-        if router.mgm.add_route(*r).is_err() {
-            bad += 1;
+        match router.mgm.add_route(*r) {
+            Ok(()) => added += 1,
+            Err(_) => bad += 1,
         }
     }
     info!(
-        "RPF table: {} IPv4 routes from table {} ({multipath} multipath and {bad} malformed left out), changes followed",
-        routes.len() - bad,
+        "RPF table: {added} IPv4 routes from table {} and static routes ({multipath} multipath and {bad} malformed left out), changes followed",
         opts.rpf_table
     );
     let name = |i: u32| {
