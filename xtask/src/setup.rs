@@ -66,8 +66,9 @@ fn rust_src() -> anyhow::Result<()> {
 }
 
 fn llvm() -> anyhow::Result<()> {
-    let config = Path::new(LLVM_PREFIX).join("bin/llvm-config");
-    if config.exists() {
+    // A header only the -dev package ships: llvm-config alone comes with the runtime package.
+    let dev = Path::new(LLVM_PREFIX).join("include/llvm/Config/llvm-config.h");
+    if dev.exists() {
         println!("setup: {LLVM_PACKAGE} present ({LLVM_PREFIX})");
         return Ok(());
     }
