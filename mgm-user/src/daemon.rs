@@ -234,6 +234,8 @@ pub struct Options {
     pub rpf_table: u32,
     /// Routes added to the RPF table on top of the kernel's (static routes' sources).
     pub rpf_routes: Vec<core::Route>,
+    /// On stop, leave XDP forwarding with the last state for the next daemon to adopt.
+    pub keep_forwarding: bool,
 }
 
 impl Options {
@@ -449,8 +451,17 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
             info!("{}: {s:?}", dev.name);
         }
     }
-    drop(dp);
-    info!("XDP detached and pins removed");
+    if opts.keep_forwarding {
+        dp.leave_running();
+        info!(
+            "stopped; XDP keeps forwarding with the last state, and the next mgm run with pin \
+             directory {} takes over",
+            opts.pin_dir.display()
+        );
+    } else {
+        drop(dp);
+        info!("XDP detached and pins removed");
+    }
     Ok(())
 }
 

@@ -99,6 +99,12 @@ struct RunArgs {
     #[arg(long, value_name = "MS", default_value_t = 1_000)]
     wrong_if_interval_ms: u64,
 
+    /// On SIGINT/SIGTERM, leave XDP attached and forwarding with the last state instead of
+    /// detaching: for restarts and upgrades without losing traffic. The next `mgm run` with
+    /// the same --pin-dir takes over the links and maps. Without it, stopping detaches.
+    #[arg(long)]
+    keep_forwarding: bool,
+
     /// Routing table whose IPv4 routes decide the RPF (incoming) interface of each source:
     /// the "multicast view" of unicast routing. 254 is the main table.
     #[arg(long, value_name = "ID", default_value_t = mgm_user::routes::RT_TABLE_MAIN)]
@@ -246,6 +252,7 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
                 ttl_threshold: args.ttl_threshold,
                 rpf_table: args.rpf_table,
                 rpf_routes,
+                keep_forwarding: args.keep_forwarding,
                 tunables: Tunables {
                     pending_retry: Duration::from_millis(args.pending_retry_ms),
                     wrong_if_interval: Duration::from_millis(args.wrong_if_interval_ms),

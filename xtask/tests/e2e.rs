@@ -769,10 +769,34 @@ fn traffic_from_a_downstream_source_goes_upstream_and_to_subscribed_downstreams(
 /// leave then stops the stream).
 #[test]
 fn a_crash_keeps_forwarding_and_a_restart_adopts_the_pinned_state() {
+    restart_keeps_forwarding(&[], |d| {
+        d.crash();
+    });
+}
+
+/// The same for a planned restart: stopped with SIGTERM under `--keep-forwarding`, the daemon
+/// exits cleanly and leaves XDP forwarding for the next one.
+#[test]
+fn a_stop_with_keep_forwarding_hands_over_to_the_next_daemon() {
+    restart_keeps_forwarding(&["--keep-forwarding"], |d| {
+        let (status, log) = d.stop_leaving_pins().expect("stops");
+        assert!(
+            status.success(),
+            "mgm exit status {status}:\n{}",
+            log.join("\n")
+        );
+        assert!(
+            log.iter().any(|l| l.contains("keeps forwarding")),
+            "{log:?}"
+        );
+    });
+}
+
+fn restart_keeps_forwarding(extra: &[&str], stop: impl FnOnce(Daemon)) {
     let tag = unique_tag("t");
     let lab = Lab::up(&tag, &[IgmpVersion::V2]).expect("lab up");
     let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{tag}"));
-    let args = [
+    let mut args = vec![
         "--xdp-mode",
         "native",
         "--igmp-last-member-interval-ms",
@@ -782,6 +806,7 @@ fn a_crash_keeps_forwarding_and_a_restart_adopts_the_pinned_state() {
         "--igmp-query-response-ms",
         "500",
     ];
+    args.extend_from_slice(extra);
     let first = Daemon::start(&mgm_bin(), &lab, &pin_dir, &args, false).expect("mgm starts");
     let t = Setup { daemon: first, lab };
     let r1 = t.receiver(0);
@@ -807,10 +832,10 @@ fn a_crash_keeps_forwarding_and_a_restart_adopts_the_pinned_state() {
     let before = pkts(&t.daemon);
     assert!(before > 0, "the entry forwarded before the crash");
     let Setup { daemon, lab } = t;
-    daemon.crash();
+    stop(daemon);
     assert!(
         pin_dir.join(mgm_common::maps::FWD).exists(),
-        "a crash leaves the pins"
+        "the stop leaves the pins"
     );
     // The pinned links keep XDP attached: forwarding goes on with no daemon running.
     let mut orphan = Sender::new(&lab.sender, SENDER_ADDR, 8).unwrap();

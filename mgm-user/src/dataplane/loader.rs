@@ -255,6 +255,8 @@ pub struct Dataplane {
     pub adopted: usize,
     /// An exclusive lock on the pin directory, so a second daemon cannot adopt it live.
     _pin_lock: fs::File,
+    /// Set by [`Dataplane::leave_running`]: dropping keeps the pins.
+    keep_pins: bool,
 }
 
 impl Dataplane {
@@ -308,6 +310,7 @@ impl Dataplane {
             attached,
             adopted,
             _pin_lock: pin_lock,
+            keep_pins: false,
             _ebpf: loaded.ebpf,
         })
     }
@@ -343,9 +346,20 @@ impl Dataplane {
     }
 }
 
+impl Dataplane {
+    /// Stops the data plane and leaves it forwarding: the pinned links and maps stay, so
+    /// traffic goes on with the last state until the next daemon adopts them.
+    pub fn leave_running(mut self) {
+        self.keep_pins = true;
+    }
+}
+
 impl Drop for Dataplane {
     fn drop(&mut self) {
-        // The programs detach when `_ebpf` drops; the pins would keep stale maps alive.
+        if self.keep_pins {
+            return;
+        }
+        // Removing the link pins detaches the programs; the map pins would keep stale maps.
         if let Err(e) = remove_pins(&self.pin_dir) {
             warn!("could not remove pins in {}: {e}", self.pin_dir.display());
         }

@@ -159,6 +159,16 @@ impl Daemon {
         self.log()
     }
 
+    /// Stops the daemon with SIGTERM like [`Daemon::stop`], but leaves its pin directory for
+    /// the next daemon (for `--keep-forwarding`).
+    ///
+    /// # Errors
+    /// As for [`Daemon::stop`].
+    pub fn stop_leaving_pins(mut self) -> anyhow::Result<(std::process::ExitStatus, Vec<String>)> {
+        self.keep_pins = true;
+        self.stop()
+    }
+
     fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
         if let Some(status) = self.child.try_wait()? {
             return Ok(status);
