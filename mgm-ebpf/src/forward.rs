@@ -68,26 +68,19 @@ fn try_ingress(ctx: &XdpContext, ifindex: u32) -> Option<u32> {
     if ipv4::is_link_local_multicast(daddr) {
         return Some(xdp_action::XDP_PASS);
     }
-    Some(forward(ctx, ip.hdr, ip.tot_len, saddr, daddr, ifindex))
+    Some(forward(ip.hdr, ip.tot_len, saddr, daddr, ifindex))
 }
 
 #[inline(always)]
-fn forward(
-    ctx: &XdpContext,
-    hdr: *mut Ipv4Hdr,
-    tot_len: usize,
-    saddr: u32,
-    daddr: u32,
-    ifindex: u32,
-) -> u32 {
+fn forward(hdr: *mut Ipv4Hdr, tot_len: usize, saddr: u32, daddr: u32, ifindex: u32) -> u32 {
     let Some(entry) = lookup(saddr, daddr) else {
-        no_cache(ctx, saddr, daddr, ifindex);
+        no_cache(saddr, daddr, ifindex);
         return xdp_action::XDP_DROP;
     };
     // SAFETY: the pointer came from a successful map lookup and stays valid for this run.
     let e = unsafe { &mut *entry };
     if e.flags & FWD_PENDING != 0 {
-        pending(ctx, e, saddr, daddr, ifindex);
+        pending(e, saddr, daddr, ifindex);
         return xdp_action::XDP_DROP;
     }
     let Some(stats) = entry_stats(e.stats_slot) else {
@@ -95,7 +88,7 @@ fn forward(
     };
     if e.iif != ifindex {
         stats.wrong_if += 1;
-        wrong_if(ctx, e, saddr, daddr, ifindex);
+        wrong_if(e, saddr, daddr, ifindex);
         return xdp_action::XDP_DROP;
     }
     if e.flags & FWD_NEGATIVE != 0 {
@@ -159,8 +152,7 @@ unsafe fn decrement_ttl(hdr: *mut Ipv4Hdr) {
 /// A miss: insert a placeholder so only this packet raises the upcall, then let the daemon
 /// decide (spec §5.2, like ipmr's unresolved cache).
 #[inline(never)]
-fn no_cache(ctx: &XdpContext, saddr: u32, daddr: u32, ifindex: u32) {
-    let _ = ctx;
+fn no_cache(saddr: u32, daddr: u32, ifindex: u32) {
     let slot = if_slot(ifindex);
     bump_if(slot, |s| &mut s.no_entry);
     let key = FwdKey {
@@ -183,8 +175,7 @@ fn no_cache(ctx: &XdpContext, saddr: u32, daddr: u32, ifindex: u32) {
 
 /// A packet for a placeholder: re-raise the upcall once the placeholder is old.
 #[inline(never)]
-fn pending(ctx: &XdpContext, e: &mut FwdEntry, saddr: u32, daddr: u32, ifindex: u32) {
-    let _ = ctx;
+fn pending(e: &mut FwdEntry, saddr: u32, daddr: u32, ifindex: u32) {
     let slot = if_slot(ifindex);
     bump_if(slot, |s| &mut s.no_entry);
     // SAFETY: no preconditions.
@@ -198,8 +189,7 @@ fn pending(ctx: &XdpContext, e: &mut FwdEntry, saddr: u32, daddr: u32, ifindex: 
 
 /// Wrong incoming interface: at most one upcall per entry per interval (spec §5.5).
 #[inline(never)]
-fn wrong_if(ctx: &XdpContext, e: &mut FwdEntry, saddr: u32, daddr: u32, ifindex: u32) {
-    let _ = ctx;
+fn wrong_if(e: &mut FwdEntry, saddr: u32, daddr: u32, ifindex: u32) {
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     if now.wrapping_sub(e.last_upcall_ns) > WRONG_IF_INTERVAL_NS.load() {

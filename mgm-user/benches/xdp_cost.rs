@@ -21,7 +21,7 @@ use frame::Frame;
 use mgm_common::maps as m;
 use mgm_user::{
     core::{InterfaceId, MapOp},
-    dataplane::{loader::load_programs, netdev::NetDev, Tunables},
+    dataplane::{loader::load_programs, maps::Forwarding, netdev::NetDev, Tunables},
     igmp::{GroupRecord, IgmpMessage, RecordType},
 };
 
@@ -76,13 +76,7 @@ fn main() {
     let mut fwd = loaded.take_forwarding().unwrap();
     let mut events: RingBuf<MapData> = loaded.take_map(m::EVENTS).unwrap();
     for (source, group) in [(S, G_SG), (Ipv4Addr::UNSPECIFIED, G_STAR)] {
-        fwd.apply(&MapOp::InstallMfe {
-            source,
-            group,
-            iif: InterfaceId::new(LO),
-            oifs: [InterfaceId::new(LO)].into(),
-        })
-        .unwrap();
+        install(&mut fwd, source, group);
     }
     let object = std::env::var("MGM_BENCH_OBJECT").expect("MGM_BENCH_OBJECT (cargo xtask bench)");
     let mut base = EbpfLoader::new().load_file(object).expect("load mgm-bench");
@@ -142,9 +136,20 @@ fn main() {
     installs(&mut fwd, if quick { 2_000 } else { 10_000 }, rounds);
 }
 
+/// Installs (source, group) from `lo` to `lo`.
+fn install(fwd: &mut Forwarding, source: Ipv4Addr, group: Ipv4Addr) {
+    fwd.apply(&MapOp::InstallMfe {
+        source,
+        group,
+        iif: InterfaceId::new(LO),
+        oifs: [InterfaceId::new(LO)].into(),
+    })
+    .unwrap();
+}
+
 /// MFE installs per second through the adapter (entry, shared outgoing set, zeroed counter
 /// slot) against plain inserts of the same entries into a hash map of the same shape.
-fn installs(fwd: &mut mgm_user::dataplane::maps::Forwarding, n: u32, rounds: u32) {
+fn installs(fwd: &mut Forwarding, n: u32, rounds: u32) {
     use aya::maps::HashMap;
     use mgm_common::fwd::{FwdEntry, FwdKey};
     let key = |i: u32| {
@@ -178,13 +183,7 @@ fn installs(fwd: &mut mgm_user::dataplane::maps::Forwarding, n: u32, rounds: u32
         let start = std::time::Instant::now();
         for i in 0..n {
             let (source, group) = key(i);
-            fwd.apply(&MapOp::InstallMfe {
-                source,
-                group,
-                iif: InterfaceId::new(LO),
-                oifs: [InterfaceId::new(LO)].into(),
-            })
-            .unwrap();
+            install(fwd, source, group);
         }
         ours.push(f64::from(n) / start.elapsed().as_secs_f64());
         for i in 0..n {

@@ -135,6 +135,18 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// unanswered group-specific queries, about 200 ms.
 const LEAVE_LATENCY: Duration = Duration::from_millis(600);
 const QUIET_WINDOW: Duration = Duration::from_secs(1);
+/// Native XDP and short IGMP timers: startup queries every 0.5 s, then every 2 s, so hosts
+/// report again soon when a report was lost or state must be re-learned.
+const FAST_IGMP: [&str; 8] = [
+    "--xdp-mode",
+    "native",
+    "--igmp-last-member-interval-ms",
+    "100",
+    "--igmp-query-interval",
+    "2",
+    "--igmp-query-response-ms",
+    "500",
+];
 
 fn join_then_leave(version: IgmpVersion, mode: &str) {
     let t = setup(&[version, version], mode);
@@ -608,16 +620,7 @@ fn proxy_reports_downstream_membership_upstream() {
 fn two_hosts_one_leaves(extra: &[&str]) {
     // Short query intervals, as on a LAN where reports can be lost: startup queries every
     // 0.5 s, then every 2 s, so each host has answered one before the leave.
-    let mut args = vec![
-        "--xdp-mode",
-        "native",
-        "--igmp-last-member-interval-ms",
-        "100",
-        "--igmp-query-interval",
-        "2",
-        "--igmp-query-response-ms",
-        "500",
-    ];
+    let mut args = FAST_IGMP.to_vec();
     args.extend_from_slice(extra);
     let t = setup_with(&[], &args, |lab| {
         lab.add_lan(&[IgmpVersion::V3, IgmpVersion::V3])
@@ -796,16 +799,7 @@ fn restart_keeps_forwarding(extra: &[&str], stop: impl FnOnce(Daemon)) {
     let tag = unique_tag("t");
     let lab = Lab::up(&tag, &[IgmpVersion::V2]).expect("lab up");
     let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{tag}"));
-    let mut args = vec![
-        "--xdp-mode",
-        "native",
-        "--igmp-last-member-interval-ms",
-        "100",
-        "--igmp-query-interval",
-        "2",
-        "--igmp-query-response-ms",
-        "500",
-    ];
+    let mut args = FAST_IGMP.to_vec();
     args.extend_from_slice(extra);
     let first = Daemon::start(&mgm_bin(), &lab, &pin_dir, &args, false).expect("mgm starts");
     let t = Setup { daemon: first, lab };
