@@ -2,7 +2,9 @@
 //! shutdown (spec §10). The MGM core and the protocol modules decide; this file feeds them
 //! inputs with the time, and moves the map operations they emit to the data plane.
 
-use std::{collections::BTreeMap, future::Future, net::Ipv4Addr, path::PathBuf, time::Duration};
+use std::{
+    collections::BTreeMap, future::Future, net::Ipv4Addr, path::PathBuf, sync::Arc, time::Duration,
+};
 
 use anyhow::{bail, Context};
 use log::{debug, error, info, warn};
@@ -20,6 +22,7 @@ use crate::{
     protocols::{
         igmp::IgmpClient,
         igmp_proxy::{self, ProxyUpstream, UpstreamChange, UpstreamQueue},
+        remote::ModuleServer,
     },
     routes,
     sockets::{HostMembership, QuerySocket},
@@ -224,6 +227,12 @@ pub struct Options {
     pub clients: Vec<ClientPlan>,
     /// Interfaces IGMP runs on.
     pub igmp: Vec<String>,
+    /// Interfaces managed with no built-in owner, for out-of-process modules to take.
+    pub external: Vec<String>,
+    /// Where out-of-process modules connect.
+    pub socket: PathBuf,
+    /// How long a callback waits for a module's answer (rpf, creation and prune alerts).
+    pub answer_within: Duration,
     /// IGMP querier settings, the same on every interface.
     pub igmp_config: querier::Config,
     pub mode: XdpMode,
@@ -239,12 +248,9 @@ pub struct Options {
 }
 
 impl Options {
-    /// The IGMP proxy: the proxy owns `upstream`, IGMP alone owns each downstream, and the
-    /// proxy's upstream memberships are applied on `upstream`'s host stack.
-    pub fn proxy(
-        upstream: String,
-        downstream: Vec<String>,
-    ) -> (Vec<ClientPlan>, Vec<String>, Option<UpstreamHost>) {
+    /// The IGMP proxy: the proxy owns `upstream` and its upstream memberships are applied on
+    /// `upstream`'s host stack; IGMP alone owns each downstream.
+    pub fn proxy(upstream: String) -> (Vec<ClientPlan>, Option<UpstreamHost>) {
         let queue = UpstreamQueue::default();
         let proxy = ClientPlan {
             protocol: Box::new(ProxyUpstream::new(queue.clone())),
@@ -258,7 +264,7 @@ impl Options {
             interface: upstream,
             changes: queue,
         };
-        (vec![proxy], downstream, Some(host))
+        (vec![proxy], Some(host))
     }
 
     /// Every managed interface name, once, in the order first named.
@@ -268,7 +274,8 @@ impl Options {
             .clients
             .iter()
             .flat_map(|c| c.interfaces.iter())
-            .chain(self.igmp.iter());
+            .chain(self.igmp.iter())
+            .chain(self.external.iter());
         for name in named {
             if !all.contains(name) {
                 all.push(name.clone());
@@ -339,6 +346,8 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         })
         .collect();
     let mut router = Router::new(clients, &igmp, &opts.igmp_config)?;
+    let mut modules = ModuleServer::bind(&opts.socket, Arc::new(names.clone()), opts.answer_within)
+        .context("cannot open the module socket")?;
     let mut route_watch = routes::RouteWatch::start(opts.rpf_table)?;
     let (routes, multipath) = routes::dump_ipv4(opts.rpf_table)
         .await
@@ -361,8 +370,9 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
             .unwrap_or_else(|| format!("ifindex {i}"))
     };
     info!(
-        "mgm running: {summary}; maps pinned in {}",
-        opts.pin_dir.display()
+        "mgm running: {summary}; maps pinned in {}; modules connect to {}",
+        opts.pin_dir.display(),
+        opts.socket.display()
     );
 
     let mut upstream = match &opts.upstream_host {
@@ -434,6 +444,10 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
                 guard.get_inner_mut().flush();
                 guard.clear_ready();
             }
+            event = modules.next() => {
+                let now = router.now();
+                modules.handle(event, &mut router.mgm, now);
+            }
             () = &mut shutdown => break,
         }
         router.pump_queriers(&name);
@@ -442,6 +456,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
             apply_upstream(socket, changes);
         }
     }
+    modules.shutdown();
     info!(
         "shutting down: {} IGMP messages, {} rejected, {} no-cache and {} wrong-interface upcalls, {} unknown records, {} map errors",
         seen.igmp, seen.bad_igmp, seen.no_cache, seen.wrong_if, seen.unknown, seen.map_errors
@@ -479,6 +494,9 @@ fn describe(opts: &Options) -> String {
         })
         .collect();
     parts.push(format!("IGMP on {}", opts.igmp.join(", ")));
+    if !opts.external.is_empty() {
+        parts.push(format!("left for modules: {}", opts.external.join(", ")));
+    }
     parts.join("; ")
 }
 

@@ -30,10 +30,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the daemon as an IGMP proxy: traffic from the upstream interface goes to the
-    /// downstream interfaces whose hosts joined its group.
+    /// Run the daemon. With --upstream it is an IGMP proxy: traffic from the upstream
+    /// interface goes to the downstream interfaces whose hosts joined its group. Routing
+    /// protocols running as other processes connect to --socket and take the interfaces
+    /// named with --external (or co-own downstreams with IGMP).
     ///
     /// Example: mgm run --upstream eth0 --downstream eth1 --downstream eth2
+    ///
+    /// Example: mgm run --external eth0 --downstream eth1   (a module owns eth0)
     Run(RunArgs),
     /// Print the forwarding entries and interface counters of a running daemon, read from its
     /// pinned maps (works while the daemon runs; needs root).
@@ -63,14 +67,31 @@ struct ShowArgs {
 
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// Interface towards the multicast sources (required). Example: --upstream eth0
+    /// Interface towards the multicast sources; mgm runs an IGMP proxy (RFC 4605) with it as
+    /// the upstream. Leave it out when an out-of-process module decides (--external).
+    /// Example: --upstream eth0
     #[arg(long, value_name = "IF")]
-    upstream: String,
+    upstream: Option<String>,
 
     /// Interface towards receivers (required; repeat the flag or list several).
     /// Example: --downstream eth1 --downstream eth2
     #[arg(long, value_name = "IF", required = true, num_args = 1..)]
     downstream: Vec<String>,
+
+    /// Interface to manage but leave for out-of-process routing-protocol modules to take over
+    /// --socket, such as a PIM or DVMRP side (repeatable). IGMP does not run there.
+    #[arg(long, value_name = "IF", num_args = 1..)]
+    external: Vec<String>,
+
+    /// Unix socket where out-of-process modules connect (JSON lines; see
+    /// mgm-user/docs/module-protocol.md). Root only.
+    #[arg(long, value_name = "PATH", default_value = "/run/mgm/mgm.sock")]
+    socket: PathBuf,
+
+    /// Milliseconds a callback that needs a module's answer (rpf, creation alert, prune
+    /// alert of a negative entry) waits; after that MGM's own proposal stands.
+    #[arg(long, value_name = "MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    module_answer_ms: u64,
 
     /// How to attach XDP: native (in the driver), skb (generic, works on any interface), or
     /// auto (native, falling back to skb with a warning).
@@ -209,16 +230,19 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => {
-            if args.downstream.contains(&args.upstream) {
-                bail!("{} is both upstream and downstream", args.upstream);
-            }
+            check_roles(&args)?;
             if let Some(ns) = &args.netns {
                 enter_netns(ns)?;
             }
-            let (mut clients, igmp, upstream_host) =
-                daemon::Options::proxy(args.upstream.clone(), args.downstream.clone());
-            let (statics, rpf_routes) =
-                static_routes(&args.static_route, &args.upstream, &args.downstream)?;
+            let (mut clients, upstream_host) = match &args.upstream {
+                Some(up) => daemon::Options::proxy(up.clone()),
+                None => (Vec::new(), None),
+            };
+            let (statics, rpf_routes) = static_routes(
+                &args.static_route,
+                args.upstream.as_deref(),
+                &args.downstream,
+            )?;
             clients.extend(statics);
             let igmp_config = querier::Config {
                 version: if args.igmp_version == 2 {
@@ -241,7 +265,10 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             let opts = daemon::Options {
                 upstream_host,
                 clients,
-                igmp,
+                igmp: args.downstream.clone(),
+                external: args.external.clone(),
+                socket: args.socket.clone(),
+                answer_within: Duration::from_millis(args.module_answer_ms),
                 igmp_config,
                 mode: match args.xdp_mode {
                     Mode::Native => XdpMode::Native,
@@ -268,11 +295,29 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Refuses an interface named in two roles.
+fn check_roles(args: &RunArgs) -> anyhow::Result<()> {
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    let named = args
+        .upstream
+        .iter()
+        .map(|i| ("--upstream", i))
+        .chain(args.downstream.iter().map(|i| ("--downstream", i)))
+        .chain(args.external.iter().map(|i| ("--external", i)));
+    for (role, name) in named {
+        if let Some((first, _)) = seen.iter().find(|(_, n)| *n == name.as_str()) {
+            bail!("{name} is named twice, as {first} and as {role}");
+        }
+        seen.push((role, name));
+    }
+    Ok(())
+}
+
 /// The static-routes client and the RPF host routes of its (S,G) routes, after checking the
 /// routes name managed interfaces in the right roles.
 fn static_routes(
     routes: &[StaticRoute],
-    upstream: &str,
+    upstream: Option<&str>,
     downstream: &[String],
 ) -> anyhow::Result<(Option<daemon::ClientPlan>, Vec<mgm_user::core::Route>)> {
     use mgm_user::{
@@ -288,7 +333,7 @@ fn static_routes(
     let mut configured = Vec::new();
     let mut rpf = Vec::new();
     for r in routes {
-        if r.iif != upstream && !downstream.contains(&r.iif) {
+        if upstream != Some(r.iif.as_str()) && !downstream.contains(&r.iif) {
             bail!(
                 "static route \"{r}\": {} is neither --upstream nor --downstream",
                 r.iif

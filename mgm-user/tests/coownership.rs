@@ -97,6 +97,9 @@ fn spec4_4_igmp_on_shared_interfaces_becomes_local_joins_into_each_owner() {
             owner("B", 200, vec![dn2.clone()]),
         ],
         igmp: vec![dn1.clone(), dn2.clone()],
+        external: Vec::new(),
+        socket: PathBuf::from(format!("/run/mgm/mgm-{tag}.sock")),
+        answer_within: Duration::from_millis(100),
         igmp_config: mgm_user::igmp::querier::Config {
             last_member_query_interval: Duration::from_millis(100),
             ..Default::default()

@@ -10,9 +10,10 @@ use std::{
 };
 
 use xtask::lab::{
+    daemon::keep_output,
     downstream, lan_host_addr, receiver_addr,
     traffic::{Capture, Receiver, Sender},
-    unique_tag, Daemon, IgmpVersion, Lab, HOST_IF, SENDER_ADDR,
+    unique_tag, Daemon, IgmpVersion, Lab, HOST_IF, SENDER_ADDR, UPSTREAM,
 };
 
 const G1: Ipv4Addr = Ipv4Addr::new(239, 1, 1, 1);
@@ -929,4 +930,216 @@ fn static_routes_forward_without_igmp_and_igmp_still_works_beside_them() {
             "a host leave on the static route's interface did not stop its group",
         );
     });
+}
+
+/// The example module (`mgm-user/examples/module.py`) as a child process; every line it
+/// prints is kept. Killed on drop.
+struct Module {
+    child: std::process::Child,
+    out: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Module {
+    fn start(socket: &std::path::Path, args: &[&str]) -> Module {
+        let script =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../mgm-user/examples/module.py");
+        let mut child = std::process::Command::new("python3")
+            .arg(script)
+            .arg("--socket")
+            .arg(socket)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs the example module");
+        let out = keep_output(&mut child, None);
+        Module { child, out }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.out.lock().unwrap().clone()
+    }
+
+    /// The JSON messages it received ("<") or sent (">").
+    fn messages(&self, direction: &str) -> Vec<serde_json::Value> {
+        self.lines()
+            .iter()
+            .filter_map(|l| l.strip_prefix(direction))
+            .filter_map(|l| serde_json::from_str(l.trim()).ok())
+            .collect()
+    }
+
+    /// Waits until `done` holds for its output.
+    fn wait(&self, t: &Setup, what: &str, done: impl Fn(&Module) -> bool) {
+        let end = Instant::now() + JOIN_TIMEOUT;
+        while !done(self) {
+            if Instant::now() > end {
+                t.fail(&format!(
+                    "{what}; module output:\n{}",
+                    self.lines().join("\n")
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn callbacks(&self, kind: &str) -> Vec<serde_json::Value> {
+        self.messages("<")
+            .into_iter()
+            .filter(|m| m["callback"] == kind)
+            .collect()
+    }
+}
+
+impl Drop for Module {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A request over the module socket, on a connection of its own; returns the response.
+fn ask(socket: &std::path::Path, request: serde_json::Value) -> serde_json::Value {
+    use std::io::{BufRead, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).expect("module socket");
+    writeln!(s, "{request}").unwrap();
+    let mut lines = std::io::BufReader::new(s).lines();
+    let hello: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(hello["hello"], "mgm");
+    serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap()
+}
+
+#[test]
+fn an_out_of_process_module_owns_interfaces_answers_callbacks_and_releases_on_exit() {
+    let tag = unique_tag("t");
+    let lab = Lab::up(&tag, &[IgmpVersion::V3, IgmpVersion::V3]).expect("lab up");
+    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{tag}"));
+    let roles = ["--external", UPSTREAM, "--downstream", "dn1", "dn2"];
+    let mut args = FAST_IGMP.to_vec();
+    args.extend(["--module-answer-ms", "300"]);
+    let daemon =
+        Daemon::start_as(&mgm_bin(), &lab, &pin_dir, &roles, &args, false).expect("mgm starts");
+    let t = Setup { daemon, lab };
+    let socket = t.daemon.socket();
+    let (r1, r2) = (t.receiver(0), t.receiver(1));
+
+    // The module owns up0 and co-owns dn2 with IGMP, where it refuses new entries.
+    let module = Module::start(
+        &socket,
+        &["--take", "up0", "--take", "dn2", "--block", "dn2"],
+    );
+    module.wait(&t, "the module did not get ready", |m| {
+        m.lines().iter().any(|l| l == "ready")
+    });
+    let owner = ask(
+        &socket,
+        serde_json::json!({"id": 1, "op": "get_protocol_on_interface", "interface": "up0"}),
+    );
+    assert_eq!(owner["result"]["protocol_id"], 0x4d47_0100, "{owner}");
+
+    // dn2's host join reaches the module as a local join, which it passes on.
+    r1.join(G1).unwrap();
+    r2.join(G1).unwrap();
+    module.wait(&t, "no local join for dn2 reached the module", |m| {
+        m.callbacks("local_join")
+            .iter()
+            .any(|c| c["interface"] == "dn2" && c["group"] == G1.to_string())
+    });
+    module.wait(&t, "the module's membership on dn2 was not accepted", |m| {
+        let ok = |id: &serde_json::Value| {
+            m.messages("<")
+                .iter()
+                .any(|r| r["id"] == *id && r["ok"] == true)
+        };
+        m.messages(">")
+            .iter()
+            .any(|r| r["op"] == "add_membership" && ok(&r["id"]))
+    });
+
+    t.streaming(&[SENDER_ADDR], &[G1], || {
+        if !arrives(&r1, None, G1, JOIN_TIMEOUT) {
+            t.fail("dn1's receiver got nothing while the module owned the upstream");
+        }
+        if count(&r2, None, G1, QUIET_WINDOW) != 0 {
+            t.fail("dn2's receiver got the stream the module refused in its creation alert");
+        }
+        let rpf = module.callbacks("rpf");
+        assert!(
+            rpf.iter()
+                .any(|c| c["iif"] == "up0" && c["source"] == SENDER_ADDR.to_string()),
+            "{rpf:?}"
+        );
+        let alerts = module.callbacks("creation_alert");
+        assert!(
+            alerts.iter().any(|c| c["oifs"]
+                .as_array()
+                .is_some_and(|o| o.iter().any(|o| o["interface"] == "dn2"))),
+            "{alerts:?}"
+        );
+        let mfes = ask(&socket, serde_json::json!({"op": "mfes"}));
+        let mfe = &mfes["result"]["mfes"][0];
+        assert_eq!(
+            (&mfe["iif"], &mfe["oifs"]),
+            (&"up0".into(), &serde_json::json!(["dn1"])),
+            "{mfes}"
+        );
+
+        // Gone: its interfaces are released (spec §3.2): IGMP alone owns dn2 again, the MFE
+        // through up0 is deleted, and with nobody on up0 the next packet makes a negative
+        // entry (spec §5.2 step 2), so the stream stops.
+        drop(module);
+        let end = Instant::now() + JOIN_TIMEOUT;
+        while !t
+            .daemon
+            .log()
+            .iter()
+            .any(|l| l.contains("deregistered, released [up0, dn2]"))
+        {
+            if Instant::now() > end {
+                t.fail("mgm did not release the module's interfaces when it went away");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let owner = ask(
+            &socket,
+            serde_json::json!({"op": "get_protocol_on_interface", "interface": "up0"}),
+        );
+        assert_eq!(owner["error"]["code"], "NotFound", "{owner}");
+        let owner = ask(
+            &socket,
+            serde_json::json!({"op": "get_protocol_on_interface", "interface": "dn2"}),
+        );
+        assert_eq!(owner["result"]["protocol_id"], 10, "{owner}");
+        std::thread::sleep(Duration::from_millis(300));
+        r1.drain().unwrap();
+        if count(&r1, None, G1, QUIET_WINDOW) != 0 {
+            t.fail("the stream went on with nobody owning its incoming interface");
+        }
+        let mfes = ask(&socket, serde_json::json!({"op": "mfes"}));
+        assert_eq!(
+            mfes["result"]["mfes"][0]["oifs"],
+            serde_json::json!([]),
+            "{mfes}"
+        );
+    });
+
+    // A module that never answers: after the deadline MGM's proposal stands and G2 flows, to
+    // dn2 as well now that the refusing module is gone.
+    let silent = Module::start(&socket, &["--take", "up0", "--silent"]);
+    silent.wait(&t, "the silent module did not get ready", |m| {
+        m.lines().iter().any(|l| l == "ready")
+    });
+    r1.join(G2).unwrap();
+    r2.join(G2).unwrap();
+    t.streaming(&[SENDER_ADDR], &[G2], || {
+        if !arrives(&r1, None, G2, JOIN_TIMEOUT) || !arrives(&r2, None, G2, JOIN_TIMEOUT) {
+            t.fail("nothing flowed after the module missed its RPF deadline");
+        }
+    });
+    assert!(!silent.callbacks("rpf").is_empty(), "{:?}", silent.lines());
+    assert!(t
+        .daemon
+        .log()
+        .iter()
+        .any(|l| l.contains("no answer to callback")));
 }

@@ -2,4 +2,5 @@
 
 pub mod igmp;
 pub mod igmp_proxy;
+pub mod remote;
 pub mod static_routes;

@@ -25,8 +25,9 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts `mgm` as the lab's router with `extra` arguments, pinning under `pin_dir`, and
-    /// waits until it reports it is running. With `echo`, its log is also printed live.
+    /// Starts `mgm` as the lab's router, an IGMP proxy with the lab's upstream and
+    /// downstreams, with `extra` arguments, pinning under `pin_dir`, and waits until it reports
+    /// it is running. With `echo`, its log is also printed live.
     ///
     /// # Errors
     /// It could not start, exited, or was not ready within 20 s; the error holds its log.
@@ -37,12 +38,32 @@ impl Daemon {
         extra: &[&str],
         echo: bool,
     ) -> anyhow::Result<Daemon> {
+        let downstreams = lab.downstreams();
+        let mut roles = vec!["--upstream", UPSTREAM, "--downstream"];
+        roles.extend(downstreams.iter().map(String::as_str));
+        Self::start_as(mgm, lab, pin_dir, &roles, extra, echo)
+    }
+
+    /// Like [`Daemon::start`], with the interface roles (`--upstream`, `--downstream`,
+    /// `--external`) given in `roles`.
+    ///
+    /// # Errors
+    /// As for [`Daemon::start`].
+    pub fn start_as(
+        mgm: &Path,
+        lab: &Lab,
+        pin_dir: &Path,
+        roles: &[&str],
+        extra: &[&str],
+        echo: bool,
+    ) -> anyhow::Result<Daemon> {
         let mut cmd = Command::new(mgm);
-        cmd.args(["run", "--netns", lab.router.name(), "--upstream", UPSTREAM])
-            .arg("--downstream")
-            .args(lab.downstreams())
+        cmd.args(["run", "--netns", lab.router.name()])
+            .args(roles)
             .arg("--pin-dir")
             .arg(pin_dir)
+            .arg("--socket")
+            .arg(socket_for(pin_dir))
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -53,30 +74,7 @@ impl Daemon {
         let mut child = cmd
             .spawn()
             .with_context(|| format!("cannot start {}", mgm.display()))?;
-        let log = Arc::new(Mutex::new(Vec::new()));
-        for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let log = Arc::clone(&log);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if echo {
-                        println!("  mgm | {line}");
-                    }
-                    log.lock().unwrap_or_else(|e| e.into_inner()).push(line);
-                }
-            });
-        }
+        let log = keep_output(&mut child, echo.then_some("mgm"));
         let mut daemon = Daemon {
             child,
             log,
@@ -139,6 +137,11 @@ impl Daemon {
         &self.pin_dir
     }
 
+    /// Where modules connect to this daemon.
+    pub fn socket(&self) -> PathBuf {
+        socket_for(&self.pin_dir)
+    }
+
     /// Stops the daemon with SIGTERM and returns its exit status and log.
     ///
     /// # Errors
@@ -186,6 +189,40 @@ impl Daemon {
         let _ = self.child.wait();
         bail!("mgm did not stop within 10 s of SIGTERM and was killed")
     }
+}
+
+/// Collects every line `child` prints on stdout and stderr, from threads that end with it;
+/// with `echo`, each line is also printed, behind that label.
+pub fn keep_output(child: &mut Child, echo: Option<&'static str>) -> Arc<Mutex<Vec<String>>> {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let streams = [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ];
+    for stream in streams.into_iter().flatten() {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if let Some(label) = echo {
+                    println!("  {label} | {line}");
+                }
+                log.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+            }
+        });
+    }
+    log
+}
+
+/// One module socket per pin directory, so lab daemons never share one.
+fn socket_for(pin_dir: &Path) -> PathBuf {
+    let name = pin_dir.file_name().unwrap_or_default().to_string_lossy();
+    PathBuf::from(format!("/run/mgm/{name}.sock"))
 }
 
 impl Drop for Daemon {

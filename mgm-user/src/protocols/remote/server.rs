@@ -1,0 +1,563 @@
+//! The module socket: accepts connections, keeps one session per connection, and turns each
+//! request into the MGM call it names. A session's registration lives in the core as a
+//! [`RemoteModule`]; when the connection closes, the session releases every interface the
+//! module still owns, with the steps of spec §3.2, and deregisters it.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::ErrorKind,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{bail, Context};
+use log::{info, warn};
+use tokio::net::UnixListener;
+
+use super::{
+    link::{self, Answers, ConnId, LinkEvent, Writer},
+    module::{Names, RemoteModule},
+    wire::{self, ErrorBody, Flag, Hello, Iface, ModuleLine, Op, Output, Response, WIRE_VERSION},
+};
+use crate::core::{
+    self, ComponentId, InterfaceId, Mgm, MgmError, ProtocolHandle, ProtocolId, SourceGroupEntry,
+    ALL_ONES, ALL_SOURCES, ANY_SOURCE, MGM_FORWARD_STATE_FLAG, MGM_JOIN_STATE_FLAG,
+    MGM_MFE_STATS_1,
+};
+
+/// Requests waiting for the daemon before a module's reader stops reading.
+const IN_QUEUE: usize = 256;
+
+/// Something for the daemon to hand to [`ModuleServer::handle`].
+pub enum ServerEvent {
+    Accepted(std::os::unix::net::UnixStream),
+    Link(LinkEvent),
+}
+
+struct Session {
+    writer: Writer,
+    answers: Answers,
+    registration: Option<Registration>,
+}
+
+struct Registration {
+    handle: ProtocolHandle,
+    protocol_id: u32,
+    /// Interfaces it owns, released for it when it disconnects.
+    owned: BTreeSet<InterfaceId>,
+}
+
+/// The listening socket and every connected module.
+pub struct ModuleServer {
+    path: PathBuf,
+    listener: UnixListener,
+    names: Names,
+    answer_within: Duration,
+    sessions: BTreeMap<ConnId, Session>,
+    next_conn: ConnId,
+    events_tx: tokio::sync::mpsc::Sender<LinkEvent>,
+    events_rx: tokio::sync::mpsc::Receiver<LinkEvent>,
+}
+
+impl ModuleServer {
+    /// Listens on `path` (mode 0600: root's modules only). A socket file left by a dead
+    /// daemon is replaced; one a live daemon answers on is an error.
+    ///
+    /// # Errors
+    /// Another mgm listens there, or the socket cannot be made.
+    pub fn bind(path: &Path, names: Names, answer_within: Duration) -> anyhow::Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => bail!(
+                "another mgm serves modules on {}; give this one another --socket",
+                path.display()
+            ),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(_) => {
+                std::fs::remove_file(path)
+                    .with_context(|| format!("cannot remove the stale {}", path.display()))?;
+            }
+        }
+        let listener = UnixListener::bind(path)
+            .with_context(|| format!("cannot listen on {}", path.display()))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot restrict {}", path.display()))?;
+        let (events_tx, events_rx) = tokio::sync::mpsc::channel(IN_QUEUE);
+        Ok(Self {
+            path: path.to_owned(),
+            listener,
+            names,
+            answer_within,
+            sessions: BTreeMap::new(),
+            next_conn: 1,
+            events_tx,
+            events_rx,
+        })
+    }
+
+    /// The next connection or request.
+    pub async fn next(&mut self) -> ServerEvent {
+        loop {
+            tokio::select! {
+                conn = self.listener.accept() => match conn.and_then(|(s, _)| s.into_std()) {
+                    Ok(stream) => return ServerEvent::Accepted(stream),
+                    Err(e) => warn!("module socket: accept failed: {e}"),
+                },
+                Some(event) = self.events_rx.recv() => return ServerEvent::Link(event),
+            }
+        }
+    }
+
+    /// Acts on `event`: starts a session, runs a request on `mgm`, or ends a session.
+    pub fn handle(&mut self, event: ServerEvent, mgm: &mut Mgm, now: core::Instant) {
+        match event {
+            ServerEvent::Accepted(stream) => self.accept(stream),
+            ServerEvent::Link(LinkEvent::Request { conn, line }) => {
+                let Some(session) = self.sessions.get_mut(&conn) else {
+                    return;
+                };
+                let cx = Requests {
+                    conn,
+                    names: &self.names,
+                    answer_within: self.answer_within,
+                };
+                let id = line.id;
+                let response = match cx.run(session, line, mgm, now) {
+                    Ok(result) => Response {
+                        id,
+                        ok: true,
+                        error: None,
+                        result,
+                    },
+                    Err(error) => Response {
+                        id,
+                        ok: false,
+                        error: Some(error),
+                        result: None,
+                    },
+                };
+                session.writer.send(&response);
+            }
+            ServerEvent::Link(LinkEvent::Closed { conn }) => self.close(conn, mgm, now),
+        }
+    }
+
+    fn accept(&mut self, stream: std::os::unix::net::UnixStream) {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        let (writer, answers) = match link::spawn(conn, stream, self.events_tx.clone()) {
+            Ok(l) => l,
+            Err(e) => {
+                warn!("module socket: cannot serve a new connection: {e}");
+                return;
+            }
+        };
+        info!("module connection {conn} opened");
+        writer.send(&Hello {
+            hello: "mgm".into(),
+            version: WIRE_VERSION,
+            answer_within_ms: self.answer_within.as_millis() as u64,
+            interfaces: self
+                .names
+                .iter()
+                .map(|(i, n)| wire::Interface {
+                    name: n.clone(),
+                    ifindex: *i,
+                })
+                .collect(),
+        });
+        self.sessions.insert(
+            conn,
+            Session {
+                writer,
+                answers,
+                registration: None,
+            },
+        );
+    }
+
+    /// The module is gone: release what it owns (spec §3.2), then deregister it.
+    fn close(&mut self, conn: ConnId, mgm: &mut Mgm, now: core::Instant) {
+        let Some(session) = self.sessions.remove(&conn) else {
+            return;
+        };
+        session.writer.disconnect();
+        let Some(reg) = session.registration else {
+            info!("module connection {conn} closed");
+            return;
+        };
+        let mut released = Vec::new();
+        for id in &reg.owned {
+            match mgm.release_interface_ownership(reg.handle, *id, now) {
+                Ok(()) => released.push(name(&self.names, *id)),
+                Err(e) => warn!(
+                    "module connection {conn}: cannot release {}: {e}",
+                    name(&self.names, *id)
+                ),
+            }
+        }
+        if let Err(e) = mgm.deregister(reg.handle) {
+            warn!(
+                "module connection {conn}: cannot deregister protocol {}: {e}",
+                reg.protocol_id
+            );
+        }
+        info!(
+            "module connection {conn} closed: protocol {:#x} deregistered, released [{}]",
+            reg.protocol_id,
+            released.join(", ")
+        );
+    }
+
+    /// Closes every connection and removes the socket file.
+    pub fn shutdown(self) {
+        for s in self.sessions.values() {
+            s.writer.disconnect();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn name(names: &Names, id: InterfaceId) -> String {
+    let n = names
+        .get(&id.ifindex)
+        .cloned()
+        .unwrap_or_else(|| format!("ifindex {}", id.ifindex));
+    if id.next_hop.is_unspecified() {
+        n
+    } else {
+        format!("{n} via {}", id.next_hop)
+    }
+}
+
+/// What running one request needs besides the session.
+struct Requests<'a> {
+    conn: ConnId,
+    names: &'a Names,
+    answer_within: Duration,
+}
+
+fn mgm_error(e: MgmError, message: impl Into<String>) -> ErrorBody {
+    ErrorBody {
+        code: format!("{e:?}")
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+        win32: Some(e.win32()),
+        message: message.into(),
+    }
+}
+
+impl Requests<'_> {
+    fn run(
+        &self,
+        session: &mut Session,
+        line: ModuleLine,
+        mgm: &mut Mgm,
+        now: core::Instant,
+    ) -> Result<Option<Output>, ErrorBody> {
+        let plain = |r: Result<(), MgmError>, what: &str| {
+            r.map(|()| None)
+                .map_err(|e| mgm_error(e, format!("{what}: {e}")))
+        };
+        match line.op {
+            Op::Register {
+                protocol_id,
+                component_id,
+            } => self.register(session, protocol_id, component_id, mgm),
+            Op::Deregister {} => {
+                let reg = registration(session)?;
+                mgm.deregister(reg.handle).map_err(|e| {
+                    mgm_error(
+                        e,
+                        "cannot deregister while owning interfaces; release them first",
+                    )
+                })?;
+                session.registration = None;
+                Ok(None)
+            }
+            Op::TakeInterface(iface) => {
+                let id = self.interface(&iface)?;
+                let reg = registration_mut(session)?;
+                plain(
+                    mgm.take_interface_ownership(reg.handle, id, now),
+                    &format!("taking {}", iface.interface),
+                )?;
+                reg.owned.insert(id);
+                Ok(None)
+            }
+            Op::ReleaseInterface(iface) => {
+                let id = self.interface(&iface)?;
+                let reg = registration_mut(session)?;
+                plain(
+                    mgm.release_interface_ownership(reg.handle, id, now),
+                    &format!("releasing {}", iface.interface),
+                )?;
+                reg.owned.remove(&id);
+                Ok(None)
+            }
+            Op::GetProtocolOnInterface(iface) => {
+                let id = self.interface(&iface)?;
+                let (p, c) = mgm
+                    .get_protocol_on_interface(id)
+                    .map_err(|e| mgm_error(e, format!("nobody owns {}", iface.interface)))?;
+                Ok(Some(Output::Protocol {
+                    protocol_id: p.0,
+                    component_id: c.0,
+                }))
+            }
+            Op::AddMembership(m) => self.membership(session, &m, true, mgm, now),
+            Op::DeleteMembership(m) => self.membership(session, &m, false, mgm, now),
+            Op::SetMfe {
+                source,
+                group,
+                upstream,
+            } => {
+                let handle = registration(session)?.handle;
+                plain(
+                    mgm.set_mfe(handle, source, group, upstream),
+                    &format!("setting ({source}, {group})"),
+                )
+            }
+            Op::Mfes {} => {
+                let batch = mgm
+                    .get_first_mfe(usize::MAX, now)
+                    .map_err(|e| mgm_error(e, "enumerating MFEs"))?;
+                let mfes = batch
+                    .records
+                    .into_iter()
+                    .map(|r| wire::Mfe {
+                        source: r.source,
+                        group: r.group,
+                        upstream: r.upstream,
+                        iif: name(self.names, r.in_if),
+                        iif_protocol: r.in_if_protocol.0,
+                        route: wire::Route {
+                            protocol: r.route.protocol,
+                            network: r.route.network,
+                            mask: r.route.mask,
+                        },
+                        up_time_s: r.up_time_s,
+                        expiry_time_s: r.expiry_time_s,
+                        timeout_s: r.timeout_s,
+                        oifs: r.oifs.iter().map(|o| name(self.names, *o)).collect(),
+                    })
+                    .collect();
+                Ok(Some(Output::Mfes { mfes }))
+            }
+            Op::MfeStats {} => {
+                let batch = mgm
+                    .get_first_mfe_stats(usize::MAX, MGM_MFE_STATS_1, now)
+                    .map_err(|e| mgm_error(e, "enumerating MFE statistics"))?;
+                let mfe_stats = batch
+                    .records
+                    .into_iter()
+                    .map(|r| {
+                        let ex = r.ex.unwrap_or(core::MfeStatsEx {
+                            uninit_mfe: 0,
+                            negative_mfe: 0,
+                            in_discards: 0,
+                            in_hdr_errors: 0,
+                            total_out_packets: 0,
+                        });
+                        wire::MfeStats {
+                            source: r.source,
+                            group: r.group,
+                            iif: name(self.names, r.in_if),
+                            in_pkts: r.in_pkts,
+                            in_octets: r.in_octets,
+                            pkts_different_if: r.pkts_different_if,
+                            negative_mfe: ex.negative_mfe,
+                            in_discards: ex.in_discards,
+                            in_hdr_errors: ex.in_hdr_errors,
+                            total_out_packets: ex.total_out_packets,
+                            oifs: r
+                                .oifs
+                                .iter()
+                                .map(|o| wire::OifStats {
+                                    interface: name(self.names, o.if_id),
+                                    out_packets: o.out_packets,
+                                    out_discards: o.out_discards,
+                                    ttl_too_low: o.ttl_too_low,
+                                    frag_needed: o.frag_needed,
+                                })
+                                .collect(),
+                        }
+                    })
+                    .collect();
+                Ok(Some(Output::MfeStats { mfe_stats }))
+            }
+            Op::Groups { all_sources } => {
+                let handle = registration(session)?.handle;
+                let kind = if all_sources { ALL_SOURCES } else { ANY_SOURCE };
+                let e = mgm
+                    .group_enumeration_start(handle, kind)
+                    .map_err(|e| mgm_error(e, "starting the group enumeration"))?;
+                let batch = mgm.group_enumeration_get_next(e, usize::MAX);
+                // Closing cannot fail for a handle just opened; the batch's error is the one
+                // to report.
+                let _ = mgm.group_enumeration_end(e);
+                let batch = batch.map_err(|e| mgm_error(e, "enumerating groups"))?;
+                let groups = batch
+                    .records
+                    .into_iter()
+                    .map(|g| wire::Entry {
+                        source: g.source,
+                        source_mask: Some(g.source_mask),
+                        group: g.group,
+                        group_mask: Some(g.group_mask),
+                    })
+                    .collect();
+                Ok(Some(Output::Groups { groups }))
+            }
+            // The reader hands answers straight to the waiting callback.
+            Op::Answer(_) => Ok(None),
+        }
+    }
+
+    fn register(
+        &self,
+        session: &mut Session,
+        protocol_id: u32,
+        component_id: u32,
+        mgm: &mut Mgm,
+    ) -> Result<Option<Output>, ErrorBody> {
+        if let Some(reg) = &session.registration {
+            return Err(mgm_error(
+                MgmError::AlreadyExists,
+                format!(
+                    "this connection already registered protocol {:#x}",
+                    reg.protocol_id
+                ),
+            ));
+        }
+        if ProtocolId(protocol_id) == ProtocolId::IGMP {
+            return Err(mgm_error(
+                MgmError::InvalidParameter,
+                "protocol id 10 is IGMP, which runs inside mgm",
+            ));
+        }
+        let module = RemoteModule::new(
+            self.conn,
+            session.writer.clone(),
+            session.answers.clone(),
+            self.names.clone(),
+            self.answer_within,
+        );
+        let handle = mgm
+            .register(
+                Box::new(module),
+                ProtocolId(protocol_id),
+                ComponentId(component_id),
+            )
+            .map_err(|e| {
+                mgm_error(
+                    e,
+                    format!("registering protocol {protocol_id:#x} component {component_id}: {e}"),
+                )
+            })?;
+        info!(
+            "module connection {}: protocol {protocol_id:#x} component {component_id} registered",
+            self.conn
+        );
+        session.registration = Some(Registration {
+            handle,
+            protocol_id,
+            owned: BTreeSet::new(),
+        });
+        Ok(Some(Output::Registered { handle: handle.0 }))
+    }
+
+    fn membership(
+        &self,
+        session: &Session,
+        m: &wire::Membership,
+        add: bool,
+        mgm: &mut Mgm,
+        now: core::Instant,
+    ) -> Result<Option<Output>, ErrorBody> {
+        let iface = m.iface();
+        let id = self.interface(&iface)?;
+        let handle = registration(session)?.handle;
+        let sg = source_group(m.entry());
+        let flags = m.flags.iter().fold(0, |f, flag| {
+            f | match flag {
+                Flag::Join => MGM_JOIN_STATE_FLAG,
+                Flag::Forward => MGM_FORWARD_STATE_FLAG,
+            }
+        });
+        let (result, verb) = if add {
+            (
+                mgm.add_group_membership_entry(handle, sg, id, flags, now),
+                "adding",
+            )
+        } else {
+            (
+                mgm.delete_group_membership_entry(handle, sg, id, flags, now),
+                "deleting",
+            )
+        };
+        result.map(|()| None).map_err(|e| {
+            mgm_error(
+                e,
+                format!("{verb} the membership on {}: {e}", iface.interface),
+            )
+        })
+    }
+
+    /// The managed interface `iface` names.
+    fn interface(&self, iface: &Iface) -> Result<InterfaceId, ErrorBody> {
+        self.names
+            .iter()
+            .find(|(_, n)| **n == iface.interface)
+            .map(|(i, _)| InterfaceId::with_next_hop(*i, iface.next_hop))
+            .ok_or_else(|| {
+                let managed: Vec<&str> = self.names.values().map(String::as_str).collect();
+                mgm_error(
+                    MgmError::InvalidParameter,
+                    format!(
+                        "{} is not an interface this mgm manages ({})",
+                        iface.interface,
+                        managed.join(", ")
+                    ),
+                )
+            })
+    }
+}
+
+fn registration(session: &Session) -> Result<&Registration, ErrorBody> {
+    session.registration.as_ref().ok_or_else(not_registered)
+}
+
+fn registration_mut(session: &mut Session) -> Result<&mut Registration, ErrorBody> {
+    session.registration.as_mut().ok_or_else(not_registered)
+}
+
+fn not_registered() -> ErrorBody {
+    mgm_error(
+        MgmError::InvalidParameter,
+        "register first: this op needs a registration",
+    )
+}
+
+/// A wire entry with its masks filled in: a wildcard address gets the wildcard mask.
+fn source_group(e: wire::Entry) -> SourceGroupEntry {
+    let mask = |a: std::net::Ipv4Addr| {
+        if a.is_unspecified() {
+            std::net::Ipv4Addr::UNSPECIFIED
+        } else {
+            ALL_ONES
+        }
+    };
+    SourceGroupEntry {
+        source: e.source,
+        source_mask: e.source_mask.unwrap_or(mask(e.source)),
+        group: e.group,
+        group_mask: e.group_mask.unwrap_or(mask(e.group)),
+    }
+}
