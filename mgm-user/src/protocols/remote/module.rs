@@ -145,24 +145,6 @@ impl RemoteModule {
     }
 }
 
-/// The wire form of an entry, masks included.
-fn entry(sg: SourceGroupEntry) -> wire::Entry {
-    wire::Entry {
-        source: sg.source,
-        source_mask: Some(sg.source_mask),
-        group: sg.group,
-        group_mask: Some(sg.group_mask),
-    }
-}
-
-fn route(r: &RouteInfo) -> wire::Route {
-    wire::Route {
-        protocol: r.protocol,
-        network: r.network,
-        mask: r.mask,
-    }
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -178,11 +160,11 @@ impl RoutingProtocol for RemoteModule {
         route_info: &mut RouteInfo,
     ) {
         let body = CallbackBody::Rpf {
-            entry: entry(sg),
+            entry: sg.into(),
             iif: self.name(iif.ifindex),
             iif_next_hop: iif.next_hop,
             upstream: *upstream,
-            route: route(route_info),
+            route: (*route_info).into(),
             header: hex(hdr),
         };
         let Some(a) = self.ask(body) else { return };
@@ -208,11 +190,7 @@ impl RoutingProtocol for RemoteModule {
             *upstream = u;
         }
         if let Some(r) = a.route {
-            *route_info = RouteInfo {
-                protocol: r.protocol,
-                network: r.network,
-                mask: r.mask,
-            };
+            *route_info = r.into();
         }
     }
 
@@ -224,7 +202,7 @@ impl RoutingProtocol for RemoteModule {
         oifs: &mut [MgmIfEntry],
     ) {
         let body = CallbackBody::CreationAlert {
-            entry: entry(sg),
+            entry: sg.into(),
             iif: self.name(iif.ifindex),
             oifs: oifs
                 .iter()
@@ -264,7 +242,7 @@ impl RoutingProtocol for RemoteModule {
         timeout_s: &mut u32,
     ) {
         let body = CallbackBody::PruneAlert {
-            entry: entry(sg),
+            entry: sg.into(),
             iface: self.iface(if_id),
             member_delete,
             timeout_s: *timeout_s,
@@ -282,7 +260,7 @@ impl RoutingProtocol for RemoteModule {
 
     fn join_alert(&mut self, _cx: &mut Cx, sg: SourceGroupEntry, member_update: bool) {
         self.tell(CallbackBody::JoinAlert {
-            entry: entry(sg),
+            entry: sg.into(),
             member_update,
         });
     }
@@ -307,7 +285,7 @@ impl RoutingProtocol for RemoteModule {
     fn local_join(&mut self, _cx: &mut Cx, sg: SourceGroupEntry, if_id: InterfaceId) {
         let iface = self.iface(if_id);
         self.tell(CallbackBody::LocalJoin {
-            entry: entry(sg),
+            entry: sg.into(),
             iface,
         });
     }
@@ -315,7 +293,7 @@ impl RoutingProtocol for RemoteModule {
     fn local_leave(&mut self, _cx: &mut Cx, sg: SourceGroupEntry, if_id: InterfaceId) {
         let iface = self.iface(if_id);
         self.tell(CallbackBody::LocalLeave {
-            entry: entry(sg),
+            entry: sg.into(),
             iface,
         });
     }

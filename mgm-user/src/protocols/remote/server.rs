@@ -328,68 +328,14 @@ impl Requests<'_> {
                 let batch = mgm
                     .get_first_mfe(usize::MAX, now)
                     .map_err(|e| mgm_error(e, "enumerating MFEs"))?;
-                let mfes = batch
-                    .records
-                    .into_iter()
-                    .map(|r| wire::Mfe {
-                        source: r.source,
-                        group: r.group,
-                        upstream: r.upstream,
-                        iif: name(self.names, r.in_if),
-                        iif_protocol: r.in_if_protocol.0,
-                        route: wire::Route {
-                            protocol: r.route.protocol,
-                            network: r.route.network,
-                            mask: r.route.mask,
-                        },
-                        up_time_s: r.up_time_s,
-                        expiry_time_s: r.expiry_time_s,
-                        timeout_s: r.timeout_s,
-                        oifs: r.oifs.iter().map(|o| name(self.names, *o)).collect(),
-                    })
-                    .collect();
+                let mfes = batch.records.iter().map(|r| self.mfe(r)).collect();
                 Ok(Some(Output::Mfes { mfes }))
             }
             Op::MfeStats {} => {
                 let batch = mgm
                     .get_first_mfe_stats(usize::MAX, MGM_MFE_STATS_1, now)
                     .map_err(|e| mgm_error(e, "enumerating MFE statistics"))?;
-                let mfe_stats = batch
-                    .records
-                    .into_iter()
-                    .map(|r| {
-                        let ex = r.ex.unwrap_or(core::MfeStatsEx {
-                            uninit_mfe: 0,
-                            negative_mfe: 0,
-                            in_discards: 0,
-                            in_hdr_errors: 0,
-                            total_out_packets: 0,
-                        });
-                        wire::MfeStats {
-                            source: r.source,
-                            group: r.group,
-                            iif: name(self.names, r.in_if),
-                            in_pkts: r.in_pkts,
-                            in_octets: r.in_octets,
-                            pkts_different_if: r.pkts_different_if,
-                            negative_mfe: ex.negative_mfe,
-                            in_discards: ex.in_discards,
-                            in_hdr_errors: ex.in_hdr_errors,
-                            total_out_packets: ex.total_out_packets,
-                            oifs: r
-                                .oifs
-                                .iter()
-                                .map(|o| wire::OifStats {
-                                    interface: name(self.names, o.if_id),
-                                    out_packets: o.out_packets,
-                                    out_discards: o.out_discards,
-                                    ttl_too_low: o.ttl_too_low,
-                                    frag_needed: o.frag_needed,
-                                })
-                                .collect(),
-                        }
-                    })
-                    .collect();
+                let mfe_stats = batch.records.iter().map(|r| self.mfe_stats(r)).collect();
                 Ok(Some(Output::MfeStats { mfe_stats }))
             }
             Op::Groups { all_sources } => {
@@ -403,16 +349,7 @@ impl Requests<'_> {
                 // to report.
                 let _ = mgm.group_enumeration_end(e);
                 let batch = batch.map_err(|e| mgm_error(e, "enumerating groups"))?;
-                let groups = batch
-                    .records
-                    .into_iter()
-                    .map(|g| wire::Entry {
-                        source: g.source,
-                        source_mask: Some(g.source_mask),
-                        group: g.group,
-                        group_mask: Some(g.group_mask),
-                    })
-                    .collect();
+                let groups = batch.records.into_iter().map(wire::Entry::from).collect();
                 Ok(Some(Output::Groups { groups }))
             }
             // The reader hands answers straight to the waiting callback.
@@ -508,6 +445,55 @@ impl Requests<'_> {
                 format!("{verb} the membership on {}: {e}", iface.interface),
             )
         })
+    }
+
+    fn mfe(&self, r: &core::MfeRecord) -> wire::Mfe {
+        wire::Mfe {
+            source: r.source,
+            group: r.group,
+            upstream: r.upstream,
+            iif: name(self.names, r.in_if),
+            iif_protocol: r.in_if_protocol.0,
+            route: r.route.into(),
+            up_time_s: r.up_time_s,
+            expiry_time_s: r.expiry_time_s,
+            timeout_s: r.timeout_s,
+            oifs: r.oifs.iter().map(|o| name(self.names, *o)).collect(),
+        }
+    }
+
+    fn mfe_stats(&self, r: &core::MfeStatsRecord) -> wire::MfeStats {
+        // Asked for with MGM_MFE_STATS_1, so the EX fields are there.
+        let ex = r.ex.unwrap_or(core::MfeStatsEx {
+            uninit_mfe: 0,
+            negative_mfe: 0,
+            in_discards: 0,
+            in_hdr_errors: 0,
+            total_out_packets: 0,
+        });
+        wire::MfeStats {
+            source: r.source,
+            group: r.group,
+            iif: name(self.names, r.in_if),
+            in_pkts: r.in_pkts,
+            in_octets: r.in_octets,
+            pkts_different_if: r.pkts_different_if,
+            negative_mfe: ex.negative_mfe,
+            in_discards: ex.in_discards,
+            in_hdr_errors: ex.in_hdr_errors,
+            total_out_packets: ex.total_out_packets,
+            oifs: r
+                .oifs
+                .iter()
+                .map(|o| wire::OifStats {
+                    interface: name(self.names, o.if_id),
+                    out_packets: o.out_packets,
+                    out_discards: o.out_discards,
+                    ttl_too_low: o.ttl_too_low,
+                    frag_needed: o.frag_needed,
+                })
+                .collect(),
+        }
     }
 
     /// The managed interface `iface` names.

@@ -10,6 +10,8 @@ use std::net::Ipv4Addr;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::core::{RouteInfo, SourceGroupEntry};
+
 /// The version in [`Hello`]; bumped on any incompatible change of these messages.
 pub const WIRE_VERSION: u32 = 1;
 
@@ -117,6 +119,17 @@ pub struct Entry {
     pub group_mask: Option<Ipv4Addr>,
 }
 
+impl From<SourceGroupEntry> for Entry {
+    fn from(e: SourceGroupEntry) -> Self {
+        Self {
+            source: e.source,
+            source_mask: Some(e.source_mask),
+            group: e.group,
+            group_mask: Some(e.group_mask),
+        }
+    }
+}
+
 /// The arguments of Add/Delete membership: an [`Entry`] on an [`Iface`], with flags. (Spelt
 /// out rather than flattened, so unknown fields can be refused.)
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -196,6 +209,26 @@ pub struct Route {
     pub protocol: u32,
     pub network: Ipv4Addr,
     pub mask: Ipv4Addr,
+}
+
+impl From<RouteInfo> for Route {
+    fn from(r: RouteInfo) -> Self {
+        Self {
+            protocol: r.protocol,
+            network: r.network,
+            mask: r.mask,
+        }
+    }
+}
+
+impl From<Route> for RouteInfo {
+    fn from(r: Route) -> Self {
+        Self {
+            protocol: r.protocol,
+            network: r.network,
+            mask: r.mask,
+        }
+    }
 }
 
 /// The first line mgm sends on a new connection.
