@@ -29,6 +29,9 @@ use crate::core::{
 /// Requests waiting for the daemon before a module's reader stops reading.
 const IN_QUEUE: usize = 256;
 
+/// Connections served at once (MGM takes 64 registrations); more are turned away.
+const MAX_CONNECTIONS: usize = 64;
+
 /// Something for the daemon to hand to [`ModuleServer::handle`].
 pub enum ServerEvent {
     Accepted(std::os::unix::net::UnixStream),
@@ -105,7 +108,11 @@ impl ModuleServer {
             tokio::select! {
                 conn = self.listener.accept() => match conn.and_then(|(s, _)| s.into_std()) {
                     Ok(stream) => return ServerEvent::Accepted(stream),
-                    Err(e) => warn!("module socket: accept failed: {e}"),
+                    Err(e) => {
+                        // Out of descriptors, say: try again later rather than spin.
+                        warn!("module socket: accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                 },
                 Some(event) = self.events_rx.recv() => return ServerEvent::Link(event),
             }
@@ -146,7 +153,24 @@ impl ModuleServer {
         }
     }
 
-    fn accept(&mut self, stream: std::os::unix::net::UnixStream) {
+    fn accept(&mut self, mut stream: std::os::unix::net::UnixStream) {
+        if self.sessions.len() >= MAX_CONNECTIONS {
+            warn!("module socket: {MAX_CONNECTIONS} connections open, turning a new one away");
+            let refusal = Response {
+                id: None,
+                ok: false,
+                error: Some(mgm_error(
+                    MgmError::NotEnoughMemory,
+                    format!("mgm serves at most {MAX_CONNECTIONS} module connections"),
+                )),
+                result: None,
+            };
+            // A fresh socket's buffer takes one short line without blocking.
+            if let Ok(line) = serde_json::to_string(&refusal) {
+                let _ = std::io::Write::write_all(&mut stream, format!("{line}\n").as_bytes());
+            }
+            return;
+        }
         let conn = self.next_conn;
         self.next_conn += 1;
         let (writer, answers) = match link::spawn(conn, stream, self.events_tx.clone()) {
@@ -545,5 +569,181 @@ fn source_group(e: wire::Entry) -> SourceGroupEntry {
         source_mask: e.source_mask.unwrap_or(mask(e.source)),
         group: e.group,
         group_mask: e.group_mask.unwrap_or(mask(e.group)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    use std::sync::Arc;
+
+    use super::*;
+
+    struct Fixture {
+        server: ModuleServer,
+        mgm: Mgm,
+        dir: PathBuf,
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn fixture(tag: &str) -> Fixture {
+        let dir = std::env::temp_dir().join(format!("mgm-sock-{tag}-{}", std::process::id()));
+        let names = Arc::new(BTreeMap::from([(2, "up0".into()), (3, "dn1".into())]));
+        let server =
+            ModuleServer::bind(&dir.join("m.sock"), names, Duration::from_millis(50)).unwrap();
+        Fixture {
+            server,
+            mgm: Mgm::default(),
+            dir,
+        }
+    }
+
+    impl Fixture {
+        /// Lets the server act on its next event.
+        async fn step(&mut self) {
+            let event = self.server.next().await;
+            self.server
+                .handle(event, &mut self.mgm, core::Instant::from_millis(0));
+        }
+
+        async fn connect(&mut self) -> (UnixStream, BufReader<UnixStream>) {
+            let s = UnixStream::connect(self.dir.join("m.sock")).unwrap();
+            self.step().await;
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let hello = line(&mut r);
+            assert_eq!(
+                (&hello["hello"], &hello["version"]),
+                (&"mgm".into(), &1.into())
+            );
+            (s, r)
+        }
+
+        async fn ask(
+            &mut self,
+            s: &mut UnixStream,
+            r: &mut BufReader<UnixStream>,
+            req: &str,
+        ) -> serde_json::Value {
+            writeln!(s, "{req}").unwrap();
+            self.step().await;
+            line(r)
+        }
+    }
+
+    fn line(r: &mut BufReader<UnixStream>) -> serde_json::Value {
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        serde_json::from_str(&l).unwrap()
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn requests_run_on_the_core_and_a_closed_connection_releases_its_interfaces() {
+        runtime().block_on(async {
+            let mut f = fixture("release");
+            let (mut s, mut r) = f.connect().await;
+            let reply = f
+                .ask(&mut s, &mut r, r#"{"id":1,"op":"take_interface","interface":"up0"}"#)
+                .await;
+            assert_eq!(reply["error"]["message"], "register first: this op needs a registration");
+            let reply = f
+                .ask(&mut s, &mut r, r#"{"id":2,"op":"register","protocol_id":256,"component_id":1}"#)
+                .await;
+            assert_eq!((&reply["id"], &reply["ok"]), (&2.into(), &true.into()));
+            let reply = f
+                .ask(&mut s, &mut r, r#"{"id":3,"op":"take_interface","interface":"eth9"}"#)
+                .await;
+            assert_eq!(
+                (&reply["error"]["code"], &reply["error"]["win32"]),
+                (&"InvalidParameter".into(), &87.into())
+            );
+            let reply = f
+                .ask(&mut s, &mut r, r#"{"id":4,"op":"take_interface","interface":"up0"}"#)
+                .await;
+            assert_eq!(reply["ok"], true, "{reply}");
+            let reply = f
+                .ask(
+                    &mut s,
+                    &mut r,
+                    r#"{"id":5,"op":"add_membership","source":"0.0.0.0","group":"239.1.1.1","interface":"up0","flags":["join"]}"#,
+                )
+                .await;
+            assert_eq!(reply["ok"], true, "{reply}");
+            let reply = f.ask(&mut s, &mut r, r#"{"id":6,"op":"groups"}"#).await;
+            assert_eq!(reply["result"]["groups"][0]["group"], "239.1.1.1");
+            let reply = f.ask(&mut s, &mut r, r#"{"id":7,"op":"deregister"}"#).await;
+            assert_eq!(reply["error"]["code"], "CanNotComplete", "{reply}");
+            let owner = f.mgm.get_protocol_on_interface(core::InterfaceId::new(2));
+            assert_eq!(owner, Ok((ProtocolId(256), ComponentId(1))));
+
+            drop((s, r));
+            f.step().await;
+            assert_eq!(
+                f.mgm.get_protocol_on_interface(core::InterfaceId::new(2)),
+                Err(MgmError::NotFound)
+            );
+            // The registration is gone too: the ids can register again.
+            let (mut s, mut r) = f.connect().await;
+            let reply = f
+                .ask(&mut s, &mut r, r#"{"op":"register","protocol_id":256,"component_id":1}"#)
+                .await;
+            assert_eq!(reply["ok"], true, "{reply}");
+        });
+    }
+
+    #[test]
+    fn igmp_ids_and_a_second_registration_are_refused() {
+        runtime().block_on(async {
+            let mut f = fixture("refuse");
+            let (mut s, mut r) = f.connect().await;
+            let reply = f
+                .ask(
+                    &mut s,
+                    &mut r,
+                    r#"{"op":"register","protocol_id":10,"component_id":0}"#,
+                )
+                .await;
+            assert_eq!(reply["error"]["code"], "InvalidParameter");
+            f.ask(
+                &mut s,
+                &mut r,
+                r#"{"op":"register","protocol_id":7,"component_id":0}"#,
+            )
+            .await;
+            let reply = f
+                .ask(
+                    &mut s,
+                    &mut r,
+                    r#"{"op":"register","protocol_id":8,"component_id":0}"#,
+                )
+                .await;
+            assert_eq!(reply["error"]["code"], "AlreadyExists");
+        });
+    }
+
+    #[test]
+    fn a_second_daemon_cannot_take_a_live_socket_but_replaces_a_stale_one() {
+        runtime().block_on(async {
+            let f = fixture("stale");
+            let names: Names = Arc::new(BTreeMap::new());
+            let live = ModuleServer::bind(&f.dir.join("m.sock"), names.clone(), Duration::ZERO);
+            assert!(live.is_err_and(|e| e.to_string().contains("another mgm")));
+            let stale = f.dir.join("stale.sock");
+            drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+            assert!(stale.exists());
+            assert!(ModuleServer::bind(&stale, names, Duration::ZERO).is_ok());
+        });
     }
 }
