@@ -349,20 +349,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
     let mut modules = ModuleServer::bind(&opts.socket, Arc::new(names.clone()), opts.answer_within)
         .context("cannot open the module socket")?;
     let mut route_watch = routes::RouteWatch::start(opts.rpf_table)?;
-    let (routes, multipath) = routes::dump_ipv4(opts.rpf_table)
-        .await
-        .context("cannot read the routing table for RPF")?;
-    let (mut added, mut bad) = (0, 0);
-    for r in routes.iter().chain(&opts.rpf_routes) {
-        match router.mgm.add_route(*r) {
-            Ok(()) => added += 1,
-            Err(_) => bad += 1,
-        }
-    }
-    info!(
-        "RPF table: {added} IPv4 routes from table {} and static routes ({multipath} multipath and {bad} malformed left out), changes followed",
-        opts.rpf_table
-    );
+    load_rpf_table(&mut router.mgm, opts.rpf_table, &opts.rpf_routes).await?;
     let name = |i: u32| {
         names
             .get(&i)
@@ -376,32 +363,10 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
     );
 
     let mut upstream = match &opts.upstream_host {
-        Some(h) => {
-            let dev = interfaces
-                .iter()
-                .find(|d| d.name == h.interface)
-                .context("the upstream interface is not managed")?;
-            let address = dev.ipv4.with_context(|| {
-                format!(
-                    "{} has no IPv4 address; the proxy reports upstream from it",
-                    dev.name
-                )
-            })?;
-            let socket = HostMembership::new(dev, address)
-                .with_context(|| format!("cannot open the upstream host socket on {}", dev.name))?;
-            Some((socket, h.changes.clone()))
-        }
+        Some(h) => Some(upstream_socket(h, &interfaces)?),
         None => None,
     };
-    // Adopted entries keep forwarding as they were until IGMP has had the time to hear every
-    // receiver again (startup queries and their answers); then the core decides about them.
-    let mut reconcile_at = (dp.adopted > 0).then(|| {
-        let c = &opts.igmp_config;
-        let startup = c.startup_query_interval.unwrap_or(c.query_interval / 4);
-        let grace = startup * u32::from(c.robustness) + c.query_response_interval;
-        info!("the core reconciles the adopted entries in {grace:?}");
-        tokio::time::Instant::now() + grace
-    });
+    let mut reconcile_at = (dp.adopted > 0).then(|| reconcile_deadline(&opts.igmp_config));
     let mut seen = Seen::default();
     let mut counters = tokio::time::interval(COUNTER_SYNC);
     counters.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -426,19 +391,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
                 router.mgm.reconcile(entries, now);
             }
             _ = counters.tick() => sync_counters(&dp, &mut router.mgm),
-            change = route_watch.next() => match change {
-                Some(routes::RouteChange::Added(r)) => {
-                    debug!("RPF route added: {r:?}");
-                    if let Err(e) = router.mgm.add_route(r) {
-                        warn!("RPF route {r:?} refused: {e}");
-                    }
-                }
-                Some(routes::RouteChange::Deleted { network, prefix_len }) => {
-                    debug!("RPF route deleted: {network}/{prefix_len}");
-                    router.mgm.delete_route(network, prefix_len);
-                }
-                None => bail!("the route-change subscription closed"),
-            },
+            change = route_watch.next() => follow_route(&mut router.mgm, change)?,
             guard = readable_logger(&mut logger) => {
                 let mut guard = guard.context("XDP log ring buffer poll failed")?;
                 guard.get_inner_mut().flush();
@@ -478,6 +431,74 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         info!("XDP detached and pins removed");
     }
     Ok(())
+}
+
+/// Fills the core's RPF table from routing table `table` and the `extra` routes.
+async fn load_rpf_table(mgm: &mut Mgm, table: u32, extra: &[core::Route]) -> anyhow::Result<()> {
+    let (routes, multipath) = routes::dump_ipv4(table)
+        .await
+        .context("cannot read the routing table for RPF")?;
+    let (mut added, mut bad) = (0, 0);
+    for r in routes.iter().chain(extra) {
+        match mgm.add_route(*r) {
+            Ok(()) => added += 1,
+            Err(_) => bad += 1,
+        }
+    }
+    info!(
+        "RPF table: {added} IPv4 routes from table {table} and static routes ({multipath} multipath and {bad} malformed left out), changes followed"
+    );
+    Ok(())
+}
+
+/// Applies one change of the RPF table's routing table to the core.
+fn follow_route(mgm: &mut Mgm, change: Option<routes::RouteChange>) -> anyhow::Result<()> {
+    match change {
+        Some(routes::RouteChange::Added(r)) => {
+            debug!("RPF route added: {r:?}");
+            if let Err(e) = mgm.add_route(r) {
+                warn!("RPF route {r:?} refused: {e}");
+            }
+        }
+        Some(routes::RouteChange::Deleted {
+            network,
+            prefix_len,
+        }) => {
+            debug!("RPF route deleted: {network}/{prefix_len}");
+            mgm.delete_route(network, prefix_len);
+        }
+        None => bail!("the route-change subscription closed"),
+    }
+    Ok(())
+}
+
+/// The proxy's host socket on the upstream interface, and the queue its changes come in.
+fn upstream_socket(
+    host: &UpstreamHost,
+    interfaces: &[NetDev],
+) -> anyhow::Result<(HostMembership, UpstreamQueue)> {
+    let dev = interfaces
+        .iter()
+        .find(|d| d.name == host.interface)
+        .context("the upstream interface is not managed")?;
+    let address = dev.ipv4.with_context(|| {
+        format!(
+            "{} has no IPv4 address; the proxy reports upstream from it",
+            dev.name
+        )
+    })?;
+    let socket = HostMembership::new(dev, address)
+        .with_context(|| format!("cannot open the upstream host socket on {}", dev.name))?;
+    Ok((socket, host.changes.clone()))
+}
+
+/// Adopted entries keep forwarding as they were until IGMP has had the time to hear every
+/// receiver again (startup queries and their answers); then the core decides about them.
+fn reconcile_deadline(c: &querier::Config) -> tokio::time::Instant {
+    let startup = c.startup_query_interval.unwrap_or(c.query_interval / 4);
+    let grace = startup * u32::from(c.robustness) + c.query_response_interval;
+    info!("the core reconciles the adopted entries in {grace:?}");
+    tokio::time::Instant::now() + grace
 }
 
 /// "protocol 0x4d470001 owns up0; IGMP on dn1, dn2", for the log.
