@@ -228,13 +228,16 @@ pub fn measure(
     );
     // Tags start with "t" so that `sweep_stale` removes the lab if this process is killed.
     let lab = Lab::up(&unique_tag("t"), &[version])?;
-    // Each router keeps its upstream host memberships on one socket, and the kernel refuses
-    // more than igmp_max_memberships (default 20) groups per socket, and more than
-    // optmem_max (default 128 KiB, 48 bytes a group: about 2,700) of option memory.
-    lab.router
-        .sysctl("net.ipv4.igmp_max_memberships", &(groups + 64).to_string())?;
-    lab.router
-        .sysctl("net.core.optmem_max", &(131_072 + 128 * groups).to_string())?;
+    // igmpproxy keeps its upstream host memberships on one socket, and the kernel refuses
+    // more than igmp_max_memberships (default 20) groups per socket and more than
+    // optmem_max (default 128 KiB, 48 bytes a group: about 2,700) of option memory. mgm
+    // spreads them over sockets and runs with the defaults.
+    if kind == Kind::Igmpproxy {
+        lab.router
+            .sysctl("net.ipv4.igmp_max_memberships", &(groups + 64).to_string())?;
+        lab.router
+            .sysctl("net.core.optmem_max", &(131_072 + 128 * groups).to_string())?;
+    }
     let gen = Generator::new(&lab.receivers[0], receiver_addr(0), version, groups)?;
     let offered = gen.open_loop()?;
     let max_groups = (groups + 1_000).to_string();
