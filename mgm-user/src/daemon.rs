@@ -62,9 +62,15 @@ impl Router {
         igmp: &[&NetDev],
         igmp_config: &querier::Config,
     ) -> anyhow::Result<Router> {
+        // The core holds every membership IGMP's limits let in, on every interface.
+        let igmp_memberships = igmp_config
+            .max_memberships()
+            .map_or(usize::MAX, |n| n.saturating_mul(igmp.len()));
+        let defaults = Config::default();
         let mut mgm = Mgm::new(Config {
             max_mfes: FWD_CAPACITY as usize,
-            ..Config::default()
+            max_memberships: defaults.max_memberships.max(igmp_memberships),
+            ..defaults
         });
         let epoch = std::time::Instant::now();
         let now = core::Instant::from_millis(0);

@@ -2,6 +2,7 @@
 //! Router Alert option (RFC 3376 §4, RFC 2236 §2), and the proxy's host memberships upstream.
 
 use std::{
+    collections::{BTreeSet, HashMap},
     io,
     net::{Ipv4Addr, SocketAddrV4},
     os::fd::AsRawFd,
@@ -66,43 +67,152 @@ impl QuerySocket {
 
 /// Host memberships of the router itself on one interface, kept by the kernel's IGMP host
 /// stack: joining here makes the kernel report the group and answer queries for it.
+///
+/// The kernel caps the memberships of one socket (`net.ipv4.igmp_max_memberships`, 20 by
+/// default; `igmp_max_msf` sources per group; `optmem_max` bytes) and looks a join up in a
+/// list of the socket's memberships, so one socket would stop at 20 groups and a raised
+/// limit would make each join cost as much as the groups before it. Memberships are spread
+/// over as many sockets as those limits need instead: a socket takes joins until the kernel
+/// refuses one with `ENOBUFS`, then a new one is opened.
 pub struct HostMembership {
-    sock: Socket,
+    dev: String,
     iface: Ipv4Addr,
+    sockets: Vec<Socket>,
+    /// Indexes of the sockets that may take another join: the newest one and every one
+    /// where a membership was left since it last refused.
+    room: BTreeSet<usize>,
+    /// Which socket holds each membership.
+    held: HashMap<SourceGroupEntry, usize>,
 }
 
 impl HostMembership {
-    /// A UDP socket on `dev` whose memberships use the address `iface`.
+    /// Memberships on `dev` that use the address `iface`; opens its first socket.
     ///
     /// # Errors
     /// The socket cannot be opened.
     pub fn new(dev: &NetDev, iface: Ipv4Addr) -> io::Result<HostMembership> {
-        let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-        sock.bind_device(Some(dev.name.as_bytes()))?;
-        Ok(HostMembership { sock, iface })
+        let mut host = HostMembership {
+            dev: dev.name.clone(),
+            iface,
+            sockets: Vec::new(),
+            room: BTreeSet::new(),
+            held: HashMap::new(),
+        };
+        host.open()?;
+        Ok(host)
     }
 
-    /// Joins (\*,G) (IP_ADD_MEMBERSHIP) or (S,G) (IP_ADD_SOURCE_MEMBERSHIP).
+    /// Opens one more socket on the interface; returns its index.
+    fn open(&mut self) -> io::Result<usize> {
+        let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+        sock.bind_device(Some(self.dev.as_bytes()))?;
+        self.sockets.push(sock);
+        let i = self.sockets.len() - 1;
+        self.room.insert(i);
+        Ok(i)
+    }
+
+    /// Joins (\*,G) (IP_ADD_MEMBERSHIP) or (S,G) (IP_ADD_SOURCE_MEMBERSHIP), on a socket
+    /// with room for it.
     ///
     /// # Errors
-    /// The kernel refused (for example more than `igmp_max_memberships` groups).
-    pub fn join(&self, sg: SourceGroupEntry) -> io::Result<()> {
-        if sg.source.is_unspecified() {
-            self.sock.join_multicast_v4(&sg.group, &self.iface)
-        } else {
-            self.sock.join_ssm_v4(&sg.source, &sg.group, &self.iface)
+    /// The kernel refused (already joined, or a fresh socket cannot take it either), or no
+    /// socket could be opened.
+    pub fn join(&mut self, sg: SourceGroupEntry) -> io::Result<()> {
+        if let Some(&i) = self.held.get(&sg) {
+            // Already joined: the kernel says so.
+            return join(&self.sockets[i], sg, self.iface);
         }
+        while let Some(&i) = self.room.last() {
+            match join(&self.sockets[i], sg, self.iface) {
+                Ok(()) => {
+                    self.held.insert(sg, i);
+                    return Ok(());
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    self.room.remove(&i);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let i = self.open()?;
+        join(&self.sockets[i], sg, self.iface)?;
+        self.held.insert(sg, i);
+        Ok(())
     }
 
     /// Leaves what [`HostMembership::join`] joined.
     ///
     /// # Errors
-    /// The kernel refused (not joined).
-    pub fn leave(&self, sg: SourceGroupEntry) -> io::Result<()> {
+    /// Not joined (`EADDRNOTAVAIL`, as the kernel says it), or the kernel refused.
+    pub fn leave(&mut self, sg: SourceGroupEntry) -> io::Result<()> {
+        let i = self
+            .held
+            .remove(&sg)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EADDRNOTAVAIL))?;
+        self.room.insert(i);
+        let sock = &self.sockets[i];
         if sg.source.is_unspecified() {
-            self.sock.leave_multicast_v4(&sg.group, &self.iface)
+            sock.leave_multicast_v4(&sg.group, &self.iface)
         } else {
-            self.sock.leave_ssm_v4(&sg.source, &sg.group, &self.iface)
+            sock.leave_ssm_v4(&sg.source, &sg.group, &self.iface)
         }
+    }
+
+    /// How many sockets hold the memberships.
+    #[cfg(test)]
+    fn sockets(&self) -> usize {
+        self.sockets.len()
+    }
+}
+
+fn join(sock: &Socket, sg: SourceGroupEntry, iface: Ipv4Addr) -> io::Result<()> {
+    if sg.source.is_unspecified() {
+        sock.join_multicast_v4(&sg.group, &iface)
+    } else {
+        sock.join_ssm_v4(&sg.source, &sg.group, &iface)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Joins more groups on `lo` than one socket may hold: each one is joined, left and
+    /// joined again, and the sockets of the first round are reused.
+    #[test]
+    fn host_memberships_go_past_the_per_socket_limit() {
+        let per_socket: usize = std::fs::read_to_string("/proc/sys/net/ipv4/igmp_max_memberships")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(20);
+        let lo = NetDev::lookup("lo").expect("lo exists");
+        let mut host = match HostMembership::new(&lo, Ipv4Addr::LOCALHOST) {
+            Ok(h) => h,
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                eprintln!("skipped: binding a socket to lo needs CAP_NET_RAW");
+                return;
+            }
+            Err(e) => panic!("socket on lo: {e}"),
+        };
+        let groups: Vec<SourceGroupEntry> = (0..per_socket.min(200) + 5)
+            .map(|i| SourceGroupEntry::star_g(Ipv4Addr::new(239, 254, (i / 256) as u8, i as u8)))
+            .collect();
+        for g in &groups {
+            host.join(*g).expect("join");
+        }
+        let opened = host.sockets();
+        if per_socket < groups.len() {
+            assert!(opened > 1, "{} groups on one socket", groups.len());
+        }
+        for g in &groups {
+            host.leave(*g).expect("leave");
+        }
+        let again = host.leave(groups[0]).unwrap_err();
+        assert_eq!(again.raw_os_error(), Some(libc::EADDRNOTAVAIL));
+        for g in &groups {
+            host.join(*g).expect("join again");
+        }
+        assert_eq!(host.sockets(), opened);
     }
 }

@@ -387,6 +387,39 @@ fn star_g_then_star_star_catch_what_has_no_sg_entry() {
     );
 }
 
+/// An outgoing set stays in its slot after its last entry goes (taking it out, like putting
+/// one in, waits for an RCU grace period): the next entry with the same outgoing interfaces
+/// takes it back, and a set with other interfaces gets another slot.
+#[test]
+fn an_outgoing_set_outlives_its_last_entry_for_the_next_entry_that_wants_it() {
+    let mut h = harness();
+    // A second interface for a second set; the devmap only needs it to exist.
+    let status = std::process::Command::new("ip")
+        .args([
+            "link", "add", "mgmv0", "type", "veth", "peer", "name", "mgmv1",
+        ])
+        .status()
+        .expect("ip runs");
+    assert!(status.success(), "ip link add mgmv0 type veth");
+    let veth = NetDev::lookup("mgmv0").unwrap().ifindex;
+    let g2 = Ipv4Addr::new(239, 5, 5, 5);
+    let g3 = Ipv4Addr::new(239, 6, 6, 6);
+    let set = |h: &Harness, g| h.fwd.read_entry(key(S1, g)).unwrap().unwrap().oif_set;
+    h.install(S1, G1, LO, &[LO]);
+    let lo_set = set(&h, G1);
+    h.fwd
+        .apply(&MapOp::DeleteMfe {
+            source: S1,
+            group: G1,
+        })
+        .unwrap();
+    h.install(S1, g2, LO, &[veth]);
+    h.install(S1, g3, LO, &[LO]);
+    assert_ne!(set(&h, g2), lo_set);
+    assert_eq!(set(&h, g3), lo_set);
+    assert_eq!(h.run(&Frame::udp(S1, g3, 8).bytes()).0, XDP_REDIRECT);
+}
+
 #[test]
 fn vlan_tagged_data_and_data_with_ip_options_are_forwarded() {
     let mut h = harness();

@@ -4,7 +4,7 @@
 //! set goes only once nothing does.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     io,
     net::Ipv4Addr,
     os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
@@ -27,6 +27,12 @@ use crate::core::{DataPlaneEntry, InterfaceId, MapOp};
 
 /// Size of `struct bpf_devmap_val` (ifindex + program fd), which egress programs need.
 const DEVMAP_VALUE_SIZE: u32 = 8;
+
+/// Outgoing sets kept in place after their last entry went, for the next entry with the same
+/// outgoing interfaces. Putting a set into the array of maps or taking it out waits for an
+/// RCU grace period (10–20 ms on the project's VM), which a receiver's join would otherwise
+/// pay whenever its interface's set had gone with the last stream before.
+const IDLE_SETS_KEPT: usize = 64;
 
 /// One installed entry, as this adapter remembers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +61,8 @@ pub struct Forwarding {
     egress: ProgramFd,
     entries: BTreeMap<FwdKey, Installed>,
     sets_by_oifs: BTreeMap<BTreeSet<u32>, SharedSet>,
+    /// Sets in `sets_by_oifs` that no entry uses, oldest first (at most [`IDLE_SETS_KEPT`]).
+    idle_sets: VecDeque<BTreeSet<u32>>,
     free_set_ids: Vec<u32>,
     next_set_id: u32,
     free_slots: Vec<u32>,
@@ -85,6 +93,7 @@ impl Forwarding {
             egress,
             entries: BTreeMap::new(),
             sets_by_oifs: BTreeMap::new(),
+            idle_sets: VecDeque::new(),
             free_set_ids: Vec::new(),
             next_set_id: 1,
             free_slots: Vec::new(),
@@ -243,6 +252,9 @@ impl Forwarding {
 
     fn acquire_set(&mut self, oifs: &BTreeSet<u32>) -> Result<u32, DataplaneError> {
         if let Some(shared) = self.sets_by_oifs.get_mut(oifs) {
+            if shared.users == 0 {
+                self.idle_sets.retain(|idle| idle != oifs);
+            }
             shared.users += 1;
             return Ok(shared.id);
         }
@@ -258,12 +270,20 @@ impl Forwarding {
                 self.next_set_id += 1;
                 self.next_set_id - 1
             }
-            None => {
-                return Err(DataplaneError::Full {
-                    table: m::OIF_SETS,
-                    capacity: m::OIF_SETS_CAPACITY,
-                })
-            }
+            // Every slot is taken: the new set replaces the oldest idle one in its slot.
+            None => match self
+                .idle_sets
+                .pop_front()
+                .and_then(|idle| self.sets_by_oifs.remove(&idle))
+            {
+                Some(idle) => idle.id,
+                None => {
+                    return Err(DataplaneError::Full {
+                        table: m::OIF_SETS,
+                        capacity: m::OIF_SETS_CAPACITY,
+                    })
+                }
+            },
         };
         let def = aya_obj::Map::new_from_params(
             BPF_MAP_TYPE_DEVMAP_HASH as u32,
@@ -303,12 +323,25 @@ impl Forwarding {
         let Some(shared) = self.sets_by_oifs.get_mut(oifs) else {
             return Ok(());
         };
+        if shared.users == 0 {
+            return Ok(());
+        }
         shared.users -= 1;
         if shared.users > 0 {
             return Ok(());
         }
-        let id = shared.id;
-        self.sets_by_oifs.remove(oifs);
+        self.idle_sets.push_back(oifs.clone());
+        if self.idle_sets.len() <= IDLE_SETS_KEPT {
+            return Ok(());
+        }
+        let Some(id) = self
+            .idle_sets
+            .pop_front()
+            .and_then(|oldest| self.sets_by_oifs.remove(&oldest))
+            .map(|s| s.id)
+        else {
+            return Ok(());
+        };
         self.free_set_ids.push(id);
         delete_elem(self.sets_fd.as_fd(), id).map_err(|e| DataplaneError::Map {
             map: m::OIF_SETS,
@@ -362,13 +395,15 @@ impl Forwarding {
     }
 
     /// Rebuilds the bookkeeping (entries, shared sets and their users, counter slots) from
-    /// maps a previous daemon filled, so updates continue where it stopped. Returns how many
-    /// forwarding entries were found; placeholders are remembered as pending.
+    /// maps a previous daemon filled, so updates continue where it stopped. Set ids no entry
+    /// uses (idle or removed sets) become free. Returns how many forwarding entries were
+    /// found; placeholders are remembered as pending.
     ///
     /// # Errors
     /// Reading a map failed.
     pub fn adopt(&mut self) -> Result<usize, DataplaneError> {
         let mut found = Vec::new();
+        let mut used_sets = BTreeSet::new();
         for item in self.fwd.iter() {
             found.push(item.map_err(map_err(m::FWD))?);
         }
@@ -399,6 +434,7 @@ impl Forwarding {
                     );
                 }
             }
+            used_sets.insert(e.oif_set);
             self.next_set_id = self.next_set_id.max(e.oif_set + 1);
             self.next_slot = self.next_slot.max(e.stats_slot + 1);
             self.entries.insert(
@@ -410,6 +446,9 @@ impl Forwarding {
                 },
             );
         }
+        self.free_set_ids = (1..self.next_set_id)
+            .filter(|id| !used_sets.contains(id))
+            .collect();
         Ok(self.entries.len())
     }
 

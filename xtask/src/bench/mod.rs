@@ -4,6 +4,8 @@
 //! verifier's instruction counts. The forwarding-rate
 //! comparison with the kernel's ipmr is not built yet (BENCHMARKS.md).
 
+mod control;
+
 use std::{fs, process::Command};
 
 use anyhow::{bail, Context};
@@ -71,6 +73,7 @@ pub fn bench(quick: bool) -> anyhow::Result<()> {
     }
     println!("\nverifier:");
     verifier.iter().for_each(|l| println!("  {l}"));
+    let lab_runs = control::bench(&mgm, quick)?;
 
     let dir = workspace_root().join("target/bench");
     fs::create_dir_all(&dir)?;
@@ -84,6 +87,7 @@ pub fn bench(quick: bool) -> anyhow::Result<()> {
         "per_packet": per_packet,
         "control_plane": control,
         "verifier": verifier,
+        "control": lab_runs,
     });
     let path = dir.join("results.json");
     fs::write(&path, format!("{results:#}\n"))?;

@@ -132,6 +132,11 @@ impl Daemon {
         serde_json::from_str(&out).context("mgm show --json printed invalid JSON")
     }
 
+    /// The daemon's process id, for reading its /proc entries.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Where the maps are pinned.
     pub fn pin_dir(&self) -> &Path {
         &self.pin_dir

@@ -75,6 +75,31 @@ impl Receiver {
         Ok(())
     }
 
+    /// Reads until a lab datagram for `group` arrives and returns when it did, or `None` after
+    /// `timeout`.
+    pub fn first_arrival(&self, group: Ipv4Addr, timeout: Duration) -> Option<Instant> {
+        let end = Instant::now() + timeout;
+        let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
+        while Instant::now() < end {
+            match self.sock.recv(&mut buf) {
+                Ok(n) => {
+                    let at = Instant::now();
+                    // SAFETY: recv initialised the first `n` bytes.
+                    let data: Vec<u8> = buf[..n]
+                        .iter()
+                        .map(|b| unsafe { b.assume_init() })
+                        .collect();
+                    if Payload::decode(&data).is_some_and(|p| p.group == group) {
+                        return Some(at);
+                    }
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
     /// Reads for `window` and returns the lab datagrams that arrived, as (source, group).
     pub fn collect(&self, window: Duration) -> Vec<(Ipv4Addr, Ipv4Addr)> {
         let end = Instant::now() + window;

@@ -111,6 +111,12 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Most memberships one interface's querier hands the MGM core at these limits: one
+    /// (\*,G) per group and one (S,G) per source record. `None` when either is unlimited.
+    pub fn max_memberships(&self) -> Option<usize> {
+        Some(self.max_groups?.saturating_add(self.max_sources?))
+    }
+
     /// Checks that the values can run: no zero interval or count, and a response interval
     /// shorter than the query interval.
     ///

@@ -157,6 +157,10 @@ pub struct Querier {
     /// Startup general queries still to send after the next one.
     startup_queries_left: u32,
     groups: BTreeMap<Ipv4Addr, Group>,
+    /// No group's deadline is earlier than this (`None`: no group has one). A bound, lowered
+    /// by every message for the groups it names and made exact by each scan of all groups,
+    /// so that a message costs a look at its own groups instead of a scan of every group.
+    groups_due: Option<Instant>,
     /// Source records in use over all groups, against [`Config::max_sources`].
     budget: SourceBudget,
     /// The memberships already handed out: the next output is the difference.
@@ -196,6 +200,7 @@ impl Querier {
             timers: [None; Timer::COUNT],
             startup_queries_left: 0,
             groups: BTreeMap::new(),
+            groups_due: None,
             budget,
             published: BTreeSet::new(),
             dirty: BTreeSet::new(),
@@ -248,7 +253,24 @@ impl Querier {
                 }
             }
         }
+        // A message changes the timers of the groups it names, and no others.
+        match msg {
+            IgmpMessage::Query { group, .. }
+            | IgmpMessage::V1Report { group }
+            | IgmpMessage::V2Report { group }
+            | IgmpMessage::V2Leave { group } => self.lower_groups_due(*group),
+            IgmpMessage::V3Report { records, .. } => {
+                records.iter().for_each(|r| self.lower_groups_due(r.group));
+            }
+        }
         self.flush();
+    }
+
+    /// Lowers [`Self::groups_due`] to `group`'s next deadline if that is earlier.
+    fn lower_groups_due(&mut self, group: Ipv4Addr) {
+        if let Some(d) = self.groups.get(&group).and_then(Group::next_deadline) {
+            self.groups_due = Some(self.groups_due.map_or(d, |t| t.min(d)));
+        }
     }
 
     /// Runs every timer due at `now`: general queries, querier takeover, query
@@ -260,11 +282,11 @@ impl Querier {
     }
 
     /// When [`Self::handle_timeout`] must next be called: the earliest deadline of the
-    /// interface, its groups, sources and tracked hosts.
+    /// interface, its groups, sources and tracked hosts. It may come early, after a report
+    /// pushed a group's timers back; that call then finds nothing due.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let own = self.timers.iter().flatten().min().copied();
-        let groups = self.groups.values().filter_map(Group::next_deadline).min();
-        own.into_iter().chain(groups).min()
+        own.into_iter().chain(self.groups_due).min()
     }
 
     /// The next query to send, oldest first.
@@ -371,6 +393,9 @@ impl Querier {
         if self.due(Timer::GeneralQuery, now) {
             self.send_general_query(now);
         }
+        if self.groups_due.is_none_or(|t| t > now) {
+            return;
+        }
         let due: Vec<Ipv4Addr> = self
             .groups
             .iter()
@@ -380,6 +405,7 @@ impl Querier {
         for group in due {
             self.expire_group(now, group);
         }
+        self.groups_due = self.groups.values().filter_map(Group::next_deadline).min();
     }
 
     /// The other querier went quiet: we query again (RFC 3376 §6.6.2).

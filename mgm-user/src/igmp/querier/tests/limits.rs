@@ -41,3 +41,19 @@ fn limit_max_sources_refuses_and_counts_extra_sources() {
     t.v3(H1, RecordType::ModeIsInclude, G, &[S1, S2]);
     assert_eq!(t.q.counters().source_limit_hits, 1);
 }
+
+#[test]
+fn limit_max_memberships_bounds_what_the_core_is_handed() {
+    let config = Config {
+        max_groups: Some(2),
+        max_sources: Some(3),
+        ..Config::default()
+    };
+    assert_eq!(config.max_memberships(), Some(5));
+    let mut t = Harness::new(config);
+    t.recv(H1, IgmpMessage::V2Report { group: G });
+    t.v3(H1, RecordType::ModeIsInclude, G2, &[S1, S2, S3, S4]);
+    t.v3(H1, RecordType::ModeIsInclude, G3, &[S1]);
+    assert!(t.members().len() <= 5);
+    assert_eq!(Config::default().max_memberships(), None);
+}

@@ -1,0 +1,359 @@
+//! The control-plane part of `cargo xtask bench`: how fast the real daemon turns IGMP reports
+//! into state, how long a receiver waits from its join to its first packet, and what the daemon
+//! costs in memory. Each runs the real `mgm run` (proxy mode) and, as the baseline in the same
+//! run, igmpproxy on the kernel's ipmr, on lab namespaces of its own that go away on every exit
+//! path. BENCHMARKS.md ("Control plane") explains the method.
+
+mod latency;
+mod reports;
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+
+use crate::lab::{self, Daemon, Lab, UPSTREAM};
+
+/// Runs every control-plane measurement, prints its tables and returns the `control` JSON.
+///
+/// # Errors
+/// A lab, mgm or igmpproxy could not be set up, or a measurement failed outright (a router
+/// that is merely slow is reported, not an error).
+pub fn bench(mgm: &Path, quick: bool) -> anyhow::Result<Value> {
+    lab::sweep_stale()?;
+    ensure_igmpproxy()?;
+    let scales: &[usize] = if quick {
+        &[1_000]
+    } else {
+        &[1_000, 10_000, 100_000]
+    };
+    let mut runs = Vec::new();
+    for &groups in scales {
+        for version in [lab::IgmpVersion::V3, lab::IgmpVersion::V2] {
+            for kind in [Kind::Mgm, Kind::Igmpproxy] {
+                runs.push(reports::measure(kind, mgm, version, groups)?);
+            }
+        }
+    }
+    let joins = if quick { 10 } else { 40 };
+    let latency = latency::measure(mgm, joins)?;
+
+    let reports = reports::with_ratios(runs);
+    reports::print(&reports);
+    latency::print(&latency);
+    let memory = memory_summary(&reports);
+    print_memory(&memory);
+    Ok(json!({
+        "igmp_reports": reports,
+        "join_latency": latency,
+        "memory": memory,
+    }))
+}
+
+/// The multicast router a lab runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `mgm run --upstream up0 --downstream dn1`: the IGMP proxy on XDP.
+    Mgm,
+    /// Debian's igmpproxy on the kernel's ipmr, with the same upstream and downstream.
+    Igmpproxy,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Mgm => "mgm",
+            Kind::Igmpproxy => "igmpproxy",
+        }
+    }
+}
+
+/// A router running in a lab's router namespace.
+enum Router {
+    Mgm(Daemon),
+    Igmpproxy(Igmpproxy),
+}
+
+impl Router {
+    /// Starts `kind` on `lab` and waits until it is ready; `mgm_args` go to `mgm run`.
+    fn start(kind: Kind, mgm: &Path, lab: &Lab, mgm_args: &[&str]) -> anyhow::Result<Router> {
+        Ok(match kind {
+            Kind::Mgm => {
+                let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{}", lab.tag));
+                Router::Mgm(Daemon::start(mgm, lab, &pin_dir, mgm_args, false)?)
+            }
+            Kind::Igmpproxy => Router::Igmpproxy(Igmpproxy::start(lab)?),
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        match self {
+            Router::Mgm(d) => d.pid(),
+            Router::Igmpproxy(p) => p.child.id(),
+        }
+    }
+
+    /// How many groups the router's own host stack has joined on the upstream interface: the
+    /// `Count` of `up0` in the router namespace's /proc/net/igmp. Both routers join upstream
+    /// for every group a downstream receiver wants (IP_ADD_MEMBERSHIP), so this is where a
+    /// report's processing ends. Reads only up to that line: the kernel formats the file as
+    /// it is read, and the groups listed after it would cost time on every poll.
+    fn upstream_groups(&self) -> anyhow::Result<usize> {
+        let path = format!("/proc/{}/net/igmp", self.pid());
+        let file = fs::File::open(&path).with_context(|| format!("open {path}"))?;
+        for line in BufReader::new(file).lines() {
+            let line = line.with_context(|| format!("read {path}"))?;
+            // "3\tup0       :     5      V3": index, device, colon, count, version.
+            if let Some((dev, rest)) = line.split_once(':') {
+                if dev.split_whitespace().nth(1) == Some(UPSTREAM) {
+                    let count = rest.split_whitespace().next().unwrap_or_default();
+                    return count
+                        .parse()
+                        .with_context(|| format!("bad count in {path}: {line:?}"));
+                }
+            }
+        }
+        Ok(0)
+    }
+
+    /// IGMP messages lost on the way in: for mgm, those the XDP program could not queue
+    /// because the ring buffer was full; for igmpproxy, those its raw sockets dropped (the
+    /// `drops` column of /proc/net/raw; nothing else in its namespace has one).
+    fn lost(&self) -> anyhow::Result<u64> {
+        match self {
+            Router::Mgm(d) => {
+                let show = d.show()?;
+                Ok(show["interfaces"]
+                    .as_array()
+                    .map(|all| {
+                        all.iter()
+                            .filter_map(|i| i["stats"]["ring_full"].as_u64())
+                            .sum()
+                    })
+                    .unwrap_or(0))
+            }
+            Router::Igmpproxy(p) => {
+                let path = format!("/proc/{}/net/raw", p.child.id());
+                let raw = fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+                Ok(raw
+                    .lines()
+                    .skip(1)
+                    .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+                    .sum())
+            }
+        }
+    }
+}
+
+/// igmpproxy in a lab's router namespace, killed (and its config removed) on drop.
+struct Igmpproxy {
+    child: Child,
+    conf: PathBuf,
+}
+
+impl Igmpproxy {
+    /// Starts igmpproxy with `up0` upstream and every downstream of `lab`, and waits until it
+    /// has made its multicast interfaces (they show in /proc/net/ip_mr_vif).
+    fn start(lab: &Lab) -> anyhow::Result<Igmpproxy> {
+        // The same settings as the interoperability test: quickleave (per-host tracking, like
+        // mgm's fast leave) and no rate limit. Its own timers are compiled in.
+        let mut conf = format!(
+            "quickleave\nphyint {UPSTREAM} upstream ratelimit 0 threshold 1\nphyint lo disabled\n"
+        );
+        for dn in lab.downstreams() {
+            conf.push_str(&format!("phyint {dn} downstream ratelimit 0 threshold 1\n"));
+        }
+        let path = std::env::temp_dir().join(format!("mgm-{}-igmpproxy.conf", lab.tag));
+        fs::write(&path, conf).with_context(|| format!("write {}", path.display()))?;
+        // `ip netns exec` execs igmpproxy in place, so the child's pid is igmpproxy's; -n keeps
+        // it in the foreground without -d's debug output.
+        let child = Command::new("ip")
+            .args(["netns", "exec", lab.router.name(), "igmpproxy", "-n"])
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start igmpproxy")?;
+        let mut proxy = Igmpproxy { child, conf: path };
+        let vifs = format!("/proc/{}/net/ip_mr_vif", proxy.child.id());
+        let wanted = 1 + lab.downstreams().len();
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = proxy.child.try_wait()? {
+                bail!("igmpproxy exited ({status}) while starting");
+            }
+            // A header line, then one line per multicast interface.
+            let made = fs::read_to_string(&vifs).map_or(0, |s| s.lines().count().saturating_sub(1));
+            if made >= wanted {
+                return Ok(proxy);
+            }
+            if Instant::now() > end {
+                bail!("igmpproxy made {made} of {wanted} multicast interfaces within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Igmpproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_file(&self.conf);
+    }
+}
+
+/// Installs igmpproxy with apt unless it is there (as `cargo xtask test` does).
+fn ensure_igmpproxy() -> anyhow::Result<()> {
+    if Path::new("/usr/sbin/igmpproxy").exists() {
+        return Ok(());
+    }
+    println!("setup: installing igmpproxy (the control-plane baseline)");
+    crate::setup::apt_install(&["igmpproxy"])
+}
+
+/// Memory a router process holds: resident set and BPF maps.
+#[derive(Debug, Clone, Default)]
+struct Memory {
+    rss_kib: u64,
+    /// Every BPF map the process has an fd of, by map id.
+    maps: BTreeMap<u32, MapMemory>,
+}
+
+#[derive(Debug, Clone)]
+struct MapMemory {
+    name: String,
+    map_type: u32,
+    max_entries: u64,
+    /// The kernel's own account of the map's memory (`memlock:` in fdinfo; since Linux 6.4
+    /// what the map really uses, so it grows with entries where maps are not preallocated).
+    bytes: u64,
+}
+
+impl Memory {
+    /// Reads `pid`'s VmRSS and the fdinfo of each of its BPF map fds.
+    fn of(pid: u32) -> anyhow::Result<Memory> {
+        let status = fs::read_to_string(format!("/proc/{pid}/status"))
+            .with_context(|| format!("read /proc/{pid}/status"))?;
+        let rss_kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("no VmRSS in /proc/{pid}/status"))?;
+        let names = map_names();
+        let mut maps = BTreeMap::new();
+        let fds = fs::read_dir(format!("/proc/{pid}/fdinfo"))
+            .with_context(|| format!("list /proc/{pid}/fdinfo"))?;
+        for fd in fds.flatten() {
+            // An fd may close while we look: skip it.
+            let Ok(info) = fs::read_to_string(fd.path()) else {
+                continue;
+            };
+            let field = |key: &str| -> Option<u64> {
+                info.lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .and_then(|v| v.trim().parse().ok())
+            };
+            let (Some(id), Some(bytes)) = (field("map_id:"), field("memlock:")) else {
+                continue;
+            };
+            let id = u32::try_from(id).unwrap_or(u32::MAX);
+            maps.insert(
+                id,
+                MapMemory {
+                    name: names.get(&id).cloned().unwrap_or_default(),
+                    map_type: field("map_type:").unwrap_or_default() as u32,
+                    max_entries: field("max_entries:").unwrap_or_default(),
+                    bytes,
+                },
+            );
+        }
+        Ok(Memory { rss_kib, maps })
+    }
+
+    fn map_bytes(&self) -> u64 {
+        self.maps.values().map(|m| m.bytes).sum()
+    }
+
+    fn json(&self) -> Value {
+        let maps: Vec<Value> = self
+            .maps
+            .iter()
+            .map(|(id, m)| {
+                json!({"id": id, "name": m.name, "type": m.map_type,
+                       "max_entries": m.max_entries, "bytes": m.bytes})
+            })
+            .collect();
+        json!({"rss_kib": self.rss_kib, "bpf_map_bytes": self.map_bytes(), "maps": maps})
+    }
+}
+
+/// Map names by id from `bpftool map show` when bpftool is installed (fdinfo has no names);
+/// empty otherwise, and the table shows ids only.
+fn map_names() -> BTreeMap<u32, String> {
+    let Ok(out) = crate::output(Command::new("bpftool").args(["--json", "map", "show"])) else {
+        return BTreeMap::new();
+    };
+    let Ok(Value::Array(maps)) = serde_json::from_str(&out) else {
+        return BTreeMap::new();
+    };
+    maps.iter()
+        .filter_map(|m| {
+            let id = u32::try_from(m["id"].as_u64()?).ok()?;
+            Some((id, m["name"].as_str()?.to_owned()))
+        })
+        .collect()
+}
+
+/// One line per router and scale from the IGMPv3 report runs: memory before and after the
+/// groups were learned.
+fn memory_summary(reports: &[Value]) -> Vec<Value> {
+    reports
+        .iter()
+        .filter(|r| r["version"] == "v3")
+        .map(|r| {
+            json!({
+                "router": r["router"],
+                "groups": r["completed"],
+                "rss_kib_idle": r["memory_idle"]["rss_kib"],
+                "rss_kib": r["memory"]["rss_kib"],
+                "bpf_map_bytes_idle": r["memory_idle"]["bpf_map_bytes"],
+                "bpf_map_bytes": r["memory"]["bpf_map_bytes"],
+            })
+        })
+        .collect()
+}
+
+fn print_memory(memory: &[Value]) {
+    println!("\ncontrol plane: router memory, before → after learning the IGMPv3 groups:");
+    println!(
+        "  {:<10} {:>8} {:>20} {:>26}",
+        "router", "groups", "RSS KiB", "BPF map memory KiB"
+    );
+    for m in memory {
+        let kib = |v: &Value| {
+            v.as_u64()
+                .map_or("?".to_owned(), |b| (b / 1024).to_string())
+        };
+        println!(
+            "  {:<10} {:>8} {:>20} {:>26}",
+            m["router"].as_str().unwrap_or("?"),
+            m["groups"].to_string(),
+            format!("{} → {}", m["rss_kib_idle"], m["rss_kib"]),
+            format!(
+                "{} → {}",
+                kib(&m["bpf_map_bytes_idle"]),
+                kib(&m["bpf_map_bytes"])
+            ),
+        );
+    }
+}

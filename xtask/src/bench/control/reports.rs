@@ -1,0 +1,350 @@
+//! IGMP reports per second, end to end: a host namespace sends membership reports for N new
+//! groups from a raw socket straight into the router's downstream veth, and a run is done
+//! when the router has joined all N on its upstream interface as a host (for mgm: XDP snoop →
+//! ring buffer → querier → MGM core → proxy → IP_ADD_MEMBERSHIP).
+//!
+//! The generator is closed-loop: it keeps at most [`WINDOW_MESSAGES`] reports ahead of what
+//! the router has finished, so neither mgm's ring buffer nor igmpproxy's socket buffer
+//! overflows and the rate measured is what the router sustains, not what it drops.
+
+use std::{
+    net::{Ipv4Addr, SocketAddrV4},
+    os::fd::AsRawFd,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use serde_json::{json, Value};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use super::{Kind, Memory, Router};
+use crate::lab::{receiver_addr, unique_tag, IgmpVersion, Lab, Netns, HOST_IF};
+
+/// Group records per IGMPv3 report; 8 bytes each, so a report is 808 bytes of IGMP.
+pub const RECORDS_PER_V3_REPORT: usize = 100;
+/// Reports sent and not yet finished by the router, at most. 32 of mgm's 1.5 KiB ring-buffer
+/// records, or of igmpproxy's socket buffer, leave plenty of room.
+const WINDOW_MESSAGES: usize = 32;
+/// A run without progress for this long is over: the router lost reports or refused groups.
+const STALL: Duration = Duration::from_secs(10);
+/// A run is cut off after this long, and the rate so far is reported. igmpproxy sends its
+/// second startup query 31 s after it starts; the generator's host answers no query, so
+/// from about 41 s igmpproxy drops the groups it learned, and a longer run would measure that.
+const RUN_LIMIT: Duration = Duration::from_secs(30);
+/// How often the generator looks at the router's progress while its window is full.
+const POLL: Duration = Duration::from_micros(200);
+
+/// IGMPv3 "all IGMPv3-capable routers" (RFC 3376 §4.2.14).
+const ALL_V3_ROUTERS: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 22);
+/// IPv4 Router Alert option (RFC 2113), as hosts send reports with.
+const ROUTER_ALERT: [u8; 4] = [0x94, 0x04, 0x00, 0x00];
+
+/// Group `i` of a run: 239.128.0.0 upwards, administratively scoped and outside the ranges
+/// the latency runs use.
+fn group(i: usize) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(239, 128, 0, 0)) + i as u32)
+}
+
+/// The reports that announce `groups`: IGMPv3 reports of up to [`RECORDS_PER_V3_REPORT`]
+/// MODE_IS_EXCLUDE {} records (what a host answers a general query with), or one IGMPv2
+/// report per group. Each with its destination and record count.
+fn encode(version: IgmpVersion, groups: &[Ipv4Addr]) -> Vec<(Vec<u8>, Ipv4Addr, usize)> {
+    match version {
+        IgmpVersion::V2 => groups
+            .iter()
+            .map(|g| {
+                let mut m = vec![0x16, 0, 0, 0];
+                m.extend_from_slice(&g.octets());
+                (checksummed(m), *g, 1)
+            })
+            .collect(),
+        IgmpVersion::V3 => groups
+            .chunks(RECORDS_PER_V3_REPORT)
+            .map(|chunk| {
+                let mut m = vec![0x22, 0, 0, 0, 0, 0];
+                m.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
+                for g in chunk {
+                    // Record type 2 (MODE_IS_EXCLUDE), no aux data, no sources.
+                    m.extend_from_slice(&[2, 0, 0, 0]);
+                    m.extend_from_slice(&g.octets());
+                }
+                (checksummed(m), ALL_V3_ROUTERS, chunk.len())
+            })
+            .collect(),
+    }
+}
+
+/// Writes the Internet checksum of the IGMP message into bytes 2..4.
+fn checksummed(mut m: Vec<u8>) -> Vec<u8> {
+    let mut sum: u32 = m
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    m[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    m
+}
+
+/// A raw IGMP socket on a host's `eth0`, with reports ready to send.
+struct Generator {
+    sock: Socket,
+    reports: Vec<(Vec<u8>, SockAddr, usize)>,
+}
+
+impl Generator {
+    fn new(
+        host: &Netns,
+        iface: Ipv4Addr,
+        version: IgmpVersion,
+        groups: usize,
+    ) -> anyhow::Result<Generator> {
+        let all: Vec<Ipv4Addr> = (0..groups).map(group).collect();
+        let sock = host
+            .run(|| -> std::io::Result<Socket> {
+                let s = Socket::new(
+                    Domain::IPV4,
+                    Type::RAW,
+                    Some(Protocol::from(libc::IPPROTO_IGMP)),
+                )?;
+                s.bind_device(Some(HOST_IF.as_bytes()))?;
+                s.bind(&SocketAddrV4::new(iface, 0).into())?;
+                s.set_multicast_if_v4(&iface)?;
+                s.set_multicast_ttl_v4(1)?;
+                s.set_multicast_loop_v4(false)?;
+                // SAFETY: the option buffer outlives the call and its length is passed with it.
+                let rc = unsafe {
+                    libc::setsockopt(
+                        s.as_raw_fd(),
+                        libc::IPPROTO_IP,
+                        libc::IP_OPTIONS,
+                        ROUTER_ALERT.as_ptr().cast(),
+                        ROUTER_ALERT.len() as libc::socklen_t,
+                    )
+                };
+                if rc != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(s)
+            })?
+            .context("cannot open the raw IGMP socket of the report generator")?;
+        let reports = encode(version, &all)
+            .into_iter()
+            .map(|(m, dst, n)| (m, SocketAddrV4::new(dst, 0).into(), n))
+            .collect();
+        Ok(Generator { sock, reports })
+    }
+
+    fn send(&self, i: usize) -> anyhow::Result<()> {
+        let (m, dst, _) = &self.reports[i];
+        self.sock
+            .send_to(m, dst)
+            .with_context(|| format!("send IGMP report {i}"))?;
+        Ok(())
+    }
+
+    /// Sends every report as fast as the socket takes them and returns reports per second:
+    /// what the generator offers, with nobody waiting for the router.
+    fn open_loop(&self) -> anyhow::Result<f64> {
+        let start = Instant::now();
+        for i in 0..self.reports.len() {
+            self.send(i)?;
+        }
+        Ok(self.reports.len() as f64 / start.elapsed().as_secs_f64())
+    }
+}
+
+/// What a closed-loop run got to.
+struct Progress {
+    /// Groups the router joined upstream.
+    completed: usize,
+    /// Reports sent.
+    sent: usize,
+    /// From the first report sent until the last group the router finished.
+    elapsed: Duration,
+    /// Why the run ended early, if it did.
+    cut: Option<&'static str>,
+}
+
+/// Sends the reports, keeping at most [`WINDOW_MESSAGES`] ahead of the router.
+fn drive(gen: &Generator, router: &Router) -> anyhow::Result<Progress> {
+    let total: usize = gen.reports.iter().map(|r| r.2).sum();
+    let base = router.upstream_groups()?;
+    let start = Instant::now();
+    let (mut sent, mut records_sent, mut completed) = (0, 0, 0);
+    let mut last = start;
+    loop {
+        // Whole reports ahead of the router, counted by the records it has not finished.
+        while sent < gen.reports.len()
+            && records_sent - completed < WINDOW_MESSAGES * gen.reports[sent].2
+        {
+            gen.send(sent)?;
+            records_sent += gen.reports[sent].2;
+            sent += 1;
+        }
+        let now_done = router.upstream_groups()?.saturating_sub(base);
+        let now = Instant::now();
+        if now_done > completed {
+            completed = now_done;
+            last = now;
+        }
+        let cut = if completed >= total {
+            None
+        } else if now - last > STALL {
+            Some("stalled")
+        } else if now - start > RUN_LIMIT {
+            Some("time limit")
+        } else {
+            std::thread::sleep(POLL);
+            continue;
+        };
+        return Ok(Progress {
+            completed,
+            sent,
+            elapsed: last - start,
+            cut,
+        });
+    }
+}
+
+/// One run: a fresh lab, `kind` as its router, `groups` new groups reported in `version`.
+/// Memory is read before the first report and after the last group.
+///
+/// # Errors
+/// The lab, the router or the generator could not be set up.
+pub fn measure(
+    kind: Kind,
+    mgm: &Path,
+    version: IgmpVersion,
+    groups: usize,
+) -> anyhow::Result<Value> {
+    let ver = match version {
+        IgmpVersion::V2 => "v2",
+        IgmpVersion::V3 => "v3",
+    };
+    eprintln!(
+        "control: {} learning {groups} groups from IGMP{ver} reports",
+        kind.name()
+    );
+    // Tags start with "t" so that `sweep_stale` removes the lab if this process is killed.
+    let lab = Lab::up(&unique_tag("t"), &[version])?;
+    // igmpproxy keeps its upstream host memberships on one socket, and the kernel refuses
+    // more than igmp_max_memberships (default 20) groups per socket and more than
+    // optmem_max (default 128 KiB, 48 bytes a group: about 2,700) of option memory. mgm
+    // spreads them over sockets and runs with the defaults.
+    if kind == Kind::Igmpproxy {
+        lab.router
+            .sysctl("net.ipv4.igmp_max_memberships", &(groups + 64).to_string())?;
+        lab.router
+            .sysctl("net.core.optmem_max", &(131_072 + 128 * groups).to_string())?;
+    }
+    let gen = Generator::new(&lab.receivers[0], receiver_addr(0), version, groups)?;
+    let offered = gen.open_loop()?;
+    let max_groups = (groups + 1_000).to_string();
+    let router = Router::start(
+        kind,
+        mgm,
+        &lab,
+        &["--xdp-mode", "native", "--igmp-max-groups", &max_groups],
+    )?;
+    let idle = Memory::of(router.pid())?;
+    let p = drive(&gen, &router)?;
+    // Let the kernel settle the last joins before memory is read.
+    std::thread::sleep(Duration::from_millis(200));
+    let after = Memory::of(router.pid())?;
+    let lost = router.lost()?;
+    let secs = p.elapsed.as_secs_f64().max(1e-6);
+    let records_per_message = match version {
+        IgmpVersion::V2 => 1,
+        IgmpVersion::V3 => RECORDS_PER_V3_REPORT,
+    };
+    let messages_done = p.completed.div_ceil(records_per_message);
+    Ok(json!({
+        "router": kind.name(),
+        "version": ver,
+        "groups": groups,
+        "records_per_message": records_per_message,
+        "completed": p.completed,
+        "messages_sent": p.sent,
+        "cut": p.cut,
+        "seconds": secs,
+        "records_per_second": p.completed as f64 / secs,
+        "messages_per_second": messages_done as f64 / secs,
+        "generator_messages_per_second": offered,
+        "lost_messages": lost,
+        "memory_idle": idle.json(),
+        "memory": after.json(),
+    }))
+}
+
+/// Adds to each mgm run its ratio against the igmpproxy run of the same version and scale.
+pub fn with_ratios(runs: Vec<Value>) -> Vec<Value> {
+    let baseline = |r: &Value| -> Option<f64> {
+        runs.iter().find(|b| {
+            b["router"] == "igmpproxy" && b["version"] == r["version"] && b["groups"] == r["groups"]
+        })?["records_per_second"]
+            .as_f64()
+    };
+    let ratios: Vec<Option<f64>> = runs
+        .iter()
+        .map(|r| {
+            let own = r["records_per_second"].as_f64()?;
+            (r["router"] == "mgm").then(|| baseline(r).map(|b| own / b))?
+        })
+        .collect();
+    runs.into_iter()
+        .zip(ratios)
+        .map(|(mut r, ratio)| {
+            r["ratio_vs_igmpproxy"] = json!(ratio);
+            r
+        })
+        .collect()
+}
+
+pub fn print(reports: &[Value]) {
+    println!(
+        "\ncontrol plane: IGMP reports processed end to end (report sent → group joined upstream),"
+    );
+    println!(
+        "IGMPv3 with {RECORDS_PER_V3_REPORT} group records per report, IGMPv2 with one; closed loop, \
+         {WINDOW_MESSAGES} reports in flight:"
+    );
+    println!(
+        "  {:<10} {:>3} {:>8} {:>9} {:>8} {:>10} {:>10} {:>11} {:>5} {:>15}",
+        "router",
+        "ver",
+        "groups",
+        "completed",
+        "seconds",
+        "reports/s",
+        "records/s",
+        "× igmpproxy",
+        "lost",
+        "generator rep/s"
+    );
+    for r in reports {
+        let ratio = r["ratio_vs_igmpproxy"]
+            .as_f64()
+            .map_or(String::new(), |x| format!("{x:.2}"));
+        let cut = r["cut"]
+            .as_str()
+            .map_or(String::new(), |c| format!("  ({c})"));
+        println!(
+            "  {:<10} {:>3} {:>8} {:>9} {:>8.3} {:>10.0} {:>10.0} {:>11} {:>5} {:>15.0}{cut}",
+            r["router"].as_str().unwrap_or("?"),
+            r["version"].as_str().unwrap_or("?"),
+            r["groups"].to_string(),
+            r["completed"].to_string(),
+            r["seconds"].as_f64().unwrap_or(f64::NAN),
+            r["messages_per_second"].as_f64().unwrap_or(f64::NAN),
+            r["records_per_second"].as_f64().unwrap_or(f64::NAN),
+            ratio,
+            r["lost_messages"].to_string(),
+            r["generator_messages_per_second"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+        );
+    }
+}
