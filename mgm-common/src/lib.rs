@@ -7,6 +7,7 @@
 //! the kernel side never links aya.
 #![no_std]
 
+pub mod bench;
 pub mod counters;
 pub mod event;
 pub mod fwd;

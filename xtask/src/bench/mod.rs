@@ -1,8 +1,10 @@
 //! `cargo xtask bench`: measurements that go with a ratio against a baseline from the same run.
 //! Today: the XDP program's per-packet CPU cost against a parse-nothing broadcast redirect
 //! (BPF_PROG_TEST_RUN timing), MFE installs per second against plain map inserts, and the
-//! verifier's instruction counts. The forwarding-rate
-//! comparison with the kernel's ipmr is not built yet (BENCHMARKS.md).
+//! verifier's instruction counts; and the forwarding rate against the kernel's ipmr, a raw
+//! XDP redirect and an XDP_DROP ceiling on the lab topology ([`forwarding`]).
+
+mod forwarding;
 
 mod control;
 
@@ -24,13 +26,11 @@ pub fn bench(quick: bool) -> anyhow::Result<()> {
     if !is_root() {
         bail!("the benchmarks load XDP programs: run as root");
     }
+    let bench_object = ebpf_target_dir().join("bpfel-unknown-none/release/mgm-bench");
     let mut cmd = cargo();
     cmd.args(["bench", "-p", "mgm-user", "--bench", "xdp_cost", "--"])
         .env("MGM_EBPF_OBJECT", ebpf_object())
-        .env(
-            "MGM_BENCH_OBJECT",
-            ebpf_target_dir().join("bpfel-unknown-none/release/mgm-bench"),
-        );
+        .env("MGM_BENCH_OBJECT", &bench_object);
     if quick {
         cmd.arg("--quick");
     }
@@ -77,6 +77,7 @@ pub fn bench(quick: bool) -> anyhow::Result<()> {
 
     let dir = workspace_root().join("target/bench");
     fs::create_dir_all(&dir)?;
+    let forwarding = forwarding::forwarding(&mgm, &bench_object, quick)?;
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let results = json!({
         "quick": quick,
@@ -88,6 +89,7 @@ pub fn bench(quick: bool) -> anyhow::Result<()> {
         "control_plane": control,
         "verifier": verifier,
         "control": lab_runs,
+        "forwarding": forwarding,
     });
     let path = dir.join("results.json");
     fs::write(&path, format!("{results:#}\n"))?;

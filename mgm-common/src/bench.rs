@@ -1,0 +1,37 @@
+//! The benchmark programs' shared layout (`mgm-bench` object, `cargo xtask bench`): never part
+//! of `mgm` itself.
+
+use crate::user_pod;
+
+/// `ARRAY` with one [`GenTemplate`]: what the traffic generator writes into every frame.
+pub const GEN_TEMPLATE: &str = "BENCH_GEN_TEMPLATE";
+/// `PERCPU_ARRAY` with one `u64`: IPv4 UDP frames a receiver counted (and dropped).
+pub const RX_COUNT: &str = "BENCH_RX_COUNT";
+/// `DEVMAP_HASH` ifindex → ifindex: the outgoing interfaces of the raw broadcast redirect.
+pub const OIFS: &str = "BENCH_OIFS";
+
+/// Ethernet + IPv4 (no options) + UDP.
+pub const GEN_HEADER_LEN: usize = 14 + 20 + 8;
+/// Offset of the IPv4 header checksum in the frame.
+pub const GEN_IP_CSUM_AT: usize = 14 + 10;
+/// Offset of the IPv4 destination (the group) in the frame.
+pub const GEN_GROUP_AT: usize = 14 + 16;
+
+/// The header the generator program stores at the start of every frame before `XDP_TX`.
+/// Live-frames test runs recycle pages without restoring them, and forwarders rewrite TTL,
+/// checksum and MACs in place, so every frame gets the whole header again.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GenTemplate {
+    /// The frame's first [`GEN_HEADER_LEN`] bytes, IPv4 checksum valid for `sweep <= 1`.
+    pub header: [u8; GEN_HEADER_LEN],
+    pub _pad: [u8; 2],
+    /// With more than 1, frame `n` goes to group `header's group + n % sweep` (checksum
+    /// recomputed), to touch that many forwarding entries once each.
+    pub sweep: u32,
+    /// Frames written so far; the program's own counter for the sweep.
+    pub seq: u32,
+}
+const _: () = assert!(core::mem::size_of::<GenTemplate>() == 52);
+
+user_pod!(GenTemplate);

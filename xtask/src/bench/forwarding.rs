@@ -1,0 +1,534 @@
+//! The forwarding-rate benchmark: mgm's XDP path against the kernel's ipmr (smcroute), a raw
+//! XDP broadcast redirect and an XDP_DROP ceiling, on one lab topology, with one generator,
+//! runs interleaved. Two CPUs: the router's ingress NAPI thread on one, the generator and the
+//! receivers on the other; the router CPU's busy share and its cost per ingress packet are
+//! reported next to every rate, since a generator that cannot saturate the router leaves the
+//! per-packet cost as the fair comparison.
+
+mod cpu;
+mod generator;
+mod plot;
+mod receive;
+mod router;
+mod scale;
+
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+
+use self::{
+    cpu::{CpuTimes, HOST_CPU, ROUTER_CPU},
+    generator::{udp_frame, Generator},
+    receive::{rx_stats, tx_dropped, Receivers},
+    router::{Flow, Forwarder, Harness},
+};
+use crate::{
+    lab::{self, IgmpVersion, Lab, HOST_IF, SENDER_ADDR, UPSTREAM},
+    setup::apt_install,
+};
+
+/// Frame sizes as handed to the veth, Ethernet header included, no FCS: 64 is the smallest
+/// Ethernet frame, 1514 carries a 1500-byte IPv4 packet (the MTU).
+pub const FRAME_SIZES: [usize; 2] = [64, 1514];
+/// The measured flow's group.
+const GROUP: Ipv4Addr = Ipv4Addr::new(239, 1, 1, 1);
+/// Receivers in the lab: the largest fan-out.
+const RECEIVERS: usize = 8;
+/// A font for the plot (Debian's fonts-dejavu-core).
+const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+
+/// How much to measure.
+struct Plan {
+    fanouts: Vec<usize>,
+    rounds: usize,
+    duration: Duration,
+    warmup: Duration,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Plan {
+        if quick {
+            Plan {
+                fanouts: vec![1, 8],
+                rounds: 1,
+                duration: Duration::from_millis(500),
+                warmup: Duration::from_millis(100),
+            }
+        } else {
+            Plan {
+                fanouts: vec![1, 2, 4, 8],
+                rounds: 3,
+                duration: Duration::from_secs(2),
+                warmup: Duration::from_millis(300),
+            }
+        }
+    }
+}
+
+/// Set by SIGINT/SIGTERM: the bench stops at the next check and its guards clean up.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// While it lives, SIGINT and SIGTERM set [`STOP`] instead of killing the process, so the
+/// guards of namespaces and daemons run.
+struct Signals;
+
+impl Signals {
+    fn catch() -> Signals {
+        for sig in [libc::SIGINT, libc::SIGTERM] {
+            // SAFETY: the handler only stores to an atomic.
+            unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+        }
+        Signals
+    }
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        for sig in [libc::SIGINT, libc::SIGTERM] {
+            // SAFETY: restoring the default disposition.
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
+        }
+    }
+}
+
+/// Fails once SIGINT or SIGTERM arrived, so the caller unwinds through its guards.
+fn check_stop() -> anyhow::Result<()> {
+    if STOP.load(Ordering::Relaxed) {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+/// Programs the benchmark runs against: smcroute, and a font for the plot. Idempotent.
+fn tools() -> anyhow::Result<()> {
+    let mut missing = Vec::new();
+    if !Path::new(router::SMCROUTED).exists() {
+        missing.push("smcroute");
+    }
+    if !Path::new(FONT).exists() {
+        missing.push("fonts-dejavu-core");
+    }
+    if missing.is_empty() {
+        println!("setup: smcroute and fonts-dejavu-core present");
+        return Ok(());
+    }
+    println!(
+        "setup: installing {} (the kernel baseline, the plot's font)",
+        missing.join(" ")
+    );
+    apt_install(&missing)
+}
+
+/// Everything one measurement needs.
+struct Bench<'a> {
+    lab: &'a Lab,
+    harness: Harness<'a>,
+    generator: Generator,
+    receivers: Receivers,
+    /// The router's ingress NAPI thread(s), whose run time is the router's work.
+    router_napi: Vec<libc::pid_t>,
+    plan: Plan,
+}
+
+/// Counters read before and after the generator runs, away from the send.
+struct Slow {
+    received: Vec<u64>,
+    ingress: (u64, u64),
+    /// Copies the flow's receivers had no room for, summed: XDP redirects count them on the
+    /// receiving veth, the kernel's transmit on the router's sending one.
+    receiver_drops: u64,
+}
+
+/// Counters that must be read right next to the generator's send.
+struct Fast {
+    at: Instant,
+    cpu: CpuTimes,
+    napi_ns: u64,
+}
+
+impl<'a> Bench<'a> {
+    /// Prepares `lab` for measuring: router settings, counters on every receiver, NAPI
+    /// threads pinned (the router's ingress, and the first `pinned_receivers` receivers'),
+    /// the generator loaded.
+    fn new(
+        lab: &'a Lab,
+        tag: &str,
+        mgm: &'a Path,
+        bench_object: &'a Path,
+        scratch: &'a Path,
+        plan: Plan,
+        pinned_receivers: usize,
+    ) -> anyhow::Result<Bench<'a>> {
+        prepare_router(lab)?;
+        let receivers = Receivers::attach(lab, bench_object)?;
+        let router_napi = cpu::threaded_napi(&lab.router, UPSTREAM, ROUTER_CPU)?;
+        for host in &lab.receivers[..pinned_receivers] {
+            cpu::threaded_napi(host, HOST_IF, HOST_CPU)?;
+        }
+        Ok(Bench {
+            lab,
+            harness: Harness {
+                lab,
+                mgm,
+                bench_object,
+                scratch,
+                pin_dir: PathBuf::from("/sys/fs/bpf").join(format!("mgm-{tag}")),
+            },
+            generator: Generator::load(bench_object)?,
+            receivers,
+            router_napi,
+            plan,
+        })
+    }
+
+    fn fast(&self) -> anyhow::Result<Fast> {
+        Ok(Fast {
+            at: Instant::now(),
+            cpu: CpuTimes::read(ROUTER_CPU)?,
+            napi_ns: self
+                .router_napi
+                .iter()
+                .map(|&p| cpu::run_time_ns(p))
+                .sum::<anyhow::Result<u64>>()?,
+        })
+    }
+
+    /// Counters of the flow's path; `ip` makes these slow (tens of ms), so they are read
+    /// before [`Bench::fast`] at the start and after it at the end.
+    fn slow(&self, fanout: usize) -> anyhow::Result<Slow> {
+        Ok(Slow {
+            received: self.receivers.counts()?,
+            ingress: rx_stats(&self.lab.router, UPSTREAM)?,
+            receiver_drops: (0..fanout)
+                .map(|i| {
+                    let (_, rx_dropped) = rx_stats(&self.lab.receivers[i], HOST_IF)?;
+                    let tx_dropped = tx_dropped(&self.lab.router, &lab::downstream(i))?;
+                    Ok(rx_dropped + tx_dropped)
+                })
+                .sum::<anyhow::Result<u64>>()?,
+        })
+    }
+
+    /// One run: start `fw` for `flow`, measure, stop.
+    fn measure(&self, fw: Forwarder, flow: &Flow, size: usize) -> anyhow::Result<Value> {
+        check_stop()?;
+        let _running = self.harness.start(fw, flow, &[])?;
+        self.sample(fw, flow, size)
+    }
+
+    /// Measures the running `fw` with the generator's current frame: warm up (mgm installs
+    /// its entry on the first packet), then count around one send.
+    fn sample(&self, fw: Forwarder, flow: &Flow, size: usize) -> anyhow::Result<Value> {
+        self.generator.send(&self.lab.sender, self.plan.warmup)?;
+        std::thread::sleep(Duration::from_millis(200));
+        let a = self.slow(flow.fanout)?;
+        let a_fast = self.fast()?;
+        let offered = self.generator.send(&self.lab.sender, self.plan.duration)?;
+        let b_fast = self.fast()?;
+        let b = self.slow(flow.fanout)?;
+        let secs = b_fast.at.duration_since(a_fast.at).as_secs_f64();
+        let got: Vec<u64> = b
+            .received
+            .iter()
+            .zip(&a.received)
+            .map(|(b, a)| b - a)
+            .collect();
+        let received: u64 = got.iter().sum();
+        let ingress = b.ingress.0 - a.ingress.0;
+        let busy = a_fast.cpu.busy_until(b_fast.cpu);
+        let napi_ns = (b_fast.napi_ns - a_fast.napi_ns) as f64;
+        // Only the flow's receivers may get it.
+        let stray: u64 = got[flow.fanout..].iter().sum();
+        if stray > 0 && fw != Forwarder::Drop {
+            bail!(
+                "{} sent {stray} frames to receivers outside the flow",
+                fw.name()
+            );
+        }
+        Ok(json!({
+            "forwarder": fw.name(),
+            "frame_bytes": size,
+            "fanout": flow.fanout,
+            "seconds": secs,
+            "offered_pps": offered.rate(),
+            "ingress_pps": ingress as f64 / secs,
+            "ingress_ring_drops_pps": (b.ingress.1 - a.ingress.1) as f64 / secs,
+            "received_pps": received as f64 / secs,
+            "receiver_ring_drops_pps": (b.receiver_drops - a.receiver_drops) as f64 / secs,
+            "per_receiver_pps": received as f64 / secs / flow.fanout as f64,
+            "min_receiver_pps": got[..flow.fanout].iter().min().copied().unwrap_or(0) as f64 / secs,
+            "router_napi_busy": napi_ns / (secs * 1e9),
+            "router_cpu0_busy": busy,
+            "router_ns_per_ingress_packet": if ingress > 0 { napi_ns / ingress as f64 } else { f64::NAN },
+        }))
+    }
+}
+
+/// Runs the forwarding benchmark and returns its results (the `forwarding` key of
+/// results.json); prints a table and writes the plot.
+///
+/// # Errors
+/// The lab, a forwarder or the generator failed; every namespace and daemon is gone again.
+pub fn forwarding(mgm: &Path, bench_object: &Path, quick: bool) -> anyhow::Result<Value> {
+    tools()?;
+    lab::sweep_stale()?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        bail!("the forwarding benchmark needs 2 CPUs (router and hosts apart); this machine has {cpus}");
+    }
+    // mgm and smcrouted are the router's control plane: they belong on its CPU, and there they
+    // cannot take time from the generator and the receivers.
+    let _pin = cpu::PinGuard::new(ROUTER_CPU)?;
+    let _signals = Signals::catch();
+    let tag = lab::unique_tag("t");
+    let scratch = Scratch::new(&tag)?;
+    let lab = Lab::up(&tag, &[IgmpVersion::V3; RECEIVERS])?;
+    let bench = Bench::new(
+        &lab,
+        &tag,
+        mgm,
+        bench_object,
+        &scratch.0,
+        Plan::new(quick),
+        RECEIVERS,
+    )?;
+    let runs = run_all(bench, &lab)?;
+    drop(lab);
+    let summary = summarize(&runs);
+    let ratios = ratios(&summary);
+    print_table(&summary, &ratios);
+    let png = crate::workspace_root().join("target/bench/forwarding.png");
+    plot::plot(&summary, &png, FONT).context("cannot draw the plot")?;
+    println!("wrote {}", png.display());
+    let scale = scale::scale(mgm, bench_object, quick)?;
+    Ok(json!({
+        "method": "one lab of network namespaces; generator: bench_gen (BPF_PROG_TEST_RUN, live frames, XDP_TX) on CPU 1; router: threaded NAPI of its ingress veth on CPU 0; receivers: bench_count (XDP, counts and drops) with NAPI on CPU 1; medians of interleaved runs",
+        "frame_bytes": "Ethernet frame handed to the veth, header included, no FCS (1514 = a 1500-byte IPv4 packet)",
+        "rounds": Plan::new(quick).rounds,
+        "seconds_per_run": Plan::new(quick).duration.as_secs_f64(),
+        "summary": summary,
+        "ratios": ratios,
+        "runs": runs,
+        "scale": scale,
+        "plot": png.display().to_string(),
+    }))
+}
+
+/// Multicast forwarding needs reverse-path filtering off and, for ipmr, IP forwarding on; the
+/// upstream veth needs GRO so its NAPI lives on with no XDP program (ipmr runs) and threaded
+/// NAPI keeps one thread to pin.
+fn prepare_router(lab: &Lab) -> anyhow::Result<()> {
+    lab.router.sysctl("net.ipv4.ip_forward", "1")?;
+    for conf in ["all", "default", UPSTREAM] {
+        lab.router
+            .sysctl(&format!("net.ipv4.conf.{conf}.rp_filter"), "0")?;
+    }
+    lab.router.enable_gro(UPSTREAM)
+}
+
+fn run_all(mut bench: Bench<'_>, lab: &Lab) -> anyhow::Result<Vec<Value>> {
+    let mac = sender_mac(lab)?;
+    let mut runs = Vec::new();
+    for size in FRAME_SIZES {
+        bench
+            .generator
+            .set_frame(udp_frame(mac, SENDER_ADDR, GROUP, size), 1)?;
+        for round in 0..bench.plan.rounds {
+            let flow = |fanout| Flow {
+                source: SENDER_ADDR,
+                group: GROUP,
+                fanout,
+            };
+            println!("forwarding: {size}-byte frames, round {}", round + 1);
+            runs.push(bench.measure(Forwarder::Drop, &flow(1), size)?);
+            for &fanout in &bench.plan.fanouts {
+                for fw in [Forwarder::Mgm, Forwarder::Kernel, Forwarder::Raw] {
+                    let r = bench.measure(fw, &flow(fanout), size)?;
+                    println!(
+                        "  fan-out {fanout} {:<12} offered {:>6.3} Mpps, router took {:>6.3}, received {:>6.3} per receiver ({:>6.3} lost at receivers), router {:>4.0} ns/packet",
+                        fw.name(),
+                        r["offered_pps"].as_f64().unwrap_or(0.0) / 1e6,
+                        r["ingress_pps"].as_f64().unwrap_or(0.0) / 1e6,
+                        r["per_receiver_pps"].as_f64().unwrap_or(0.0) / 1e6,
+                        r["receiver_ring_drops_pps"].as_f64().unwrap_or(0.0) / 1e6,
+                        r["router_ns_per_ingress_packet"].as_f64().unwrap_or(f64::NAN),
+                    );
+                    runs.push(r);
+                }
+            }
+        }
+    }
+    Ok(runs)
+}
+
+/// The sender's MAC, the source of every generated frame.
+fn sender_mac(lab: &Lab) -> anyhow::Result<[u8; 6]> {
+    let out = lab.sender.ip_output(&["-j", "link", "show", HOST_IF])?;
+    let v: Value = serde_json::from_str(&out).context("ip -j link printed invalid JSON")?;
+    let text = v[0]["address"]
+        .as_str()
+        .context("no address in ip -j link")?;
+    let mut mac = [0u8; 6];
+    for (m, h) in mac.iter_mut().zip(text.split(':')) {
+        *m = u8::from_str_radix(h, 16).with_context(|| format!("bad MAC {text}"))?;
+    }
+    Ok(mac)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Fields of a run whose medians the summary keeps.
+const METRICS: [&str; 8] = [
+    "offered_pps",
+    "ingress_pps",
+    "received_pps",
+    "per_receiver_pps",
+    "min_receiver_pps",
+    "router_napi_busy",
+    "router_cpu0_busy",
+    "router_ns_per_ingress_packet",
+];
+
+/// Medians per (frame size, fan-out, forwarder).
+fn summarize(runs: &[Value]) -> Vec<Value> {
+    let mut groups: BTreeMap<(u64, u64, String), Vec<&Value>> = BTreeMap::new();
+    for r in runs {
+        let key = (
+            r["frame_bytes"].as_u64().unwrap_or(0),
+            r["fanout"].as_u64().unwrap_or(0),
+            r["forwarder"].as_str().unwrap_or("?").to_owned(),
+        );
+        groups.entry(key).or_default().push(r);
+    }
+    groups
+        .into_iter()
+        .map(|((size, fanout, fw), rs)| {
+            let mut o =
+                json!({"frame_bytes": size, "fanout": fanout, "forwarder": fw, "runs": rs.len()});
+            for m in METRICS {
+                o[m] = json!(median(rs.iter().filter_map(|r| r[m].as_f64()).collect()));
+            }
+            o
+        })
+        .collect()
+}
+
+fn find(summary: &[Value], size: u64, fanout: u64, fw: Forwarder) -> Option<&Value> {
+    summary.iter().find(|s| {
+        s["frame_bytes"].as_u64() == Some(size)
+            && s["fanout"].as_u64() == Some(fanout)
+            && s["forwarder"].as_str() == Some(fw.name())
+    })
+}
+
+/// mgm against each baseline per (frame size, fan-out), from the medians of the same run.
+fn ratios(summary: &[Value]) -> Vec<Value> {
+    let mut out = Vec::new();
+    for s in summary.iter().filter(|s| s["forwarder"] == "mgm") {
+        let (size, fanout) = (
+            s["frame_bytes"].as_u64().unwrap_or(0),
+            s["fanout"].as_u64().unwrap_or(0),
+        );
+        let get = |fw, m: &str| {
+            find(summary, size, fanout, fw)
+                .and_then(|v| v[m].as_f64())
+                .unwrap_or(f64::NAN)
+        };
+        let drop_ceiling = find(summary, size, 1, Forwarder::Drop)
+            .and_then(|v| v["ingress_pps"].as_f64())
+            .unwrap_or(f64::NAN);
+        let rate = |fw| get(fw, "per_receiver_pps");
+        let ns = |fw| get(fw, "router_ns_per_ingress_packet");
+        out.push(json!({
+            "frame_bytes": size,
+            "fanout": fanout,
+            "mgm_vs_kernel_rate": rate(Forwarder::Mgm) / rate(Forwarder::Kernel),
+            "mgm_vs_raw_redirect_rate": rate(Forwarder::Mgm) / rate(Forwarder::Raw),
+            "mgm_vs_xdp_drop_rate": rate(Forwarder::Mgm) / drop_ceiling,
+            "kernel_vs_mgm_ns_per_packet": ns(Forwarder::Kernel) / ns(Forwarder::Mgm),
+            "raw_redirect_vs_mgm_ns_per_packet": ns(Forwarder::Raw) / ns(Forwarder::Mgm),
+        }));
+    }
+    out
+}
+
+fn print_table(summary: &[Value], ratios: &[Value]) {
+    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "\nforwarding rate (medians; Mpps; rtr = the router's ingress NAPI thread on CPU {ROUTER_CPU}: \
+         its share of the CPU and its run time per ingress packet):"
+    );
+    println!(
+        "  {:>5} {:>6} {:<13} {:>8} {:>8} {:>10} {:>10} {:>8} {:>10}",
+        "bytes",
+        "fanout",
+        "forwarder",
+        "offered",
+        "ingress",
+        "rx total",
+        "rx/recvr",
+        "rtr busy",
+        "rtr ns/pkt"
+    );
+    for s in summary {
+        println!(
+            "  {:>5} {:>6} {:<13} {:>8.3} {:>8.3} {:>10.3} {:>10.3} {:>7.0}% {:>10.0}",
+            s["frame_bytes"],
+            s["fanout"],
+            s["forwarder"].as_str().unwrap_or("?"),
+            f(s, "offered_pps") / 1e6,
+            f(s, "ingress_pps") / 1e6,
+            f(s, "received_pps") / 1e6,
+            f(s, "per_receiver_pps") / 1e6,
+            f(s, "router_napi_busy") * 100.0,
+            f(s, "router_ns_per_ingress_packet"),
+        );
+    }
+    println!("\nmgm against the baselines (rate = received per receiver; ns = router CPU per ingress packet):");
+    println!(
+        "  {:>5} {:>6} {:>12} {:>12} {:>12} {:>14}",
+        "bytes", "fanout", "× kernel", "× raw redir", "× XDP_DROP", "kernel ns/mgm ns"
+    );
+    for r in ratios {
+        println!(
+            "  {:>5} {:>6} {:>12.2} {:>12.2} {:>12.2} {:>14.2}",
+            r["frame_bytes"],
+            r["fanout"],
+            f(r, "mgm_vs_kernel_rate"),
+            f(r, "mgm_vs_raw_redirect_rate"),
+            f(r, "mgm_vs_xdp_drop_rate"),
+            f(r, "kernel_vs_mgm_ns_per_packet"),
+        );
+    }
+}
+
+/// A directory for smcroute's files, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> anyhow::Result<Scratch> {
+        let dir = std::env::temp_dir().join(format!("mgm-bench-{tag}"));
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        Ok(Scratch(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,0 +1,244 @@
+//! The forwarders under test, each started on the router's interfaces and stopped again by
+//! dropping its guard, so only one ever holds them: mgm (the real daemon with static routes),
+//! the kernel's ipmr (configured by smcroute, a real daemon), and two XDP programs from the
+//! bench object that bound what any XDP forwarder can do on this harness.
+
+use std::{
+    fs,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use aya::{
+    maps::{xdp::DevMapHash, MapData},
+    programs::{Xdp, XdpMode},
+    Ebpf, EbpfLoader,
+};
+use mgm_common::bench as b;
+
+use crate::lab::{Daemon, Lab, UPSTREAM};
+
+/// One forwarder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Forwarder {
+    /// `mgm run` with one static (S,G) route: its XDP ingress and egress programs.
+    Mgm,
+    /// The kernel's ipmr with smcroute's static `mroute`.
+    Kernel,
+    /// `bench_raw_redirect`: broadcast into a devmap of the outgoing interfaces, parsing
+    /// nothing and rewriting nothing.
+    Raw,
+    /// `bench_drop`: the harness's ceiling; forwards nothing.
+    Drop,
+}
+
+impl Forwarder {
+    pub fn name(self) -> &'static str {
+        match self {
+            Forwarder::Mgm => "mgm",
+            Forwarder::Kernel => "kernel",
+            Forwarder::Raw => "raw_redirect",
+            Forwarder::Drop => "xdp_drop",
+        }
+    }
+}
+
+/// One flow: (source, group) to the first `fanout` downstream interfaces.
+#[derive(Debug, Clone, Copy)]
+pub struct Flow {
+    pub source: Ipv4Addr,
+    pub group: Ipv4Addr,
+    pub fanout: usize,
+}
+
+impl Flow {
+    fn oifs(&self) -> Vec<String> {
+        (0..self.fanout).map(crate::lab::downstream).collect()
+    }
+
+    /// The route in smcroute's words, which `mgm run --static-route` takes too.
+    pub fn route(&self) -> String {
+        format!(
+            "from {UPSTREAM} source {} group {} to {}",
+            self.source,
+            self.group,
+            self.oifs().join(" ")
+        )
+    }
+}
+
+/// A started forwarder; dropping it stops it and frees the router's interfaces.
+#[expect(dead_code, reason = "held for its Drop, which stops the forwarder")]
+pub enum Running {
+    Mgm(Daemon),
+    Kernel(Smcroute),
+    Xdp(Ebpf),
+}
+
+/// What starting a forwarder needs besides the flow.
+pub struct Harness<'a> {
+    pub lab: &'a Lab,
+    pub mgm: &'a Path,
+    pub bench_object: &'a Path,
+    /// For smcroute's configuration, socket and log.
+    pub scratch: &'a Path,
+    /// mgm's pin directory (unique to this run).
+    pub pin_dir: PathBuf,
+}
+
+impl Harness<'_> {
+    /// Starts `fw` forwarding `flow`; `mgm_args` go to `mgm run` (the scale run's settings).
+    ///
+    /// # Errors
+    /// The forwarder did not start or did not become ready.
+    pub fn start(&self, fw: Forwarder, flow: &Flow, mgm_args: &[&str]) -> anyhow::Result<Running> {
+        match fw {
+            Forwarder::Mgm => {
+                let route = flow.route();
+                let mut args = vec!["--xdp-mode", "native", "--static-route", &route];
+                args.extend_from_slice(mgm_args);
+                Ok(Running::Mgm(Daemon::start(
+                    self.mgm,
+                    self.lab,
+                    &self.pin_dir,
+                    &args,
+                    false,
+                )?))
+            }
+            Forwarder::Kernel => Ok(Running::Kernel(Smcroute::start(
+                self.lab,
+                self.scratch,
+                flow,
+            )?)),
+            Forwarder::Raw | Forwarder::Drop => self.start_xdp(fw, flow).map(Running::Xdp),
+        }
+    }
+
+    fn start_xdp(&self, fw: Forwarder, flow: &Flow) -> anyhow::Result<Ebpf> {
+        let mut ebpf = EbpfLoader::new()
+            .load_file(self.bench_object)
+            .with_context(|| format!("cannot load {}", self.bench_object.display()))?;
+        let name = if fw == Forwarder::Raw {
+            "bench_raw_redirect"
+        } else {
+            "bench_drop"
+        };
+        let oifs = flow.oifs();
+        // Devmap entries and the attach resolve ifindexes in the calling thread's namespace.
+        self.lab.router.run(|| -> anyhow::Result<()> {
+            if fw == Forwarder::Raw {
+                let mut map: DevMapHash<&mut MapData> =
+                    DevMapHash::try_from(ebpf.map_mut(b::OIFS).context("no BENCH_OIFS map")?)?;
+                for oif in &oifs {
+                    let ifindex = ifindex(oif)?;
+                    map.insert(ifindex, ifindex, None, 0)
+                        .with_context(|| format!("cannot add {oif} to BENCH_OIFS"))?;
+                }
+            }
+            let prog: &mut Xdp = ebpf
+                .program_mut(name)
+                .with_context(|| format!("no {name} in the bench object"))?
+                .try_into()?;
+            prog.load()
+                .with_context(|| format!("the verifier rejected {name}"))?;
+            prog.attach(UPSTREAM, XdpMode::Driver)
+                .with_context(|| format!("cannot attach {name} to {UPSTREAM}"))?;
+            Ok(())
+        })??;
+        Ok(ebpf)
+    }
+}
+
+/// The ifindex of `name` in the calling thread's namespace.
+pub fn ifindex(name: &str) -> anyhow::Result<u32> {
+    let c = std::ffi::CString::new(name)?;
+    // SAFETY: `c` is NUL-terminated.
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => bail!("no interface {name}"),
+        i => Ok(i),
+    }
+}
+
+/// `smcrouted` in the router's namespace, in the foreground, with one `mroute` line. It turns
+/// `mc_forwarding` on when it opens the kernel's multicast routing socket; when it exits the
+/// kernel removes its routes and interfaces again.
+pub struct Smcroute {
+    child: Child,
+}
+
+/// `smcrouted` as Debian installs it.
+pub const SMCROUTED: &str = "/usr/sbin/smcrouted";
+
+impl Smcroute {
+    /// Starts smcrouted for `flow` and waits until the kernel shows the route.
+    ///
+    /// # Errors
+    /// It did not start, or the route did not appear within 10 s (the error holds its log).
+    pub fn start(lab: &Lab, scratch: &Path, flow: &Flow) -> anyhow::Result<Smcroute> {
+        let conf = scratch.join("smcroute.conf");
+        let log = scratch.join("smcroute.log");
+        fs::write(&conf, format!("mroute {}\n", flow.route()))
+            .with_context(|| format!("write {}", conf.display()))?;
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                lab.router.name(),
+                SMCROUTED,
+                "-n",
+                "-l",
+                "info",
+            ])
+            .arg("-f")
+            .arg(&conf)
+            .arg("-u")
+            .arg(scratch.join("smcroute.sock"))
+            .arg("-P")
+            .arg(scratch.join("smcroute.pid"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).with_context(|| format!("create {}", log.display()))?)
+            .spawn()
+            .with_context(|| format!("cannot start {SMCROUTED}"))?;
+        let mut smc = Smcroute { child };
+        let needle = format!("({},{})", flow.source, flow.group);
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let routes = lab.router.ip_output(&["mroute", "show"])?;
+            if routes.contains(&needle) {
+                return Ok(smc);
+            }
+            if let Some(status) = smc.child.try_wait()? {
+                bail!(
+                    "smcrouted exited ({status}):\n{}",
+                    fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            if Instant::now() > end {
+                bail!(
+                    "smcrouted did not install {needle} within 10 s:\n{}",
+                    fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Smcroute {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: signalling our own child (`ip netns exec` execs smcrouted) by pid.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let end = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < end && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,305 @@
+//! Scale: mgm forwarding one flow while it holds 100k (S,G) entries on 64 interfaces, against
+//! the same flow with its entry alone, on one lab of 64 router interfaces.
+//!
+//! The entries go in the way a deployment fills them: each receiver host reports (S,G)
+//! memberships with IGMPv3 (`MODE_IS_INCLUDE {S}` records, crafted on a raw socket so one
+//! report carries [`RECORDS_PER_REPORT`] groups), and then one packet per group, from the
+//! generator's sweep, makes the daemon resolve its entry, as any new stream would. The
+//! command line cannot carry 100k `--static-route` flags (Linux caps argv at 6 MiB), and mgm
+//! has no route file, so IGMP is the honest way in.
+
+use std::{
+    net::{Ipv4Addr, SocketAddrV4},
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use aya::maps::{HashMap, Map, MapData};
+use mgm_common::{
+    fwd::{FwdEntry, FwdKey, FWD_PENDING},
+    maps as m,
+};
+use serde_json::{json, Value};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::{
+    check_stop, generator::udp_frame, median, router::Running, sender_mac, Bench, Flow, Forwarder,
+    Plan, Scratch,
+};
+use crate::lab::{self, receiver_addr, Daemon, IgmpVersion, Lab, Netns, SENDER_ADDR};
+
+/// Router interfaces: the upstream and 63 downstreams.
+const INTERFACES: usize = 64;
+/// Group records per IGMPv3 report: 8 + 100 × 12 bytes, under mgm's 1476-byte snoop copy.
+const RECORDS_PER_REPORT: usize = 100;
+/// The first of the scale run's groups (the measured flow uses 239.1.1.1).
+const FIRST_GROUP: u32 = u32::from_be_bytes([239, 2, 0, 0]);
+/// The measured flow's frame size.
+const FRAME: usize = 64;
+
+/// Runs the scale comparison; `entries` (S,G) entries besides the flow's.
+///
+/// # Errors
+/// The lab, the daemon or the generator failed, or the entries did not all appear.
+pub fn scale(mgm: &Path, bench_object: &Path, quick: bool) -> anyhow::Result<Value> {
+    let entries: u32 = if quick { 10_000 } else { 100_000 };
+    let rounds = if quick { 1 } else { 3 };
+    let tag = lab::unique_tag("t");
+    let scratch = Scratch::new(&tag)?;
+    println!("scale: building a router with {INTERFACES} interfaces");
+    let lab = Lab::up(&tag, &[IgmpVersion::V3; INTERFACES - 1])?;
+    let mut bench = Bench::new(
+        &lab,
+        &tag,
+        mgm,
+        bench_object,
+        &scratch.0,
+        Plan::new(quick),
+        1,
+    )?;
+    // mgm proxies every membership upstream with a socket join; the kernel's defaults allow
+    // 20 groups per socket, in 20 KiB of option memory.
+    lab.router
+        .sysctl("net.ipv4.igmp_max_memberships", &(entries + 64).to_string())?;
+    lab.router.sysctl(
+        "net.core.optmem_max",
+        &(u64::from(entries) * 256).to_string(),
+    )?;
+    let flow = Flow {
+        source: SENDER_ADDR,
+        group: super::GROUP,
+        fanout: 1,
+    };
+    let mac = sender_mac(&lab)?;
+    let flow_frame = udp_frame(mac, SENDER_ADDR, flow.group, FRAME);
+    let per_interface = entries.div_ceil(INTERFACES as u32 - 1).to_string();
+    // Room for every membership, and quick retries of upcalls lost to a full ring.
+    let args = [
+        "--igmp-max-groups",
+        &per_interface,
+        "--igmp-max-sources",
+        &per_interface,
+        "--pending-retry-ms",
+        "200",
+    ];
+    bench.generator.set_frame(flow_frame.clone(), 1)?;
+    let mut alone = Vec::new();
+    {
+        let _mgm = bench.harness.start(Forwarder::Mgm, &flow, &args)?;
+        for _ in 0..rounds {
+            check_stop()?;
+            alone.push(bench.sample(Forwarder::Mgm, &flow, FRAME)?);
+        }
+    }
+    // Filling takes minutes at 100k, so it happens once and the runs with the full table
+    // follow the runs without it instead of alternating.
+    let running = bench.harness.start(Forwarder::Mgm, &flow, &args)?;
+    let Running::Mgm(daemon) = &running else {
+        bail!("mgm did not start as a daemon");
+    };
+    let start = Instant::now();
+    let resolved = fill(&mut bench, daemon, entries, mac)?;
+    let fill_secs = start.elapsed().as_secs_f64();
+    bench.generator.set_frame(flow_frame.clone(), 1)?;
+    let mut full = Vec::new();
+    for _ in 0..rounds {
+        check_stop()?;
+        full.push(bench.sample(Forwarder::Mgm, &flow, FRAME)?);
+    }
+    let installed = count_entries(daemon.pin_dir())?;
+    drop(running);
+    let med = |v: &[Value], k: &str| median(v.iter().filter_map(|r| r[k].as_f64()).collect());
+    let correct = full
+        .iter()
+        .all(|r| r["min_receiver_pps"].as_f64().is_some_and(|x| x > 0.0));
+    let summary = json!({
+        "interfaces": INTERFACES,
+        "entries": entries + 1,
+        "frame_bytes": FRAME,
+        "fanout": flow.fanout,
+        "rounds": rounds,
+        "entries_resolved_by_fill": resolved,
+        "entries_resolved_after_runs": installed,
+        "seconds_to_fill": fill_secs,
+        "flow_reaches_its_receiver_only": correct,
+        "alone_per_receiver_pps": med(&alone, "per_receiver_pps"),
+        "full_per_receiver_pps": med(&full, "per_receiver_pps"),
+        "full_vs_alone_rate": med(&full, "per_receiver_pps") / med(&alone, "per_receiver_pps"),
+        "alone_router_ns_per_packet": med(&alone, "router_ns_per_ingress_packet"),
+        "full_router_ns_per_packet": med(&full, "router_ns_per_ingress_packet"),
+        "runs_alone": alone,
+        "runs_full": full,
+    });
+    println!(
+        "\nscale ({} entries, {INTERFACES} interfaces, {FRAME}-byte frames, fan-out 1, medians):\n  \
+         alone {:.3} Mpps ({:.0} ns/packet), among them {:.3} Mpps ({:.0} ns/packet): {:.2}×; \
+         flow reached only its receiver: {correct}; filled in {:.1} s",
+        entries + 1,
+        summary["alone_per_receiver_pps"].as_f64().unwrap_or(0.0) / 1e6,
+        summary["alone_router_ns_per_packet"].as_f64().unwrap_or(f64::NAN),
+        summary["full_per_receiver_pps"].as_f64().unwrap_or(0.0) / 1e6,
+        summary["full_router_ns_per_packet"].as_f64().unwrap_or(f64::NAN),
+        summary["full_vs_alone_rate"].as_f64().unwrap_or(f64::NAN),
+        fill_secs,
+    );
+    Ok(summary)
+}
+
+/// Group `i` of the scale run.
+fn group(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(FIRST_GROUP + i)
+}
+
+/// Waits until the daemon has logged `reports` IGMP messages.
+fn wait_for_reports(daemon: &Daemon, reports: usize, limit: Duration) -> anyhow::Result<()> {
+    let end = Instant::now() + limit;
+    loop {
+        check_stop()?;
+        let seen = daemon
+            .log()
+            .iter()
+            .filter(|l| l.contains("IGMP on dn"))
+            .count();
+        if seen >= reports {
+            return Ok(());
+        }
+        if Instant::now() > end {
+            bail!("mgm processed {seen} of {reports} IGMP reports within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Fills mgm's forwarding table with `entries` (S,G) entries: memberships by IGMP spread over
+/// every downstream, then the generator's sweep until the daemon has resolved them (all, or
+/// 99 % and no progress for 15 s); returns how many it resolved.
+fn fill(
+    bench: &mut Bench<'_>,
+    daemon: &Daemon,
+    entries: u32,
+    mac: [u8; 6],
+) -> anyhow::Result<usize> {
+    let hosts = bench.lab.receivers.len();
+    let mut reports = 0;
+    for (h, host) in bench.lab.receivers.iter().enumerate() {
+        let groups: Vec<Ipv4Addr> = (h as u32..entries).step_by(hosts).map(group).collect();
+        reports += report(host, receiver_addr(h), &groups)?;
+        // The snooped reports queue in a 2 MiB ring (~1400 of them): let the daemon drain it.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Every membership before the first entry: a membership change revisits every entry.
+    // Each upstream join of the proxy walks the socket's membership list: quadratic in the
+    // kernel, so allow a second per 500 entries.
+    let limit = Duration::from_secs(60 + u64::from(entries) / 500);
+    wait_for_reports(daemon, reports, limit)?;
+    bench
+        .generator
+        .set_frame(udp_frame(mac, SENDER_ADDR, group(0), FRAME), entries)?;
+    let end = Instant::now() + limit;
+    let (mut last, mut since) = (0, Instant::now());
+    loop {
+        check_stop()?;
+        // Chunks, so the upcalls fit the ring; lost ones retry after --pending-retry-ms.
+        for _ in 0..entries.div_ceil(5_000) {
+            bench
+                .generator
+                .send_frames(&bench.lab.sender, Duration::ZERO, 5_000)?;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let n = count_entries(daemon.pin_dir())?;
+        if n >= entries as usize {
+            return Ok(n);
+        }
+        if n != last {
+            println!("scale: {n} of {entries} entries resolved");
+            (last, since) = (n, Instant::now());
+        }
+        // A few placeholders can stay pending for long (BENCHMARKS.md); 99 % of the table is
+        // enough for the rate comparison, and the count is reported.
+        let nearly = n as f64 >= 0.99 * f64::from(entries);
+        if nearly && since.elapsed() > Duration::from_secs(15) {
+            println!(
+                "scale: {} entries still pending, going on",
+                entries as usize - n
+            );
+            return Ok(n);
+        }
+        if Instant::now() > end {
+            bail!("only {n} of {entries} forwarding entries appeared within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Resolved (not pending) entries in the pinned forwarding map.
+fn count_entries(pin_dir: &Path) -> anyhow::Result<usize> {
+    let path = pin_dir.join(m::FWD);
+    let data = MapData::from_pin(&path).with_context(|| format!("open {}", path.display()))?;
+    let fwd: HashMap<MapData, FwdKey, FwdEntry> = HashMap::try_from(Map::from_map_data(data)?)?;
+    let mut n = 0;
+    for item in fwd.iter() {
+        let (_, entry) = item?;
+        if entry.flags & FWD_PENDING == 0 {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Sends IGMPv3 reports from `host` (interface address `iface`) with one `MODE_IS_INCLUDE
+/// {sender}` record per group, TTL 1 and Router Alert, as the host stack would; returns how
+/// many.
+fn report(host: &Netns, iface: Ipv4Addr, groups: &[Ipv4Addr]) -> anyhow::Result<usize> {
+    let sock = host.run(|| -> std::io::Result<Socket> {
+        let s = Socket::new(
+            Domain::IPV4,
+            Type::RAW,
+            Some(Protocol::from(libc::IPPROTO_IGMP)),
+        )?;
+        s.set_multicast_if_v4(&iface)?;
+        s.set_multicast_ttl_v4(1)?;
+        s.set_multicast_loop_v4(false)?;
+        // IP option 148 (Router Alert), length 4, value 0.
+        let ra: [u8; 4] = [0x94, 0x04, 0, 0];
+        // SAFETY: `ra` outlives the call; IP_OPTIONS copies it.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&s),
+                libc::IPPROTO_IP,
+                libc::IP_OPTIONS,
+                ra.as_ptr().cast(),
+                ra.len() as u32,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(s)
+    })??;
+    let to = SocketAddrV4::new(Ipv4Addr::new(224, 0, 0, 22), 0).into();
+    for chunk in groups.chunks(RECORDS_PER_REPORT) {
+        sock.send_to(&v3_report(chunk, SENDER_ADDR), &to)
+            .context("send an IGMPv3 report")?;
+    }
+    Ok(groups.len().div_ceil(RECORDS_PER_REPORT))
+}
+
+/// An IGMPv3 report (RFC 3376 §4.2) with one `MODE_IS_INCLUDE {source}` record per group.
+fn v3_report(groups: &[Ipv4Addr], source: Ipv4Addr) -> Vec<u8> {
+    let mut m = vec![0x22, 0, 0, 0, 0, 0];
+    m.extend_from_slice(&(groups.len() as u16).to_be_bytes());
+    for g in groups {
+        m.extend_from_slice(&[1, 0, 0, 1]);
+        m.extend_from_slice(&g.octets());
+        m.extend_from_slice(&source.octets());
+    }
+    let mut sum: u32 = m
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
+        .sum();
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    m[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    m
+}
