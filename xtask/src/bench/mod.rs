@@ -2,7 +2,8 @@
 //! Today: the XDP program's per-packet CPU cost against a parse-nothing broadcast redirect
 //! (BPF_PROG_TEST_RUN timing), MFE installs per second against plain map inserts, and the
 //! verifier's instruction counts; and the forwarding rate against the kernel's ipmr, a raw
-//! XDP redirect and an XDP_DROP ceiling on the lab topology ([`forwarding`]).
+//! XDP redirect and an XDP_DROP ceiling on the lab topology ([`forwarding`]); and the control
+//! plane (IGMP reports per second, join latency, memory) against igmpproxy ([`control`]).
 
 mod forwarding;
 
