@@ -86,6 +86,23 @@ fn llvm() -> anyhow::Result<()> {
     apt_install(&[LLVM_PACKAGE])
 }
 
+/// Installs, with apt, each package whose file (`(path, package)`) is missing; `why` says
+/// what they are for. Idempotent.
+pub fn ensure_packages(wanted: &[(&str, &str)], why: &str) -> anyhow::Result<()> {
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(path, _)| !std::path::Path::new(path).exists())
+        .map(|(_, package)| *package)
+        .collect();
+    let names: Vec<&str> = wanted.iter().map(|(_, p)| *p).collect();
+    if missing.is_empty() {
+        println!("setup: {} present", names.join(", "));
+        return Ok(());
+    }
+    println!("setup: installing {} ({why})", missing.join(" "));
+    apt_install(&missing)
+}
+
 /// `apt-get install -y` after one `apt-get update`, without prompts.
 pub fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
     run(Command::new("apt-get")

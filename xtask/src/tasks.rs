@@ -113,12 +113,10 @@ pub fn lab_down() -> anyhow::Result<()> {
 /// Programs from other projects the integration tests run against: igmpproxy as an upstream
 /// multicast router (kernel ipmr) for the proxy interoperability test.
 fn test_tools() -> anyhow::Result<()> {
-    if std::path::Path::new("/usr/sbin/igmpproxy").exists() {
-        println!("setup: igmpproxy present");
-        return Ok(());
-    }
-    println!("setup: installing igmpproxy (an upstream router for the interoperability test)");
-    xtask::setup::apt_install(&["igmpproxy"])
+    xtask::setup::ensure_packages(
+        &[("/usr/sbin/igmpproxy", "igmpproxy")],
+        "an upstream router for the interoperability test",
+    )
 }
 
 fn require_root(what: &str) -> anyhow::Result<()> {

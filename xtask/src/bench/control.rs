@@ -28,7 +28,10 @@ use crate::lab::{self, Daemon, Lab, UPSTREAM};
 /// that is merely slow is reported, not an error).
 pub fn bench(mgm: &Path, quick: bool) -> anyhow::Result<Value> {
     lab::sweep_stale()?;
-    ensure_igmpproxy()?;
+    crate::setup::ensure_packages(
+        &[("/usr/sbin/igmpproxy", "igmpproxy")],
+        "the control-plane baseline",
+    )?;
     let scales: &[usize] = if quick {
         &[1_000]
     } else {
@@ -209,15 +212,6 @@ impl Drop for Igmpproxy {
         let _ = self.child.wait();
         let _ = fs::remove_file(&self.conf);
     }
-}
-
-/// Installs igmpproxy with apt unless it is there (as `cargo xtask test` does).
-fn ensure_igmpproxy() -> anyhow::Result<()> {
-    if Path::new("/usr/sbin/igmpproxy").exists() {
-        return Ok(());
-    }
-    println!("setup: installing igmpproxy (the control-plane baseline)");
-    crate::setup::apt_install(&["igmpproxy"])
 }
 
 /// Memory a router process holds: resident set and BPF maps.

@@ -29,10 +29,7 @@ use self::{
     receive::{rx_stats, tx_dropped, Receivers},
     router::{Flow, Forwarder, Harness},
 };
-use crate::{
-    lab::{self, IgmpVersion, Lab, HOST_IF, SENDER_ADDR, UPSTREAM},
-    setup::apt_install,
-};
+use crate::lab::{self, IgmpVersion, Lab, HOST_IF, SENDER_ADDR, UPSTREAM};
 
 /// Frame sizes as handed to the veth, Ethernet header included, no FCS: 64 is the smallest
 /// Ethernet frame, 1514 carries a 1500-byte IPv4 packet (the MTU).
@@ -112,22 +109,10 @@ fn check_stop() -> anyhow::Result<()> {
 
 /// Programs the benchmark runs against: smcroute, and a font for the plot. Idempotent.
 fn tools() -> anyhow::Result<()> {
-    let mut missing = Vec::new();
-    if !Path::new(router::SMCROUTED).exists() {
-        missing.push("smcroute");
-    }
-    if !Path::new(FONT).exists() {
-        missing.push("fonts-dejavu-core");
-    }
-    if missing.is_empty() {
-        println!("setup: smcroute and fonts-dejavu-core present");
-        return Ok(());
-    }
-    println!(
-        "setup: installing {} (the kernel baseline, the plot's font)",
-        missing.join(" ")
-    );
-    apt_install(&missing)
+    crate::setup::ensure_packages(
+        &[(router::SMCROUTED, "smcroute"), (FONT, "fonts-dejavu-core")],
+        "the kernel baseline, the plot's font",
+    )
 }
 
 /// Everything one measurement needs.
