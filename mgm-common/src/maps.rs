@@ -8,15 +8,22 @@ pub const PIN_DIR: &str = "/sys/fs/bpf/mgm";
 
 /// Version of the layout of every pinned map. A daemon only adopts pinned maps whose
 /// [`META`] map holds the same version.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// `HASH` [`crate::fwd::FwdKey`] → [`crate::fwd::FwdEntry`]: the forwarding entries.
 pub const FWD: &str = "MGM_FWD";
 /// `ARRAY_OF_MAPS` set id → `DEVMAP_HASH` ifindex → `bpf_devmap_val`: outgoing sets. Id 0
 /// is never used (an entry with set 0 has no outgoing set).
 pub const OIF_SETS: &str = "MGM_OIF_SETS";
+/// `ARRAY` set id → [`crate::fwd::SetInfo`]: member count of each outgoing set, and its
+/// interface when it has one.
+pub const SET_INFO: &str = "MGM_SET_INFO";
 /// `HASH` ifindex (`u32`) → [`crate::fwd::IfConfig`]: the interfaces mgm manages.
 pub const IFCFG: &str = "MGM_IFCFG";
+/// `ARRAY` ifindex → [`crate::fwd::IfConfig`] for ifindexes below [`IFCFG_DIRECT_LIMIT`]: the
+/// same entries as [`IFCFG`], for the per-copy lookup without hashing. Unmanaged indexes are
+/// zero (no `IF_ENABLED`).
+pub const IFCFG_DIRECT: &str = "MGM_IFCFG_DIRECT";
 /// `RINGBUF` of [`crate::event`] records: IGMP messages and upcalls.
 pub const EVENTS: &str = "MGM_EVENTS";
 /// `PERCPU_ARRAY` slot → [`crate::counters::EntryStats`]: per forwarding entry counters.
@@ -27,16 +34,30 @@ pub const IF_STATS: &str = "MGM_IF_STATS";
 pub const META: &str = "MGM_META";
 
 /// Every map the daemon pins, in the order the README lists them.
-pub const ALL: [&str; 7] = [FWD, OIF_SETS, IFCFG, EVENTS, ENTRY_STATS, IF_STATS, META];
+pub const ALL: [&str; 9] = [
+    FWD,
+    OIF_SETS,
+    SET_INFO,
+    IFCFG,
+    IFCFG_DIRECT,
+    EVENTS,
+    ENTRY_STATS,
+    IF_STATS,
+    META,
+];
 
 /// Forwarding entries ((S,G) and (*,G)); sized for the 100k-entry scale target.
 pub const FWD_CAPACITY: u32 = 131_072;
 /// Distinct outgoing sets (entries with equal outgoing lists share one), id 0 included.
 pub const OIF_SETS_CAPACITY: u32 = 16_384;
-/// Interfaces in one outgoing set.
+/// Most interfaces in one outgoing set (each set's devmap is sized to its members).
 pub const OIF_SET_WIDTH: u32 = 64;
 /// Managed interfaces, and so per-interface counter slots (slot 0 counts unmanaged ones).
 pub const IF_CAPACITY: u32 = 256;
+/// Interfaces with an ifindex below this are also in [`IFCFG_DIRECT`] (16 bytes each). Every
+/// copy looks its interface up; an array index costs a few ns where a hash lookup costs
+/// about 25, and most routers' interfaces have small ifindexes.
+pub const IFCFG_DIRECT_LIMIT: u32 = 4096;
 /// Per-entry counter slots; slot 0 collects packets that matched no installed entry.
 pub const ENTRY_STATS_CAPACITY: u32 = FWD_CAPACITY;
 /// Ring buffer size in bytes (a power of two, a multiple of the page size).

@@ -17,10 +17,11 @@ use mgm_common::{
 
 use crate::{
     counters::{bump_if, entry_stats},
-    maps::{MGM_EVENTS, MGM_FWD, MGM_IFCFG, MGM_OIF_SETS},
+    egress,
+    maps::{if_config, OifSet, MGM_EVENTS, MGM_FWD, MGM_OIF_SETS, MGM_SET_INFO},
     parse::{
         cursor::Cursor,
-        eth::{self, ETH_P_IP},
+        eth::{self, EthHdr, ETH_P_IP},
         ipv4::{self, Ipv4Hdr, IPPROTO_IGMP},
     },
     snoop,
@@ -68,11 +69,21 @@ fn try_ingress(ctx: &XdpContext, ifindex: u32) -> Option<u32> {
     if ipv4::is_link_local_multicast(daddr) {
         return Some(xdp_action::XDP_PASS);
     }
-    Some(forward(ip.hdr, ip.tot_len, saddr, daddr, ifindex))
+    Some(forward(
+        ctx, eth.hdr, ip.hdr, ip.tot_len, saddr, daddr, ifindex,
+    ))
 }
 
 #[inline(always)]
-fn forward(hdr: *mut Ipv4Hdr, tot_len: usize, saddr: u32, daddr: u32, ifindex: u32) -> u32 {
+fn forward(
+    ctx: &XdpContext,
+    eth: *mut EthHdr,
+    hdr: *mut Ipv4Hdr,
+    tot_len: usize,
+    saddr: u32,
+    daddr: u32,
+    ifindex: u32,
+) -> u32 {
     let Some(entry) = lookup(saddr, daddr) else {
         no_cache(saddr, daddr, ifindex);
         return xdp_action::XDP_DROP;
@@ -101,16 +112,42 @@ fn forward(hdr: *mut Ipv4Hdr, tot_len: usize, saddr: u32, daddr: u32, ifindex: u
         stats.ttl_expired += 1;
         return xdp_action::XDP_DROP;
     }
-    let Some(set) = MGM_OIF_SETS.get(e.oif_set) else {
-        stats.no_oif_set += 1;
-        return xdp_action::XDP_DROP;
+    let copies = match MGM_SET_INFO.get(e.oif_set) {
+        // A lone incoming interface gets no copy: the broadcast below excludes it.
+        Some(info) if info.members == 1 && info.single_ifindex != ifindex => {
+            Copies::One(info.single_ifindex)
+        }
+        _ => match MGM_OIF_SETS.get(e.oif_set) {
+            Some(set) => Copies::Set(set),
+            None => {
+                stats.no_oif_set += 1;
+                return xdp_action::XDP_DROP;
+            }
+        },
     };
     // SAFETY: as above; the header is inside the frame.
     unsafe { decrement_ttl(hdr) };
     stats.pkts += 1;
     stats.bytes += tot_len as u64;
-    set.redirect(0, (BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS) as u64)
-        .unwrap_or(xdp_action::XDP_DROP)
+    match copies {
+        Copies::One(oif) => {
+            egress::one_copy(ctx, eth, ttl - 1, tot_len, oif).unwrap_or_else(|| {
+                stats.no_oif_set += 1;
+                xdp_action::XDP_DROP
+            })
+        }
+        Copies::Set(set) => set
+            .redirect(0, (BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS) as u64)
+            .unwrap_or(xdp_action::XDP_DROP),
+    }
+}
+
+/// Where an entry's copies go.
+enum Copies {
+    /// A one-interface set: a plain redirect, the copy's work done here.
+    One(u32),
+    /// Every interface of the devmap but the incoming one, each copy through `mgm_egress`.
+    Set(&'static OifSet),
 }
 
 /// (S,G), then (*,G), then (*,*).
@@ -224,8 +261,5 @@ fn upcall(kind: u32, source: u32, group: u32, ifindex: u32, expected_iif: u32, s
 /// Counter slot of an interface; slot 0 for interfaces mgm has no config for.
 #[inline(always)]
 fn if_slot(ifindex: u32) -> u32 {
-    // SAFETY: read-only lookup of a plain value.
-    unsafe { MGM_IFCFG.get(ifindex) }
-        .map(|c| c.stats_slot)
-        .unwrap_or(0)
+    if_config(ifindex).map(|c| c.stats_slot).unwrap_or(0)
 }

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use mgm_common::{
     counters::{EntryStats, IfStats},
-    fwd::{FwdEntry, FwdKey, IfConfig, Meta},
+    fwd::{FwdEntry, FwdKey, IfConfig, Meta, SetInfo, IF_ENABLED},
     maps as m,
 };
 
@@ -23,8 +23,28 @@ pub static MGM_FWD: HashMap<FwdKey, FwdEntry, { m::FWD_CAPACITY as usize }> = Ha
 pub static MGM_OIF_SETS: ArrayOfMaps<OifSet, { m::OIF_SETS_CAPACITY as usize }> =
     ArrayOfMaps::new();
 
+/// Beside `MGM_OIF_SETS`, same index: lets a one-interface set skip its devmap.
+#[btf_map]
+pub static MGM_SET_INFO: Array<SetInfo, { m::OIF_SETS_CAPACITY as usize }> = Array::new();
+
 #[btf_map]
 pub static MGM_IFCFG: HashMap<u32, IfConfig, { m::IF_CAPACITY as usize }> = HashMap::new();
+
+#[btf_map]
+pub static MGM_IFCFG_DIRECT: Array<IfConfig, { m::IFCFG_DIRECT_LIMIT as usize }> = Array::new();
+
+/// The settings of a managed interface, by the direct array where the ifindex fits.
+#[inline(always)]
+pub fn if_config(ifindex: u32) -> Option<&'static IfConfig> {
+    if ifindex < m::IFCFG_DIRECT_LIMIT {
+        MGM_IFCFG_DIRECT
+            .get(ifindex)
+            .filter(|c| c.flags & IF_ENABLED != 0)
+    } else {
+        // SAFETY: read-only lookup of a plain value.
+        unsafe { MGM_IFCFG.get(ifindex) }
+    }
+}
 
 #[btf_map]
 pub static MGM_EVENTS: RingBuf<u8, { m::EVENTS_BYTES as usize }> = RingBuf::new();

@@ -2,7 +2,10 @@
 //! caller pass it to the host. Parsing group records and verifying the checksum is left to the
 //! daemon, which has no loop bounds to fit under; the program only bounds the copy.
 
-use core::{mem::MaybeUninit, ptr::addr_of_mut};
+use core::{
+    mem::MaybeUninit,
+    ptr::{addr_of, addr_of_mut},
+};
 
 use aya_ebpf::{helpers::bpf_xdp_load_bytes, programs::XdpContext};
 use aya_log_ebpf::debug;
@@ -14,7 +17,11 @@ use mgm_common::{
 use crate::{
     counters::if_stats,
     maps::MGM_EVENTS,
-    parse::{cursor::Cursor, eth::Eth, ipv4::Ipv4},
+    parse::{
+        cursor::Cursor,
+        eth::{copy_mac, Eth},
+        ipv4::Ipv4,
+    },
 };
 
 const IGMP_QUERY: u8 = 0x11;
@@ -70,7 +77,7 @@ pub fn igmp(ctx: &XdpContext, cur: &Cursor, eth: &Eth, ip: &Ipv4, ifindex: u32, 
         addr_of_mut!((*ev).vlan).write(eth.vlan);
         addr_of_mut!((*ev).src_ip).write((*ip.hdr).saddr);
         addr_of_mut!((*ev).dst_ip).write((*ip.hdr).daddr);
-        addr_of_mut!((*ev).src_mac).write((*eth.hdr).src);
+        copy_mac(addr_of_mut!((*ev).src_mac), addr_of!((*eth.hdr).src));
         addr_of_mut!((*ev).igmp_len).write(igmp_len as u16);
         addr_of_mut!((*ev).copied).write(copied as u16);
         addr_of_mut!((*ev)._pad).write(0);

@@ -51,17 +51,38 @@ struct Harness {
 
 impl Harness {
     fn new(tunables: Tunables) -> Harness {
-        // SAFETY: unshare affects only this test's thread.
-        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert_eq!(
-            rc,
-            0,
-            "unshare(CLONE_NEWNET) needs root: {}",
-            std::io::Error::last_os_error()
-        );
-        let mut loaded = load_programs(&tunables).expect("the kernel accepts the programs");
+        enter_fresh_netns();
+        Harness::configured(tunables, &[NetDev::lookup("lo").unwrap()], 1)
+    }
+
+    /// A harness whose second managed interface (counter slot 2) is the veth `mgmv0`, with
+    /// `mtu`, every interface with `ttl_threshold`; returns the veth too.
+    fn with_veth(mtu: u16, ttl_threshold: u8) -> (Harness, NetDev) {
+        enter_fresh_netns();
+        let mtu = mtu.to_string();
+        for args in [
+            &[
+                "link", "add", "mgmv0", "type", "veth", "peer", "name", "mgmv1",
+            ][..],
+            &["link", "set", "mgmv0", "mtu", &mtu, "up"],
+        ] {
+            let status = std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .expect("ip runs");
+            assert!(status.success(), "ip {args:?}");
+        }
+        let veth = NetDev::lookup("mgmv0").unwrap();
         let lo = NetDev::lookup("lo").unwrap();
-        loaded.configure_interfaces(&[lo], 1).unwrap();
+        let h = Harness::configured(Tunables::default(), &[lo, veth.clone()], ttl_threshold);
+        (h, veth)
+    }
+
+    fn configured(tunables: Tunables, interfaces: &[NetDev], ttl_threshold: u8) -> Harness {
+        let mut loaded = load_programs(&tunables).expect("the kernel accepts the programs");
+        loaded
+            .configure_interfaces(interfaces, ttl_threshold)
+            .unwrap();
         let fwd = loaded.take_forwarding().unwrap();
         Harness {
             events: loaded.take_map(m::EVENTS).unwrap(),
@@ -104,10 +125,15 @@ impl Harness {
         v
     }
 
+    /// Counters of `lo`.
     fn if_stats(&self) -> IfStats {
+        self.if_stats_of(1)
+    }
+
+    fn if_stats_of(&self, slot: u32) -> IfStats {
         let mut total = IfStats::default();
         self.if_stats
-            .get(&1, 0)
+            .get(&slot, 0)
             .unwrap()
             .iter()
             .for_each(|s| total.accumulate(s));
@@ -134,6 +160,18 @@ impl Harness {
             })
             .unwrap();
     }
+}
+
+/// Moves this test's thread into a network namespace of its own, with only `lo`.
+fn enter_fresh_netns() {
+    // SAFETY: unshare affects only this test's thread.
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    assert_eq!(
+        rc,
+        0,
+        "unshare(CLONE_NEWNET) needs root: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 fn key(source: Ipv4Addr, group: Ipv4Addr) -> FwdKey {
@@ -418,6 +456,50 @@ fn an_outgoing_set_outlives_its_last_entry_for_the_next_entry_that_wants_it() {
     assert_ne!(set(&h, g2), lo_set);
     assert_eq!(set(&h, g3), lo_set);
     assert_eq!(h.run(&Frame::udp(S1, g3, 8).bytes()).0, XDP_REDIRECT);
+}
+
+/// A one-interface set is sent by a plain redirect with the copy's work done in the ingress
+/// program: the copy leaves with that interface's source MAC and counts there. A larger set
+/// leaves that work to the egress program, which a test run does not run.
+#[test]
+fn a_one_interface_set_gets_the_copys_mac_and_counters_in_the_ingress_program() {
+    let (mut h, veth) = Harness::with_veth(1500, 1);
+    h.install(S1, G1, LO, &[veth.ifindex]);
+    let frame = Frame::udp(S1, G1, 64).bytes();
+    let (verdict, out) = h.run(&frame);
+    assert_eq!(verdict, XDP_REDIRECT);
+    assert_eq!(out[6..12], veth.mac, "source MAC of the outgoing interface");
+    assert_eq!(out[14 + 8], 63, "TTL decremented");
+    assert!(ipv4_header_ok(&out));
+    assert_eq!(out[26..], frame[26..]);
+    let tx = h.if_stats_of(2);
+    assert_eq!((tx.tx_pkts, tx.tx_bytes), (1, (frame.len() - 14) as u64));
+    assert_eq!(h.entry_stats(S1, G1).pkts, 1);
+
+    h.install(S1, G1, LO, &[LO, veth.ifindex]);
+    let (verdict, out) = h.run(&frame);
+    assert_eq!(verdict, XDP_REDIRECT);
+    assert_eq!(out[6..12], frame[6..12], "egress work left to mgm_egress");
+    assert_eq!(h.if_stats_of(2).tx_pkts, 1);
+    assert_eq!(h.entry_stats(S1, G1).pkts, 2);
+}
+
+/// The one-copy path keeps the egress rules: the TTL threshold (counted on the outgoing
+/// interface) and the outgoing interface's MTU, which the kernel's redirect would enforce.
+#[test]
+fn a_one_interface_set_keeps_the_ttl_threshold_and_the_mtu_of_its_interface() {
+    let (mut h, veth) = Harness::with_veth(1000, 5);
+    h.install(S1, G1, LO, &[veth.ifindex]);
+    // TTL 5 leaves as 4, below the threshold.
+    assert_eq!(h.run(&Frame::udp(S1, G1, 5).bytes()).0, XDP_DROP);
+    assert_eq!(h.run(&Frame::udp(S1, G1, 6).bytes()).0, XDP_REDIRECT);
+    let mut big = Frame::udp(S1, G1, 64);
+    big.payload.resize(1200, 0);
+    assert_eq!(h.run(&big.bytes()).0, XDP_DROP, "larger than the MTU");
+    big.payload.resize(1000 - 20, 0);
+    assert_eq!(h.run(&big.bytes()).0, XDP_REDIRECT, "exactly the MTU");
+    let tx = h.if_stats_of(2);
+    assert_eq!((tx.ttl_too_low, tx.tx_pkts), (1, 2));
 }
 
 #[test]

@@ -42,6 +42,16 @@ enum Task {
         /// Seconds instead of minutes: fewer repetitions, same cases.
         #[arg(long)]
         quick: bool,
+        /// Run only these parts (repeatable; default: all). The results file then holds only
+        /// their keys.
+        #[arg(long, value_enum)]
+        only: Vec<xtask::bench::Part>,
+        /// Forwarding part: record the router CPU with perf (installed if missing) during each
+        /// run and write its NAPI thread's hottest symbols to
+        /// target/bench/profile/<bytes>B-fanout<n>-<forwarder>.txt (last round kept). perf
+        /// adds load: take rates from a run without it.
+        #[arg(long)]
+        profile: bool,
     },
     /// Create or remove the lab topology (namespaces mgm-lab-*).
     Lab {
@@ -67,7 +77,11 @@ fn main() -> ExitCode {
             .map(|bin| println!("built {}", bin.display())),
         Task::Run { args, seconds } => tasks::run(&args, seconds),
         Task::Test => tasks::test(),
-        Task::Bench { quick } => xtask::bench::bench(quick),
+        Task::Bench {
+            quick,
+            only,
+            profile,
+        } => xtask::bench::bench(quick, &only, profile),
         Task::Lab { action } => match action {
             LabAction::Up => tasks::lab_up(),
             LabAction::Down => tasks::lab_down(),

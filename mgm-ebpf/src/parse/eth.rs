@@ -30,6 +30,23 @@ pub struct Eth {
     pub proto: u16,
 }
 
+/// Copies a MAC address between two places the compiler cannot prove apart (packet and map
+/// value, packet and ring buffer). A plain assignment becomes a call to a byte-wise `memmove`
+/// subprogram; six separate stores are a third of its cost on the per-copy path.
+///
+/// # Safety
+/// `dst` and `src` must each be valid for six bytes.
+#[inline(always)]
+pub unsafe fn copy_mac(dst: *mut [u8; 6], src: *const [u8; 6]) {
+    let (d, s) = (dst as *mut u8, src as *const u8);
+    // SAFETY: both are valid for six bytes, by the caller.
+    unsafe {
+        for i in 0..6 {
+            d.add(i).write_volatile(s.add(i).read_volatile());
+        }
+    }
+}
+
 #[inline(always)]
 pub fn parse(cur: &mut Cursor) -> Option<Eth> {
     let hdr: *mut EthHdr = cur.take()?;

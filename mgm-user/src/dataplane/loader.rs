@@ -118,6 +118,7 @@ impl Loaded {
         ttl_threshold: u8,
     ) -> Result<Vec<(u32, u32)>, DataplaneError> {
         let mut ifcfg: HashMap<MapData, u32, IfConfig> = self.take_map(m::IFCFG)?;
+        let mut direct: Array<MapData, IfConfig> = self.take_map(m::IFCFG_DIRECT)?;
         let mut slots = Vec::new();
         for (i, dev) in interfaces.iter().enumerate() {
             let slot = i as u32 + 1;
@@ -135,6 +136,14 @@ impl Loaded {
                     map: m::IFCFG,
                     source,
                 })?;
+            if dev.ifindex < m::IFCFG_DIRECT_LIMIT {
+                direct
+                    .set(dev.ifindex, cfg, 0)
+                    .map_err(|source| DataplaneError::Map {
+                        map: m::IFCFG_DIRECT,
+                        source,
+                    })?;
+            }
             slots.push((dev.ifindex, slot));
         }
         Ok(slots)
@@ -173,6 +182,7 @@ impl Loaded {
         Ok(Forwarding::new(
             self.take_map(m::FWD)?,
             (sets, sets_fd),
+            self.take_map(m::SET_INFO)?,
             self.take_map(m::ENTRY_STATS)?,
             egress,
             nr_cpus,

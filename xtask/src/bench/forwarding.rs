@@ -8,9 +8,12 @@
 mod cpu;
 mod generator;
 mod plot;
+mod profile;
 mod receive;
 mod router;
 mod scale;
+
+pub use scale::scale;
 
 use std::{
     collections::BTreeMap,
@@ -47,6 +50,8 @@ struct Plan {
     rounds: usize,
     duration: Duration,
     warmup: Duration,
+    /// `--profile`: where each run's perf data and report go.
+    profile: Option<PathBuf>,
 }
 
 impl Plan {
@@ -57,6 +62,7 @@ impl Plan {
                 rounds: 1,
                 duration: Duration::from_millis(500),
                 warmup: Duration::from_millis(100),
+                profile: None,
             }
         } else {
             Plan {
@@ -64,6 +70,7 @@ impl Plan {
                 rounds: 3,
                 duration: Duration::from_secs(2),
                 warmup: Duration::from_millis(300),
+                profile: None,
             }
         }
     }
@@ -107,12 +114,17 @@ fn check_stop() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Programs the benchmark runs against: smcroute, and a font for the plot. Idempotent.
-fn tools() -> anyhow::Result<()> {
+/// Programs the benchmark runs against: smcroute, a font for the plot, and perf when
+/// profiling. Idempotent.
+fn tools(profile: bool) -> anyhow::Result<()> {
     crate::setup::ensure_packages(
         &[(router::SMCROUTED, "smcroute"), (FONT, "fonts-dejavu-core")],
         "the kernel baseline, the plot's font",
-    )
+    )?;
+    if profile {
+        crate::setup::ensure_packages(&[(profile::PERF, "linux-perf")], "--profile")?;
+    }
+    Ok(())
 }
 
 /// Everything one measurement needs.
@@ -217,11 +229,21 @@ impl<'a> Bench<'a> {
     fn sample(&self, fw: Forwarder, flow: &Flow, size: usize) -> anyhow::Result<Value> {
         self.generator.send(&self.lab.sender, self.plan.warmup)?;
         std::thread::sleep(Duration::from_millis(200));
+        let recording = match &self.plan.profile {
+            Some(dir) => {
+                let name = format!("{size}B-fanout{}-{}", flow.fanout, fw.name());
+                Some(profile::start(dir, &name, &self.router_napi)?)
+            }
+            None => None,
+        };
         let a = self.slow(flow.fanout)?;
         let a_fast = self.fast()?;
         let offered = self.generator.send(&self.lab.sender, self.plan.duration)?;
         let b_fast = self.fast()?;
         let b = self.slow(flow.fanout)?;
+        if let Some(r) = recording {
+            println!("  profile: {}", r.finish()?.display());
+        }
         let secs = b_fast.at.duration_since(a_fast.at).as_secs_f64();
         let got: Vec<u64> = b
             .received
@@ -265,8 +287,13 @@ impl<'a> Bench<'a> {
 ///
 /// # Errors
 /// The lab, a forwarder or the generator failed; every namespace and daemon is gone again.
-pub fn forwarding(mgm: &Path, bench_object: &Path, quick: bool) -> anyhow::Result<Value> {
-    tools()?;
+pub fn forwarding(
+    mgm: &Path,
+    bench_object: &Path,
+    quick: bool,
+    profile: bool,
+) -> anyhow::Result<Value> {
+    tools(profile)?;
     lab::sweep_stale()?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     if cpus < 2 {
@@ -279,15 +306,11 @@ pub fn forwarding(mgm: &Path, bench_object: &Path, quick: bool) -> anyhow::Resul
     let tag = lab::unique_tag("t");
     let scratch = Scratch::new(&tag)?;
     let lab = Lab::up(&tag, &[IgmpVersion::V3; RECEIVERS])?;
-    let bench = Bench::new(
-        &lab,
-        &tag,
-        mgm,
-        bench_object,
-        &scratch.0,
-        Plan::new(quick),
-        RECEIVERS,
-    )?;
+    let mut plan = Plan::new(quick);
+    if profile {
+        plan.profile = Some(crate::workspace_root().join("target/bench/profile"));
+    }
+    let bench = Bench::new(&lab, &tag, mgm, bench_object, &scratch.0, plan, RECEIVERS)?;
     let runs = run_all(bench, &lab)?;
     drop(lab);
     let summary = summarize(&runs);
@@ -296,7 +319,6 @@ pub fn forwarding(mgm: &Path, bench_object: &Path, quick: bool) -> anyhow::Resul
     let png = crate::workspace_root().join("target/bench/forwarding.png");
     plot::plot(&summary, &png, FONT).context("cannot draw the plot")?;
     println!("wrote {}", png.display());
-    let scale = scale::scale(mgm, bench_object, quick)?;
     Ok(json!({
         "method": "one lab of network namespaces; generator: bench_gen (BPF_PROG_TEST_RUN, live frames, XDP_TX) on CPU 1; router: threaded NAPI of its ingress veth on CPU 0; receivers: bench_count (XDP, counts and drops) with NAPI on CPU 1; medians of interleaved runs",
         "frame_bytes": "Ethernet frame handed to the veth, header included, no FCS (1514 = a 1500-byte IPv4 packet)",
@@ -305,7 +327,6 @@ pub fn forwarding(mgm: &Path, bench_object: &Path, quick: bool) -> anyhow::Resul
         "summary": summary,
         "ratios": ratios,
         "runs": runs,
-        "scale": scale,
         "plot": png.display().to_string(),
     }))
 }

@@ -9,7 +9,7 @@ mod forwarding;
 
 mod control;
 
-use std::{fs, process::Command};
+use std::{fs, path::Path, process::Command};
 
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
@@ -21,17 +21,69 @@ use crate::{
     workspace_root,
 };
 
-pub fn bench(quick: bool) -> anyhow::Result<()> {
+/// A part of the benchmark, for `--only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// The XDP program's cost per packet (test runs), MFE installs/s, verifier counts.
+    PerPacket,
+    /// IGMP reports/s, join latency and memory against igmpproxy.
+    Control,
+    /// Forwarding rate against ipmr, raw redirect and XDP_DROP.
+    Forwarding,
+    /// 100k entries on 64 interfaces.
+    Scale,
+}
+
+/// Runs the parts in `only` (all when empty) and writes target/bench/results.json.
+///
+/// # Errors
+/// Setup, the build or a part failed.
+pub fn bench(quick: bool, only: &[Part], profile: bool) -> anyhow::Result<()> {
+    let runs = |p: Part| only.is_empty() || only.contains(&p);
     setup()?;
     let mgm = build()?;
     if !is_root() {
         bail!("the benchmarks load XDP programs: run as root");
     }
     let bench_object = ebpf_target_dir().join("bpfel-unknown-none/release/mgm-bench");
+    let mut results = json!({
+        "quick": quick,
+        "machine": {
+            "kernel": fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+            "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        },
+    });
+    if runs(Part::PerPacket) {
+        per_packet(&mgm, &bench_object, quick, &mut results)?;
+    }
+    if runs(Part::Control) {
+        results["control"] = control::bench(&mgm, quick)?;
+    }
+    if runs(Part::Forwarding) {
+        results["forwarding"] = forwarding::forwarding(&mgm, &bench_object, quick, profile)?;
+    }
+    if runs(Part::Scale) {
+        results["scale"] = forwarding::scale(&mgm, &bench_object, quick)?;
+    }
+    let dir = workspace_root().join("target/bench");
+    fs::create_dir_all(&dir)?;
+    let path = dir.join("results.json");
+    fs::write(&path, format!("{results:#}\n"))?;
+    println!("\nwrote {}", path.display());
+    Ok(())
+}
+
+/// Test-run costs, control-plane microbenchmarks and verifier counts into `results`.
+fn per_packet(
+    mgm: &Path,
+    bench_object: &Path,
+    quick: bool,
+    results: &mut Value,
+) -> anyhow::Result<()> {
     let mut cmd = cargo();
     cmd.args(["bench", "-p", "mgm-user", "--bench", "xdp_cost", "--"])
         .env("MGM_EBPF_OBJECT", ebpf_object())
-        .env("MGM_BENCH_OBJECT", &bench_object);
+        .env("MGM_BENCH_OBJECT", bench_object);
     if quick {
         cmd.arg("--quick");
     }
@@ -43,7 +95,7 @@ pub fn bench(quick: bool) -> anyhow::Result<()> {
         .context("the benchmark printed something that is not JSON")?;
     let (control, per_packet): (Vec<Value>, Vec<Value>) =
         lines.into_iter().partition(|v| v.get("control").is_some());
-    let verifier: Vec<String> = output(Command::new(&mgm).arg("verify"))?
+    let verifier: Vec<String> = output(Command::new(mgm).arg("verify"))?
         .lines()
         .map(str::to_owned)
         .collect();
@@ -74,26 +126,8 @@ pub fn bench(quick: bool) -> anyhow::Result<()> {
     }
     println!("\nverifier:");
     verifier.iter().for_each(|l| println!("  {l}"));
-    let lab_runs = control::bench(&mgm, quick)?;
-
-    let dir = workspace_root().join("target/bench");
-    fs::create_dir_all(&dir)?;
-    let forwarding = forwarding::forwarding(&mgm, &bench_object, quick)?;
-    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let results = json!({
-        "quick": quick,
-        "machine": {
-            "kernel": kernel.trim(),
-            "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        },
-        "per_packet": per_packet,
-        "control_plane": control,
-        "verifier": verifier,
-        "control": lab_runs,
-        "forwarding": forwarding,
-    });
-    let path = dir.join("results.json");
-    fs::write(&path, format!("{results:#}\n"))?;
-    println!("\nwrote {}", path.display());
+    results["per_packet"] = json!(per_packet);
+    results["control_plane"] = json!(control);
+    results["verifier"] = json!(verifier);
     Ok(())
 }

@@ -119,6 +119,7 @@ impl Harness<'_> {
 
     fn start_xdp(&self, fw: Forwarder, flow: &Flow) -> anyhow::Result<Ebpf> {
         let mut ebpf = EbpfLoader::new()
+            .map_max_entries(b::OIFS, flow.fanout as u32)
             .load_file(self.bench_object)
             .with_context(|| format!("cannot load {}", self.bench_object.display()))?;
         let name = if fw == Forwarder::Raw {
