@@ -18,7 +18,8 @@ pub struct EntryStats {
     pub ttl_expired: u64,
     /// Packets dropped by a negative entry (`ulNegativeMfe`).
     pub negative: u64,
-    /// Packets dropped because the entry's outgoing set was missing.
+    /// Packets dropped because the entry had nowhere to send them: its outgoing set was
+    /// missing, or held only the interface they arrived on.
     pub no_oif_set: u64,
 }
 const _: () = assert!(core::mem::size_of::<EntryStats>() == 48);

@@ -25,6 +25,7 @@ use crate::{
 
 /// The slack the kernel's redirect allows over MTU + Ethernet header (one VLAN tag).
 const VLAN_HLEN: i32 = 4;
+const ETH_HLEN: usize = 14;
 
 /// `mgm_egress`: the MTU needs no check here, the devmap drops copies larger than the
 /// device's MTU before this runs. `None` drops the copy: the ingress program only redirects
@@ -57,11 +58,16 @@ pub fn one_copy(
     oif: u32,
 ) -> Option<u32> {
     let cfg = if_config(oif)?;
-    // What the devmap checks for its copies, and the redirect would refuse later.
-    let mut mtu = 0u32;
-    // SAFETY: `ctx` is this program's context and `mtu` a live stack slot.
-    if unsafe { bpf_check_mtu(ctx.ctx.cast(), oif, &mut mtu, -VLAN_HLEN, 0) } != 0 {
-        return Some(xdp_action::XDP_DROP);
+    // The redirect refuses a frame longer than MTU + Ethernet header + one VLAN tag, as the
+    // devmap does for its copies. A frame that fits the MTU the daemon recorded needs no
+    // question (the kernel's costs a device lookup, a third of this path); a longer one asks
+    // the kernel, whose MTU may have grown since.
+    if ctx.data_end() - ctx.data() > usize::from(cfg.mtu) + ETH_HLEN + VLAN_HLEN as usize {
+        let mut mtu = 0u32;
+        // SAFETY: `ctx` is this program's context and `mtu` a live stack slot.
+        if unsafe { bpf_check_mtu(ctx.ctx.cast(), oif, &mut mtu, -VLAN_HLEN, 0) } != 0 {
+            return Some(xdp_action::XDP_DROP);
+        }
     }
     if !prepare(cfg, eth, ttl, tot_len) {
         return Some(xdp_action::XDP_DROP);

@@ -113,10 +113,7 @@ fn forward(
         return xdp_action::XDP_DROP;
     }
     let copies = match MGM_SET_INFO.get(e.oif_set) {
-        // A lone incoming interface gets no copy: the broadcast below excludes it.
-        Some(info) if info.members == 1 && info.single_ifindex != ifindex => {
-            Copies::One(info.single_ifindex)
-        }
+        Some(info) if info.members == 1 => Copies::One(info.single_ifindex),
         _ => match MGM_OIF_SETS.get(e.oif_set) {
             Some(set) => Copies::Set(set),
             None => {
@@ -125,6 +122,11 @@ fn forward(
             }
         },
     };
+    // No copy goes back out of the incoming interface (the broadcast excludes it too).
+    if matches!(copies, Copies::One(oif) if oif == ifindex) {
+        stats.no_oif_set += 1;
+        return xdp_action::XDP_DROP;
+    }
     // SAFETY: as above; the header is inside the frame.
     unsafe { decrement_ttl(hdr) };
     stats.pkts += 1;

@@ -47,17 +47,23 @@ struct Harness {
     fwd: Forwarding,
     events: RingBuf<MapData>,
     if_stats: PerCpuArray<MapData, IfStats>,
+    /// The second managed interface (counter slot 2): the veth `mgmv0`, where copies go.
+    veth: NetDev,
+    /// `veth`'s ifindex.
+    out: u32,
 }
 
 impl Harness {
     fn new(tunables: Tunables) -> Harness {
-        enter_fresh_netns();
-        Harness::configured(tunables, &[NetDev::lookup("lo").unwrap()], 1)
+        Harness::build(tunables, 1500, 1)
     }
 
-    /// A harness whose second managed interface (counter slot 2) is the veth `mgmv0`, with
-    /// `mtu`, every interface with `ttl_threshold`; returns the veth too.
-    fn with_veth(mtu: u16, ttl_threshold: u8) -> (Harness, NetDev) {
+    /// A harness whose veth has `mtu`, every interface with `ttl_threshold`.
+    fn with_veth(mtu: u16, ttl_threshold: u8) -> Harness {
+        Harness::build(Tunables::default(), mtu, ttl_threshold)
+    }
+
+    fn build(tunables: Tunables, mtu: u16, ttl_threshold: u8) -> Harness {
         enter_fresh_netns();
         let mtu = mtu.to_string();
         for args in [
@@ -74,14 +80,9 @@ impl Harness {
         }
         let veth = NetDev::lookup("mgmv0").unwrap();
         let lo = NetDev::lookup("lo").unwrap();
-        let h = Harness::configured(Tunables::default(), &[lo, veth.clone()], ttl_threshold);
-        (h, veth)
-    }
-
-    fn configured(tunables: Tunables, interfaces: &[NetDev], ttl_threshold: u8) -> Harness {
         let mut loaded = load_programs(&tunables).expect("the kernel accepts the programs");
         loaded
-            .configure_interfaces(interfaces, ttl_threshold)
+            .configure_interfaces(&[lo, veth.clone()], ttl_threshold)
             .unwrap();
         let fwd = loaded.take_forwarding().unwrap();
         Harness {
@@ -89,6 +90,8 @@ impl Harness {
             if_stats: loaded.take_map(m::IF_STATS).unwrap(),
             fwd,
             loaded,
+            out: veth.ifindex,
+            veth,
         }
     }
 
@@ -365,7 +368,7 @@ fn bad_igmp_checksum_is_delivered_but_rejected_by_the_daemon() {
 #[test]
 fn a_frame_cut_at_every_length_is_passed_and_counted_malformed() {
     let mut h = harness();
-    h.install(Ipv4Addr::UNSPECIFIED, G1, LO, &[LO]);
+    h.install(Ipv4Addr::UNSPECIFIED, G1, LO, &[h.out]);
     let frames = [
         Frame::igmp(&IgmpMessage::V3Report {
             records: vec![GroupRecord {
@@ -396,8 +399,8 @@ fn a_frame_cut_at_every_length_is_passed_and_counted_malformed() {
 #[test]
 fn sg_hit_beats_star_g_and_forwards_with_ttl_decremented_and_valid_checksum() {
     let mut h = harness();
-    h.install(S1, G1, LO, &[LO]);
-    h.install(Ipv4Addr::UNSPECIFIED, G1, LO, &[LO]);
+    h.install(S1, G1, LO, &[h.out]);
+    h.install(Ipv4Addr::UNSPECIFIED, G1, LO, &[h.out]);
     let frame = Frame::udp(S1, G1, 64).bytes();
     let (verdict, out) = h.run(&frame);
     assert_eq!(verdict, XDP_REDIRECT);
@@ -412,8 +415,8 @@ fn sg_hit_beats_star_g_and_forwards_with_ttl_decremented_and_valid_checksum() {
 #[test]
 fn star_g_then_star_star_catch_what_has_no_sg_entry() {
     let mut h = harness();
-    h.install(Ipv4Addr::UNSPECIFIED, G1, LO, &[LO]);
-    h.install(Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, LO, &[LO]);
+    h.install(Ipv4Addr::UNSPECIFIED, G1, LO, &[h.out]);
+    h.install(Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, LO, &[h.out]);
     assert_eq!(h.run(&Frame::udp(S2, G1, 8).bytes()).0, XDP_REDIRECT);
     let g2 = Ipv4Addr::new(239, 5, 5, 5);
     assert_eq!(h.run(&Frame::udp(S2, g2, 8).bytes()).0, XDP_REDIRECT);
@@ -431,31 +434,33 @@ fn star_g_then_star_star_catch_what_has_no_sg_entry() {
 #[test]
 fn an_outgoing_set_outlives_its_last_entry_for_the_next_entry_that_wants_it() {
     let mut h = harness();
-    // A second interface for a second set; the devmap only needs it to exist.
-    let status = std::process::Command::new("ip")
-        .args([
-            "link", "add", "mgmv0", "type", "veth", "peer", "name", "mgmv1",
-        ])
-        .status()
-        .expect("ip runs");
-    assert!(status.success(), "ip link add mgmv0 type veth");
-    let veth = NetDev::lookup("mgmv0").unwrap().ifindex;
     let g2 = Ipv4Addr::new(239, 5, 5, 5);
     let g3 = Ipv4Addr::new(239, 6, 6, 6);
     let set = |h: &Harness, g| h.fwd.read_entry(key(S1, g)).unwrap().unwrap().oif_set;
-    h.install(S1, G1, LO, &[LO]);
-    let lo_set = set(&h, G1);
+    h.install(S1, G1, LO, &[LO, h.out]);
+    let both = set(&h, G1);
     h.fwd
         .apply(&MapOp::DeleteMfe {
             source: S1,
             group: G1,
         })
         .unwrap();
-    h.install(S1, g2, LO, &[veth]);
-    h.install(S1, g3, LO, &[LO]);
-    assert_ne!(set(&h, g2), lo_set);
-    assert_eq!(set(&h, g3), lo_set);
+    h.install(S1, g2, LO, &[h.out]);
+    h.install(S1, g3, LO, &[LO, h.out]);
+    assert_ne!(set(&h, g2), both);
+    assert_eq!(set(&h, g3), both);
     assert_eq!(h.run(&Frame::udp(S1, g3, 8).bytes()).0, XDP_REDIRECT);
+}
+
+/// An entry whose only outgoing interface is the one its packets arrive on sends nothing
+/// back out of it, and counts the drop.
+#[test]
+fn a_set_of_only_the_incoming_interface_sends_nothing_and_counts() {
+    let mut h = harness();
+    h.install(S1, G1, LO, &[LO]);
+    assert_eq!(h.run(&Frame::udp(S1, G1, 8).bytes()).0, XDP_DROP);
+    let s = h.entry_stats(S1, G1);
+    assert_eq!((s.no_oif_set, s.pkts), (1, 0));
 }
 
 /// A one-interface set is sent by a plain redirect with the copy's work done in the ingress
@@ -463,7 +468,8 @@ fn an_outgoing_set_outlives_its_last_entry_for_the_next_entry_that_wants_it() {
 /// leaves that work to the egress program, which a test run does not run.
 #[test]
 fn a_one_interface_set_gets_the_copys_mac_and_counters_in_the_ingress_program() {
-    let (mut h, veth) = Harness::with_veth(1500, 1);
+    let mut h = harness();
+    let veth = h.veth.clone();
     h.install(S1, G1, LO, &[veth.ifindex]);
     let frame = Frame::udp(S1, G1, 64).bytes();
     let (verdict, out) = h.run(&frame);
@@ -488,8 +494,8 @@ fn a_one_interface_set_gets_the_copys_mac_and_counters_in_the_ingress_program() 
 /// interface) and the outgoing interface's MTU, which the kernel's redirect would enforce.
 #[test]
 fn a_one_interface_set_keeps_the_ttl_threshold_and_the_mtu_of_its_interface() {
-    let (mut h, veth) = Harness::with_veth(1000, 5);
-    h.install(S1, G1, LO, &[veth.ifindex]);
+    let mut h = Harness::with_veth(1000, 5);
+    h.install(S1, G1, LO, &[h.out]);
     // TTL 5 leaves as 4, below the threshold.
     assert_eq!(h.run(&Frame::udp(S1, G1, 5).bytes()).0, XDP_DROP);
     assert_eq!(h.run(&Frame::udp(S1, G1, 6).bytes()).0, XDP_REDIRECT);
@@ -498,14 +504,22 @@ fn a_one_interface_set_keeps_the_ttl_threshold_and_the_mtu_of_its_interface() {
     assert_eq!(h.run(&big.bytes()).0, XDP_DROP, "larger than the MTU");
     big.payload.resize(1000 - 20, 0);
     assert_eq!(h.run(&big.bytes()).0, XDP_REDIRECT, "exactly the MTU");
+    // Larger than the MTU the daemon recorded: the kernel's current one decides.
+    let status = std::process::Command::new("ip")
+        .args(["link", "set", "mgmv0", "mtu", "1500"])
+        .status()
+        .expect("ip runs");
+    assert!(status.success());
+    big.payload.resize(1200, 0);
+    assert_eq!(h.run(&big.bytes()).0, XDP_REDIRECT, "the MTU grew");
     let tx = h.if_stats_of(2);
-    assert_eq!((tx.ttl_too_low, tx.tx_pkts), (1, 2));
+    assert_eq!((tx.ttl_too_low, tx.tx_pkts), (1, 3));
 }
 
 #[test]
 fn vlan_tagged_data_and_data_with_ip_options_are_forwarded() {
     let mut h = harness();
-    h.install(Ipv4Addr::UNSPECIFIED, G1, LO, &[LO]);
+    h.install(Ipv4Addr::UNSPECIFIED, G1, LO, &[h.out]);
     let mut tagged = Frame::udp(S1, G1, 8);
     tagged.vlans = vec![(0x8100, 7)];
     let mut with_options = Frame::udp(S1, G1, 8);
@@ -585,7 +599,7 @@ fn wrong_interface_drops_counts_and_raises_rate_limited_upcalls() {
 #[test]
 fn ttl_of_one_or_zero_is_dropped_and_counted() {
     let mut h = harness();
-    h.install(S1, G1, LO, &[LO]);
+    h.install(S1, G1, LO, &[h.out]);
     for ttl in [1, 0] {
         assert_eq!(h.run(&Frame::udp(S1, G1, ttl).bytes()).0, XDP_DROP);
     }
@@ -596,7 +610,7 @@ fn ttl_of_one_or_zero_is_dropped_and_counted() {
 #[test]
 fn ttl_two_leaves_as_one_with_a_checksum_a_receiver_accepts_for_every_ttl() {
     let mut h = harness();
-    h.install(S1, G1, LO, &[LO]);
+    h.install(S1, G1, LO, &[h.out]);
     for ttl in 2..=255u8 {
         let (verdict, out) = h.run(&Frame::udp(S1, G1, ttl).bytes());
         assert_eq!(verdict, XDP_REDIRECT);
@@ -618,7 +632,7 @@ fn a_negative_entry_drops_and_counts() {
 #[test]
 fn unicast_link_local_groups_and_non_ipv4_are_passed_untouched() {
     let mut h = harness();
-    h.install(Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, LO, &[LO]);
+    h.install(Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, LO, &[h.out]);
     let unicast = Frame::udp(S1, HOST, 8).bytes();
     let ospf = Frame::udp(S1, Ipv4Addr::new(224, 0, 0, 5), 1).bytes();
     let mut arp = unicast.clone();

@@ -289,31 +289,6 @@ impl Forwarding {
                 }
             },
         };
-        // Sized to its members: a broadcast redirect walks every bucket of the devmap, so
-        // a set as wide as the widest possible costs a one-copy flow about 100 ns per packet
-        // in empty buckets. Sets never change, so none needs room to grow.
-        let def = aya_obj::Map::new_from_params(
-            BPF_MAP_TYPE_DEVMAP_HASH as u32,
-            4,
-            DEVMAP_VALUE_SIZE,
-            oifs.len() as u32,
-            0,
-        );
-        let created = MapData::create(def, "mgm_oif_set", None)
-            .and_then(|data| DevMapHash::try_from(Map::DevMapHash(data)));
-        let mut devmap = match created {
-            Ok(d) => d,
-            Err(source) => {
-                self.free_set_ids.push(id);
-                return Err(DataplaneError::Map {
-                    map: m::OIF_SETS,
-                    source,
-                });
-            }
-        };
-        for ifindex in oifs {
-            devmap.insert(*ifindex, *ifindex, Some(&self.egress), 0)?;
-        }
         let info = SetInfo {
             members: oifs.len() as u32,
             single_ifindex: if oifs.len() == 1 {
@@ -322,21 +297,47 @@ impl Forwarding {
                 0
             },
         };
-        // No entry points at `id` yet, so the info may go first.
-        if let Err(source) = self
+        // No entry points at `id` yet, so the info may go first. A one-interface set needs
+        // nothing else: the ingress program redirects by the info alone, and leaving the
+        // array of maps alone spares the join that creates the set an RCU grace period.
+        let written = self
             .set_info
             .set(id, info, 0)
-            .and_then(|()| self.sets.set(id, &devmap, 0))
-        {
-            self.free_set_ids.push(id);
-            return Err(DataplaneError::Map {
-                map: m::OIF_SETS,
-                source,
+            .map_err(map_err(m::SET_INFO))
+            .and_then(|()| {
+                if oifs.len() == 1 {
+                    return Ok(());
+                }
+                let devmap = self.new_devmap(oifs)?;
+                self.sets.set(id, &devmap, 0).map_err(map_err(m::OIF_SETS))
             });
+        if let Err(e) = written {
+            self.free_set_ids.push(id);
+            return Err(e);
         }
         self.sets_by_oifs
             .insert(oifs.clone(), SharedSet { id, users: 1 });
         Ok(id)
+    }
+
+    /// A devmap of `oifs`, each copy through the egress program, sized to its members: a
+    /// broadcast redirect walks every bucket, and 64 empty ones cost a copy about 100 ns.
+    /// Sets never change, so none needs room to grow.
+    fn new_devmap(&self, oifs: &BTreeSet<u32>) -> Result<DevMapHash<MapData>, DataplaneError> {
+        let def = aya_obj::Map::new_from_params(
+            BPF_MAP_TYPE_DEVMAP_HASH as u32,
+            4,
+            DEVMAP_VALUE_SIZE,
+            oifs.len() as u32,
+            0,
+        );
+        let mut devmap = MapData::create(def, "mgm_oif_set", None)
+            .and_then(|data| DevMapHash::try_from(Map::DevMapHash(data)))
+            .map_err(map_err(m::OIF_SETS))?;
+        for ifindex in oifs {
+            devmap.insert(*ifindex, *ifindex, Some(&self.egress), 0)?;
+        }
+        Ok(devmap)
     }
 
     fn release_set(&mut self, oifs: &BTreeSet<u32>) -> Result<(), DataplaneError> {
@@ -354,15 +355,16 @@ impl Forwarding {
         if self.idle_sets.len() <= IDLE_SETS_KEPT {
             return Ok(());
         }
-        let Some(id) = self
-            .idle_sets
-            .pop_front()
-            .and_then(|oldest| self.sets_by_oifs.remove(&oldest))
-            .map(|s| s.id)
-        else {
+        let Some((oldest, id)) = self.idle_sets.pop_front().and_then(|oldest| {
+            let id = self.sets_by_oifs.remove(&oldest)?.id;
+            Some((oldest, id))
+        }) else {
             return Ok(());
         };
         self.free_set_ids.push(id);
+        if oldest.len() == 1 {
+            return Ok(());
+        }
         delete_elem(self.sets_fd.as_fd(), id).map_err(|e| DataplaneError::Map {
             map: m::OIF_SETS,
             source: aya::maps::MapError::IoError(e),
@@ -435,10 +437,7 @@ impl Forwarding {
             let oifs: BTreeSet<u32> = if e.flags & FWD_NEGATIVE != 0 || e.oif_set == 0 {
                 BTreeSet::new()
             } else {
-                match self.sets.get(&e.oif_set, 0) {
-                    Ok(set) => set.keys().filter_map(Result::ok).collect(),
-                    Err(_) => BTreeSet::new(),
-                }
+                set_members(&self.sets, &self.set_info, e.oif_set).unwrap_or_default()
             };
             if !oifs.is_empty() {
                 let shared = self.sets_by_oifs.entry(oifs.clone()).or_insert(SharedSet {
@@ -498,6 +497,29 @@ impl Forwarding {
                 source,
             }),
         }
+    }
+}
+
+/// The interfaces of outgoing set `id`: its lone member by [`SetInfo`], or the keys of its
+/// devmap; none if the set is gone.
+///
+/// # Errors
+/// A map could not be read.
+pub(super) fn set_members(
+    sets: &ArrayOfMaps<MapData, DevMapHash<MapData>>,
+    info: &Array<MapData, SetInfo>,
+    id: u32,
+) -> Result<BTreeSet<u32>, aya::maps::MapError> {
+    match info.get(&id, 0)? {
+        SetInfo {
+            members: 1,
+            single_ifindex,
+        } => Ok(BTreeSet::from([single_ifindex])),
+        _ => match sets.get(&id, 0) {
+            Ok(set) => Ok(set.keys().filter_map(Result::ok).collect()),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(BTreeSet::new()),
+            Err(e) => Err(e),
+        },
     }
 }
 
