@@ -10,6 +10,14 @@ pub const RX_COUNT: &str = "BENCH_RX_COUNT";
 /// `DEVMAP_HASH` ifindex → ifindex: the outgoing interfaces of the raw broadcast redirect.
 pub const OIFS: &str = "BENCH_OIFS";
 
+/// `ARRAY` egress ifindex → source MAC (6 bytes, 2 of padding), for `bench_set_mac`.
+pub const MACS: &str = "BENCH_MACS";
+/// Entries of [`MACS`]: ifindexes in the bench's router namespace stay small.
+pub const MACS_SIZE: u32 = 1024;
+
+/// `PROG_ARRAY`, one slot: the forwarder the router-side feeder tail-calls.
+pub const FEED_NEXT: &str = "BENCH_FEED_NEXT";
+
 /// Ethernet + IPv4 (no options) + UDP.
 pub const GEN_HEADER_LEN: usize = 14 + 20 + 8;
 /// Offset of the IPv4 header checksum in the frame.

@@ -7,7 +7,7 @@
 
 use aya_ebpf::{
     bindings::{xdp_action, BPF_F_BROADCAST, BPF_F_EXCLUDE_INGRESS},
-    btf_maps::{Array, DevMapHash, PerCpuArray},
+    btf_maps::{Array, DevMapHash, PerCpuArray, ProgramArray},
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
@@ -20,6 +20,14 @@ static BENCH_OIFS: DevMapHash<64> = DevMapHash::new();
 /// What the generator writes into every frame (`mgm_common::bench::GEN_TEMPLATE`).
 #[btf_map]
 static BENCH_GEN_TEMPLATE: Array<GenTemplate, 1> = Array::new();
+
+/// Slot 0: the forwarder `bench_feed` hands frames to (`mgm_common::bench::FEED_NEXT`).
+#[btf_map]
+static BENCH_FEED_NEXT: ProgramArray<1> = ProgramArray::new();
+
+/// Source MACs by egress ifindex for `bench_set_mac` (`mgm_common::bench::MACS`).
+#[btf_map]
+static BENCH_MACS: Array<[u8; 8], { mgm_common::bench::MACS_SIZE as usize }> = Array::new();
 
 /// IPv4 UDP frames seen by a receiver (`mgm_common::bench::RX_COUNT`).
 #[btf_map]
@@ -36,6 +44,29 @@ pub fn bench_raw_redirect(_ctx: XdpContext) -> u32 {
         .unwrap_or(xdp_action::XDP_ABORTED)
 }
 
+/// The raw redirect's egress program when it runs as the least a correct router does: every
+/// copy leaves with its outgoing interface's MAC as source (the devmap runs this per copy).
+/// A copy to an interface with no MAC in the map is dropped.
+#[xdp(map = "devmap")]
+pub fn bench_set_mac(ctx: XdpContext) -> u32 {
+    // SAFETY: the devmap program context carries the egress ifindex.
+    let ifindex = unsafe { (*ctx.ctx).egress_ifindex };
+    let (start, end) = (ctx.data(), ctx.data_end());
+    match BENCH_MACS.get(ifindex) {
+        Some(mac) if start + 12 <= end => {
+            let (d, s) = ((start + 6) as *mut u8, mac.as_ptr());
+            // SAFETY: the frame holds 12 bytes from `start`; `mac` is a live map value.
+            unsafe {
+                for i in 0..6 {
+                    d.add(i).write_volatile(s.add(i).read_volatile());
+                }
+            }
+            xdp_action::XDP_PASS
+        }
+        _ => xdp_action::XDP_DROP,
+    }
+}
+
 /// The ceiling of the harness: a router that drops every frame it is handed.
 #[xdp]
 pub fn bench_drop(_ctx: XdpContext) -> u32 {
@@ -50,8 +81,29 @@ pub fn bench_gen(ctx: XdpContext) -> u32 {
     try_bench_gen(&ctx).unwrap_or(xdp_action::XDP_DROP)
 }
 
+/// The router's side of the same: run by a live-frames test run on the router's ingress
+/// interface, stores the template header and tail-calls the forwarder under test, so the
+/// kernel times the forwarding path alone on the calling CPU. With no forwarder in the slot
+/// (the kernel's ipmr), the frame passes to the stack, which forwards it in the same call.
+#[xdp]
+pub fn bench_feed(ctx: XdpContext) -> u32 {
+    if write_template(&ctx).is_none() {
+        return xdp_action::XDP_DROP;
+    }
+    // SAFETY: a tail call that fails returns here.
+    unsafe { BENCH_FEED_NEXT.tail_call(&ctx, 0) };
+    xdp_action::XDP_PASS
+}
+
 #[inline(always)]
 fn try_bench_gen(ctx: &XdpContext) -> Option<u32> {
+    write_template(ctx)?;
+    Some(xdp_action::XDP_TX)
+}
+
+/// Stores the template header (the sweep's next group, when sweeping) at the frame's start.
+#[inline(always)]
+fn write_template(ctx: &XdpContext) -> Option<()> {
     let t = BENCH_GEN_TEMPLATE.get_ptr_mut(0)?;
     let (start, end) = (ctx.data(), ctx.data_end());
     if start + GEN_HEADER_LEN > end {
@@ -77,7 +129,7 @@ fn try_bench_gen(ctx: &XdpContext) -> Option<u32> {
     }
     // SAFETY: the bounds check above covers GEN_HEADER_LEN bytes from `start`.
     unsafe { (start as *mut [u8; GEN_HEADER_LEN]).write_unaligned(header) };
-    Some(xdp_action::XDP_TX)
+    Some(())
 }
 
 /// The IPv4 header checksum of `frame`'s header (20 bytes after Ethernet), its own field

@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 
 use self::{
     cpu::{CpuTimes, HOST_CPU, ROUTER_CPU},
-    generator::{udp_frame, Generator},
+    generator::{attached_xdp, udp_frame, Generator},
     receive::{rx_stats, tx_dropped, Receivers},
     router::{Flow, Forwarder, Harness},
 };
@@ -50,6 +50,8 @@ struct Plan {
     rounds: usize,
     duration: Duration,
     warmup: Duration,
+    /// How long the router's path is fed directly after each rate run.
+    path: Duration,
     /// `--profile`: where each run's perf data and report go.
     profile: Option<PathBuf>,
 }
@@ -62,14 +64,16 @@ impl Plan {
                 rounds: 1,
                 duration: Duration::from_millis(500),
                 warmup: Duration::from_millis(100),
+                path: Duration::from_millis(200),
                 profile: None,
             }
         } else {
             Plan {
                 fanouts: vec![1, 2, 4, 8],
-                rounds: 3,
+                rounds: 5,
                 duration: Duration::from_secs(2),
                 warmup: Duration::from_millis(300),
+                path: Duration::from_millis(500),
                 profile: None,
             }
         }
@@ -218,11 +222,56 @@ impl<'a> Bench<'a> {
         })
     }
 
-    /// One run: start `fw` for `flow`, measure, stop.
-    fn measure(&self, fw: Forwarder, flow: &Flow, size: usize) -> anyhow::Result<Value> {
+    /// One run: start `fw` for `flow`, measure its rate and its path, stop.
+    fn measure(&mut self, fw: Forwarder, flow: &Flow, size: usize) -> anyhow::Result<Value> {
         check_stop()?;
         let _running = self.harness.start(fw, flow, &[])?;
-        self.sample(fw, flow, size)
+        self.sample_both(fw, flow, size)
+    }
+
+    /// The running `fw`'s rate ([`Bench::sample`]) and then its path ([`Bench::path`]).
+    fn sample_both(&mut self, fw: Forwarder, flow: &Flow, size: usize) -> anyhow::Result<Value> {
+        let mut run = self.sample(fw, flow, size)?;
+        let (ns, delivered) = self.path(fw, flow, size)?;
+        run["path_ns_per_packet"] = json!(ns);
+        run["path_copies_delivered"] = json!(delivered);
+        Ok(run)
+    }
+
+    /// The router's forwarding path alone: frames fed on the router's CPU into what runs on
+    /// its ingress interface (the XDP program attached there, or the kernel's stack), timed
+    /// by the kernel. Returns ns per ingress packet and the share of the copies the flow's
+    /// receivers counted (a receiver that cannot keep up drops the rest at its ring).
+    fn path(&mut self, fw: Forwarder, flow: &Flow, size: usize) -> anyhow::Result<(f64, f64)> {
+        let next = attached_xdp(&self.lab.router, UPSTREAM)?;
+        let recording = match &self.plan.profile {
+            Some(dir) => {
+                let name = format!("{size}B-fanout{}-{}-path", flow.fanout, fw.name());
+                Some(profile::start(dir, &name, &[])?)
+            }
+            None => None,
+        };
+        let before = self.receivers.counts()?;
+        let fed = self.generator.feed(
+            &self.lab.router,
+            UPSTREAM,
+            next.as_ref(),
+            ROUTER_CPU,
+            self.plan.path,
+        )?;
+        if let Some(r) = recording {
+            println!("  profile: {}", r.finish()?.display());
+        }
+        // Receivers on the other CPU finish what their rings hold.
+        std::thread::sleep(Duration::from_millis(100));
+        let after = self.receivers.counts()?;
+        let got: u64 = after[..flow.fanout]
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| a - b)
+            .sum();
+        let copies = fed.frames as f64 * flow.fanout as f64;
+        Ok((fed.ns_per_frame, got as f64 / copies))
     }
 
     /// Measures the running `fw` with the generator's current frame: warm up (mgm installs
@@ -359,17 +408,23 @@ fn run_all(mut bench: Bench<'_>, lab: &Lab) -> anyhow::Result<Vec<Value>> {
             };
             println!("forwarding: {size}-byte frames, round {}", round + 1);
             runs.push(bench.measure(Forwarder::Drop, &flow(1), size)?);
-            for &fanout in &bench.plan.fanouts {
-                for fw in [Forwarder::Mgm, Forwarder::Kernel, Forwarder::Raw] {
+            for fanout in bench.plan.fanouts.clone() {
+                for fw in [
+                    Forwarder::Mgm,
+                    Forwarder::Kernel,
+                    Forwarder::Raw,
+                    Forwarder::RawMac,
+                ] {
                     let r = bench.measure(fw, &flow(fanout), size)?;
                     println!(
-                        "  fan-out {fanout} {:<12} offered {:>6.3} Mpps, router took {:>6.3}, received {:>6.3} per receiver ({:>6.3} lost at receivers), router {:>4.0} ns/packet",
+                        "  fan-out {fanout} {:<12} offered {:>6.3} Mpps, router took {:>6.3}, received {:>6.3} per receiver ({:>6.3} lost at receivers), router {:>4.0} ns/packet; path fed directly {:>5.0} ns/packet",
                         fw.name(),
                         r["offered_pps"].as_f64().unwrap_or(0.0) / 1e6,
                         r["ingress_pps"].as_f64().unwrap_or(0.0) / 1e6,
                         r["per_receiver_pps"].as_f64().unwrap_or(0.0) / 1e6,
                         r["receiver_ring_drops_pps"].as_f64().unwrap_or(0.0) / 1e6,
                         r["router_ns_per_ingress_packet"].as_f64().unwrap_or(f64::NAN),
+                        r["path_ns_per_packet"].as_f64().unwrap_or(f64::NAN),
                     );
                     runs.push(r);
                 }
@@ -381,16 +436,7 @@ fn run_all(mut bench: Bench<'_>, lab: &Lab) -> anyhow::Result<Vec<Value>> {
 
 /// The sender's MAC, the source of every generated frame.
 fn sender_mac(lab: &Lab) -> anyhow::Result<[u8; 6]> {
-    let out = lab.sender.ip_output(&["-j", "link", "show", HOST_IF])?;
-    let v: Value = serde_json::from_str(&out).context("ip -j link printed invalid JSON")?;
-    let text = v[0]["address"]
-        .as_str()
-        .context("no address in ip -j link")?;
-    let mut mac = [0u8; 6];
-    for (m, h) in mac.iter_mut().zip(text.split(':')) {
-        *m = u8::from_str_radix(h, 16).with_context(|| format!("bad MAC {text}"))?;
-    }
-    Ok(mac)
+    router::mac_of(&lab.sender, HOST_IF)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -399,7 +445,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Fields of a run whose medians the summary keeps.
-const METRICS: [&str; 8] = [
+const METRICS: [&str; 10] = [
     "offered_pps",
     "ingress_pps",
     "received_pps",
@@ -408,6 +454,8 @@ const METRICS: [&str; 8] = [
     "router_napi_busy",
     "router_cpu0_busy",
     "router_ns_per_ingress_packet",
+    "path_ns_per_packet",
+    "path_copies_delivered",
 ];
 
 /// Medians per (frame size, fan-out, forwarder).
@@ -460,6 +508,7 @@ fn ratios(summary: &[Value]) -> Vec<Value> {
             .unwrap_or(f64::NAN);
         let rate = |fw| get(fw, "per_receiver_pps");
         let ns = |fw| get(fw, "router_ns_per_ingress_packet");
+        let path = |fw| get(fw, "path_ns_per_packet");
         out.push(json!({
             "frame_bytes": size,
             "fanout": fanout,
@@ -468,6 +517,10 @@ fn ratios(summary: &[Value]) -> Vec<Value> {
             "mgm_vs_xdp_drop_rate": rate(Forwarder::Mgm) / drop_ceiling,
             "kernel_vs_mgm_ns_per_packet": ns(Forwarder::Kernel) / ns(Forwarder::Mgm),
             "raw_redirect_vs_mgm_ns_per_packet": ns(Forwarder::Raw) / ns(Forwarder::Mgm),
+            "mgm_vs_kernel_path_capacity": path(Forwarder::Kernel) / path(Forwarder::Mgm),
+            "mgm_vs_raw_redirect_path_capacity": path(Forwarder::Raw) / path(Forwarder::Mgm),
+            "mgm_vs_raw_redirect_mac_rate": rate(Forwarder::Mgm) / rate(Forwarder::RawMac),
+            "mgm_vs_raw_redirect_mac_path_capacity": path(Forwarder::RawMac) / path(Forwarder::Mgm),
         }));
     }
     out
@@ -477,10 +530,11 @@ fn print_table(summary: &[Value], ratios: &[Value]) {
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
     println!(
         "\nforwarding rate (medians; Mpps; rtr = the router's ingress NAPI thread on CPU {ROUTER_CPU}: \
-         its share of the CPU and its run time per ingress packet):"
+         its share of the CPU and its run time per ingress packet; path = the router's path fed \
+         directly on CPU {ROUTER_CPU}, ns per ingress packet and the share of copies received):"
     );
     println!(
-        "  {:>5} {:>6} {:<13} {:>8} {:>8} {:>10} {:>10} {:>8} {:>10}",
+        "  {:>5} {:>6} {:<13} {:>8} {:>8} {:>10} {:>10} {:>8} {:>10} {:>9} {:>6}",
         "bytes",
         "fanout",
         "forwarder",
@@ -489,11 +543,13 @@ fn print_table(summary: &[Value], ratios: &[Value]) {
         "rx total",
         "rx/recvr",
         "rtr busy",
-        "rtr ns/pkt"
+        "rtr ns/pkt",
+        "path ns",
+        "rx'd"
     );
     for s in summary {
         println!(
-            "  {:>5} {:>6} {:<13} {:>8.3} {:>8.3} {:>10.3} {:>10.3} {:>7.0}% {:>10.0}",
+            "  {:>5} {:>6} {:<13} {:>8.3} {:>8.3} {:>10.3} {:>10.3} {:>7.0}% {:>10.0} {:>9.0} {:>5.0}%",
             s["frame_bytes"],
             s["fanout"],
             s["forwarder"].as_str().unwrap_or("?"),
@@ -503,22 +559,40 @@ fn print_table(summary: &[Value], ratios: &[Value]) {
             f(s, "per_receiver_pps") / 1e6,
             f(s, "router_napi_busy") * 100.0,
             f(s, "router_ns_per_ingress_packet"),
+            f(s, "path_ns_per_packet"),
+            f(s, "path_copies_delivered") * 100.0,
         );
     }
-    println!("\nmgm against the baselines (rate = received per receiver; ns = router CPU per ingress packet):");
     println!(
-        "  {:>5} {:>6} {:>12} {:>12} {:>12} {:>14}",
-        "bytes", "fanout", "× kernel", "× raw redir", "× XDP_DROP", "kernel ns/mgm ns"
+        "\nmgm against the baselines (rate = received per receiver; ns = router CPU per ingress \
+         packet; cap = capacity, 1 / path ns, what one router CPU forwards):"
+    );
+    println!(
+        "  {:>5} {:>6} {:>9} {:>9} {:>9} {:>9} {:>14} {:>10} {:>10} {:>10}",
+        "bytes",
+        "fanout",
+        "× kernel",
+        "× raw",
+        "× raw+mac",
+        "× drop",
+        "kern ns/mgm ns",
+        "cap×kern",
+        "cap×raw",
+        "cap×r+mac"
     );
     for r in ratios {
         println!(
-            "  {:>5} {:>6} {:>12.2} {:>12.2} {:>12.2} {:>14.2}",
+            "  {:>5} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>14.2} {:>10.2} {:>10.2} {:>10.2}",
             r["frame_bytes"],
             r["fanout"],
             f(r, "mgm_vs_kernel_rate"),
             f(r, "mgm_vs_raw_redirect_rate"),
+            f(r, "mgm_vs_raw_redirect_mac_rate"),
             f(r, "mgm_vs_xdp_drop_rate"),
             f(r, "kernel_vs_mgm_ns_per_packet"),
+            f(r, "mgm_vs_kernel_path_capacity"),
+            f(r, "mgm_vs_raw_redirect_path_capacity"),
+            f(r, "mgm_vs_raw_redirect_mac_path_capacity"),
         );
     }
 }

@@ -4,6 +4,11 @@
 //! reach the router's veth as from a NIC, with no socket or qdisc in between, at a few Mpps
 //! from one CPU. The program stores the whole header before each `XDP_TX` because pages come
 //! back from the router with the TTL, checksum and MACs it rewrote.
+//!
+//! The same object feeds the router directly ([`Generator::feed`]): `bench_feed`, run the same
+//! way on the router's ingress interface, tail-calls the forwarder under test (or passes the
+//! frame to the kernel's stack), so the kernel times the router's whole forwarding path on
+//! one CPU, with no wake-ups between CPUs and no ring between generator and router.
 
 use std::{
     net::Ipv4Addr,
@@ -13,8 +18,11 @@ use std::{
 
 use anyhow::Context;
 use aya::{
-    maps::{Array, MapData},
-    programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp},
+    maps::{Array, MapData, ProgramArray},
+    programs::{
+        loaded_programs, ProgramError, ProgramFd, TestRun, TestRunAttrs, TestRunOptions,
+        TestRunResult, Xdp,
+    },
     Ebpf, EbpfLoader,
 };
 use mgm_common::bench::{self as b, GenTemplate, GEN_HEADER_LEN};
@@ -27,10 +35,15 @@ use crate::lab::{Netns, HOST_IF};
 const FRAMES_PER_CALL: u32 = 1 << 16;
 /// Frames the kernel builds and transmits per batch (its maximum is 256).
 const BATCH: u32 = 64;
+/// Frames per feeding call: ipmr at fan-out 8 takes about 15 µs a frame, so a call stays well
+/// under a second.
+const FEED_PER_CALL: u32 = 1 << 13;
 
 /// The loaded generator.
 pub struct Generator {
     ebpf: Ebpf,
+    /// `bench_feed`'s one slot: the forwarder it hands frames to.
+    feed_next: ProgramArray<MapData>,
     /// The frame handed to the kernel: the header plus zeroed payload.
     frame: Vec<u8>,
 }
@@ -46,6 +59,15 @@ impl Offered {
     pub fn rate(&self) -> f64 {
         self.frames as f64 / self.seconds
     }
+}
+
+/// What one [`Generator::feed`] measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Fed {
+    pub frames: u64,
+    /// The kernel's time for the forwarding path, per frame: the program run, the redirect or
+    /// the stack, and every copy's transmit, on the calling CPU.
+    pub ns_per_frame: f64,
 }
 
 /// A UDP frame of `len` bytes (Ethernet header included, no FCS) from `source`/`src_mac` to
@@ -93,8 +115,18 @@ impl Generator {
             .context("no bench_gen in the bench object")?
             .try_into()?;
         prog.load().context("the verifier rejected bench_gen")?;
+        let feed: &mut Xdp = ebpf
+            .program_mut("bench_feed")
+            .context("no bench_feed in the bench object")?
+            .try_into()?;
+        feed.load().context("the verifier rejected bench_feed")?;
+        let feed_next = ProgramArray::try_from(
+            ebpf.take_map(b::FEED_NEXT)
+                .context("no feeder slot map in the bench object")?,
+        )?;
         Ok(Generator {
             ebpf,
+            feed_next,
             frame: Vec::new(),
         })
     }
@@ -125,6 +157,15 @@ impl Generator {
         Ok(())
     }
 
+    /// The loaded program `name` of the bench object.
+    fn program(&self, name: &str) -> anyhow::Result<&Xdp> {
+        let prog = self
+            .ebpf
+            .program(name)
+            .with_context(|| format!("no {name} in the bench object"))?;
+        Ok(prog.try_into()?)
+    }
+
     /// Sends the frame out of the sender's interface for `duration` (at least one call), from
     /// a thread inside `sender` pinned to the host CPU, as fast as the kernel takes frames.
     ///
@@ -146,35 +187,18 @@ impl Generator {
         limit: u64,
     ) -> anyhow::Result<Offered> {
         anyhow::ensure!(!self.frame.is_empty(), "no frame set for the generator");
-        let prog: &Xdp = self
-            .ebpf
-            .program("bench_gen")
-            .context("no bench_gen in the bench object")?
-            .try_into()?;
-        let frame = &self.frame;
+        let (prog, frame) = (self.program("bench_gen")?, &self.frame);
         sender.run(|| -> anyhow::Result<Offered> {
             cpu::pin_current(cpu::HOST_CPU)?;
             cpu::idle_priority()?;
-            let name = std::ffi::CString::new(HOST_IF)?;
-            // SAFETY: `name` is NUL-terminated.
-            let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-            anyhow::ensure!(ifindex != 0, "no {HOST_IF} in {}", sender.name());
-            // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
-            // egress_ifindex. XDP_TX goes out of the ingress interface.
-            let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
-            let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
+            // XDP_TX goes out of the ingress interface.
+            let ctx = xdp_md(HOST_IF, frame.len())?;
             let start = Instant::now();
             let mut frames = 0u64;
             while frames < limit && (frames == 0 || start.elapsed() < duration) {
                 let n = FRAMES_PER_CALL.min(u32::try_from(limit - frames).unwrap_or(u32::MAX));
-                prog.test_run(TestRunOptions {
-                    data_in: Some(frame),
-                    ctx_in: Some(&ctx),
-                    repeat: n,
-                    attrs: TestRunAttrs::new().xdp_live_frames(BATCH),
-                    ..TestRunOptions::new()
-                })
-                .context("live-frames test run of bench_gen failed")?;
+                live_run(prog, frame, &ctx, n)
+                    .context("live-frames test run of bench_gen failed")?;
                 frames += u64::from(n);
             }
             Ok(Offered {
@@ -183,4 +207,88 @@ impl Generator {
             })
         })?
     }
+
+    /// Feeds the frame to `ifname` in `router` for `duration` (at least one call) from a
+    /// thread pinned to `cpu`: each frame gets the template header and goes to `next`, the
+    /// XDP program under test, or with none to the kernel's stack.
+    ///
+    /// # Errors
+    /// No frame was set, the slot cannot be written, or the test run failed.
+    pub fn feed(
+        &mut self,
+        router: &Netns,
+        ifname: &str,
+        next: Option<&ProgramFd>,
+        cpu: usize,
+        duration: Duration,
+    ) -> anyhow::Result<Fed> {
+        anyhow::ensure!(!self.frame.is_empty(), "no frame set for the feeder");
+        if let Some(fd) = next {
+            self.feed_next
+                .set(0, fd, 0)
+                .context("cannot set the feeder's forwarder")?;
+        }
+        let (prog, frame) = (self.program("bench_feed")?, &self.frame);
+        let fed = router.run(|| -> anyhow::Result<Fed> {
+            cpu::pin_current(cpu)?;
+            let ctx = xdp_md(ifname, frame.len())?;
+            let start = Instant::now();
+            let (mut frames, mut ns) = (0u64, 0f64);
+            while frames == 0 || start.elapsed() < duration {
+                let run = live_run(prog, frame, &ctx, FEED_PER_CALL)
+                    .context("live-frames test run of bench_feed failed")?;
+                frames += u64::from(FEED_PER_CALL);
+                ns += run.duration.as_nanos() as f64 * f64::from(FEED_PER_CALL);
+            }
+            Ok(Fed {
+                frames,
+                ns_per_frame: ns / frames as f64,
+            })
+        });
+        // The slot holds a reference to the forwarder's program: let it go with its forwarder.
+        // Clearing an empty slot fails, which is fine.
+        let _ = self.feed_next.clear_index(&0);
+        fed?
+    }
+}
+
+/// `n` frames built from `frame` in live-frames mode, in batches of [`BATCH`].
+fn live_run(prog: &Xdp, frame: &[u8], ctx: &[u8], n: u32) -> Result<TestRunResult, ProgramError> {
+    prog.test_run(TestRunOptions {
+        data_in: Some(frame),
+        ctx_in: Some(ctx),
+        repeat: n,
+        attrs: TestRunAttrs::new().xdp_live_frames(BATCH),
+        ..TestRunOptions::new()
+    })
+}
+
+/// A test run's `struct xdp_md` for a frame of `len` bytes arriving on `ifname` (in the
+/// calling thread's namespace): data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+/// egress_ifindex.
+fn xdp_md(ifname: &str, len: usize) -> anyhow::Result<Vec<u8>> {
+    let name = std::ffi::CString::new(ifname)?;
+    // SAFETY: `name` is NUL-terminated.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    anyhow::ensure!(ifindex != 0, "no interface {ifname}");
+    let md: [u32; 6] = [0, len as u32, 0, ifindex, 0, 0];
+    Ok(md.iter().flat_map(|v| v.to_ne_bytes()).collect())
+}
+
+/// The XDP program attached to `ifname` in `ns`, if any, by its id in `ip -j link`.
+///
+/// # Errors
+/// `ip` fails, or the program it names is gone.
+pub fn attached_xdp(ns: &Netns, ifname: &str) -> anyhow::Result<Option<ProgramFd>> {
+    let out = ns.ip_output(&["-j", "link", "show", ifname])?;
+    let v: serde_json::Value =
+        serde_json::from_str(&out).context("ip -j link printed invalid JSON")?;
+    let Some(id) = v[0]["xdp"]["prog"]["id"].as_u64() else {
+        return Ok(None);
+    };
+    let info = loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| u64::from(p.id()) == id)
+        .with_context(|| format!("program {id} on {ifname} is not loaded"))?;
+    Ok(Some(info.fd()?))
 }

@@ -13,10 +13,11 @@ use serde_json::Value;
 use super::{router::Forwarder, FRAME_SIZES};
 
 /// The lines drawn, with their colours.
-const SERIES: [(Forwarder, RGBColor); 3] = [
+const SERIES: [(Forwarder, RGBColor); 4] = [
     (Forwarder::Mgm, RGBColor(0x1f, 0x77, 0xb4)),
     (Forwarder::Kernel, RGBColor(0xd6, 0x27, 0x28)),
     (Forwarder::Raw, RGBColor(0x2c, 0xa0, 0x2c)),
+    (Forwarder::RawMac, RGBColor(0x94, 0x67, 0xbd)),
 ];
 
 /// Draws `summary` (medians from [`super::summarize`]) into `png`, with text in the TrueType

@@ -25,7 +25,8 @@ pub struct Recording {
     napi: Vec<libc::pid_t>,
 }
 
-/// Starts recording CPU [`ROUTER_CPU`] into `dir/<name>.data`.
+/// Starts recording CPU [`ROUTER_CPU`] into `dir/<name>.data`; the report keeps the samples of
+/// the `napi` threads, or of the whole CPU with none.
 ///
 /// # Errors
 /// The directory cannot be made or perf does not start.
@@ -50,8 +51,8 @@ pub fn start(dir: &Path, name: &str, napi: &[libc::pid_t]) -> anyhow::Result<Rec
 }
 
 impl Recording {
-    /// Stops perf and writes `<name>.txt`: the share of the router NAPI thread's samples per
-    /// symbol, hottest first.
+    /// Stops perf and writes `<name>.txt`: the share of the router NAPI thread's samples (or
+    /// the CPU's) per symbol, hottest first.
     ///
     /// # Errors
     /// perf failed to stop or to report.
@@ -60,13 +61,12 @@ impl Recording {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         self.child.wait().context("perf record did not stop")?;
         let pids: Vec<String> = self.napi.iter().map(|p| p.to_string()).collect();
-        let report = output(
-            Command::new(PERF)
-                .args(["report", "--stdio", "--no-children", "--sort", "sym"])
-                .args(["--tid", &pids.join(",")])
-                .arg("-i")
-                .arg(&self.data),
-        )?;
+        let mut report = Command::new(PERF);
+        report.args(["report", "--stdio", "--no-children", "--sort", "sym"]);
+        if !pids.is_empty() {
+            report.args(["--tid", &pids.join(",")]);
+        }
+        let report = output(report.arg("-i").arg(&self.data))?;
         let top: Vec<&str> = report
             .lines()
             .filter(|l| !l.starts_with('#') && !l.trim().is_empty())

@@ -13,13 +13,13 @@ use std::{
 
 use anyhow::{bail, Context};
 use aya::{
-    maps::{xdp::DevMapHash, MapData},
+    maps::{xdp::DevMapHash, Array, MapData},
     programs::{Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
 use mgm_common::bench as b;
 
-use crate::lab::{Daemon, Lab, UPSTREAM};
+use crate::lab::{Daemon, Lab, Netns, UPSTREAM};
 
 /// One forwarder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -31,6 +31,9 @@ pub enum Forwarder {
     /// `bench_raw_redirect`: broadcast into a devmap of the outgoing interfaces, parsing
     /// nothing and rewriting nothing.
     Raw,
+    /// The same with `bench_set_mac` as the devmap's egress program: each copy gets its
+    /// outgoing interface's MAC as source, the least per-copy work a router must do.
+    RawMac,
     /// `bench_drop`: the harness's ceiling; forwards nothing.
     Drop,
 }
@@ -41,6 +44,7 @@ impl Forwarder {
             Forwarder::Mgm => "mgm",
             Forwarder::Kernel => "kernel",
             Forwarder::Raw => "raw_redirect",
+            Forwarder::RawMac => "raw_redirect_mac",
             Forwarder::Drop => "xdp_drop",
         }
     }
@@ -113,7 +117,9 @@ impl Harness<'_> {
                 self.scratch,
                 flow,
             )?)),
-            Forwarder::Raw | Forwarder::Drop => self.start_xdp(fw, flow).map(Running::Xdp),
+            Forwarder::Raw | Forwarder::RawMac | Forwarder::Drop => {
+                self.start_xdp(fw, flow).map(Running::Xdp)
+            }
         }
     }
 
@@ -122,20 +128,51 @@ impl Harness<'_> {
             .map_max_entries(b::OIFS, flow.fanout as u32)
             .load_file(self.bench_object)
             .with_context(|| format!("cannot load {}", self.bench_object.display()))?;
-        let name = if fw == Forwarder::Raw {
-            "bench_raw_redirect"
-        } else {
+        let name = if fw == Forwarder::Drop {
             "bench_drop"
+        } else {
+            "bench_raw_redirect"
         };
         let oifs = flow.oifs();
+        let macs = oifs
+            .iter()
+            .map(|oif| mac_of(&self.lab.router, oif))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         // Devmap entries and the attach resolve ifindexes in the calling thread's namespace.
         self.lab.router.run(|| -> anyhow::Result<()> {
-            if fw == Forwarder::Raw {
+            if fw == Forwarder::RawMac {
+                let set_mac: &mut Xdp = ebpf
+                    .program_mut("bench_set_mac")
+                    .context("no bench_set_mac in the bench object")?
+                    .try_into()?;
+                set_mac
+                    .load()
+                    .context("the verifier rejected bench_set_mac")?;
+                let mut map: Array<&mut MapData, [u8; 8]> =
+                    Array::try_from(ebpf.map_mut(b::MACS).context("no BENCH_MACS map")?)?;
+                for (oif, mac) in oifs.iter().zip(&macs) {
+                    let mut value = [0u8; 8];
+                    value[..6].copy_from_slice(mac);
+                    map.set(ifindex(oif)?, value, 0)
+                        .with_context(|| format!("cannot add {oif} to BENCH_MACS"))?;
+                }
+            }
+            if fw != Forwarder::Drop {
+                let egress = match fw {
+                    Forwarder::RawMac => {
+                        let p: &Xdp = ebpf
+                            .program("bench_set_mac")
+                            .context("no bench_set_mac")?
+                            .try_into()?;
+                        Some(p.fd()?.try_clone()?)
+                    }
+                    _ => None,
+                };
                 let mut map: DevMapHash<&mut MapData> =
                     DevMapHash::try_from(ebpf.map_mut(b::OIFS).context("no BENCH_OIFS map")?)?;
                 for oif in &oifs {
                     let ifindex = ifindex(oif)?;
-                    map.insert(ifindex, ifindex, None, 0)
+                    map.insert(ifindex, ifindex, egress.as_ref(), 0)
                         .with_context(|| format!("cannot add {oif} to BENCH_OIFS"))?;
                 }
             }
@@ -161,6 +198,26 @@ pub fn ifindex(name: &str) -> anyhow::Result<u32> {
         0 => bail!("no interface {name}"),
         i => Ok(i),
     }
+}
+
+/// The MAC address of `ifname` in `ns`.
+///
+/// # Errors
+/// `ip` fails or prints no address.
+pub fn mac_of(ns: &Netns, ifname: &str) -> anyhow::Result<[u8; 6]> {
+    let out = ns.ip_output(&["-j", "link", "show", ifname])?;
+    let v: serde_json::Value =
+        serde_json::from_str(&out).context("ip -j link printed invalid JSON")?;
+    let text = v[0]["address"]
+        .as_str()
+        .context("no address in ip -j link")?;
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for m in &mut mac {
+        let part = parts.next().with_context(|| format!("bad MAC {text}"))?;
+        *m = u8::from_str_radix(part, 16).with_context(|| format!("bad MAC {text}"))?;
+    }
+    Ok(mac)
 }
 
 /// `smcrouted` in the router's namespace, in the foreground, with one `mroute` line. It turns

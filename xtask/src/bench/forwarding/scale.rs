@@ -37,11 +37,10 @@ const RECORDS_PER_REPORT: usize = 100;
 const FIRST_GROUP: u32 = u32::from_be_bytes([239, 2, 0, 0]);
 /// The measured flow's frame size.
 const FRAME: usize = 64;
-/// Frames per generator call while filling: a veth ring's worth.
-const FILL_CHUNK: u32 = 256;
-/// Between fill chunks: 256 frames per 5 ms is about 51,000 new entries per second, near what
-/// the daemon installs.
-const FILL_PAUSE: Duration = Duration::from_millis(5);
+/// Frames per generator call while filling: not a divisor of the sweep (see `fill`).
+const FILL_CHUNK: u32 = 4_999;
+/// Between fill chunks, for the daemon to drain its ring buffer.
+const FILL_PAUSE: Duration = Duration::from_millis(20);
 
 /// Runs the scale comparison; `entries` (S,G) entries besides the flow's.
 ///
@@ -79,7 +78,9 @@ pub fn scale(mgm: &Path, bench_object: &Path, quick: bool) -> anyhow::Result<Val
     let mac = sender_mac(&lab)?;
     let flow_frame = udp_frame(mac, SENDER_ADDR, flow.group, FRAME);
     let per_interface = entries.div_ceil(INTERFACES as u32 - 1).to_string();
-    // Room for every membership, and quick retries of upcalls lost to a full ring.
+    // Room for every membership, quick retries of upcalls lost to a full ring, and
+    // memberships that outlive the bench: the receivers report once and answer no query, and
+    // with the default timers all 100k expire 260 s later, in the middle of the runs.
     let args = [
         "--igmp-max-groups",
         &per_interface,
@@ -87,6 +88,8 @@ pub fn scale(mgm: &Path, bench_object: &Path, quick: bool) -> anyhow::Result<Val
         &per_interface,
         "--pending-retry-ms",
         "200",
+        "--igmp-query-interval",
+        "3600",
     ];
     bench.generator.set_frame(flow_frame.clone(), 1)?;
     let mut alone = Vec::new();
@@ -94,7 +97,7 @@ pub fn scale(mgm: &Path, bench_object: &Path, quick: bool) -> anyhow::Result<Val
         let _mgm = bench.harness.start(Forwarder::Mgm, &flow, &args)?;
         for _ in 0..rounds {
             check_stop()?;
-            alone.push(bench.sample(Forwarder::Mgm, &flow, FRAME)?);
+            alone.push(bench.sample_both(Forwarder::Mgm, &flow, FRAME)?);
         }
     }
     // Filling takes minutes at 100k, so it happens once and the runs with the full table
@@ -110,10 +113,16 @@ pub fn scale(mgm: &Path, bench_object: &Path, quick: bool) -> anyhow::Result<Val
     let mut full = Vec::new();
     for _ in 0..rounds {
         check_stop()?;
-        full.push(bench.sample(Forwarder::Mgm, &flow, FRAME)?);
+        full.push(bench.sample_both(Forwarder::Mgm, &flow, FRAME)?);
     }
     let installed = count_entries(daemon.pin_dir())?;
-    drop(running);
+    // Stopping leaves every upstream membership, a walk of the kernel's list per group.
+    let Running::Mgm(daemon) = running else {
+        bail!("mgm did not start as a daemon");
+    };
+    let stopping = Instant::now();
+    let stopped = daemon.stop().is_ok();
+    let stop_secs = stopping.elapsed().as_secs_f64();
     let med = |v: &[Value], k: &str| median(v.iter().filter_map(|r| r[k].as_f64()).collect());
     let correct = full
         .iter()
@@ -127,26 +136,35 @@ pub fn scale(mgm: &Path, bench_object: &Path, quick: bool) -> anyhow::Result<Val
         "entries_resolved_by_fill": resolved,
         "entries_resolved_after_runs": installed,
         "seconds_to_fill": fill_secs,
+        "seconds_to_stop": stop_secs,
+        "stopped_within_10_s": stopped,
         "flow_reaches_its_receiver_only": correct,
         "alone_per_receiver_pps": med(&alone, "per_receiver_pps"),
         "full_per_receiver_pps": med(&full, "per_receiver_pps"),
         "full_vs_alone_rate": med(&full, "per_receiver_pps") / med(&alone, "per_receiver_pps"),
         "alone_router_ns_per_packet": med(&alone, "router_ns_per_ingress_packet"),
         "full_router_ns_per_packet": med(&full, "router_ns_per_ingress_packet"),
+        "alone_path_ns_per_packet": med(&alone, "path_ns_per_packet"),
+        "full_path_ns_per_packet": med(&full, "path_ns_per_packet"),
+        "full_vs_alone_path_capacity": med(&alone, "path_ns_per_packet") / med(&full, "path_ns_per_packet"),
         "runs_alone": alone,
         "runs_full": full,
     });
     println!(
         "\nscale ({} entries, {INTERFACES} interfaces, {FRAME}-byte frames, fan-out 1, medians):\n  \
          alone {:.3} Mpps ({:.0} ns/packet), among them {:.3} Mpps ({:.0} ns/packet): {:.2}×; \
-         flow reached only its receiver: {correct}; filled in {:.1} s",
+         path fed directly: alone {:.0} ns/packet, among them {:.0}: capacity {:.2}×; flow reached only its receiver: {correct}; filled in {:.1} s; stopped in {stop_secs:.1} s{}",
         entries + 1,
         summary["alone_per_receiver_pps"].as_f64().unwrap_or(0.0) / 1e6,
         summary["alone_router_ns_per_packet"].as_f64().unwrap_or(f64::NAN),
         summary["full_per_receiver_pps"].as_f64().unwrap_or(0.0) / 1e6,
         summary["full_router_ns_per_packet"].as_f64().unwrap_or(f64::NAN),
         summary["full_vs_alone_rate"].as_f64().unwrap_or(f64::NAN),
+        summary["alone_path_ns_per_packet"].as_f64().unwrap_or(f64::NAN),
+        summary["full_path_ns_per_packet"].as_f64().unwrap_or(f64::NAN),
+        summary["full_vs_alone_path_capacity"].as_f64().unwrap_or(f64::NAN),
         fill_secs,
+        if stopped { "" } else { " (killed after 10 s)" },
     );
     Ok(summary)
 }
@@ -205,10 +223,11 @@ fn fill(
     let (mut last, mut since) = (0, Instant::now());
     loop {
         check_stop()?;
-        // Chunks that fit the router's veth ring, paced to what the daemon installs. Longer
-        // bursts were dropped at that ring faster than the miss path drains it, and as every
-        // sweep sends the groups in the same order, the same groups lost out sweep after sweep:
-        // the fill's slow tail. Upcalls lost anyway retry after --pending-retry-ms.
+        // Bursts overflow the router's veth ring while the miss path drains it. With chunks
+        // that divide the sweep, every sweep lost the same groups and the last few hundred
+        // took sweep after sweep to resolve; a chunk one frame short of a round number shifts
+        // each sweep's losses onto other groups. Upcalls lost anyway retry after
+        // --pending-retry-ms.
         for _ in 0..entries.div_ceil(FILL_CHUNK) {
             bench
                 .generator
