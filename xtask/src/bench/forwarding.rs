@@ -41,6 +41,13 @@ pub const FRAME_SIZES: [usize; 2] = [64, 1514];
 const GROUP: Ipv4Addr = Ipv4Addr::new(239, 1, 1, 1);
 /// Receivers in the lab: the largest fan-out.
 const RECEIVERS: usize = 8;
+/// The forwarders compared at every fan-out.
+const FORWARDERS: [Forwarder; 4] = [
+    Forwarder::Mgm,
+    Forwarder::Kernel,
+    Forwarder::Raw,
+    Forwarder::RawMac,
+];
 /// A font for the plot (Debian's fonts-dejavu-core).
 const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
@@ -408,13 +415,12 @@ fn run_all(mut bench: Bench<'_>, lab: &Lab) -> anyhow::Result<Vec<Value>> {
             };
             println!("forwarding: {size}-byte frames, round {}", round + 1);
             runs.push(bench.measure(Forwarder::Drop, &flow(1), size)?);
+            // Each round starts with another forwarder: what ran just before (ipmr's skbs, a
+            // page allocator drained by clones) shows in the next run's cost.
+            let mut order = FORWARDERS;
+            order.rotate_left(round % FORWARDERS.len());
             for fanout in bench.plan.fanouts.clone() {
-                for fw in [
-                    Forwarder::Mgm,
-                    Forwarder::Kernel,
-                    Forwarder::Raw,
-                    Forwarder::RawMac,
-                ] {
+                for fw in order {
                     let r = bench.measure(fw, &flow(fanout), size)?;
                     println!(
                         "  fan-out {fanout} {:<12} offered {:>6.3} Mpps, router took {:>6.3}, received {:>6.3} per receiver ({:>6.3} lost at receivers), router {:>4.0} ns/packet; path fed directly {:>5.0} ns/packet",
