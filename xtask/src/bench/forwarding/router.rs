@@ -14,7 +14,7 @@ use std::{
 use anyhow::{bail, Context};
 use aya::{
     maps::{xdp::DevMapHash, Array, MapData},
-    programs::{Xdp, XdpMode},
+    programs::{ProgramFd, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
 use mgm_common::bench as b;
@@ -134,40 +134,20 @@ impl Harness<'_> {
             "bench_raw_redirect"
         };
         let oifs = flow.oifs();
-        let macs = oifs
-            .iter()
-            .map(|oif| mac_of(&self.lab.router, oif))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let macs = match fw {
+            Forwarder::RawMac => oifs
+                .iter()
+                .map(|oif| mac_of(&self.lab.router, oif))
+                .collect::<anyhow::Result<Vec<_>>>()?,
+            _ => Vec::new(),
+        };
         // Devmap entries and the attach resolve ifindexes in the calling thread's namespace.
         self.lab.router.run(|| -> anyhow::Result<()> {
-            if fw == Forwarder::RawMac {
-                let set_mac: &mut Xdp = ebpf
-                    .program_mut("bench_set_mac")
-                    .context("no bench_set_mac in the bench object")?
-                    .try_into()?;
-                set_mac
-                    .load()
-                    .context("the verifier rejected bench_set_mac")?;
-                let mut map: Array<&mut MapData, [u8; 8]> =
-                    Array::try_from(ebpf.map_mut(b::MACS).context("no BENCH_MACS map")?)?;
-                for (oif, mac) in oifs.iter().zip(&macs) {
-                    let mut value = [0u8; 8];
-                    value[..6].copy_from_slice(mac);
-                    map.set(ifindex(oif)?, value, 0)
-                        .with_context(|| format!("cannot add {oif} to BENCH_MACS"))?;
-                }
-            }
+            let egress = match fw {
+                Forwarder::RawMac => Some(set_mac_program(&mut ebpf, &oifs, &macs)?),
+                _ => None,
+            };
             if fw != Forwarder::Drop {
-                let egress = match fw {
-                    Forwarder::RawMac => {
-                        let p: &Xdp = ebpf
-                            .program("bench_set_mac")
-                            .context("no bench_set_mac")?
-                            .try_into()?;
-                        Some(p.fd()?.try_clone()?)
-                    }
-                    _ => None,
-                };
                 let mut map: DevMapHash<&mut MapData> =
                     DevMapHash::try_from(ebpf.map_mut(b::OIFS).context("no BENCH_OIFS map")?)?;
                 for oif in &oifs {
@@ -188,6 +168,30 @@ impl Harness<'_> {
         })??;
         Ok(ebpf)
     }
+}
+
+/// Loads `bench_set_mac` and gives it each of `oifs`' MAC (`macs`, same order); returns the
+/// program for the devmap entries. Runs in the router's namespace (ifindexes).
+fn set_mac_program(
+    ebpf: &mut Ebpf,
+    oifs: &[String],
+    macs: &[[u8; 6]],
+) -> anyhow::Result<ProgramFd> {
+    let prog: &mut Xdp = ebpf
+        .program_mut("bench_set_mac")
+        .context("no bench_set_mac in the bench object")?
+        .try_into()?;
+    prog.load().context("the verifier rejected bench_set_mac")?;
+    let fd = prog.fd()?.try_clone()?;
+    let mut map: Array<&mut MapData, [u8; 8]> =
+        Array::try_from(ebpf.map_mut(b::MACS).context("no BENCH_MACS map")?)?;
+    for (oif, mac) in oifs.iter().zip(macs) {
+        let mut value = [0u8; 8];
+        value[..6].copy_from_slice(mac);
+        map.set(ifindex(oif)?, value, 0)
+            .with_context(|| format!("cannot add {oif} to BENCH_MACS"))?;
+    }
+    Ok(fd)
 }
 
 /// The ifindex of `name` in the calling thread's namespace.
