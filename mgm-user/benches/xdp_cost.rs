@@ -10,6 +10,8 @@
 
 #[path = "../tests/common/frame.rs"]
 mod frame;
+#[path = "../tests/common/netns.rs"]
+mod netns;
 
 use std::{net::Ipv4Addr, time::Duration};
 
@@ -64,20 +66,8 @@ fn main() {
     // Each test run swaps the XDP dispatcher and waits for an RCU grace period, so calls, not
     // repeats, dominate the wall time.
     let (calls, rounds) = if quick { (10, 3) } else { (40, 7) };
-    // SAFETY: affects only this process's (single) thread: a namespace with just `lo`.
-    assert_eq!(
-        unsafe { libc::unshare(libc::CLONE_NEWNET) },
-        0,
-        "needs root"
-    );
-
-    let status = std::process::Command::new("ip")
-        .args([
-            "link", "add", "mgmv0", "up", "type", "veth", "peer", "name", "mgmv1",
-        ])
-        .status()
-        .expect("ip runs");
-    assert!(status.success(), "ip link add mgmv0 type veth");
+    // This process's (single) thread gets a namespace of its own: `lo` and `mgmv0`.
+    netns::enter_with_veth(1500);
     let veth = NetDev::lookup("mgmv0").unwrap();
     let out = veth.ifindex;
     let mut loaded = load_programs(&Tunables::default()).expect("load mgm");

@@ -7,6 +7,8 @@
 
 #[path = "common/frame.rs"]
 mod frame;
+#[path = "common/netns.rs"]
+mod netns;
 
 use std::{collections::BTreeSet, net::Ipv4Addr, time::Duration};
 
@@ -64,20 +66,7 @@ impl Harness {
     }
 
     fn build(tunables: Tunables, mtu: u16, ttl_threshold: u8) -> Harness {
-        enter_fresh_netns();
-        let mtu = mtu.to_string();
-        for args in [
-            &[
-                "link", "add", "mgmv0", "type", "veth", "peer", "name", "mgmv1",
-            ][..],
-            &["link", "set", "mgmv0", "mtu", &mtu, "up"],
-        ] {
-            let status = std::process::Command::new("ip")
-                .args(args)
-                .status()
-                .expect("ip runs");
-            assert!(status.success(), "ip {args:?}");
-        }
+        netns::enter_with_veth(mtu);
         let veth = NetDev::lookup("mgmv0").unwrap();
         let lo = NetDev::lookup("lo").unwrap();
         let mut loaded = load_programs(&tunables).expect("the kernel accepts the programs");
@@ -163,18 +152,6 @@ impl Harness {
             })
             .unwrap();
     }
-}
-
-/// Moves this test's thread into a network namespace of its own, with only `lo`.
-fn enter_fresh_netns() {
-    // SAFETY: unshare affects only this test's thread.
-    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-    assert_eq!(
-        rc,
-        0,
-        "unshare(CLONE_NEWNET) needs root: {}",
-        std::io::Error::last_os_error()
-    );
 }
 
 fn key(source: Ipv4Addr, group: Ipv4Addr) -> FwdKey {

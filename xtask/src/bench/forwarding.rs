@@ -28,9 +28,9 @@ use serde_json::{json, Value};
 
 use self::{
     cpu::{CpuTimes, HOST_CPU, ROUTER_CPU},
-    generator::{attached_xdp, udp_frame, Generator},
+    generator::{udp_frame, Generator},
     receive::{rx_stats, tx_dropped, Receivers},
-    router::{Flow, Forwarder, Harness},
+    router::{attached_xdp, Flow, Forwarder, Harness},
 };
 use crate::lab::{self, IgmpVersion, Lab, HOST_IF, SENDER_ADDR, UPSTREAM};
 
@@ -233,11 +233,16 @@ impl<'a> Bench<'a> {
     fn measure(&mut self, fw: Forwarder, flow: &Flow, size: usize) -> anyhow::Result<Value> {
         check_stop()?;
         let _running = self.harness.start(fw, flow, &[])?;
-        self.sample_both(fw, flow, size)
+        self.sample_with_path(fw, flow, size)
     }
 
     /// The running `fw`'s rate ([`Bench::sample`]) and then its path ([`Bench::path`]).
-    fn sample_both(&mut self, fw: Forwarder, flow: &Flow, size: usize) -> anyhow::Result<Value> {
+    fn sample_with_path(
+        &mut self,
+        fw: Forwarder,
+        flow: &Flow,
+        size: usize,
+    ) -> anyhow::Result<Value> {
         let mut run = self.sample(fw, flow, size)?;
         let (ns, delivered) = self.path(fw, flow, size)?;
         run["path_ns_per_packet"] = json!(ns);

@@ -20,8 +20,7 @@ use anyhow::Context;
 use aya::{
     maps::{Array, MapData, ProgramArray},
     programs::{
-        loaded_programs, ProgramError, ProgramFd, TestRun, TestRunAttrs, TestRunOptions,
-        TestRunResult, Xdp,
+        ProgramError, ProgramFd, TestRun, TestRunAttrs, TestRunOptions, TestRunResult, Xdp,
     },
     Ebpf, EbpfLoader,
 };
@@ -273,22 +272,4 @@ fn xdp_md(ifname: &str, len: usize) -> anyhow::Result<Vec<u8>> {
     anyhow::ensure!(ifindex != 0, "no interface {ifname}");
     let md: [u32; 6] = [0, len as u32, 0, ifindex, 0, 0];
     Ok(md.iter().flat_map(|v| v.to_ne_bytes()).collect())
-}
-
-/// The XDP program attached to `ifname` in `ns`, if any, by its id in `ip -j link`.
-///
-/// # Errors
-/// `ip` fails, or the program it names is gone.
-pub fn attached_xdp(ns: &Netns, ifname: &str) -> anyhow::Result<Option<ProgramFd>> {
-    let out = ns.ip_output(&["-j", "link", "show", ifname])?;
-    let v: serde_json::Value =
-        serde_json::from_str(&out).context("ip -j link printed invalid JSON")?;
-    let Some(id) = v[0]["xdp"]["prog"]["id"].as_u64() else {
-        return Ok(None);
-    };
-    let info = loaded_programs()
-        .filter_map(Result::ok)
-        .find(|p| u64::from(p.id()) == id)
-        .with_context(|| format!("program {id} on {ifname} is not loaded"))?;
-    Ok(Some(info.fd()?))
 }

@@ -14,7 +14,7 @@ use std::{
 use anyhow::{bail, Context};
 use aya::{
     maps::{xdp::DevMapHash, Array, MapData},
-    programs::{ProgramFd, Xdp, XdpMode},
+    programs::{loaded_programs, ProgramFd, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
 use mgm_common::bench as b;
@@ -204,15 +204,21 @@ pub fn ifindex(name: &str) -> anyhow::Result<u32> {
     }
 }
 
+/// `ifname` in `ns` as `ip -j link show` describes it.
+fn link(ns: &Netns, ifname: &str) -> anyhow::Result<serde_json::Value> {
+    let out = ns.ip_output(&["-j", "link", "show", ifname])?;
+    let v: serde_json::Value =
+        serde_json::from_str(&out).context("ip -j link printed invalid JSON")?;
+    Ok(v[0].clone())
+}
+
 /// The MAC address of `ifname` in `ns`.
 ///
 /// # Errors
 /// `ip` fails or prints no address.
 pub fn mac_of(ns: &Netns, ifname: &str) -> anyhow::Result<[u8; 6]> {
-    let out = ns.ip_output(&["-j", "link", "show", ifname])?;
-    let v: serde_json::Value =
-        serde_json::from_str(&out).context("ip -j link printed invalid JSON")?;
-    let text = v[0]["address"]
+    let link = link(ns, ifname)?;
+    let text = link["address"]
         .as_str()
         .context("no address in ip -j link")?;
     let mut mac = [0u8; 6];
@@ -222,6 +228,21 @@ pub fn mac_of(ns: &Netns, ifname: &str) -> anyhow::Result<[u8; 6]> {
         *m = u8::from_str_radix(part, 16).with_context(|| format!("bad MAC {text}"))?;
     }
     Ok(mac)
+}
+
+/// The XDP program attached to `ifname` in `ns`, if any, by its id in `ip -j link`.
+///
+/// # Errors
+/// `ip` fails, or the program it names is gone.
+pub fn attached_xdp(ns: &Netns, ifname: &str) -> anyhow::Result<Option<ProgramFd>> {
+    let Some(id) = link(ns, ifname)?["xdp"]["prog"]["id"].as_u64() else {
+        return Ok(None);
+    };
+    let info = loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| u64::from(p.id()) == id)
+        .with_context(|| format!("program {id} on {ifname} is not loaded"))?;
+    Ok(Some(info.fd()?))
 }
 
 /// `smcrouted` in the router's namespace, in the foreground, with one `mroute` line. It turns

@@ -97,7 +97,7 @@ pub fn scale(mgm: &Path, bench_object: &Path, quick: bool) -> anyhow::Result<Val
         let _mgm = bench.harness.start(Forwarder::Mgm, &flow, &args)?;
         for _ in 0..rounds {
             check_stop()?;
-            alone.push(bench.sample_both(Forwarder::Mgm, &flow, FRAME)?);
+            alone.push(bench.sample_with_path(Forwarder::Mgm, &flow, FRAME)?);
         }
     }
     // Filling takes minutes at 100k, so it happens once and the runs with the full table
@@ -113,7 +113,7 @@ pub fn scale(mgm: &Path, bench_object: &Path, quick: bool) -> anyhow::Result<Val
     let mut full = Vec::new();
     for _ in 0..rounds {
         check_stop()?;
-        full.push(bench.sample_both(Forwarder::Mgm, &flow, FRAME)?);
+        full.push(bench.sample_with_path(Forwarder::Mgm, &flow, FRAME)?);
     }
     let installed = count_entries(daemon.pin_dir())?;
     // Stopping leaves every upstream membership, a walk of the kernel's list per group.
