@@ -138,6 +138,30 @@ fn tools(profile: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where the flow's receivers take in their copies while the router's path is fed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Receive {
+    /// On the other CPU, as in the rate runs. The router's CPU wakes their NAPI threads, at a
+    /// cost that depends on whether they were asleep: on this VM a cross-CPU wake-up is an
+    /// interrupt between virtual CPUs, often the largest cost of the path, and it varies with
+    /// how far behind the receivers are, not with the forwarder.
+    Apart,
+    /// On the router's CPU, in softirq right after the router hands the copies over: no
+    /// wake-ups, and every copy's receive (the veth ring, `bench_count`, freeing the frame) is
+    /// in the time, the same for every XDP forwarder. The kernel's copies arrive as skbs that
+    /// the receiver must copy into an XDP buffer, which adds to ipmr's time.
+    Local,
+}
+
+impl Receive {
+    fn profile_suffix(self) -> &'static str {
+        match self {
+            Receive::Apart => "path",
+            Receive::Local => "path-local",
+        }
+    }
+}
+
 /// Everything one measurement needs.
 struct Bench<'a> {
     lab: &'a Lab,
@@ -236,7 +260,8 @@ impl<'a> Bench<'a> {
         self.sample_with_path(fw, flow, size)
     }
 
-    /// The running `fw`'s rate ([`Bench::sample`]) and then its path ([`Bench::path`]).
+    /// The running `fw`'s rate ([`Bench::sample`]) and then its path ([`Bench::path`]), with
+    /// the receivers apart and on the router's CPU.
     fn sample_with_path(
         &mut self,
         fw: Forwarder,
@@ -244,9 +269,12 @@ impl<'a> Bench<'a> {
         size: usize,
     ) -> anyhow::Result<Value> {
         let mut run = self.sample(fw, flow, size)?;
-        let (ns, delivered) = self.path(fw, flow, size)?;
+        let (ns, delivered) = self.path(fw, flow, size, Receive::Apart)?;
         run["path_ns_per_packet"] = json!(ns);
         run["path_copies_delivered"] = json!(delivered);
+        let (ns, delivered) = self.path(fw, flow, size, Receive::Local)?;
+        run["local_path_ns_per_packet"] = json!(ns);
+        run["local_path_copies_delivered"] = json!(delivered);
         Ok(run)
     }
 
@@ -254,15 +282,32 @@ impl<'a> Bench<'a> {
     /// its ingress interface (the XDP program attached there, or the kernel's stack), timed
     /// by the kernel. Returns ns per ingress packet and the share of the copies the flow's
     /// receivers counted (a receiver that cannot keep up drops the rest at its ring).
-    fn path(&mut self, fw: Forwarder, flow: &Flow, size: usize) -> anyhow::Result<(f64, f64)> {
+    fn path(
+        &mut self,
+        fw: Forwarder,
+        flow: &Flow,
+        size: usize,
+        receive: Receive,
+    ) -> anyhow::Result<(f64, f64)> {
         let next = attached_xdp(&self.lab.router, UPSTREAM)?;
         let recording = match &self.plan.profile {
             Some(dir) => {
-                let name = format!("{size}B-fanout{}-{}-path", flow.fanout, fw.name());
+                let name = format!(
+                    "{size}B-fanout{}-{}-{}",
+                    flow.fanout,
+                    fw.name(),
+                    receive.profile_suffix()
+                );
                 Some(profile::start(dir, &name, &[])?)
             }
             None => None,
         };
+        let receivers = &self.lab.receivers[..flow.fanout];
+        if receive == Receive::Local {
+            for host in receivers {
+                cpu::softirq_napi(host, HOST_IF)?;
+            }
+        }
         let before = self.receivers.counts()?;
         let fed = self.generator.feed(
             &self.lab.router,
@@ -270,7 +315,14 @@ impl<'a> Bench<'a> {
             next.as_ref(),
             ROUTER_CPU,
             self.plan.path,
-        )?;
+        );
+        if receive == Receive::Local {
+            // Back as the rate runs need them, also when the feed failed.
+            for host in receivers {
+                cpu::threaded_napi(host, HOST_IF, HOST_CPU)?;
+            }
+        }
+        let fed = fed?;
         if let Some(r) = recording {
             println!("  profile: {}", r.finish()?.display());
         }
@@ -428,7 +480,7 @@ fn run_all(mut bench: Bench<'_>, lab: &Lab) -> anyhow::Result<Vec<Value>> {
                 for fw in order {
                     let r = bench.measure(fw, &flow(fanout), size)?;
                     println!(
-                        "  fan-out {fanout} {:<12} offered {:>6.3} Mpps, router took {:>6.3}, received {:>6.3} per receiver ({:>6.3} lost at receivers), router {:>4.0} ns/packet; path fed directly {:>5.0} ns/packet",
+                        "  fan-out {fanout} {:<12} offered {:>6.3} Mpps, router took {:>6.3}, received {:>6.3} per receiver ({:>6.3} lost at receivers), router {:>4.0} ns/packet; path fed directly {:>5.0} ns/packet, {:>5.0} with the receivers on its CPU",
                         fw.name(),
                         r["offered_pps"].as_f64().unwrap_or(0.0) / 1e6,
                         r["ingress_pps"].as_f64().unwrap_or(0.0) / 1e6,
@@ -436,6 +488,7 @@ fn run_all(mut bench: Bench<'_>, lab: &Lab) -> anyhow::Result<Vec<Value>> {
                         r["receiver_ring_drops_pps"].as_f64().unwrap_or(0.0) / 1e6,
                         r["router_ns_per_ingress_packet"].as_f64().unwrap_or(f64::NAN),
                         r["path_ns_per_packet"].as_f64().unwrap_or(f64::NAN),
+                        r["local_path_ns_per_packet"].as_f64().unwrap_or(f64::NAN),
                     );
                     runs.push(r);
                 }
@@ -456,7 +509,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Fields of a run whose medians the summary keeps.
-const METRICS: [&str; 10] = [
+const METRICS: [&str; 12] = [
     "offered_pps",
     "ingress_pps",
     "received_pps",
@@ -467,6 +520,8 @@ const METRICS: [&str; 10] = [
     "router_ns_per_ingress_packet",
     "path_ns_per_packet",
     "path_copies_delivered",
+    "local_path_ns_per_packet",
+    "local_path_copies_delivered",
 ];
 
 /// Medians per (frame size, fan-out, forwarder).
@@ -520,6 +575,7 @@ fn ratios(summary: &[Value]) -> Vec<Value> {
         let rate = |fw| get(fw, "per_receiver_pps");
         let ns = |fw| get(fw, "router_ns_per_ingress_packet");
         let path = |fw| get(fw, "path_ns_per_packet");
+        let local = |fw| get(fw, "local_path_ns_per_packet");
         out.push(json!({
             "frame_bytes": size,
             "fanout": fanout,
@@ -532,6 +588,10 @@ fn ratios(summary: &[Value]) -> Vec<Value> {
             "mgm_vs_raw_redirect_path_capacity": path(Forwarder::Raw) / path(Forwarder::Mgm),
             "mgm_vs_raw_redirect_mac_rate": rate(Forwarder::Mgm) / rate(Forwarder::RawMac),
             "mgm_vs_raw_redirect_mac_path_capacity": path(Forwarder::RawMac) / path(Forwarder::Mgm),
+            "mgm_vs_kernel_local_path_capacity": local(Forwarder::Kernel) / local(Forwarder::Mgm),
+            "mgm_vs_raw_redirect_local_path_capacity": local(Forwarder::Raw) / local(Forwarder::Mgm),
+            "mgm_vs_raw_redirect_mac_local_path_capacity":
+                local(Forwarder::RawMac) / local(Forwarder::Mgm),
         }));
     }
     out
@@ -542,10 +602,11 @@ fn print_table(summary: &[Value], ratios: &[Value]) {
     println!(
         "\nforwarding rate (medians; Mpps; rtr = the router's ingress NAPI thread on CPU {ROUTER_CPU}: \
          its share of the CPU and its run time per ingress packet; path = the router's path fed \
-         directly on CPU {ROUTER_CPU}, ns per ingress packet and the share of copies received):"
+         directly on CPU {ROUTER_CPU}, ns per ingress packet and the share of copies received, with \
+         the receivers on CPU {HOST_CPU} and, 1-CPU, on CPU {ROUTER_CPU}):"
     );
     println!(
-        "  {:>5} {:>6} {:<13} {:>8} {:>8} {:>10} {:>10} {:>8} {:>10} {:>9} {:>6}",
+        "  {:>5} {:>6} {:<13} {:>8} {:>8} {:>10} {:>10} {:>8} {:>10} {:>9} {:>6} {:>9} {:>6}",
         "bytes",
         "fanout",
         "forwarder",
@@ -556,11 +617,13 @@ fn print_table(summary: &[Value], ratios: &[Value]) {
         "rtr busy",
         "rtr ns/pkt",
         "path ns",
+        "rx'd",
+        "1-CPU ns",
         "rx'd"
     );
     for s in summary {
         println!(
-            "  {:>5} {:>6} {:<13} {:>8.3} {:>8.3} {:>10.3} {:>10.3} {:>7.0}% {:>10.0} {:>9.0} {:>5.0}%",
+            "  {:>5} {:>6} {:<13} {:>8.3} {:>8.3} {:>10.3} {:>10.3} {:>7.0}% {:>10.0} {:>9.0} {:>5.0}% {:>9.0} {:>5.0}%",
             s["frame_bytes"],
             s["fanout"],
             s["forwarder"].as_str().unwrap_or("?"),
@@ -572,14 +635,17 @@ fn print_table(summary: &[Value], ratios: &[Value]) {
             f(s, "router_ns_per_ingress_packet"),
             f(s, "path_ns_per_packet"),
             f(s, "path_copies_delivered") * 100.0,
+            f(s, "local_path_ns_per_packet"),
+            f(s, "local_path_copies_delivered") * 100.0,
         );
     }
     println!(
         "\nmgm against the baselines (rate = received per receiver; ns = router CPU per ingress \
-         packet; cap = capacity, 1 / path ns, what one router CPU forwards):"
+         packet; cap = capacity, 1 / path ns, what one router CPU forwards; 1cap = the same \
+         with the receivers on the router's CPU):"
     );
     println!(
-        "  {:>5} {:>6} {:>9} {:>9} {:>9} {:>9} {:>14} {:>10} {:>10} {:>10}",
+        "  {:>5} {:>6} {:>9} {:>9} {:>9} {:>9} {:>14} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
         "bytes",
         "fanout",
         "× kernel",
@@ -589,11 +655,14 @@ fn print_table(summary: &[Value], ratios: &[Value]) {
         "kern ns/mgm ns",
         "cap×kern",
         "cap×raw",
-        "cap×r+mac"
+        "cap×r+mac",
+        "1cap×kern",
+        "1cap×raw",
+        "1cap×r+mac"
     );
     for r in ratios {
         println!(
-            "  {:>5} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>14.2} {:>10.2} {:>10.2} {:>10.2}",
+            "  {:>5} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>14.2} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>10.2}",
             r["frame_bytes"],
             r["fanout"],
             f(r, "mgm_vs_kernel_rate"),
@@ -604,6 +673,9 @@ fn print_table(summary: &[Value], ratios: &[Value]) {
             f(r, "mgm_vs_kernel_path_capacity"),
             f(r, "mgm_vs_raw_redirect_path_capacity"),
             f(r, "mgm_vs_raw_redirect_mac_path_capacity"),
+            f(r, "mgm_vs_kernel_local_path_capacity"),
+            f(r, "mgm_vs_raw_redirect_local_path_capacity"),
+            f(r, "mgm_vs_raw_redirect_mac_local_path_capacity"),
         );
     }
 }

@@ -100,16 +100,7 @@ fn napi_threads() -> BTreeSet<libc::pid_t> {
 /// sysfs refused the write, or no thread appeared.
 pub fn threaded_napi(ns: &Netns, ifname: &str, cpu: usize) -> anyhow::Result<Vec<libc::pid_t>> {
     let before = napi_threads();
-    // `ip netns exec` mounts a sysfs of the namespace, where the device is visible.
-    run(Command::new("ip").args([
-        "netns",
-        "exec",
-        ns.name(),
-        "sh",
-        "-c",
-        &format!("echo 1 > /sys/class/net/{ifname}/threaded"),
-    ]))
-    .with_context(|| format!("cannot make NAPI of {ifname} in {} threaded", ns.name()))?;
+    set_threaded(ns, ifname, true)?;
     let new: Vec<libc::pid_t> = napi_threads().difference(&before).copied().collect();
     if new.is_empty() {
         bail!(
@@ -121,6 +112,29 @@ pub fn threaded_napi(ns: &Netns, ifname: &str, cpu: usize) -> anyhow::Result<Vec
         pin(pid, cpu)?;
     }
     Ok(new)
+}
+
+/// Switches `ifname` in `ns` back to NAPI in softirq, which runs on the CPU that scheduled it:
+/// a veth's peer, handed frames on one CPU, then takes them in on that CPU with no wake-up of
+/// another.
+///
+/// # Errors
+/// sysfs refused the write.
+pub fn softirq_napi(ns: &Netns, ifname: &str) -> anyhow::Result<()> {
+    set_threaded(ns, ifname, false)
+}
+
+fn set_threaded(ns: &Netns, ifname: &str, on: bool) -> anyhow::Result<()> {
+    // `ip netns exec` mounts a sysfs of the namespace, where the device is visible.
+    run(Command::new("ip").args([
+        "netns",
+        "exec",
+        ns.name(),
+        "sh",
+        "-c",
+        &format!("echo {} > /sys/class/net/{ifname}/threaded", u8::from(on)),
+    ]))
+    .with_context(|| format!("cannot switch threaded NAPI of {ifname} in {}", ns.name()))
 }
 
 /// Busy and total time of one CPU, in clock ticks (`/proc/stat`).
