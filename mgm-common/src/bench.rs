@@ -15,6 +15,12 @@ pub const MACS: &str = "BENCH_MACS";
 /// Entries of [`MACS`]: ifindexes in the bench's router namespace stay small.
 pub const MACS_SIZE: u32 = 1024;
 
+/// `ARRAY` of `u32` groups (network byte order) for the generator to cycle through
+/// ([`GenTemplate::groups`]).
+pub const GEN_GROUPS: &str = "BENCH_GEN_GROUPS";
+/// Entries of [`GEN_GROUPS`].
+pub const GEN_GROUPS_SIZE: u32 = 1 << 17;
+
 /// `PROG_ARRAY`, one slot: the forwarder the router-side feeder tail-calls.
 pub const FEED_NEXT: &str = "BENCH_FEED_NEXT";
 
@@ -31,13 +37,13 @@ pub const GEN_GROUP_AT: usize = 14 + 16;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GenTemplate {
-    /// The frame's first [`GEN_HEADER_LEN`] bytes, IPv4 checksum valid for `sweep <= 1`.
+    /// The frame's first [`GEN_HEADER_LEN`] bytes.
     pub header: [u8; GEN_HEADER_LEN],
     pub _pad: [u8; 2],
-    /// With more than 1, frame `n` goes to group `header's group + n % sweep` (checksum
-    /// recomputed), to touch that many forwarding entries once each.
-    pub sweep: u32,
-    /// Frames written so far; the program's own counter for the sweep.
+    /// With more than 0, frame `n` goes to group `n % groups` of [`GEN_GROUPS`] (checksum
+    /// recomputed), to reach that many forwarding entries once each.
+    pub groups: u32,
+    /// Frames written so far; the program's own counter for `groups`.
     pub seq: u32,
 }
 const _: () = assert!(core::mem::size_of::<GenTemplate>() == 52);

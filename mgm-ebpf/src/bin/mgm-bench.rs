@@ -11,7 +11,9 @@ use aya_ebpf::{
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
-use mgm_common::bench::{GenTemplate, GEN_GROUP_AT, GEN_HEADER_LEN, GEN_IP_CSUM_AT};
+use mgm_common::bench::{
+    GenTemplate, GEN_GROUPS_SIZE, GEN_GROUP_AT, GEN_HEADER_LEN, GEN_IP_CSUM_AT,
+};
 
 /// The outgoing interfaces of the raw redirect (`mgm_common::bench::OIFS`).
 #[btf_map]
@@ -20,6 +22,10 @@ static BENCH_OIFS: DevMapHash<64> = DevMapHash::new();
 /// What the generator writes into every frame (`mgm_common::bench::GEN_TEMPLATE`).
 #[btf_map]
 static BENCH_GEN_TEMPLATE: Array<GenTemplate, 1> = Array::new();
+
+/// The groups the generator cycles through (`mgm_common::bench::GEN_GROUPS`).
+#[btf_map]
+static BENCH_GEN_GROUPS: Array<u32, { GEN_GROUPS_SIZE as usize }> = Array::new();
 
 /// Slot 0: the forwarder `bench_feed` hands frames to (`mgm_common::bench::FEED_NEXT`).
 #[btf_map]
@@ -101,7 +107,8 @@ fn try_bench_gen(ctx: &XdpContext) -> Option<u32> {
     Some(xdp_action::XDP_TX)
 }
 
-/// Stores the template header (the sweep's next group, when sweeping) at the frame's start.
+/// Stores the template header (with the next group of the list, when cycling) at the frame's
+/// start.
 #[inline(always)]
 fn write_template(ctx: &XdpContext) -> Option<()> {
     let t = BENCH_GEN_TEMPLATE.get_ptr_mut(0)?;
@@ -112,15 +119,9 @@ fn write_template(ctx: &XdpContext) -> Option<()> {
     // SAFETY: `t` points at the map's only value; one CPU runs the generator.
     let mut header = unsafe { (*t).header };
     // SAFETY: as above.
-    let (sweep, seq) = unsafe { ((*t).sweep, (*t).seq) };
-    if sweep > 1 {
-        let base = u32::from_be_bytes([
-            header[GEN_GROUP_AT],
-            header[GEN_GROUP_AT + 1],
-            header[GEN_GROUP_AT + 2],
-            header[GEN_GROUP_AT + 3],
-        ]);
-        let group = base.wrapping_add(seq % sweep).to_be_bytes();
+    let (groups, seq) = unsafe { ((*t).groups, (*t).seq) };
+    if groups > 0 {
+        let group = BENCH_GEN_GROUPS.get(seq % groups)?.to_ne_bytes();
         header[GEN_GROUP_AT..GEN_GROUP_AT + 4].copy_from_slice(&group);
         let csum = ipv4_checksum(&header).to_be_bytes();
         header[GEN_IP_CSUM_AT..GEN_IP_CSUM_AT + 2].copy_from_slice(&csum);

@@ -463,7 +463,7 @@ fn run_all(mut bench: Bench<'_>, lab: &Lab) -> anyhow::Result<Vec<Value>> {
     for size in FRAME_SIZES {
         bench
             .generator
-            .set_frame(udp_frame(mac, SENDER_ADDR, GROUP, size), 1)?;
+            .set_frame(udp_frame(mac, SENDER_ADDR, GROUP, size))?;
         for round in 0..bench.plan.rounds {
             let flow = |fanout| Flow {
                 source: SENDER_ADDR,

@@ -34,6 +34,10 @@ use crate::lab::{Netns, HOST_IF};
 const FRAMES_PER_CALL: u32 = 1 << 16;
 /// Frames the kernel builds and transmits per batch (its maximum is 256).
 const BATCH: u32 = 64;
+/// Frames per call of [`Generator::send_to_each`], under the 256 of a veth ring.
+const PACED_PER_CALL: u32 = 128;
+/// After each such call: about what a router takes to resolve that many new entries.
+const PACED_PAUSE: Duration = Duration::from_millis(1);
 /// Frames per feeding call: ipmr at fan-out 8 takes about 15 µs a frame, so a call stays well
 /// under a second.
 const FEED_PER_CALL: u32 = 1 << 13;
@@ -43,6 +47,10 @@ pub struct Generator {
     ebpf: Ebpf,
     /// `bench_feed`'s one slot: the forwarder it hands frames to.
     feed_next: ProgramArray<MapData>,
+    /// The header `bench_gen` and `bench_feed` store into every frame.
+    template: Array<MapData, GenTemplate>,
+    /// The groups [`Generator::send_to_each`] cycles through.
+    groups: Array<MapData, u32>,
     /// The frame handed to the kernel: the header plus zeroed payload.
     frame: Vec<u8>,
 }
@@ -123,46 +131,31 @@ impl Generator {
             ebpf.take_map(b::FEED_NEXT)
                 .context("no feeder slot map in the bench object")?,
         )?;
+        let template = Array::try_from(
+            ebpf.take_map(b::GEN_TEMPLATE)
+                .context("no template map in the bench object")?,
+        )?;
+        let groups = Array::try_from(
+            ebpf.take_map(b::GEN_GROUPS)
+                .context("no group list in the bench object")?,
+        )?;
         Ok(Generator {
             ebpf,
             feed_next,
+            template,
+            groups,
             frame: Vec::new(),
         })
     }
 
-    /// Sets the frame to send; with `sweep` > 1, frame n goes to group + n % sweep.
+    /// Sets the frame to send.
     ///
     /// # Errors
-    /// The template map is missing or cannot be written.
-    pub fn set_frame(&mut self, frame: Vec<u8>, sweep: u32) -> anyhow::Result<()> {
-        let mut template: Array<&mut MapData, GenTemplate> = Array::try_from(
-            self.ebpf
-                .map_mut(b::GEN_TEMPLATE)
-                .context("no template map in the bench object")?,
-        )?;
-        let mut header = [0u8; GEN_HEADER_LEN];
-        header.copy_from_slice(&frame[..GEN_HEADER_LEN]);
-        template.set(
-            0,
-            GenTemplate {
-                header,
-                _pad: [0; 2],
-                sweep,
-                seq: 0,
-            },
-            0,
-        )?;
+    /// The template map cannot be written.
+    pub fn set_frame(&mut self, frame: Vec<u8>) -> anyhow::Result<()> {
+        set_template(&mut self.template, &frame, 0)?;
         self.frame = frame;
         Ok(())
-    }
-
-    /// The loaded program `name` of the bench object.
-    fn program(&self, name: &str) -> anyhow::Result<&Xdp> {
-        let prog = self
-            .ebpf
-            .program(name)
-            .with_context(|| format!("no {name} in the bench object"))?;
-        Ok(prog.try_into()?)
     }
 
     /// Sends the frame out of the sender's interface for `duration` (at least one call), from
@@ -171,22 +164,8 @@ impl Generator {
     /// # Errors
     /// No frame was set, or the test run failed.
     pub fn send(&self, sender: &Netns, duration: Duration) -> anyhow::Result<Offered> {
-        self.send_frames(sender, duration, u64::MAX)
-    }
-
-    /// Like [`Generator::send`], but stops after `limit` frames (rounded up to whole calls of
-    /// up to [`FRAMES_PER_CALL`]).
-    ///
-    /// # Errors
-    /// As for [`Generator::send`].
-    pub fn send_frames(
-        &self,
-        sender: &Netns,
-        duration: Duration,
-        limit: u64,
-    ) -> anyhow::Result<Offered> {
         anyhow::ensure!(!self.frame.is_empty(), "no frame set for the generator");
-        let (prog, frame) = (self.program("bench_gen")?, &self.frame);
+        let (prog, frame) = (program(&self.ebpf, "bench_gen")?, &self.frame);
         sender.run(|| -> anyhow::Result<Offered> {
             cpu::pin_current(cpu::HOST_CPU)?;
             cpu::idle_priority()?;
@@ -194,17 +173,54 @@ impl Generator {
             let ctx = xdp_md(HOST_IF, frame.len())?;
             let start = Instant::now();
             let mut frames = 0u64;
-            while frames < limit && (frames == 0 || start.elapsed() < duration) {
-                let n = FRAMES_PER_CALL.min(u32::try_from(limit - frames).unwrap_or(u32::MAX));
-                live_run(prog, frame, &ctx, n)
+            while frames == 0 || start.elapsed() < duration {
+                live_run(prog, frame, &ctx, FRAMES_PER_CALL)
                     .context("live-frames test run of bench_gen failed")?;
-                frames += u64::from(n);
+                frames += u64::from(FRAMES_PER_CALL);
             }
             Ok(Offered {
                 frames,
                 seconds: start.elapsed().as_secs_f64(),
             })
         })?
+    }
+
+    /// Sends one frame to each of `groups`: the frame set by [`Generator::set_frame`] with
+    /// each group in turn as destination, in calls of [`PACED_PER_CALL`] frames with a pause
+    /// after each, so that they arrive at the pace of a router that resolves a new entry for
+    /// each, and none is lost at its ring as in a burst from [`Generator::send`].
+    ///
+    /// # Errors
+    /// Too many groups, a map cannot be written, or a test run failed.
+    pub fn send_to_each(&mut self, sender: &Netns, groups: &[Ipv4Addr]) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.frame.is_empty(), "no frame set for the generator");
+        let n = u32::try_from(groups.len())
+            .ok()
+            .filter(|&n| n <= b::GEN_GROUPS_SIZE)
+            .with_context(|| format!("at most {} groups at once", b::GEN_GROUPS_SIZE))?;
+        for (i, g) in (0u32..).zip(groups) {
+            self.groups
+                .set(i, u32::from_ne_bytes(g.octets()), 0)
+                .context("cannot write the generator's groups")?;
+        }
+        set_template(&mut self.template, &self.frame, n)?;
+        let (prog, frame) = (program(&self.ebpf, "bench_gen")?, &self.frame);
+        let sent = sender.run(|| -> anyhow::Result<()> {
+            cpu::pin_current(cpu::HOST_CPU)?;
+            let ctx = xdp_md(HOST_IF, frame.len())?;
+            let mut left = n;
+            while left > 0 {
+                let calls = left.min(PACED_PER_CALL);
+                live_run(prog, frame, &ctx, calls)
+                    .context("live-frames test run of bench_gen failed")?;
+                left -= calls;
+                std::thread::sleep(PACED_PAUSE);
+            }
+            Ok(())
+        });
+        // Back to the one frame, also when sending failed.
+        set_template(&mut self.template, &self.frame, 0)?;
+        sent?
     }
 
     /// Feeds the frame to `ifname` in `router` for `duration` (at least one call) from a
@@ -227,7 +243,7 @@ impl Generator {
                 .set(0, fd, 0)
                 .context("cannot set the feeder's forwarder")?;
         }
-        let (prog, frame) = (self.program("bench_feed")?, &self.frame);
+        let (prog, frame) = (program(&self.ebpf, "bench_feed")?, &self.frame);
         let fed = router.run(|| -> anyhow::Result<Fed> {
             cpu::pin_current(cpu)?;
             let ctx = xdp_md(ifname, frame.len())?;
@@ -249,6 +265,41 @@ impl Generator {
         let _ = self.feed_next.clear_index(&0);
         fed?
     }
+}
+
+/// The loaded program `name` of the bench object.
+fn program<'e>(ebpf: &'e Ebpf, name: &str) -> anyhow::Result<&'e Xdp> {
+    let prog = ebpf
+        .program(name)
+        .with_context(|| format!("no {name} in the bench object"))?;
+    Ok(prog.try_into()?)
+}
+
+/// Makes `frame`'s header the one the programs store into every frame, with the first
+/// `groups` of the group list in turn as destination when `groups` is more than 0.
+fn set_template(
+    template: &mut Array<MapData, GenTemplate>,
+    frame: &[u8],
+    groups: u32,
+) -> anyhow::Result<()> {
+    let mut header = [0u8; GEN_HEADER_LEN];
+    header.copy_from_slice(
+        frame
+            .get(..GEN_HEADER_LEN)
+            .context("a frame shorter than its headers")?,
+    );
+    template
+        .set(
+            0,
+            GenTemplate {
+                header,
+                _pad: [0; 2],
+                groups,
+                seq: 0,
+            },
+            0,
+        )
+        .context("cannot write the generator's template")
 }
 
 /// `n` frames built from `frame` in live-frames mode, in batches of [`BATCH`].
