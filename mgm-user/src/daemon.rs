@@ -495,6 +495,12 @@ fn upstream_socket(
     })?;
     let socket = HostMembership::new(dev, address)
         .with_context(|| format!("cannot open the upstream host socket on {}", dev.name))?;
+    match crate::sockets::raise_open_files_limit() {
+        Ok(limit) => debug!("open files limit {limit}: room for that many upstream sockets"),
+        Err(e) => warn!(
+            "cannot raise the open files limit: {e}; upstream memberships may run out of sockets"
+        ),
+    }
     Ok((socket, host.changes.clone()))
 }
 

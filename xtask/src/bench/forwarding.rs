@@ -117,6 +117,21 @@ impl Drop for Signals {
     }
 }
 
+/// What every run on a lab starts with: no lab left over from a killed run, two CPUs, this
+/// thread (and so every daemon it starts) on the router's CPU, and SIGINT and SIGTERM
+/// unwinding through the guards instead of killing the process.
+fn enter() -> anyhow::Result<(cpu::PinGuard, Signals)> {
+    lab::sweep_stale()?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        bail!("the forwarding benchmark needs 2 CPUs (router and hosts apart); this machine has {cpus}");
+    }
+    // mgm and smcrouted are the router's control plane: they belong on its CPU, and there they
+    // cannot take time from the generator and the receivers.
+    let pin = cpu::PinGuard::new(ROUTER_CPU)?;
+    Ok((pin, Signals::catch()))
+}
+
 /// Fails once SIGINT or SIGTERM arrived, so the caller unwinds through its guards.
 fn check_stop() -> anyhow::Result<()> {
     if STOP.load(Ordering::Relaxed) {
@@ -408,15 +423,7 @@ pub fn forwarding(
     profile: bool,
 ) -> anyhow::Result<Value> {
     tools(profile)?;
-    lab::sweep_stale()?;
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cpus < 2 {
-        bail!("the forwarding benchmark needs 2 CPUs (router and hosts apart); this machine has {cpus}");
-    }
-    // mgm and smcrouted are the router's control plane: they belong on its CPU, and there they
-    // cannot take time from the generator and the receivers.
-    let _pin = cpu::PinGuard::new(ROUTER_CPU)?;
-    let _signals = Signals::catch();
+    let _guards = enter()?;
     let tag = lab::unique_tag("t");
     let scratch = Scratch::new(&tag)?;
     let lab = Lab::up(&tag, &[IgmpVersion::V3; RECEIVERS])?;

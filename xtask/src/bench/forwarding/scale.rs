@@ -25,8 +25,8 @@ use serde_json::{json, Value};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::{
-    check_stop, generator::udp_frame, median, router::Running, sender_mac, Bench, Flow, Forwarder,
-    Plan, Scratch,
+    check_stop, enter, generator::udp_frame, median, router::Running, sender_mac, Bench, Flow,
+    Forwarder, Plan, Scratch,
 };
 use crate::lab::{self, receiver_addr, Daemon, IgmpVersion, Lab, Netns, SENDER_ADDR};
 
@@ -49,6 +49,7 @@ const PENDING_RETRY: Duration = Duration::from_millis(200);
 pub fn scale(mgm: &Path, bench_object: &Path, quick: bool) -> anyhow::Result<Value> {
     let entries: u32 = if quick { 10_000 } else { 100_000 };
     let rounds = if quick { 1 } else { 3 };
+    let _guards = enter()?;
     let tag = lab::unique_tag("t");
     let scratch = Scratch::new(&tag)?;
     println!("scale: building a router with {INTERFACES} interfaces");
