@@ -65,6 +65,11 @@ impl QuerySocket {
     }
 }
 
+/// Most memberships on one socket, whatever the kernel allows: with the limit raised to 100k
+/// and one socket, 100k upstream joins took minutes, all of it in the kernel's walk of the
+/// socket's list.
+const SOCKET_MEMBERSHIPS: usize = 64;
+
 /// Host memberships of the router itself on one interface, kept by the kernel's IGMP host
 /// stack: joining here makes the kernel report the group and answer queries for it.
 ///
@@ -74,17 +79,13 @@ impl QuerySocket {
 /// limit would make each join cost as much as the groups before it. Memberships are spread
 /// over sockets instead: a socket takes joins until it holds [`SOCKET_MEMBERSHIPS`] or the
 /// kernel refuses one with `ENOBUFS`, then a new one is opened.
-/// Most memberships on one socket, whatever the kernel allows: with the limit raised to 100k
-/// and one socket, 100k upstream joins took minutes, all of it in the kernel's walk of the
-/// socket's list.
-const SOCKET_MEMBERSHIPS: usize = 64;
-
 pub struct HostMembership {
     dev: String,
     iface: Ipv4Addr,
     sockets: Vec<Socket>,
-    /// Indexes of the sockets that may take another join: the newest one and every one
-    /// where a membership was left since it last refused.
+    /// Indexes of the sockets that may take another join: holding fewer than
+    /// [`SOCKET_MEMBERSHIPS`], and not refused by the kernel since a membership there was
+    /// last left.
     room: BTreeSet<usize>,
     /// Which socket holds each membership.
     held: HashMap<SourceGroupEntry, usize>,
