@@ -273,4 +273,41 @@ mod tests {
         }
         assert_eq!(host.sockets(), opened);
     }
+
+    /// With the kernel's per-socket limit raised far above the cap (in a namespace of this
+    /// thread's own, where the sysctl is private), memberships still fill sockets of
+    /// [`SOCKET_MEMBERSHIPS`]; a membership left makes room in its socket again.
+    #[test]
+    fn host_memberships_keep_to_the_cap_when_the_kernel_allows_more() {
+        std::thread::spawn(|| {
+            // SAFETY: unshare affects only this thread, which ends with the test.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                eprintln!("skipped: a network namespace needs root");
+                return;
+            }
+            let up = std::process::Command::new("ip")
+                .args(["link", "set", "lo", "up"])
+                .status()
+                .expect("ip runs");
+            assert!(up.success(), "ip link set lo up");
+            std::fs::write("/proc/sys/net/ipv4/igmp_max_memberships", "1000")
+                .expect("the namespace's own sysctl");
+            let lo = NetDev::lookup("lo").expect("lo exists");
+            let mut host = HostMembership::new(&lo, Ipv4Addr::LOCALHOST).expect("socket on lo");
+            let groups: Vec<SourceGroupEntry> = (0..3 * SOCKET_MEMBERSHIPS)
+                .map(|i| SourceGroupEntry::star_g(Ipv4Addr::new(239, 253, 0, i as u8)))
+                .collect();
+            for g in &groups {
+                host.join(*g).expect("join");
+            }
+            assert_eq!(host.sockets(), 3, "three full sockets");
+            // Every socket is full: the next join goes where a membership was left.
+            host.leave(groups[0]).expect("leave");
+            host.join(SourceGroupEntry::star_g(Ipv4Addr::new(239, 253, 1, 0)))
+                .expect("join into the room left");
+            assert_eq!(host.sockets(), 3, "no fourth socket");
+        })
+        .join()
+        .expect("the test thread");
+    }
 }
