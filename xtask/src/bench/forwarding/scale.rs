@@ -235,8 +235,8 @@ fn fill(bench: &mut Bench<'_>, daemon: &Daemon, entries: u32) -> anyhow::Result<
         std::thread::sleep(Duration::from_millis(20));
     }
     // Every membership before the first entry: a membership change revisits every entry.
-    // Each upstream join of the proxy walks the socket's membership list: quadratic in the
-    // kernel, so allow a second per 500 entries.
+    // Each upstream join of the proxy walks the interface's membership list in the kernel,
+    // quadratic over the fill, so allow a second per 500 entries.
     let limit = Duration::from_secs(60 + u64::from(entries) / 500);
     wait_for_reports(daemon, reports, limit)?;
     let reports_secs = start.elapsed().as_secs_f64();
