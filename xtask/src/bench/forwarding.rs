@@ -124,7 +124,7 @@ fn enter() -> anyhow::Result<(cpu::PinGuard, Signals)> {
     lab::sweep_stale()?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     if cpus < 2 {
-        bail!("the forwarding benchmark needs 2 CPUs (router and hosts apart); this machine has {cpus}");
+        bail!("the forwarding and scale benchmarks need 2 CPUs (router and hosts apart); this machine has {cpus}");
     }
     // mgm and smcrouted are the router's control plane: they belong on its CPU, and there they
     // cannot take time from the generator and the receivers.
