@@ -12,6 +12,7 @@ mod profile;
 mod receive;
 mod router;
 mod scale;
+mod turns;
 
 pub use scale::scale;
 
@@ -31,6 +32,7 @@ use self::{
     generator::{udp_frame, Generator},
     receive::{rx_stats, tx_dropped, Receivers},
     router::{attached_xdp, Flow, Forwarder, Harness},
+    turns::Turns,
 };
 use crate::lab::{self, IgmpVersion, Lab, HOST_IF, SENDER_ADDR, UPSTREAM};
 
@@ -59,6 +61,8 @@ struct Plan {
     warmup: Duration,
     /// How long the router's path is fed directly after each rate run.
     path: Duration,
+    /// The 1-CPU path of all forwarders by turns, after each frame size's rate runs.
+    turns: Turns,
     /// `--profile`: where each run's perf data and report go.
     profile: Option<PathBuf>,
 }
@@ -72,6 +76,10 @@ impl Plan {
                 duration: Duration::from_millis(500),
                 warmup: Duration::from_millis(100),
                 path: Duration::from_millis(200),
+                turns: Turns {
+                    turns: 9,
+                    slice: Duration::from_millis(50),
+                },
                 profile: None,
             }
         } else {
@@ -81,6 +89,10 @@ impl Plan {
                 duration: Duration::from_secs(2),
                 warmup: Duration::from_millis(300),
                 path: Duration::from_millis(500),
+                turns: Turns {
+                    turns: 25,
+                    slice: Duration::from_millis(100),
+                },
                 profile: None,
             }
         }
@@ -268,11 +280,14 @@ impl<'a> Bench<'a> {
         })
     }
 
-    /// One run: start `fw` for `flow`, measure its rate and its path, stop.
+    /// One run: start `fw` for `flow`, measure its rate and its path with the receivers
+    /// apart, stop. (The 1-CPU path of every forwarder is measured by turns instead.)
     fn measure(&mut self, fw: Forwarder, flow: &Flow, size: usize) -> anyhow::Result<Value> {
         check_stop()?;
         let _running = self.harness.start(fw, flow, &[])?;
-        self.sample_with_path(fw, flow, size)
+        let mut run = self.sample(fw, flow, size)?;
+        self.add_path(&mut run, fw, flow, size, Receive::Apart)?;
+        Ok(run)
     }
 
     /// The running `fw`'s rate ([`Bench::sample`]) and then its path ([`Bench::path`]), with
@@ -284,13 +299,28 @@ impl<'a> Bench<'a> {
         size: usize,
     ) -> anyhow::Result<Value> {
         let mut run = self.sample(fw, flow, size)?;
-        let (ns, delivered) = self.path(fw, flow, size, Receive::Apart)?;
-        run["path_ns_per_packet"] = json!(ns);
-        run["path_copies_delivered"] = json!(delivered);
-        let (ns, delivered) = self.path(fw, flow, size, Receive::Local)?;
-        run["local_path_ns_per_packet"] = json!(ns);
-        run["local_path_copies_delivered"] = json!(delivered);
+        self.add_path(&mut run, fw, flow, size, Receive::Apart)?;
+        self.add_path(&mut run, fw, flow, size, Receive::Local)?;
         Ok(run)
+    }
+
+    /// [`Bench::path`] into `run`'s fields for `receive`.
+    fn add_path(
+        &mut self,
+        run: &mut Value,
+        fw: Forwarder,
+        flow: &Flow,
+        size: usize,
+        receive: Receive,
+    ) -> anyhow::Result<()> {
+        let (ns, delivered) = self.path(fw, flow, size, receive)?;
+        let prefix = match receive {
+            Receive::Apart => "",
+            Receive::Local => "local_",
+        };
+        run[format!("{prefix}path_ns_per_packet")] = json!(ns);
+        run[format!("{prefix}path_copies_delivered")] = json!(delivered);
+        Ok(())
     }
 
     /// The router's forwarding path alone: frames fed on the router's CPU into what runs on
@@ -432,11 +462,12 @@ pub fn forwarding(
         plan.profile = Some(crate::workspace_root().join("target/bench/profile"));
     }
     let bench = Bench::new(&lab, &tag, mgm, bench_object, &scratch.0, plan, RECEIVERS)?;
-    let runs = run_all(bench, &lab)?;
+    let (runs, by_turns) = run_all(bench, &lab)?;
     drop(lab);
     let summary = summarize(&runs);
     let ratios = ratios(&summary);
     print_table(&summary, &ratios);
+    print_turns(&by_turns);
     let png = crate::workspace_root().join("target/bench/forwarding.png");
     plot::plot(&summary, &png, FONT).context("cannot draw the plot")?;
     println!("wrote {}", png.display());
@@ -447,6 +478,7 @@ pub fn forwarding(
         "seconds_per_run": Plan::new(quick).duration.as_secs_f64(),
         "summary": summary,
         "ratios": ratios,
+        "by_turns": by_turns,
         "runs": runs,
         "plot": png.display().to_string(),
     }))
@@ -464,19 +496,20 @@ fn prepare_router(lab: &Lab) -> anyhow::Result<()> {
     lab.router.enable_gro(UPSTREAM)
 }
 
-fn run_all(mut bench: Bench<'_>, lab: &Lab) -> anyhow::Result<Vec<Value>> {
+/// Every rate run, then (per frame size) the by-turns measurement of each fan-out.
+fn run_all(mut bench: Bench<'_>, lab: &Lab) -> anyhow::Result<(Vec<Value>, Vec<Value>)> {
     let mac = sender_mac(lab)?;
-    let mut runs = Vec::new();
+    let (mut runs, mut by_turns) = (Vec::new(), Vec::new());
+    let flow = |fanout| Flow {
+        source: SENDER_ADDR,
+        group: GROUP,
+        fanout,
+    };
     for size in FRAME_SIZES {
         bench
             .generator
             .set_frame(udp_frame(mac, SENDER_ADDR, GROUP, size))?;
         for round in 0..bench.plan.rounds {
-            let flow = |fanout| Flow {
-                source: SENDER_ADDR,
-                group: GROUP,
-                fanout,
-            };
             println!("forwarding: {size}-byte frames, round {}", round + 1);
             runs.push(bench.measure(Forwarder::Drop, &flow(1), size)?);
             // Each round starts with another forwarder: what ran just before (ipmr's skbs, a
@@ -487,7 +520,7 @@ fn run_all(mut bench: Bench<'_>, lab: &Lab) -> anyhow::Result<Vec<Value>> {
                 for fw in order {
                     let r = bench.measure(fw, &flow(fanout), size)?;
                     println!(
-                        "  fan-out {fanout} {:<12} offered {:>6.3} Mpps, router took {:>6.3}, received {:>6.3} per receiver ({:>6.3} lost at receivers), router {:>4.0} ns/packet; path fed directly {:>5.0} ns/packet, {:>5.0} with the receivers on its CPU",
+                        "  fan-out {fanout} {:<12} offered {:>6.3} Mpps, router took {:>6.3}, received {:>6.3} per receiver ({:>6.3} lost at receivers), router {:>4.0} ns/packet; path fed directly {:>5.0} ns/packet",
                         fw.name(),
                         r["offered_pps"].as_f64().unwrap_or(0.0) / 1e6,
                         r["ingress_pps"].as_f64().unwrap_or(0.0) / 1e6,
@@ -495,14 +528,28 @@ fn run_all(mut bench: Bench<'_>, lab: &Lab) -> anyhow::Result<Vec<Value>> {
                         r["receiver_ring_drops_pps"].as_f64().unwrap_or(0.0) / 1e6,
                         r["router_ns_per_ingress_packet"].as_f64().unwrap_or(f64::NAN),
                         r["path_ns_per_packet"].as_f64().unwrap_or(f64::NAN),
-                        r["local_path_ns_per_packet"].as_f64().unwrap_or(f64::NAN),
                     );
                     runs.push(r);
                 }
             }
         }
+        for fanout in bench.plan.fanouts.clone() {
+            let plan = bench.plan.turns;
+            for t in turns::by_turns(&mut bench, &flow(fanout), size, plan)? {
+                let ns = |fw: Forwarder| t[format!("{}_ns_per_packet", fw.name())].as_f64();
+                println!(
+                    "  fan-out {fanout} by turns (1-CPU, ns/packet; receivers count in {}): mgm {:>5.0}, kernel {:>5.0}, raw_redirect {:>5.0}, raw_redirect_mac {:>5.0}",
+                    t["receivers_count_in"].as_str().unwrap_or("?"),
+                    ns(Forwarder::Mgm).unwrap_or(f64::NAN),
+                    ns(Forwarder::Kernel).unwrap_or(f64::NAN),
+                    ns(Forwarder::Raw).unwrap_or(f64::NAN),
+                    ns(Forwarder::RawMac).unwrap_or(f64::NAN),
+                );
+                by_turns.push(t);
+            }
+        }
     }
-    Ok(runs)
+    Ok((runs, by_turns))
 }
 
 /// The sender's MAC, the source of every generated frame.
@@ -516,7 +563,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Fields of a run whose medians the summary keeps.
-const METRICS: [&str; 12] = [
+const METRICS: [&str; 10] = [
     "offered_pps",
     "ingress_pps",
     "received_pps",
@@ -527,8 +574,6 @@ const METRICS: [&str; 12] = [
     "router_ns_per_ingress_packet",
     "path_ns_per_packet",
     "path_copies_delivered",
-    "local_path_ns_per_packet",
-    "local_path_copies_delivered",
 ];
 
 /// Medians per (frame size, fan-out, forwarder).
@@ -582,7 +627,6 @@ fn ratios(summary: &[Value]) -> Vec<Value> {
         let rate = |fw| get(fw, "per_receiver_pps");
         let ns = |fw| get(fw, "router_ns_per_ingress_packet");
         let path = |fw| get(fw, "path_ns_per_packet");
-        let local = |fw| get(fw, "local_path_ns_per_packet");
         out.push(json!({
             "frame_bytes": size,
             "fanout": fanout,
@@ -595,10 +639,6 @@ fn ratios(summary: &[Value]) -> Vec<Value> {
             "mgm_vs_raw_redirect_path_capacity": path(Forwarder::Raw) / path(Forwarder::Mgm),
             "mgm_vs_raw_redirect_mac_rate": rate(Forwarder::Mgm) / rate(Forwarder::RawMac),
             "mgm_vs_raw_redirect_mac_path_capacity": path(Forwarder::RawMac) / path(Forwarder::Mgm),
-            "mgm_vs_kernel_local_path_capacity": local(Forwarder::Kernel) / local(Forwarder::Mgm),
-            "mgm_vs_raw_redirect_local_path_capacity": local(Forwarder::Raw) / local(Forwarder::Mgm),
-            "mgm_vs_raw_redirect_mac_local_path_capacity":
-                local(Forwarder::RawMac) / local(Forwarder::Mgm),
         }));
     }
     out
@@ -610,10 +650,10 @@ fn print_table(summary: &[Value], ratios: &[Value]) {
         "\nforwarding rate (medians; Mpps; rtr = the router's ingress NAPI thread on CPU {ROUTER_CPU}: \
          its share of the CPU and its run time per ingress packet; path = the router's path fed \
          directly on CPU {ROUTER_CPU}, ns per ingress packet and the share of copies received, with \
-         the receivers on CPU {HOST_CPU} and, 1-CPU, on CPU {ROUTER_CPU}):"
+         the receivers on CPU {HOST_CPU}):"
     );
     println!(
-        "  {:>5} {:>6} {:<13} {:>8} {:>8} {:>10} {:>10} {:>8} {:>10} {:>9} {:>6} {:>9} {:>6}",
+        "  {:>5} {:>6} {:<13} {:>8} {:>8} {:>10} {:>10} {:>8} {:>10} {:>9} {:>6}",
         "bytes",
         "fanout",
         "forwarder",
@@ -625,12 +665,10 @@ fn print_table(summary: &[Value], ratios: &[Value]) {
         "rtr ns/pkt",
         "path ns",
         "rx'd",
-        "1-CPU ns",
-        "rx'd"
     );
     for s in summary {
         println!(
-            "  {:>5} {:>6} {:<13} {:>8.3} {:>8.3} {:>10.3} {:>10.3} {:>7.0}% {:>10.0} {:>9.0} {:>5.0}% {:>9.0} {:>5.0}%",
+            "  {:>5} {:>6} {:<13} {:>8.3} {:>8.3} {:>10.3} {:>10.3} {:>7.0}% {:>10.0} {:>9.0} {:>5.0}%",
             s["frame_bytes"],
             s["fanout"],
             s["forwarder"].as_str().unwrap_or("?"),
@@ -642,17 +680,14 @@ fn print_table(summary: &[Value], ratios: &[Value]) {
             f(s, "router_ns_per_ingress_packet"),
             f(s, "path_ns_per_packet"),
             f(s, "path_copies_delivered") * 100.0,
-            f(s, "local_path_ns_per_packet"),
-            f(s, "local_path_copies_delivered") * 100.0,
         );
     }
     println!(
         "\nmgm against the baselines (rate = received per receiver; ns = router CPU per ingress \
-         packet; cap = capacity, 1 / path ns, what one router CPU forwards; 1cap = the same \
-         with the receivers on the router's CPU):"
+         packet; cap = capacity, 1 / path ns, what one router CPU forwards):"
     );
     println!(
-        "  {:>5} {:>6} {:>9} {:>9} {:>9} {:>9} {:>14} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "  {:>5} {:>6} {:>9} {:>9} {:>9} {:>9} {:>14} {:>10} {:>10} {:>10}",
         "bytes",
         "fanout",
         "× kernel",
@@ -663,13 +698,10 @@ fn print_table(summary: &[Value], ratios: &[Value]) {
         "cap×kern",
         "cap×raw",
         "cap×r+mac",
-        "1cap×kern",
-        "1cap×raw",
-        "1cap×r+mac"
     );
     for r in ratios {
         println!(
-            "  {:>5} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>14.2} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>10.2}",
+            "  {:>5} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>14.2} {:>10.2} {:>10.2} {:>10.2}",
             r["frame_bytes"],
             r["fanout"],
             f(r, "mgm_vs_kernel_rate"),
@@ -680,9 +712,61 @@ fn print_table(summary: &[Value], ratios: &[Value]) {
             f(r, "mgm_vs_kernel_path_capacity"),
             f(r, "mgm_vs_raw_redirect_path_capacity"),
             f(r, "mgm_vs_raw_redirect_mac_path_capacity"),
-            f(r, "mgm_vs_kernel_local_path_capacity"),
-            f(r, "mgm_vs_raw_redirect_local_path_capacity"),
-            f(r, "mgm_vs_raw_redirect_mac_local_path_capacity"),
+        );
+    }
+}
+
+/// The by-turns table: each forwarder's median time, and mgm's capacity against each
+/// baseline as the median of the turns' ratios, with the quartiles.
+fn print_turns(by_turns: &[Value]) {
+    let Some(first) = by_turns.first() else {
+        return;
+    };
+    println!(
+        "\nrouter path fed by turns, receivers on the router's CPU counting in XDP or at TC \
+         ingress ({} turns of {:.2} s per forwarder; ns per ingress packet, medians; ratios: \
+         median over turns of the turn's capacity ratio [quartiles]):",
+        first["turns"],
+        first["slice_seconds"].as_f64().unwrap_or(f64::NAN),
+    );
+    println!(
+        "  {:>5} {:>6} {:>4} {:>8} {:>8} {:>8} {:>8} {:>18} {:>18} {:>18} {:>18}",
+        "bytes",
+        "fanout",
+        "rx",
+        "kernel",
+        "mgm",
+        "raw",
+        "raw+mac",
+        "mgm × kernel",
+        "mgm × raw",
+        "mgm × raw+mac",
+        "raw+mac × raw",
+    );
+    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    let ratio = |v: &Value, k: &str| {
+        let q = &v[format!("{k}_quartiles")];
+        format!(
+            "{:.2} [{:.2}–{:.2}]",
+            f(v, k),
+            q[0].as_f64().unwrap_or(f64::NAN),
+            q[1].as_f64().unwrap_or(f64::NAN)
+        )
+    };
+    for t in by_turns {
+        println!(
+            "  {:>5} {:>6} {:>4} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>18} {:>18} {:>18} {:>18}",
+            t["frame_bytes"],
+            t["fanout"],
+            t["receivers_count_in"].as_str().unwrap_or("?"),
+            f(t, "kernel_ns_per_packet"),
+            f(t, "mgm_ns_per_packet"),
+            f(t, "raw_redirect_ns_per_packet"),
+            f(t, "raw_redirect_mac_ns_per_packet"),
+            ratio(t, "mgm_vs_kernel_capacity"),
+            ratio(t, "mgm_vs_raw_redirect_capacity"),
+            ratio(t, "mgm_vs_raw_redirect_mac_capacity"),
+            ratio(t, "raw_redirect_mac_vs_raw_redirect_capacity"),
         );
     }
 }

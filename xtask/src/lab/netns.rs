@@ -13,6 +13,9 @@ use anyhow::{bail, Context};
 
 use crate::{output, run};
 
+/// `SIOCETHTOOL` command that sets GRO on or off.
+const ETHTOOL_SGRO: u32 = 0x2c;
+
 /// A named namespace under /run/netns.
 #[derive(Debug)]
 pub struct Netns {
@@ -98,9 +101,14 @@ impl Netns {
     /// Turns GRO on for `ifname`. A veth drops frames redirected into it by native XDP unless
     /// its peer has GRO on or an XDP program of its own.
     pub fn enable_gro(&self, ifname: &str) -> anyhow::Result<()> {
-        const ETHTOOL_SGRO: u32 = 0x2c;
         self.ethtool_set(ifname, ETHTOOL_SGRO, 1)
             .with_context(|| format!("cannot enable GRO on {ifname} in {}", self.name))
+    }
+
+    /// Turns GRO off for `ifname`.
+    pub fn disable_gro(&self, ifname: &str) -> anyhow::Result<()> {
+        self.ethtool_set(ifname, ETHTOOL_SGRO, 0)
+            .with_context(|| format!("cannot disable GRO on {ifname} in {}", self.name))
     }
 
     /// Turns transmit checksum offload off for `ifname`. A veth otherwise hands its peer UDP

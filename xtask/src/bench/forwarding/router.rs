@@ -117,13 +117,34 @@ impl Harness<'_> {
                 self.scratch,
                 flow,
             )?)),
-            Forwarder::Raw | Forwarder::RawMac | Forwarder::Drop => {
-                self.start_xdp(fw, flow).map(Running::Xdp)
-            }
+            Forwarder::Raw | Forwarder::RawMac | Forwarder::Drop => self
+                .load_xdp(fw, flow, true)
+                .map(|(ebpf, _)| Running::Xdp(ebpf)),
         }
     }
 
-    fn start_xdp(&self, fw: Forwarder, flow: &Flow) -> anyhow::Result<Ebpf> {
+    /// Loads the XDP forwarder `fw` for `flow` ready to run but attached nowhere, for a
+    /// feeder to hand frames to: the object (which holds its maps) and the program.
+    ///
+    /// # Errors
+    /// `fw` is not one of the bench object's forwarders, or it did not load.
+    pub fn load_unattached(&self, fw: Forwarder, flow: &Flow) -> anyhow::Result<(Ebpf, ProgramFd)> {
+        anyhow::ensure!(
+            matches!(fw, Forwarder::Raw | Forwarder::RawMac),
+            "{} is not an XDP program of the bench object",
+            fw.name()
+        );
+        self.load_xdp(fw, flow, false)
+    }
+
+    /// Loads `fw` with its devmap filled and, if `attach`, attaches it to the router's
+    /// upstream interface.
+    fn load_xdp(
+        &self,
+        fw: Forwarder,
+        flow: &Flow,
+        attach: bool,
+    ) -> anyhow::Result<(Ebpf, ProgramFd)> {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(b::OIFS, flow.fanout as u32)
             .load_file(self.bench_object)
@@ -142,7 +163,7 @@ impl Harness<'_> {
             _ => Vec::new(),
         };
         // Devmap entries and the attach resolve ifindexes in the calling thread's namespace.
-        self.lab.router.run(|| -> anyhow::Result<()> {
+        let fd = self.lab.router.run(|| -> anyhow::Result<ProgramFd> {
             let egress = match fw {
                 Forwarder::RawMac => Some(set_mac_program(&mut ebpf, &oifs, &macs)?),
                 _ => None,
@@ -162,11 +183,13 @@ impl Harness<'_> {
                 .try_into()?;
             prog.load()
                 .with_context(|| format!("the verifier rejected {name}"))?;
-            prog.attach(UPSTREAM, XdpMode::Driver)
-                .with_context(|| format!("cannot attach {name} to {UPSTREAM}"))?;
-            Ok(())
+            if attach {
+                prog.attach(UPSTREAM, XdpMode::Driver)
+                    .with_context(|| format!("cannot attach {name} to {UPSTREAM}"))?;
+            }
+            Ok(prog.fd()?.try_clone()?)
         })??;
-        Ok(ebpf)
+        Ok((ebpf, fd))
     }
 }
 

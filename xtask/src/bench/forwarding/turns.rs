@@ -1,0 +1,192 @@
+//! The router's path with every forwarder ready at once, fed by turns ("1-CPU, by turns").
+//!
+//! The 1-CPU path (receivers on the router's CPU, no wake-ups between CPUs) compares XDP
+//! forwarders on equal terms, but one forwarder's time moves by about ±15 % between runs
+//! minutes apart (the page allocator's state, the host under the VM): as much as the
+//! differences being measured. Here mgm, the kernel's ipmr and both raw redirects are all in
+//! place on the router together. They do not disturb each other: mgm's program sits on the
+//! interfaces, ipmr in the stack, and the raw redirects are only loaded. The feeder hands
+//! frames to each in turn for a short slice, turn after turn, so every turn compares the
+//! forwarders within a second, and each ratio is the median over turns of that turn's ratio.
+//!
+//! The receivers' work is in these times, and it depends on how the copies arrive
+//! ([`Counter`]): with the receivers counting in XDP, ipmr's copies cost them a copy each;
+//! at TC ingress, XDP forwarders' copies cost them an skb each. Every case is measured with
+//! both, so the comparison with ipmr comes as a range with each side's bias.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use aya::programs::ProgramFd;
+use serde_json::{json, Value};
+
+use super::{
+    check_stop, cpu, median,
+    receive::Counter,
+    router::{attached_xdp, Flow, Forwarder},
+    Bench, FORWARDERS, HOST_CPU, ROUTER_CPU,
+};
+use crate::lab::{HOST_IF, UPSTREAM};
+
+/// How many turns, and each forwarder's slice of a turn.
+#[derive(Clone, Copy)]
+pub struct Turns {
+    pub turns: usize,
+    pub slice: Duration,
+}
+
+/// One forwarder's times over the turns.
+struct Times {
+    fw: Forwarder,
+    ns: Vec<f64>,
+    /// The smallest share of the copies the receivers counted in one slice.
+    delivered: f64,
+}
+
+/// Feeds `flow`'s frames (the generator's current frame) to every forwarder by turns, with
+/// the flow's receivers on the router's CPU, counting in XDP and then at TC ingress: one
+/// result for each.
+///
+/// # Errors
+/// A forwarder did not start, a feed failed, or a forwarder's receivers missed copies.
+pub(super) fn by_turns(
+    bench: &mut Bench<'_>,
+    flow: &Flow,
+    size: usize,
+    plan: Turns,
+) -> anyhow::Result<Vec<Value>> {
+    check_stop()?;
+    let harness = &bench.harness;
+    let _mgm = harness.start(Forwarder::Mgm, flow, &[])?;
+    let _kernel = harness.start(Forwarder::Kernel, flow, &[])?;
+    let raw = harness.load_unattached(Forwarder::Raw, flow)?;
+    let raw_mac = harness.load_unattached(Forwarder::RawMac, flow)?;
+    let mgm = attached_xdp(&bench.lab.router, UPSTREAM)?.context("mgm attached no program")?;
+    let program = |fw| -> Option<&ProgramFd> {
+        match fw {
+            Forwarder::Mgm => Some(&mgm),
+            Forwarder::Raw => Some(&raw.1),
+            Forwarder::RawMac => Some(&raw_mac.1),
+            // With no program in the feeder's slot, the frame goes to the stack: ipmr.
+            _ => None,
+        }
+    };
+    let lab = bench.lab;
+    let receivers = &lab.receivers[..flow.fanout];
+    for host in receivers {
+        cpu::softirq_napi(host, HOST_IF)?;
+    }
+    let fed = [Counter::Xdp, Counter::Tc].map(|counter| {
+        bench.receivers.count_with(lab, flow.fanout, counter)?;
+        let times = feed_by_turns(bench, flow, plan, &program)?;
+        Ok(summarize(size, flow.fanout, plan, counter, &times))
+    });
+    // Back as the rate runs need them, also when feeding failed.
+    bench.receivers.count_with(lab, flow.fanout, Counter::Xdp)?;
+    for host in receivers {
+        cpu::threaded_napi(host, HOST_IF, HOST_CPU)?;
+    }
+    fed.into_iter().collect()
+}
+
+/// The turns themselves. mgm installs its entry on the first packet, so one unmeasured turn
+/// comes first.
+fn feed_by_turns<'p>(
+    bench: &mut Bench<'_>,
+    flow: &Flow,
+    plan: Turns,
+    program: &impl Fn(Forwarder) -> Option<&'p ProgramFd>,
+) -> anyhow::Result<Vec<Times>> {
+    let mut times: Vec<Times> = FORWARDERS
+        .iter()
+        .map(|&fw| Times {
+            fw,
+            ns: Vec::new(),
+            delivered: 1.0,
+        })
+        .collect();
+    for turn in 0..=plan.turns {
+        check_stop()?;
+        // What ran just before shows in a forwarder's time: each turn starts with another.
+        let n = times.len();
+        for i in 0..n {
+            let t = &mut times[(i + turn) % n];
+            let before = bench.receivers.counts()?;
+            let fed = bench.generator.feed(
+                &bench.lab.router,
+                UPSTREAM,
+                program(t.fw),
+                ROUTER_CPU,
+                plan.slice,
+            )?;
+            if turn == 0 {
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
+            let after = bench.receivers.counts()?;
+            let got: u64 = (0..flow.fanout).map(|r| after[r] - before[r]).sum();
+            let share = got as f64 / (fed.frames as f64 * flow.fanout as f64);
+            t.delivered = t.delivered.min(share);
+            t.ns.push(fed.ns_per_frame);
+        }
+    }
+    // The receivers take their copies in during the feed; a forwarder whose copies did not
+    // all arrive was not doing the work being timed.
+    for t in &times {
+        anyhow::ensure!(
+            t.delivered > 0.99,
+            "{} delivered only {:.0} % of its copies while fed by turns",
+            t.fw.name(),
+            t.delivered * 100.0
+        );
+    }
+    Ok(times)
+}
+
+/// Medians of each forwarder's times, and mgm's capacity against each other forwarder as the
+/// median over turns of that turn's ratio, with its quartiles.
+fn summarize(size: usize, fanout: usize, plan: Turns, counter: Counter, times: &[Times]) -> Value {
+    let of = |fw| {
+        &times
+            .iter()
+            .find(|t| t.fw == fw)
+            .expect("every forwarder")
+            .ns
+    };
+    let mut out = json!({
+        "frame_bytes": size,
+        "fanout": fanout,
+        "receivers_count_in": counter.name(),
+        "turns": plan.turns,
+        "slice_seconds": plan.slice.as_secs_f64(),
+    });
+    for t in times {
+        out[format!("{}_ns_per_packet", t.fw.name())] = json!(median(t.ns.clone()));
+        out[format!("{}_copies_delivered", t.fw.name())] = json!(t.delivered);
+    }
+    let pairs = [
+        (Forwarder::Mgm, Forwarder::Kernel),
+        (Forwarder::Mgm, Forwarder::Raw),
+        (Forwarder::Mgm, Forwarder::RawMac),
+        (Forwarder::RawMac, Forwarder::Raw),
+    ];
+    for (a, b) in pairs {
+        // Capacity is 1 / ns: a's capacity over b's is b's time over a's.
+        let ratios: Vec<f64> = of(a).iter().zip(of(b)).map(|(a, b)| b / a).collect();
+        let key = format!("{}_vs_{}_capacity", a.name(), b.name());
+        out[format!("{key}_quartiles")] = json!(quartiles(&ratios));
+        out[key] = json!(median(ratios));
+    }
+    out
+}
+
+/// First and third quartile (nearest rank).
+fn quartiles(v: &[f64]) -> [f64; 2] {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| {
+        v.get(((v.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+    };
+    [at(0.25).unwrap_or(f64::NAN), at(0.75).unwrap_or(f64::NAN)]
+}
