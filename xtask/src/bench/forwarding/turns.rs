@@ -12,7 +12,8 @@
 //! The receivers' work is in these times, and it depends on how the copies arrive
 //! ([`Counter`]): with the receivers counting in XDP, ipmr's copies cost them a copy each;
 //! at TC ingress, XDP forwarders' copies cost them an skb each. Every case is measured with
-//! both, so the comparison with ipmr comes as a range with each side's bias.
+//! both; between XDP forwarders either is a fair comparison, against ipmr the two differ
+//! (BENCHMARKS.md argues which is nearer the router's own work).
 
 use std::time::Duration;
 
