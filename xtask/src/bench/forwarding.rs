@@ -77,7 +77,7 @@ impl Plan {
                 warmup: Duration::from_millis(100),
                 path: Duration::from_millis(200),
                 turns: Turns {
-                    turns: 9,
+                    count: 9,
                     slice: Duration::from_millis(50),
                 },
                 profile: None,
@@ -90,7 +90,7 @@ impl Plan {
                 warmup: Duration::from_millis(300),
                 path: Duration::from_millis(500),
                 turns: Turns {
-                    turns: 25,
+                    count: 25,
                     slice: Duration::from_millis(100),
                 },
                 profile: None,
@@ -291,7 +291,8 @@ impl<'a> Bench<'a> {
     }
 
     /// The running `fw`'s rate ([`Bench::sample`]) and then its path ([`Bench::path`]), with
-    /// the receivers apart and on the router's CPU.
+    /// the receivers apart and on the router's CPU: the scale part's runs, which measure one
+    /// forwarder with and without its table rather than forwarders against each other.
     fn sample_with_path(
         &mut self,
         fw: Forwarder,

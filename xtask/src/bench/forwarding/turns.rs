@@ -32,7 +32,7 @@ use crate::lab::{HOST_IF, UPSTREAM};
 /// How many turns, and each forwarder's slice of a turn.
 #[derive(Clone, Copy)]
 pub struct Turns {
-    pub turns: usize,
+    pub count: usize,
     pub slice: Duration,
 }
 
@@ -106,7 +106,7 @@ fn feed_by_turns<'p>(
             delivered: 1.0,
         })
         .collect();
-    for turn in 0..=plan.turns {
+    for turn in 0..=plan.count {
         check_stop()?;
         // What ran just before shows in a forwarder's time: each turn starts with another.
         let n = times.len();
@@ -158,7 +158,7 @@ fn summarize(size: usize, fanout: usize, plan: Turns, counter: Counter, times: &
         "frame_bytes": size,
         "fanout": fanout,
         "receivers_count_in": counter.name(),
-        "turns": plan.turns,
+        "turns": plan.count,
         "slice_seconds": plan.slice.as_secs_f64(),
     });
     for t in times {
