@@ -348,27 +348,23 @@ impl<'a> Bench<'a> {
             }
             None => None,
         };
-        let receivers = &self.lab.receivers[..flow.fanout];
-        if receive == Receive::Local {
-            for host in receivers {
-                cpu::softirq_napi(host, HOST_IF)?;
-            }
-        }
+        let lab = self.lab;
         let before = self.receivers.counts()?;
-        let fed = self.generator.feed(
-            &self.lab.router,
-            UPSTREAM,
-            next.as_ref(),
-            ROUTER_CPU,
-            self.plan.path,
-        );
-        if receive == Receive::Local {
-            // Back as the rate runs need them, also when the feed failed.
-            for host in receivers {
-                cpu::threaded_napi(host, HOST_IF, HOST_CPU)?;
+        let mut feed = || {
+            self.generator.feed(
+                &lab.router,
+                UPSTREAM,
+                next.as_ref(),
+                ROUTER_CPU,
+                self.plan.path,
+            )
+        };
+        let fed = match receive {
+            Receive::Apart => feed(),
+            Receive::Local => {
+                cpu::with_softirq_napi(&lab.receivers[..flow.fanout], HOST_IF, HOST_CPU, feed)
             }
-        }
-        let fed = fed?;
+        }?;
         if let Some(r) = recording {
             println!("  profile: {}", r.finish()?.display());
         }

@@ -120,8 +120,29 @@ pub fn threaded_napi(ns: &Netns, ifname: &str, cpu: usize) -> anyhow::Result<Vec
 ///
 /// # Errors
 /// sysfs refused the write.
-pub fn softirq_napi(ns: &Netns, ifname: &str) -> anyhow::Result<()> {
+fn softirq_napi(ns: &Netns, ifname: &str) -> anyhow::Result<()> {
     set_threaded(ns, ifname, false)
+}
+
+/// Runs `f` with `ifname` of every one of `hosts` switched to NAPI in softirq
+/// ([`softirq_napi`]), then back to threaded NAPI pinned to `cpu`, also when `f` failed.
+///
+/// # Errors
+/// `f` failed, or sysfs refused a switch.
+pub fn with_softirq_napi<T>(
+    hosts: &[Netns],
+    ifname: &str,
+    cpu: usize,
+    f: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    for host in hosts {
+        softirq_napi(host, ifname)?;
+    }
+    let out = f();
+    for host in hosts {
+        threaded_napi(host, ifname, cpu)?;
+    }
+    out
 }
 
 fn set_threaded(ns: &Netns, ifname: &str, on: bool) -> anyhow::Result<()> {

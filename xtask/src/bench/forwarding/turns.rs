@@ -73,21 +73,16 @@ pub(super) fn by_turns(
         }
     };
     let lab = bench.lab;
-    let receivers = &lab.receivers[..flow.fanout];
-    for host in receivers {
-        cpu::softirq_napi(host, HOST_IF)?;
-    }
-    let fed = [Counter::Xdp, Counter::Tc].map(|counter| {
-        bench.receivers.count_with(lab, flow.fanout, counter)?;
-        let times = feed_by_turns(bench, flow, plan, &program)?;
-        Ok(summarize(size, flow.fanout, plan, counter, &times))
-    });
-    // Back as the rate runs need them, also when feeding failed.
-    bench.receivers.count_with(lab, flow.fanout, Counter::Xdp)?;
-    for host in receivers {
-        cpu::threaded_napi(host, HOST_IF, HOST_CPU)?;
-    }
-    fed.into_iter().collect()
+    cpu::with_softirq_napi(&lab.receivers[..flow.fanout], HOST_IF, HOST_CPU, || {
+        let fed = [Counter::Xdp, Counter::Tc].map(|counter| {
+            bench.receivers.count_with(lab, flow.fanout, counter)?;
+            let times = feed_by_turns(bench, flow, plan, &program)?;
+            Ok(summarize(size, flow.fanout, plan, counter, &times))
+        });
+        // Back as the rate runs need them, also when feeding failed.
+        bench.receivers.count_with(lab, flow.fanout, Counter::Xdp)?;
+        fed.into_iter().collect()
+    })
 }
 
 /// The turns themselves. mgm installs its entry on the first packet, so one unmeasured turn
