@@ -61,7 +61,8 @@ struct Plan {
     warmup: Duration,
     /// How long the router's path is fed directly after each rate run.
     path: Duration,
-    /// The 1-CPU path of all forwarders by turns, after each frame size's rate runs.
+    /// The path of all forwarders by turns, receivers on the router's CPU, after each frame
+    /// size's rate runs.
     turns: Turns,
     /// `--profile`: where each run's perf data and report go.
     profile: Option<PathBuf>,
@@ -281,7 +282,8 @@ impl<'a> Bench<'a> {
     }
 
     /// One run: start `fw` for `flow`, measure its rate and its path with the receivers
-    /// apart, stop. (The 1-CPU path of every forwarder is measured by turns instead.)
+    /// apart, stop. (With the receivers on the router's CPU, every forwarder is measured by
+    /// turns instead.)
     fn measure(&mut self, fw: Forwarder, flow: &Flow, size: usize) -> anyhow::Result<Value> {
         check_stop()?;
         let _running = self.harness.start(fw, flow, &[])?;
@@ -535,7 +537,7 @@ fn run_all(mut bench: Bench<'_>, lab: &Lab) -> anyhow::Result<(Vec<Value>, Vec<V
             for t in turns::by_turns(&mut bench, &flow(fanout), size, plan)? {
                 let ns = |fw: Forwarder| t[format!("{}_ns_per_packet", fw.name())].as_f64();
                 println!(
-                    "  fan-out {fanout} by turns (1-CPU, ns/packet; receivers count in {}): mgm {:>5.0}, kernel {:>5.0}, raw_redirect {:>5.0}, raw_redirect_mac {:>5.0}",
+                    "  fan-out {fanout} by turns (ns/packet, receivers on the router's CPU counting in {}): mgm {:>5.0}, kernel {:>5.0}, raw_redirect {:>5.0}, raw_redirect_mac {:>5.0}",
                     t["receivers_count_in"].as_str().unwrap_or("?"),
                     ns(Forwarder::Mgm).unwrap_or(f64::NAN),
                     ns(Forwarder::Kernel).unwrap_or(f64::NAN),

@@ -1,9 +1,10 @@
-//! The router's path with every forwarder ready at once, fed by turns ("1-CPU, by turns").
+//! The router's path with every forwarder ready at once, fed by turns, with the flow's
+//! receivers on the router's CPU.
 //!
-//! The 1-CPU path (receivers on the router's CPU, no wake-ups between CPUs) compares XDP
-//! forwarders on equal terms, but one forwarder's time moves by about ±15 % between runs
-//! minutes apart (the page allocator's state, the host under the VM): as much as the
-//! differences being measured. Here mgm, the kernel's ipmr and both raw redirects are all in
+//! Receivers on the router's CPU take no wake-ups between CPUs, so XDP forwarders compare on
+//! equal terms; but measured one forwarder at a time, a forwarder's time moved by about ±15 %
+//! between runs minutes apart (the page allocator's state, the host under the VM): as much as
+//! the differences being measured. Here mgm, the kernel's ipmr and both raw redirects are all in
 //! place on the router together. They do not disturb each other: mgm's program sits on the
 //! interfaces, ipmr in the stack, and the raw redirects are only loaded. The feeder hands
 //! frames to each in turn for a short slice, turn after turn, so every turn compares the
