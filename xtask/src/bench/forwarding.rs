@@ -12,6 +12,7 @@ mod profile;
 mod receive;
 mod router;
 mod scale;
+mod split;
 mod turns;
 
 pub use scale::scale;
@@ -153,17 +154,17 @@ fn check_stop() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Programs the benchmark runs against: smcroute, a font for the plot, and perf when
-/// profiling. Idempotent.
-fn tools(profile: bool) -> anyhow::Result<()> {
+/// Programs the benchmark runs against: smcroute, a font for the plot, and perf (the
+/// receivers' share by turns, and `--profile`). Idempotent.
+fn tools() -> anyhow::Result<()> {
     crate::setup::ensure_packages(
-        &[(router::SMCROUTED, "smcroute"), (FONT, "fonts-dejavu-core")],
-        "the kernel baseline, the plot's font",
-    )?;
-    if profile {
-        crate::setup::ensure_packages(&[(profile::PERF, "linux-perf")], "--profile")?;
-    }
-    Ok(())
+        &[
+            (router::SMCROUTED, "smcroute"),
+            (FONT, "fonts-dejavu-core"),
+            (profile::PERF, "linux-perf"),
+        ],
+        "the kernel baseline, the plot's font, the receivers' share by turns",
+    )
 }
 
 /// Where the flow's receivers take in their copies while the router's path is fed.
@@ -451,7 +452,7 @@ pub fn forwarding(
     quick: bool,
     profile: bool,
 ) -> anyhow::Result<Value> {
-    tools(profile)?;
+    tools()?;
     let _guards = enter()?;
     let tag = lab::unique_tag("t");
     let scratch = Scratch::new(&tag)?;
@@ -728,11 +729,42 @@ fn print_turns(by_turns: &[Value]) {
         first["turns"],
         first["slice_seconds"].as_f64().unwrap_or(f64::NAN),
     );
+    print_turns_table(by_turns, "", "capacity");
     println!(
-        "  {:>5} {:>6} {:>4} {:>8} {:>8} {:>8} {:>8} {:>18} {:>18} {:>18} {:>18}",
+        "\nthe same without the receivers: perf's share of each forwarder's time in the receive \
+         softirq (rx % kernel/mgm/raw/raw+mac) taken out of its time and ratios:"
+    );
+    print_turns_table(by_turns, "router_", "router_capacity");
+}
+
+/// One table of the by-turns results: times `<fw>_<ns>ns_per_packet` and ratios
+/// `<a>_vs_<b>_<ratio>`; the receivers' shares with the router-only times.
+fn print_turns_table(by_turns: &[Value], ns: &str, ratio: &str) {
+    const FWS: [&str; 4] = ["kernel", "mgm", "raw_redirect", "raw_redirect_mac"];
+    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    let with_quartiles = |v: &Value, k: &str| {
+        let q = &v[format!("{k}_quartiles")];
+        format!(
+            "{:.2} [{:.2}–{:.2}]",
+            f(v, k),
+            q[0].as_f64().unwrap_or(f64::NAN),
+            q[1].as_f64().unwrap_or(f64::NAN)
+        )
+    };
+    // The shares go with the router-only times.
+    let shares_column = |s: String| {
+        if ns.is_empty() {
+            String::new()
+        } else {
+            format!(" {s:>15}")
+        }
+    };
+    println!(
+        "  {:>5} {:>6} {:>4}{} {:>8} {:>8} {:>8} {:>8} {:>18} {:>18} {:>18} {:>18}",
         "bytes",
         "fanout",
         "rx",
+        shares_column("rx %".into()),
         "kernel",
         "mgm",
         "raw",
@@ -742,30 +774,26 @@ fn print_turns(by_turns: &[Value]) {
         "mgm × raw+mac",
         "raw+mac × raw",
     );
-    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
-    let ratio = |v: &Value, k: &str| {
-        let q = &v[format!("{k}_quartiles")];
-        format!(
-            "{:.2} [{:.2}–{:.2}]",
-            f(v, k),
-            q[0].as_f64().unwrap_or(f64::NAN),
-            q[1].as_f64().unwrap_or(f64::NAN)
-        )
-    };
     for t in by_turns {
+        let shares = FWS
+            .map(|fw| format!("{:.0}", 100.0 * f(t, &format!("{fw}_receivers_share"))))
+            .join("/");
+        let time = |fw: &str| f(t, &format!("{fw}_{ns}ns_per_packet"));
+        let pair = |a: &str, b: &str| with_quartiles(t, &format!("{a}_vs_{b}_{ratio}"));
         println!(
-            "  {:>5} {:>6} {:>4} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>18} {:>18} {:>18} {:>18}",
+            "  {:>5} {:>6} {:>4}{} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>18} {:>18} {:>18} {:>18}",
             t["frame_bytes"],
             t["fanout"],
             t["receivers_count_in"].as_str().unwrap_or("?"),
-            f(t, "kernel_ns_per_packet"),
-            f(t, "mgm_ns_per_packet"),
-            f(t, "raw_redirect_ns_per_packet"),
-            f(t, "raw_redirect_mac_ns_per_packet"),
-            ratio(t, "mgm_vs_kernel_capacity"),
-            ratio(t, "mgm_vs_raw_redirect_capacity"),
-            ratio(t, "mgm_vs_raw_redirect_mac_capacity"),
-            ratio(t, "raw_redirect_mac_vs_raw_redirect_capacity"),
+            shares_column(shares),
+            time(FWS[0]),
+            time(FWS[1]),
+            time(FWS[2]),
+            time(FWS[3]),
+            pair("mgm", "kernel"),
+            pair("mgm", "raw_redirect"),
+            pair("mgm", "raw_redirect_mac"),
+            pair("raw_redirect_mac", "raw_redirect"),
         );
     }
 }

@@ -75,6 +75,8 @@ pub struct Fed {
     /// The kernel's time for the forwarding path, per frame: the program run, the redirect or
     /// the stack, and every copy's transmit, on the calling CPU.
     pub ns_per_frame: f64,
+    /// The thread that fed, to find its samples in a perf recording.
+    pub tid: libc::pid_t,
 }
 
 /// A UDP frame of `len` bytes (Ethernet header included, no FCS) from `source`/`src_mac` to
@@ -258,6 +260,8 @@ impl Generator {
             Ok(Fed {
                 frames,
                 ns_per_frame: ns / frames as f64,
+                // SAFETY: no preconditions.
+                tid: unsafe { libc::gettid() },
             })
         });
         // The slot holds a reference to the forwarder's program: let it go with its forwarder.

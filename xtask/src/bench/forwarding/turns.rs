@@ -13,8 +13,10 @@
 //! The receivers' work is in these times, and it depends on how the copies arrive
 //! ([`Counter`]): with the receivers counting in XDP, ipmr's copies cost them a copy each;
 //! at TC ingress, XDP forwarders' copies cost them an skb each. Every case is measured with
-//! both; between XDP forwarders either is a fair comparison, against ipmr the two differ
-//! (BENCHMARKS.md argues which is nearer the router's own work).
+//! both; between XDP forwarders either is a fair comparison, against ipmr the two differ.
+//! perf samples the router's CPU meanwhile, so each forwarder's time is also given without the
+//! receivers' share ([`split`]): the router's own work, which should come out the same
+//! whichever way the receivers count.
 
 use std::time::Duration;
 
@@ -26,6 +28,7 @@ use super::{
     check_stop, cpu, median,
     receive::Counter,
     router::{attached_xdp, Flow, Forwarder},
+    split::{self, Split},
     Bench, FORWARDERS, HOST_CPU, ROUTER_CPU,
 };
 use crate::lab::{HOST_IF, UPSTREAM};
@@ -43,6 +46,10 @@ struct Times {
     ns: Vec<f64>,
     /// The smallest share of the copies the receivers counted in one slice.
     delivered: f64,
+    /// The threads that fed its slices.
+    tids: Vec<libc::pid_t>,
+    /// perf's samples of those threads.
+    split: Split,
 }
 
 /// Feeds `flow`'s frames (the generator's current frame) to every forwarder by turns, with
@@ -77,8 +84,16 @@ pub(super) fn by_turns(
     cpu::with_softirq_napi(&lab.receivers[..flow.fanout], HOST_IF, HOST_CPU, || {
         let fed = [Counter::Xdp, Counter::Tc].map(|counter| {
             bench.receivers.count_with(lab, flow.fanout, counter)?;
-            let times = feed_by_turns(bench, flow, plan, &program)?;
-            Ok(summarize(size, flow.fanout, plan, counter, &times))
+            let name = format!("turns-{size}B-fanout{}-{}", flow.fanout, counter.name());
+            let recording = split::record(bench.harness.scratch, &name)?;
+            let mut times = feed_by_turns(bench, flow, plan, &program)?;
+            let splits = recording.finish()?;
+            for t in &mut times {
+                for tid in &t.tids {
+                    t.split.add(splits.get(tid).copied().unwrap_or_default());
+                }
+            }
+            summarize(size, flow.fanout, plan, counter, &times)
         });
         // Back as the rate runs need them, also when feeding failed.
         bench.receivers.count_with(lab, flow.fanout, Counter::Xdp)?;
@@ -100,6 +115,8 @@ fn feed_by_turns<'p>(
             fw,
             ns: Vec::new(),
             delivered: 1.0,
+            tids: Vec::new(),
+            split: Split::default(),
         })
         .collect();
     for turn in 0..=plan.count {
@@ -125,6 +142,7 @@ fn feed_by_turns<'p>(
             let share = got as f64 / (fed.frames as f64 * flow.fanout as f64);
             t.delivered = t.delivered.min(share);
             t.ns.push(fed.ns_per_frame);
+            t.tids.push(fed.tid);
         }
     }
     // The receivers take their copies in during the feed; a forwarder whose copies did not
@@ -141,15 +159,19 @@ fn feed_by_turns<'p>(
 }
 
 /// Medians of each forwarder's times, and mgm's capacity against each other forwarder as the
-/// median over turns of that turn's ratio, with its quartiles.
-fn summarize(size: usize, fanout: usize, plan: Turns, counter: Counter, times: &[Times]) -> Value {
-    let of = |fw| {
-        &times
-            .iter()
-            .find(|t| t.fw == fw)
-            .expect("every forwarder")
-            .ns
-    };
+/// median over turns of that turn's ratio, with its quartiles; then the same without the
+/// receivers' share of each forwarder's time.
+///
+/// # Errors
+/// perf sampled none of a forwarder's feeds.
+fn summarize(
+    size: usize,
+    fanout: usize,
+    plan: Turns,
+    counter: Counter,
+    times: &[Times],
+) -> anyhow::Result<Value> {
+    let of = |fw| times.iter().find(|t| t.fw == fw).expect("every forwarder");
     let mut out = json!({
         "frame_bytes": size,
         "fanout": fanout,
@@ -158,8 +180,20 @@ fn summarize(size: usize, fanout: usize, plan: Turns, counter: Counter, times: &
         "slice_seconds": plan.slice.as_secs_f64(),
     });
     for t in times {
-        out[format!("{}_ns_per_packet", t.fw.name())] = json!(median(t.ns.clone()));
-        out[format!("{}_copies_delivered", t.fw.name())] = json!(t.delivered);
+        let share = t.split.receivers_share().with_context(|| {
+            format!(
+                "perf sampled nothing of {}'s feeds by turns (did the kernel rename {}?)",
+                t.fw.name(),
+                split::BATCH
+            )
+        })?;
+        let fw = t.fw.name();
+        let ns = median(t.ns.clone());
+        out[format!("{fw}_ns_per_packet")] = json!(ns);
+        out[format!("{fw}_copies_delivered")] = json!(t.delivered);
+        out[format!("{fw}_receivers_share")] = json!(share);
+        out[format!("{fw}_perf_samples")] = json!(t.split.timed);
+        out[format!("{fw}_router_ns_per_packet")] = json!(ns * (1.0 - share));
     }
     let pairs = [
         (Forwarder::Mgm, Forwarder::Kernel),
@@ -168,13 +202,21 @@ fn summarize(size: usize, fanout: usize, plan: Turns, counter: Counter, times: &
         (Forwarder::RawMac, Forwarder::Raw),
     ];
     for (a, b) in pairs {
+        let (a, b) = (of(a), of(b));
+        let own = |t: &Times| 1.0 - t.split.receivers_share().unwrap_or(0.0);
         // Capacity is 1 / ns: a's capacity over b's is b's time over a's.
-        let ratios: Vec<f64> = of(a).iter().zip(of(b)).map(|(a, b)| b / a).collect();
-        let key = format!("{}_vs_{}_capacity", a.name(), b.name());
-        out[format!("{key}_quartiles")] = json!(quartiles(&ratios));
-        out[key] = json!(median(ratios));
+        let ratios: Vec<f64> = a.ns.iter().zip(&b.ns).map(|(x, y)| y / x).collect();
+        let router: Vec<f64> = ratios.iter().map(|r| r * own(b) / own(a)).collect();
+        let key = format!("{}_vs_{}", a.fw.name(), b.fw.name());
+        for (key, ratios) in [
+            (format!("{key}_capacity"), ratios),
+            (format!("{key}_router_capacity"), router),
+        ] {
+            out[format!("{key}_quartiles")] = json!(quartiles(&ratios));
+            out[key] = json!(median(ratios));
+        }
     }
-    out
+    Ok(out)
 }
 
 /// First and third quartile (nearest rank).
