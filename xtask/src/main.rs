@@ -46,10 +46,12 @@ enum Task {
         /// their keys.
         #[arg(long, value_enum)]
         only: Vec<xtask::bench::Part>,
-        /// Forwarding part: record the router CPU with perf (installed if missing) during each
-        /// run and write its NAPI thread's hottest symbols to
-        /// target/bench/profile/<bytes>B-fanout<n>-<forwarder>.txt (last round kept). perf
-        /// adds load: take rates from a run without it.
+        /// Forwarding part: record the router CPU with perf during each run and write its
+        /// NAPI thread's hottest symbols to
+        /// target/bench/profile/<bytes>B-fanout<n>-<forwarder>.txt (last round kept); from the
+        /// by-turns samples, where each forwarder's own time went (ns per packet by function)
+        /// to turns-<bytes>B-fanout<n>-<xdp|tc>-<forwarder>.txt there. perf adds load: take
+        /// rates from a run without it.
         #[arg(long)]
         profile: bool,
     },

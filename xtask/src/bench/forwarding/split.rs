@@ -33,6 +33,8 @@ const RECEIVE: &str = "net_rx_action";
 /// Samples per second. A slice passes partly between batches (each test run's setup), so a
 /// forwarder gets from about 500 (a short path, many calls) to 12,000 over 25 turns of 0.1 s.
 const FREQUENCY: &str = "4000";
+/// Functions kept in a `--profile` report.
+const TOP: usize = 30;
 
 /// Samples of one thread's feed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +43,23 @@ pub struct Split {
     pub timed: u64,
     /// Of those, in the receive softirq.
     pub receivers: u64,
+}
+
+/// One thread's samples inside the timed batch: the split, and the router's own samples by the
+/// function they landed in.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Samples {
+    pub split: Split,
+    pub own: HashMap<String, u64>,
+}
+
+impl Samples {
+    pub fn add(&mut self, other: &Samples) {
+        self.split.add(other.split);
+        for (symbol, n) in &other.own {
+            *self.own.entry(symbol.clone()).or_default() += n;
+        }
+    }
 }
 
 impl Split {
@@ -92,7 +111,7 @@ impl Recording {
     ///
     /// # Errors
     /// perf failed to stop or to read its data back.
-    pub fn finish(mut self) -> anyhow::Result<HashMap<libc::pid_t, Split>> {
+    pub fn finish(mut self) -> anyhow::Result<HashMap<libc::pid_t, Samples>> {
         // SAFETY: signalling our own child by pid; SIGINT makes perf flush its data.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         self.child.wait().context("perf record did not stop")?;
@@ -116,30 +135,72 @@ impl Drop for Recording {
 }
 
 /// Splits `perf script -F tid,ip,sym` output: each sample is a line with its thread id, then
-/// one indented line per frame of its stack.
-fn by_thread(script: &str) -> HashMap<libc::pid_t, Split> {
-    let mut splits: HashMap<libc::pid_t, Split> = HashMap::new();
-    let mut sample: Option<(libc::pid_t, bool, bool)> = None;
-    let mut close = |sample: Option<(libc::pid_t, bool, bool)>| {
-        if let Some((tid, true, receive)) = sample {
-            splits.entry(tid).or_default().add(Split {
-                timed: 1,
-                receivers: u64::from(receive),
-            });
+/// one indented line per frame of its stack, innermost first.
+fn by_thread(script: &str) -> HashMap<libc::pid_t, Samples> {
+    /// The sample being read: thread, innermost function, in the batch, in the softirq.
+    struct Open<'s> {
+        tid: libc::pid_t,
+        leaf: Option<&'s str>,
+        batch: bool,
+        receive: bool,
+    }
+    let mut threads: HashMap<libc::pid_t, Samples> = HashMap::new();
+    let mut close = |sample: Option<Open>| {
+        let Some(s) = sample.filter(|s| s.batch) else {
+            return;
+        };
+        let t = threads.entry(s.tid).or_default();
+        t.split.add(Split {
+            timed: 1,
+            receivers: u64::from(s.receive),
+        });
+        if !s.receive {
+            *t.own.entry(s.leaf.unwrap_or("?").to_owned()).or_default() += 1;
         }
     };
+    let mut sample: Option<Open> = None;
     for line in script.lines() {
         if let Ok(tid) = line.trim().parse() {
-            close(sample.replace((tid, false, false)));
-        } else if let (Some((_, batch, receive)), Some(symbol)) =
-            (sample.as_mut(), line.split_whitespace().nth(1))
-        {
-            *batch |= symbol.starts_with(BATCH);
-            *receive |= symbol == RECEIVE;
+            close(sample.replace(Open {
+                tid,
+                leaf: None,
+                batch: false,
+                receive: false,
+            }));
+        } else if let (Some(s), Some(symbol)) = (sample.as_mut(), line.split_whitespace().nth(1)) {
+            s.leaf.get_or_insert(symbol);
+            s.batch |= symbol.starts_with(BATCH);
+            s.receive |= symbol == RECEIVE;
         }
     }
     close(sample);
-    splits
+    threads
+}
+
+/// Writes the functions the router's own samples landed in, most first, each as a share of
+/// those samples and as ns of `router_ns` per packet.
+///
+/// # Errors
+/// The file cannot be written.
+pub fn write_top(path: &Path, own: &HashMap<String, u64>, router_ns: f64) -> anyhow::Result<()> {
+    let total: u64 = own.values().sum();
+    let mut top: Vec<(&String, &u64)> = own.iter().collect();
+    top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let mut text = format!(
+        "router's own samples: {total}, {router_ns:.0} ns per packet\n  share   ns/pkt  function\n"
+    );
+    for (symbol, n) in top.into_iter().take(TOP) {
+        let share = *n as f64 / total as f64;
+        text += &format!(
+            "{:>6.1}% {:>8.1}  {symbol}\n",
+            100.0 * share,
+            share * router_ns
+        );
+    }
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    fs::write(path, text).with_context(|| format!("write {}", path.display()))
 }
 
 #[cfg(test)]
@@ -173,24 +234,32 @@ mod tests {
             "\tffffffff81f06d19 net_rx_action\n",
             "\n",
         );
-        let splits = by_thread(script);
+        let threads = by_thread(script);
+        let split = |tid| threads[&tid].split;
         assert_eq!(
-            splits[&31046],
+            split(31046),
             Split {
                 timed: 2,
                 receivers: 1
             }
         );
         assert_eq!(
-            splits[&31047],
+            split(31047),
             Split {
                 timed: 1,
                 receivers: 1
             }
         );
         // Outside the batch: neither the feed's time nor its receivers'.
-        assert!(!splits.contains_key(&31048));
-        assert_eq!(splits[&31046].receivers_share(), Some(0.5));
+        assert!(!threads.contains_key(&31048));
+        assert_eq!(split(31046).receivers_share(), Some(0.5));
+        // The router's own sample, by its innermost function; none for the receivers'.
+        let own = |tid| threads[&tid].own.clone().into_iter().collect::<Vec<_>>();
+        assert_eq!(
+            own(31046),
+            [("bpf_prog_3b185187f1855c4c_mgm_ingress".to_owned(), 1)]
+        );
+        assert!(own(31047).is_empty());
         assert_eq!(Split::default().receivers_share(), None);
     }
 }

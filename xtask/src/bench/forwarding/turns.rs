@@ -28,7 +28,7 @@ use super::{
     check_stop, cpu, median,
     receive::Counter,
     router::{attached_xdp, Flow, Forwarder},
-    split::{self, Split},
+    split::{self, Samples},
     Bench, FORWARDERS, HOST_CPU, ROUTER_CPU,
 };
 use crate::lab::{HOST_IF, UPSTREAM};
@@ -49,7 +49,7 @@ struct Times {
     /// The threads that fed its slices.
     tids: Vec<libc::pid_t>,
     /// perf's samples of those threads.
-    split: Split,
+    samples: Samples,
 }
 
 /// Feeds `flow`'s frames (the generator's current frame) to every forwarder by turns, with
@@ -87,13 +87,23 @@ pub(super) fn by_turns(
             let name = format!("turns-{size}B-fanout{}-{}", flow.fanout, counter.name());
             let recording = split::record(bench.harness.scratch, &name)?;
             let mut times = feed_by_turns(bench, flow, plan, &program)?;
-            let splits = recording.finish()?;
+            let threads = recording.finish()?;
             for t in &mut times {
                 for tid in &t.tids {
-                    t.split.add(splits.get(tid).copied().unwrap_or_default());
+                    if let Some(samples) = threads.get(tid) {
+                        t.samples.add(samples);
+                    }
                 }
             }
-            summarize(size, flow.fanout, plan, counter, &times)
+            let summary = summarize(size, flow.fanout, plan, counter, &times)?;
+            if let Some(dir) = &bench.plan.profile {
+                for t in &times {
+                    let ns = &summary[format!("{}_router_ns_per_packet", t.fw.name())];
+                    let path = dir.join(format!("{name}-{}.txt", t.fw.name()));
+                    split::write_top(&path, &t.samples.own, ns.as_f64().unwrap_or(f64::NAN))?;
+                }
+            }
+            Ok(summary)
         });
         // Back as the rate runs need them, also when feeding failed.
         bench.receivers.count_with(lab, flow.fanout, Counter::Xdp)?;
@@ -116,7 +126,7 @@ fn feed_by_turns<'p>(
             ns: Vec::new(),
             delivered: 1.0,
             tids: Vec::new(),
-            split: Split::default(),
+            samples: Samples::default(),
         })
         .collect();
     for turn in 0..=plan.count {
@@ -180,7 +190,7 @@ fn summarize(
         "slice_seconds": plan.slice.as_secs_f64(),
     });
     for t in times {
-        let share = t.split.receivers_share().with_context(|| {
+        let share = t.samples.split.receivers_share().with_context(|| {
             format!(
                 "perf sampled nothing of {}'s feeds by turns (did the kernel rename {}?)",
                 t.fw.name(),
@@ -192,7 +202,7 @@ fn summarize(
         out[format!("{fw}_ns_per_packet")] = json!(ns);
         out[format!("{fw}_copies_delivered")] = json!(t.delivered);
         out[format!("{fw}_receivers_share")] = json!(share);
-        out[format!("{fw}_perf_samples")] = json!(t.split.timed);
+        out[format!("{fw}_perf_samples")] = json!(t.samples.split.timed);
         out[format!("{fw}_router_ns_per_packet")] = json!(ns * (1.0 - share));
     }
     let pairs = [
@@ -203,7 +213,7 @@ fn summarize(
     ];
     for (a, b) in pairs {
         let (a, b) = (of(a), of(b));
-        let own = |t: &Times| 1.0 - t.split.receivers_share().unwrap_or(0.0);
+        let own = |t: &Times| 1.0 - t.samples.split.receivers_share().unwrap_or(0.0);
         // Capacity is 1 / ns: a's capacity over b's is b's time over a's.
         let ratios: Vec<f64> = a.ns.iter().zip(&b.ns).map(|(x, y)| y / x).collect();
         let router: Vec<f64> = ratios.iter().map(|r| r * own(b) / own(a)).collect();
