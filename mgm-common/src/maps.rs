@@ -7,17 +7,21 @@
 pub const PIN_DIR: &str = "/sys/fs/bpf/mgm";
 
 /// Version of the layout of every pinned map. A daemon only adopts pinned maps whose
-/// [`META`] map holds the same version.
-pub const LAYOUT_VERSION: u32 = 2;
+/// [`META`] map holds the same version. (3: a larger set's prepared member runs no egress
+/// program, so an older ingress program would send its copy unprepared.)
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// `HASH` [`crate::fwd::FwdKey`] → [`crate::fwd::FwdEntry`]: the forwarding entries.
 pub const FWD: &str = "MGM_FWD";
 /// `ARRAY_OF_MAPS` set id → `DEVMAP_HASH` ifindex → `bpf_devmap_val`: outgoing sets. Id 0
 /// is never used (an entry with set 0 has no outgoing set).
 pub const OIF_SETS: &str = "MGM_OIF_SETS";
-/// `ARRAY` set id → [`crate::fwd::SetInfo`]: member count of each outgoing set, and its
-/// interface when it has one.
+/// `ARRAY` set id → [`crate::fwd::SetInfo`]: member count of each outgoing set, and the member
+/// whose copy the ingress program prepares.
 pub const SET_INFO: &str = "MGM_SET_INFO";
+/// `ARRAY` set id → [`crate::fwd::SetMembers`]: the interfaces of each set of several, read only
+/// to count a packet below the TTL threshold on every one of them.
+pub const SET_MEMBERS: &str = "MGM_SET_MEMBERS";
 /// `HASH` ifindex (`u32`) → [`crate::fwd::IfConfig`]: the interfaces mgm manages.
 pub const IFCFG: &str = "MGM_IFCFG";
 /// `ARRAY` ifindex → [`crate::fwd::IfConfig`] for ifindexes below [`IFCFG_DIRECT_LIMIT`]: the
@@ -34,10 +38,11 @@ pub const IF_STATS: &str = "MGM_IF_STATS";
 pub const META: &str = "MGM_META";
 
 /// Every map the daemon pins, in the order the README lists them.
-pub const ALL: [&str; 9] = [
+pub const ALL: [&str; 10] = [
     FWD,
     OIF_SETS,
     SET_INFO,
+    SET_MEMBERS,
     IFCFG,
     IFCFG_DIRECT,
     EVENTS,

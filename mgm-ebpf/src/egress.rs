@@ -1,8 +1,10 @@
 //! The work of one copy: TTL threshold, source MAC, per-output counters. Copies of a set of
-//! several interfaces get it from `mgm_egress`, which the devmaps run once per copy; the one
-//! copy of a one-interface set gets it in the ingress program ([`one_copy`]), which then
-//! redirects to the interface directly. The ingress program already decremented the TTL, so
-//! every copy shares that work.
+//! several interfaces get it from `mgm_egress`, which the devmaps run once per copy, except
+//! the copy to the set's prepared member ([`prepared_copy`]), whose devmap entry runs no
+//! program: the ingress program does its work before the broadcast. The one copy of a
+//! one-interface set gets it in the ingress program too ([`one_copy`]), which then redirects to
+//! the interface directly. The ingress program already decremented the TTL, so every copy
+//! shares that work.
 
 use core::ptr::addr_of_mut;
 
@@ -11,11 +13,11 @@ use aya_ebpf::{
     helpers::{bpf_check_mtu, bpf_redirect},
     programs::XdpContext,
 };
-use mgm_common::fwd::IfConfig;
+use mgm_common::{counters::IfStats, fwd::IfConfig};
 
 use crate::{
     counters::if_stats,
-    maps::if_config,
+    maps::{if_config, MGM_SET_MEMBERS},
     parse::{
         cursor::Cursor,
         eth::{self, EthHdr},
@@ -40,11 +42,9 @@ pub fn egress(ctx: &XdpContext) -> Option<u32> {
     let ip = ipv4::parse(&mut cur)?;
     // SAFETY: the parser bounds-checked the header.
     let ttl = unsafe { (*ip.hdr).ttl };
-    Some(if prepare(cfg, eth.hdr, ttl, ip.tot_len) {
-        xdp_action::XDP_PASS
-    } else {
-        xdp_action::XDP_DROP
-    })
+    let stats = admit(cfg, ttl)?;
+    stamp(cfg, stats, eth.hdr, ip.tot_len);
+    Some(xdp_action::XDP_PASS)
 }
 
 /// The one copy of a one-interface set, out of `oif`, by a plain redirect. `ttl` is the
@@ -58,38 +58,102 @@ pub fn one_copy(
     oif: u32,
 ) -> Option<u32> {
     let cfg = if_config(oif)?;
-    // The redirect refuses a frame longer than MTU + Ethernet header + one VLAN tag, as the
-    // devmap does for its copies. A frame that fits the MTU the daemon recorded needs no
-    // question (the kernel's costs a device lookup, a third of this path); a longer one asks
-    // the kernel, whose MTU may have grown since.
-    if ctx.data_end() - ctx.data() > usize::from(cfg.mtu) + ETH_HLEN + VLAN_HLEN as usize {
-        let mut mtu = 0u32;
-        // SAFETY: `ctx` is this program's context and `mtu` a live stack slot.
-        if unsafe { bpf_check_mtu(ctx.ctx.cast(), oif, &mut mtu, -VLAN_HLEN, 0) } != 0 {
-            return Some(xdp_action::XDP_DROP);
-        }
-    }
-    if !prepare(cfg, eth, ttl, tot_len) {
+    if !fits(ctx, cfg, oif) {
         return Some(xdp_action::XDP_DROP);
     }
+    let Some(stats) = admit(cfg, ttl) else {
+        return Some(xdp_action::XDP_DROP);
+    };
+    stamp(cfg, stats, eth, tot_len);
     // SAFETY: no preconditions; an interface that vanished fails the redirect in the kernel.
     Some(unsafe { bpf_redirect(oif, 0) } as u32)
 }
 
-/// Checks and rewrites one copy for `cfg`'s interface and counts it there; `false`: the copy
-/// is not sent. `eth` must be the bounds-checked Ethernet header of the copy.
+/// The copy to a set's prepared member `oif`, made before the broadcast clones the frame (the
+/// other members' `mgm_egress` rewrites the MAC written here). `ttl` is the decremented TTL.
+/// `Some(false)`: the packet is below `oif`'s TTL threshold, and every interface has the same
+/// threshold, so no copy may leave. `None`: `oif` is not an interface mgm manages.
 #[inline(always)]
-fn prepare(cfg: &IfConfig, eth: *mut EthHdr, ttl: u8, tot_len: usize) -> bool {
-    let Some(stats) = if_stats(cfg.stats_slot) else {
-        return false;
+pub fn prepared_copy(
+    ctx: &XdpContext,
+    eth: *mut EthHdr,
+    ttl: u8,
+    tot_len: usize,
+    oif: u32,
+) -> Option<bool> {
+    let cfg = if_config(oif)?;
+    let Some(stats) = admit(cfg, ttl) else {
+        return Some(false);
     };
+    // The devmap skips a member the copy is too long for: not sent, so not counted.
+    if fits(ctx, cfg, oif) {
+        stamp(cfg, stats, eth, tot_len);
+    }
+    Some(true)
+}
+
+/// A packet below the TTL threshold of a set's prepared member, whose threshold is the set's
+/// lowest (every interface has the same today): no copy leaves. Each other member counts it,
+/// as its `mgm_egress` would have; the prepared member counted it already, and the incoming
+/// interface gets no copy anyway. `ttl` is the decremented TTL.
+#[inline(never)]
+pub fn below_threshold(set: u32, ttl: u8, prepared: u32, ingress: u32) {
+    let Some(members) = MGM_SET_MEMBERS.get(set) else {
+        return;
+    };
+    for &oif in members.ifindex.iter() {
+        if oif == 0 {
+            break;
+        }
+        if oif != prepared && oif != ingress {
+            count_ttl_too_low(oif, ttl);
+        }
+    }
+}
+
+#[inline(never)]
+fn count_ttl_too_low(oif: u32, ttl: u8) {
+    if let Some(cfg) = if_config(oif) {
+        if ttl < cfg.ttl_threshold {
+            if let Some(stats) = if_stats(cfg.stats_slot) {
+                stats.ttl_too_low += 1;
+            }
+        }
+    }
+}
+
+/// Whether the frame fits `oif`'s MTU as the kernel's redirect and devmap judge it: MTU +
+/// Ethernet header + one VLAN tag. A frame that fits the MTU the daemon recorded needs no
+/// question (the kernel's costs a device lookup, a third of the one-copy path); a longer one
+/// asks the kernel, whose MTU may have grown since.
+#[inline(always)]
+fn fits(ctx: &XdpContext, cfg: &IfConfig, oif: u32) -> bool {
+    if ctx.data_end() - ctx.data() <= usize::from(cfg.mtu) + ETH_HLEN + VLAN_HLEN as usize {
+        return true;
+    }
+    let mut mtu = 0u32;
+    // SAFETY: `ctx` is this program's context and `mtu` a live stack slot.
+    unsafe { bpf_check_mtu(ctx.ctx.cast(), oif, &mut mtu, -VLAN_HLEN, 0) == 0 }
+}
+
+/// The counters of a copy that may leave `cfg`'s interface with TTL `ttl`; `None`: it may
+/// not, below the interface's TTL threshold (counted there), or the counter slot is missing.
+#[inline(always)]
+fn admit(cfg: &IfConfig, ttl: u8) -> Option<&'static mut IfStats> {
+    let stats = if_stats(cfg.stats_slot)?;
     if ttl < cfg.ttl_threshold {
         stats.ttl_too_low += 1;
-        return false;
+        return None;
     }
+    Some(stats)
+}
+
+/// Writes `cfg`'s source MAC into the copy and counts it sent. `eth` must be the
+/// bounds-checked Ethernet header of the copy.
+#[inline(always)]
+fn stamp(cfg: &IfConfig, stats: &mut IfStats, eth: *mut EthHdr, tot_len: usize) {
     // SAFETY: `eth` was bounds-checked by the parser; `cfg` is a live map value.
     unsafe { eth::copy_mac(addr_of_mut!((*eth).src), &cfg.mac) };
     stats.tx_pkts += 1;
     stats.tx_bytes += tot_len as u64;
-    true
 }

@@ -112,10 +112,11 @@ fn forward(
         stats.ttl_expired += 1;
         return xdp_action::XDP_DROP;
     }
-    let copies = match MGM_SET_INFO.get(e.oif_set) {
-        Some(info) if info.members == 1 => Copies::One(info.single_ifindex),
+    let info = MGM_SET_INFO.get(e.oif_set);
+    let copies = match info {
+        Some(info) if info.members == 1 => Copies::One(info.prepared_ifindex),
         _ => match MGM_OIF_SETS.get(e.oif_set) {
-            Some(set) => Copies::Set(set),
+            Some(set) => Copies::Set(set, info.map_or(0, |i| i.prepared_ifindex)),
             None => {
                 stats.no_oif_set += 1;
                 return xdp_action::XDP_DROP;
@@ -138,9 +139,24 @@ fn forward(
                 xdp_action::XDP_DROP
             })
         }
-        Copies::Set(set) => set
-            .redirect(0, (BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS) as u64)
-            .unwrap_or(xdp_action::XDP_DROP),
+        Copies::Set(set, prepared) => {
+            // The broadcast skips the incoming interface, so its copy needs no work; 0 is none.
+            if prepared != 0 && prepared != ifindex {
+                match egress::prepared_copy(ctx, eth, ttl - 1, tot_len, prepared) {
+                    Some(true) => {}
+                    Some(false) => {
+                        egress::below_threshold(e.oif_set, ttl - 1, prepared, ifindex);
+                        return xdp_action::XDP_DROP;
+                    }
+                    None => {
+                        stats.no_oif_set += 1;
+                        return xdp_action::XDP_DROP;
+                    }
+                }
+            }
+            set.redirect(0, (BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS) as u64)
+                .unwrap_or(xdp_action::XDP_DROP)
+        }
     }
 }
 
@@ -148,8 +164,9 @@ fn forward(
 enum Copies {
     /// A one-interface set: a plain redirect, the copy's work done here.
     One(u32),
-    /// Every interface of the devmap but the incoming one, each copy through `mgm_egress`.
-    Set(&'static OifSet),
+    /// Every interface of the devmap but the incoming one: the copy to the prepared member
+    /// (the `u32`, 0 for none) with its work done here, every other through `mgm_egress`.
+    Set(&'static OifSet, u32),
 }
 
 /// (S,G), then (*,G), then (*,*).

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use mgm_common::{
     counters::{EntryStats, IfStats},
-    fwd::{FwdEntry, FwdKey, IfConfig, Meta, SetInfo, IF_ENABLED},
+    fwd::{FwdEntry, FwdKey, IfConfig, Meta, SetInfo, SetMembers, IF_ENABLED},
     maps as m,
 };
 
@@ -26,6 +26,10 @@ pub static MGM_OIF_SETS: ArrayOfMaps<OifSet, { m::OIF_SETS_CAPACITY as usize }> 
 /// Beside `MGM_OIF_SETS`, same index: lets a one-interface set skip its devmap.
 #[btf_map]
 pub static MGM_SET_INFO: Array<SetInfo, { m::OIF_SETS_CAPACITY as usize }> = Array::new();
+
+/// Beside `MGM_OIF_SETS`, same index: read only off the hot path.
+#[btf_map]
+pub static MGM_SET_MEMBERS: Array<SetMembers, { m::OIF_SETS_CAPACITY as usize }> = Array::new();
 
 #[btf_map]
 pub static MGM_IFCFG: HashMap<u32, IfConfig, { m::IF_CAPACITY as usize }> = HashMap::new();

@@ -86,6 +86,11 @@ impl Harness {
 
     /// Runs the ingress program on `frame` arriving on `lo`: (verdict, frame after the run).
     fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        self.run_on(LO, frame)
+    }
+
+    /// [`Harness::run`] with `frame` arriving on `ifindex`.
+    fn run_on(&mut self, ifindex: u32, frame: &[u8]) -> (u32, Vec<u8>) {
         let prog: &mut Xdp = self
             .loaded
             .ebpf
@@ -94,7 +99,7 @@ impl Harness {
             .try_into()
             .unwrap();
         // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
-        let md: [u32; 6] = [0, frame.len() as u32, 0, LO, 0, 0];
+        let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
         let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
         let mut out = vec![0u8; frame.len() + 256];
         let res = prog
@@ -442,7 +447,8 @@ fn a_set_of_only_the_incoming_interface_sends_nothing_and_counts() {
 
 /// A one-interface set is sent by a plain redirect with the copy's work done in the ingress
 /// program: the copy leaves with that interface's source MAC and counts there. A larger set
-/// leaves that work to the egress program, which a test run does not run.
+/// gets the same for its prepared member, the highest ifindex, and leaves the other copies'
+/// work to the egress program, which a test run does not run.
 #[test]
 fn a_one_interface_set_gets_the_copys_mac_and_counters_in_the_ingress_program() {
     let mut h = harness();
@@ -462,9 +468,43 @@ fn a_one_interface_set_gets_the_copys_mac_and_counters_in_the_ingress_program() 
     h.install(S1, G1, LO, &[LO, veth.ifindex]);
     let (verdict, out) = h.run(&frame);
     assert_eq!(verdict, XDP_REDIRECT);
-    assert_eq!(out[6..12], frame[6..12], "egress work left to mgm_egress");
-    assert_eq!(h.if_stats_of(2).tx_pkts, 1);
+    assert_eq!(out[6..12], veth.mac, "the prepared member's copy");
+    assert_eq!(h.if_stats_of(2).tx_pkts, 2);
     assert_eq!(h.entry_stats(S1, G1).pkts, 2);
+
+    // Arriving on the prepared member, which the broadcast skips: nothing of its copy.
+    h.install(S1, G1, veth.ifindex, &[LO, veth.ifindex]);
+    let (verdict, out) = h.run_on(veth.ifindex, &frame);
+    assert_eq!(verdict, XDP_REDIRECT);
+    assert_eq!(
+        out[6..12],
+        frame[6..12],
+        "no copy prepared for the incoming interface"
+    );
+    assert_eq!(h.if_stats_of(2).tx_pkts, 2);
+    assert_eq!(h.entry_stats(S1, G1).pkts, 3);
+}
+
+/// A larger set's prepared copy keeps the egress rules too: under the TTL threshold (the same
+/// on every interface) no copy leaves, counted on the prepared member; a copy longer than its
+/// MTU is left for the devmap to skip, so the others still go and it is not counted as sent.
+#[test]
+fn a_sets_prepared_copy_keeps_the_ttl_threshold_and_the_mtu_of_its_interface() {
+    let mut h = Harness::with_veth(1000, 5);
+    h.install(S1, G1, LO, &[LO, h.out]);
+    assert_eq!(h.run(&Frame::udp(S1, G1, 5).bytes()).0, XDP_DROP);
+    assert_eq!(h.run(&Frame::udp(S1, G1, 6).bytes()).0, XDP_REDIRECT);
+    let mut big = Frame::udp(S1, G1, 64);
+    big.payload.resize(1200, 0);
+    let (verdict, out) = h.run(&big.bytes());
+    assert_eq!(verdict, XDP_REDIRECT, "the other members' copies go");
+    assert_eq!(
+        out[6..12],
+        big.bytes()[6..12],
+        "the long copy is not prepared"
+    );
+    let tx = h.if_stats_of(2);
+    assert_eq!((tx.ttl_too_low, tx.tx_pkts), (1, 1));
 }
 
 /// The one-copy path keeps the egress rules: the TTL threshold (counted on the outgoing

@@ -183,6 +183,7 @@ impl Loaded {
             self.take_map(m::FWD)?,
             (sets, sets_fd),
             self.take_map(m::SET_INFO)?,
+            self.take_map(m::SET_MEMBERS)?,
             self.take_map(m::ENTRY_STATS)?,
             egress,
             nr_cpus,

@@ -18,7 +18,7 @@ use aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_DEVMAP_HASH;
 use log::warn;
 use mgm_common::{
     counters::EntryStats,
-    fwd::{FwdEntry, FwdKey, SetInfo, FWD_NEGATIVE, FWD_PENDING},
+    fwd::{FwdEntry, FwdKey, SetInfo, SetMembers, FWD_NEGATIVE, FWD_PENDING},
     maps as m,
 };
 
@@ -56,8 +56,10 @@ pub struct Forwarding {
     sets: ArrayOfMaps<MapData, DevMapHash<MapData>>,
     /// A second fd on `sets`: aya has no delete for arrays of maps (see [`delete_elem`]).
     sets_fd: OwnedFd,
-    /// Member count and lone member of each set, written before the set is.
+    /// Member count and prepared member of each set, written before the set is.
     set_info: Array<MapData, SetInfo>,
+    /// The members of each set of several, written before the set is.
+    set_members: Array<MapData, SetMembers>,
     entry_stats: PerCpuArray<MapData, EntryStats>,
     /// The devmap program every copy runs (`mgm_egress`).
     egress: ProgramFd,
@@ -84,6 +86,7 @@ impl Forwarding {
         fwd: HashMap<MapData, FwdKey, FwdEntry>,
         (sets, sets_fd): (ArrayOfMaps<MapData, DevMapHash<MapData>>, OwnedFd),
         set_info: Array<MapData, SetInfo>,
+        set_members: Array<MapData, SetMembers>,
         entry_stats: PerCpuArray<MapData, EntryStats>,
         egress: ProgramFd,
         nr_cpus: usize,
@@ -93,6 +96,7 @@ impl Forwarding {
             sets,
             sets_fd,
             set_info,
+            set_members,
             entry_stats,
             egress,
             entries: BTreeMap::new(),
@@ -289,13 +293,11 @@ impl Forwarding {
                 }
             },
         };
+        // Any member would do while every interface has the same TTL threshold; with
+        // thresholds per interface it must be one with the lowest (`SetInfo`).
         let info = SetInfo {
             members: oifs.len() as u32,
-            single_ifindex: if oifs.len() == 1 {
-                oifs.first().copied().unwrap_or(0)
-            } else {
-                0
-            },
+            prepared_ifindex: oifs.last().copied().unwrap_or(0),
         };
         // No entry points at `id` yet, so the info may go first. A one-interface set needs
         // nothing else: the ingress program redirects by the info alone, and leaving the
@@ -308,7 +310,14 @@ impl Forwarding {
                 if oifs.len() == 1 {
                     return Ok(());
                 }
-                let devmap = self.new_devmap(oifs)?;
+                let mut members = SetMembers::default();
+                for (slot, &oif) in members.ifindex.iter_mut().zip(oifs) {
+                    *slot = oif;
+                }
+                self.set_members
+                    .set(id, members, 0)
+                    .map_err(map_err(m::SET_MEMBERS))?;
+                let devmap = self.new_devmap(oifs, info.prepared_ifindex)?;
                 self.sets.set(id, &devmap, 0).map_err(map_err(m::OIF_SETS))
             });
         if let Err(e) = written {
@@ -320,10 +329,15 @@ impl Forwarding {
         Ok(id)
     }
 
-    /// A devmap of `oifs`, each copy through the egress program, sized to its members: a
-    /// broadcast redirect walks every bucket, and 64 empty ones cost a copy about 100 ns.
-    /// Sets never change, so none needs room to grow.
-    fn new_devmap(&self, oifs: &BTreeSet<u32>) -> Result<DevMapHash<MapData>, DataplaneError> {
+    /// A devmap of `oifs`, each copy but `prepared`'s through the egress program (the ingress
+    /// program does that one's work), sized to its members: a broadcast redirect walks every
+    /// bucket, and 64 empty ones cost a copy about 100 ns. Sets never change, so none needs
+    /// room to grow.
+    fn new_devmap(
+        &self,
+        oifs: &BTreeSet<u32>,
+        prepared: u32,
+    ) -> Result<DevMapHash<MapData>, DataplaneError> {
         let def = aya_obj::Map::new_from_params(
             BPF_MAP_TYPE_DEVMAP_HASH as u32,
             4,
@@ -334,8 +348,9 @@ impl Forwarding {
         let mut devmap = MapData::create(def, "mgm_oif_set", None)
             .and_then(|data| DevMapHash::try_from(Map::DevMapHash(data)))
             .map_err(map_err(m::OIF_SETS))?;
-        for ifindex in oifs {
-            devmap.insert(*ifindex, *ifindex, Some(&self.egress), 0)?;
+        for &ifindex in oifs {
+            let program = (ifindex != prepared).then_some(&self.egress);
+            devmap.insert(ifindex, ifindex, program, 0)?;
         }
         Ok(devmap)
     }
@@ -513,8 +528,8 @@ pub(super) fn set_members(
     match info.get(&id, 0)? {
         SetInfo {
             members: 1,
-            single_ifindex,
-        } => Ok(BTreeSet::from([single_ifindex])),
+            prepared_ifindex,
+        } => Ok(BTreeSet::from([prepared_ifindex])),
         _ => match sets.get(&id, 0) {
             Ok(set) => Ok(set.keys().filter_map(Result::ok).collect()),
             Err(aya::maps::MapError::KeyNotFound) => Ok(BTreeSet::new()),
