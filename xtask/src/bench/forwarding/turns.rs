@@ -189,6 +189,8 @@ fn summarize(
         "turns": plan.count,
         "slice_seconds": plan.slice.as_secs_f64(),
     });
+    // Each forwarder's own part of its time: 1 − the receivers' share.
+    let mut own = Vec::new();
     for t in times {
         let share = t.samples.split.receivers_share().with_context(|| {
             format!(
@@ -204,7 +206,13 @@ fn summarize(
         out[format!("{fw}_receivers_share")] = json!(share);
         out[format!("{fw}_perf_samples")] = json!(t.samples.split.timed);
         out[format!("{fw}_router_ns_per_packet")] = json!(ns * (1.0 - share));
+        own.push((t.fw, 1.0 - share));
     }
+    let own = |fw| {
+        own.iter()
+            .find(|(f, _)| *f == fw)
+            .map_or(f64::NAN, |(_, o)| *o)
+    };
     let pairs = [
         (Forwarder::Mgm, Forwarder::Kernel),
         (Forwarder::Mgm, Forwarder::Raw),
@@ -212,11 +220,11 @@ fn summarize(
         (Forwarder::RawMac, Forwarder::Raw),
     ];
     for (a, b) in pairs {
+        let scale = own(b) / own(a);
         let (a, b) = (of(a), of(b));
-        let own = |t: &Times| 1.0 - t.samples.split.receivers_share().unwrap_or(0.0);
         // Capacity is 1 / ns: a's capacity over b's is b's time over a's.
         let ratios: Vec<f64> = a.ns.iter().zip(&b.ns).map(|(x, y)| y / x).collect();
-        let router: Vec<f64> = ratios.iter().map(|r| r * own(b) / own(a)).collect();
+        let router: Vec<f64> = ratios.iter().map(|r| r * scale).collect();
         let key = format!("{}_vs_{}", a.fw.name(), b.fw.name());
         for (key, ratios) in [
             (format!("{key}_capacity"), ratios),
