@@ -54,6 +54,10 @@ enum Task {
         /// rates from a run without it.
         #[arg(long)]
         profile: bool,
+        /// Forwarding part: only these fan-outs (repeatable, 1 to 8; default: 1, 2, 4 and 8,
+        /// or 1 and 8 with --quick).
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=8))]
+        fanout: Vec<u8>,
     },
     /// Create or remove the lab topology (namespaces mgm-lab-*).
     Lab {
@@ -83,7 +87,8 @@ fn main() -> ExitCode {
             quick,
             only,
             profile,
-        } => xtask::bench::bench(quick, &only, profile),
+            fanout,
+        } => xtask::bench::bench(quick, &only, profile, &fanout),
         Task::Lab { action } => match action {
             LabAction::Up => tasks::lab_up(),
             LabAction::Down => tasks::lab_down(),

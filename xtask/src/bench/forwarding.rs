@@ -451,6 +451,7 @@ pub fn forwarding(
     bench_object: &Path,
     quick: bool,
     profile: bool,
+    fanouts: &[u8],
 ) -> anyhow::Result<Value> {
     tools()?;
     let _guards = enter()?;
@@ -458,9 +459,15 @@ pub fn forwarding(
     let scratch = Scratch::new(&tag)?;
     let lab = Lab::up(&tag, &[IgmpVersion::V3; RECEIVERS])?;
     let mut plan = Plan::new(quick);
+    if !fanouts.is_empty() {
+        plan.fanouts = fanouts.iter().map(|&n| usize::from(n)).collect();
+        plan.fanouts.sort_unstable();
+        plan.fanouts.dedup();
+    }
     if profile {
         plan.profile = Some(crate::workspace_root().join("target/bench/profile"));
     }
+    let planned = plan.fanouts.clone();
     let bench = Bench::new(&lab, &tag, mgm, bench_object, &scratch.0, plan, RECEIVERS)?;
     let (runs, by_turns) = run_all(bench, &lab)?;
     drop(lab);
@@ -474,6 +481,7 @@ pub fn forwarding(
     Ok(json!({
         "method": "one lab of network namespaces; generator: bench_gen (BPF_PROG_TEST_RUN, live frames, XDP_TX) on CPU 1; router: threaded NAPI of its ingress veth on CPU 0; receivers: bench_count (XDP, counts and drops) with NAPI on CPU 1; medians of interleaved runs",
         "frame_bytes": "Ethernet frame handed to the veth, header included, no FCS (1514 = a 1500-byte IPv4 packet)",
+        "fanouts": planned,
         "rounds": Plan::new(quick).rounds,
         "seconds_per_run": Plan::new(quick).duration.as_secs_f64(),
         "summary": summary,

@@ -34,11 +34,12 @@ pub enum Part {
     Scale,
 }
 
-/// Runs the parts in `only` (all when empty) and writes target/bench/results.json.
+/// Runs the parts in `only` (all when empty) and writes target/bench/results.json; `fanouts`
+/// (the plan's when empty) narrows the forwarding part.
 ///
 /// # Errors
 /// Setup, the build or a part failed.
-pub fn bench(quick: bool, only: &[Part], profile: bool) -> anyhow::Result<()> {
+pub fn bench(quick: bool, only: &[Part], profile: bool, fanouts: &[u8]) -> anyhow::Result<()> {
     let runs = |p: Part| only.is_empty() || only.contains(&p);
     setup()?;
     let mgm = build()?;
@@ -60,7 +61,8 @@ pub fn bench(quick: bool, only: &[Part], profile: bool) -> anyhow::Result<()> {
         results["control"] = control::bench(&mgm, quick)?;
     }
     if runs(Part::Forwarding) {
-        results["forwarding"] = forwarding::forwarding(&mgm, &bench_object, quick, profile)?;
+        results["forwarding"] =
+            forwarding::forwarding(&mgm, &bench_object, quick, profile, fanouts)?;
     }
     if runs(Part::Scale) {
         results["scale"] = forwarding::scale(&mgm, &bench_object, quick)?;
