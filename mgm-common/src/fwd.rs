@@ -84,9 +84,9 @@ pub struct IfConfig {
     pub flags: u8,
     /// Copies whose TTL (after the decrement) is below this are not sent here.
     pub ttl_threshold: u8,
-    /// The link MTU when the daemon started. Copies larger than the link's MTU are dropped by
-    /// the kernel's devmap before the egress program runs; the one-copy path asks the kernel
-    /// only for frames larger than this one.
+    /// The link MTU as the daemon last read it (at start, then from each link change).
+    /// Copies larger than the link's MTU are dropped by the kernel's devmap before the egress
+    /// program runs; the prepared copy asks the kernel only for frames larger than this one.
     pub mtu: u16,
     pub _pad: u16,
     /// Slot in the per-interface counter array.

@@ -16,9 +16,13 @@ use crate::{
         self, ComponentId, Config, InterfaceId, Mgm, ProtocolHandle, ProtocolId, RoutingProtocol,
         SourceGroupEntry, MGM_JOIN_STATE_FLAG,
     },
-    dataplane::{error::report, netdev::NetDev},
+    dataplane::{
+        error::report,
+        netdev::{mac_string, NetDev},
+    },
     dataplane::{ringbuf, Dataplane, Event, LoadOptions, Tunables, XdpMode},
     igmp::querier::{self, Querier},
+    links,
     protocols::{
         igmp::IgmpClient,
         igmp_proxy::{self, ProxyUpstream, UpstreamChange, UpstreamQueue},
@@ -308,6 +312,8 @@ struct Seen {
 /// # Errors
 /// An interface is missing, or loading or attaching failed.
 pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    // Before the interfaces are read, so a change in between still arrives.
+    let mut link_watch = links::LinkWatch::start()?;
     let interfaces: Vec<NetDev> = opts
         .interfaces()
         .iter()
@@ -398,6 +404,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
             }
             _ = counters.tick() => sync_counters(&dp, &mut router.mgm),
             change = route_watch.next() => follow_route(&mut router.mgm, change)?,
+            change = link_watch.next() => follow_link(&mut dp, &name, change)?,
             guard = readable_logger(&mut logger) => {
                 let mut guard = guard.context("XDP log ring buffer poll failed")?;
                 guard.get_inner_mut().flush();
@@ -474,6 +481,46 @@ fn follow_route(mgm: &mut Mgm, change: Option<routes::RouteChange>) -> anyhow::R
             mgm.delete_route(network, prefix_len);
         }
         None => bail!("the route-change subscription closed"),
+    }
+    Ok(())
+}
+
+/// A managed interface's new MAC or MTU goes into the maps: copies leave with the MAC the
+/// interface has now, and the MTU check of the prepared copy uses the MTU it has now.
+fn follow_link(
+    dp: &mut Dataplane,
+    name: &impl Fn(u32) -> String,
+    event: Option<links::LinkEvent>,
+) -> anyhow::Result<()> {
+    let c = match event {
+        Some(links::LinkEvent::Changed(c)) => c,
+        Some(links::LinkEvent::Removed(ifindex)) => {
+            if dp.interfaces.slot(ifindex).is_some() {
+                warn!(
+                    "{} is gone: nothing is sent out of it or received on it, and mgm does not \
+                     take interfaces that come back (restart mgm)",
+                    name(ifindex)
+                );
+            }
+            return Ok(());
+        }
+        None => bail!("the link-change subscription closed"),
+    };
+    match dp.interfaces.follow(c.ifindex, c.mac, c.mtu) {
+        Ok(Some(moved)) => info!(
+            "{}: now MAC {} and MTU {} (was {} and {})",
+            name(c.ifindex),
+            mac_string(&moved.after.mac),
+            moved.after.mtu,
+            mac_string(&moved.before.mac),
+            moved.before.mtu
+        ),
+        Ok(None) => {}
+        Err(e) => error!(
+            "{}: cannot take its new settings into the maps: {}",
+            name(c.ifindex),
+            report(&e)
+        ),
     }
     Ok(())
 }

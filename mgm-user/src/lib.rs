@@ -12,6 +12,8 @@ pub mod daemon;
 pub mod dataplane;
 /// IGMP wire codec.
 pub mod igmp;
+/// Link changes (MAC, MTU) of the managed interfaces (rtnetlink).
+pub mod links;
 /// Routing-protocol modules (IGMP and the IGMP proxy today).
 pub mod protocols;
 /// The kernel's unicast routes as the RPF table (rtnetlink).

@@ -26,6 +26,7 @@ use mgm_common::{
 use mgm_user::{
     core::{InterfaceId, MapOp},
     dataplane::{
+        interfaces::InterfaceSettings,
         loader::{load_programs, Loaded},
         maps::Forwarding,
         netdev::NetDev,
@@ -47,6 +48,7 @@ const G1: Ipv4Addr = Ipv4Addr::new(239, 1, 1, 1);
 struct Harness {
     loaded: Loaded,
     fwd: Forwarding,
+    settings: InterfaceSettings,
     events: RingBuf<MapData>,
     if_stats: PerCpuArray<MapData, IfStats>,
     /// The second managed interface (counter slot 2): the veth `mgmv0`, where copies go.
@@ -70,11 +72,12 @@ impl Harness {
         let veth = NetDev::lookup("mgmv0").unwrap();
         let lo = NetDev::lookup("lo").unwrap();
         let mut loaded = load_programs(&tunables).expect("the kernel accepts the programs");
-        loaded
+        let settings = loaded
             .configure_interfaces(&[lo, veth.clone()], ttl_threshold)
             .unwrap();
         let fwd = loaded.take_forwarding().unwrap();
         Harness {
+            settings,
             events: loaded.take_map(m::EVENTS).unwrap(),
             if_stats: loaded.take_map(m::IF_STATS).unwrap(),
             fwd,
@@ -531,6 +534,53 @@ fn a_one_interface_set_keeps_the_ttl_threshold_and_the_mtu_of_its_interface() {
     assert_eq!(h.run(&big.bytes()).0, XDP_REDIRECT, "the MTU grew");
     let tx = h.if_stats_of(2);
     assert_eq!((tx.ttl_too_low, tx.tx_pkts), (1, 3));
+}
+
+/// A link change the daemon follows reaches the next copy: it leaves with the interface's new
+/// MAC, and a frame that fitted the old MTU but not the new one is dropped, not counted sent.
+#[test]
+fn a_followed_link_change_reaches_the_next_copy() {
+    let mut h = harness();
+    h.install(S1, G1, LO, &[h.out]);
+    let mut big = Frame::udp(S1, G1, 64);
+    big.payload.resize(1200, 0);
+    assert_eq!(h.run(&big.bytes()).0, XDP_REDIRECT);
+    let mac = [0x02, 0, 0, 0, 0x5e, 0x01];
+    let status = std::process::Command::new("ip")
+        .args([
+            "link",
+            "set",
+            "mgmv0",
+            "mtu",
+            "1000",
+            "address",
+            "02:00:00:00:5e:01",
+        ])
+        .status()
+        .expect("ip runs");
+    assert!(status.success());
+    let moved = h
+        .settings
+        .follow(h.out, Some(mac), Some(1000))
+        .unwrap()
+        .expect("MAC and MTU moved");
+    assert_eq!((moved.before.mac, moved.before.mtu), (h.veth.mac, 1500));
+    assert_eq!((moved.after.mac, moved.after.mtu), (mac, 1000));
+    assert_eq!(moved.after.stats_slot, 2, "the counters stay");
+    assert_eq!(
+        h.settings.follow(h.out, Some(mac), Some(1000)).unwrap(),
+        None
+    );
+    assert_eq!(
+        h.settings.follow(999, Some(mac), None).unwrap(),
+        None,
+        "not managed"
+    );
+    assert_eq!(h.run(&big.bytes()).0, XDP_DROP, "longer than the new MTU");
+    let (verdict, out) = h.run(&Frame::udp(S1, G1, 64).bytes());
+    assert_eq!(verdict, XDP_REDIRECT);
+    assert_eq!(out[6..12], mac, "the new source MAC");
+    assert_eq!(h.if_stats_of(2).tx_pkts, 2);
 }
 
 #[test]

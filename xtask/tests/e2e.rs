@@ -450,6 +450,79 @@ fn egress_applies_ttl_threshold_and_mtu_per_interface() {
     assert_eq!(stats("dn2")["ttl_too_low"], 10);
 }
 
+/// MAC and MTU changes of the downstreams while mgm runs: the next copies leave with the new
+/// MACs (the prepared copy and the egress program's alike), and datagrams that fitted the old
+/// MTU but not the new one are neither received nor counted as sent.
+#[test]
+fn link_changes_while_running_reach_the_copies() {
+    const N: usize = 20;
+    let t = setup(&[IgmpVersion::V2, IgmpVersion::V2], "native");
+    let rx: Vec<Receiver> = (0..2).map(|i| t.receiver(i)).collect();
+    for r in &rx {
+        r.join(G1).unwrap();
+    }
+    t.streaming(&[SENDER_ADDR], &[G1], || {
+        for (i, r) in rx.iter().enumerate() {
+            if !arrives(r, None, G1, JOIN_TIMEOUT) {
+                t.fail(&format!("receiver {} got nothing after joining", i + 1));
+            }
+        }
+    });
+    let macs = ["02:00:00:00:5e:01", "02:00:00:00:5e:02"];
+    for (i, mac) in macs.iter().enumerate() {
+        t.lab
+            .router
+            .ip(&["link", "set", &downstream(i), "address", mac, "mtu", "1000"])
+            .unwrap();
+    }
+    let end = Instant::now() + JOIN_TIMEOUT;
+    while (0..2).any(|i| downstream_view(&t, i).0 != macs[i]) {
+        if Instant::now() > end {
+            t.fail("mgm show never reported the new MACs");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let caps: Vec<Capture> = (0..2)
+        .map(|i| Capture::new(&t.lab.receivers[i], HOST_IF).expect("capture"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    for (r, c) in rx.iter().zip(&caps) {
+        r.drain().unwrap();
+        c.frames(Duration::from_millis(100));
+    }
+    let before: Vec<u64> = (0..2).map(|i| downstream_view(&t, i).1).collect();
+    let mut sender = Sender::new(&t.lab.sender, SENDER_ADDR, 8).unwrap();
+    for _ in 0..N {
+        sender.send(G1, 100).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // 1200-byte datagrams: within the old MTU of 1500, beyond the new one.
+    for _ in 0..N {
+        sender.send(G1, 1200).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..2 {
+        let got = count(&rx[i], Some(SENDER_ADDR), G1, Duration::from_millis(200));
+        let sent = downstream_view(&t, i).1 - before[i];
+        if got != N || sent != N as u64 {
+            t.fail(&format!(
+                "{}: its receiver got {got} and it counted {sent} sent, of {N} that fit",
+                downstream(i)
+            ));
+        }
+        let frames = caps[i].frames(Duration::from_millis(200));
+        assert_eq!(frames.len(), N, "captured frames on receiver {}", i + 1);
+        for f in &frames {
+            assert_eq!(
+                mac_string(f, 6),
+                macs[i],
+                "the new MAC of {}",
+                downstream(i)
+            );
+        }
+    }
+}
+
 /// RPF follows the kernel's routing table: a source routed through a downstream interface
 /// gets an MFE whose incoming interface is that downstream, so its packets arriving upstream
 /// are wrong-interface drops, while a source routed upstream is forwarded.

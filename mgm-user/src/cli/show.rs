@@ -6,7 +6,7 @@ use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
 use mgm_common::fwd::{FWD_NEGATIVE, FWD_PENDING};
 use serde_json::json;
 
-use crate::dataplane::inspect::PinnedState;
+use crate::dataplane::{inspect::PinnedState, netdev::mac_string};
 
 /// Renders the state as JSON: addresses as dotted quads ("*" for a wildcard), interfaces by
 /// name and index. This shape is the interface scripts rely on; it does not follow map layouts.
@@ -37,11 +37,10 @@ pub fn render_json(state: &PinnedState) -> String {
         .iter()
         .map(|i| {
             let s = &i.stats;
-            let mac: Vec<String> = i.config.mac.iter().map(|b| format!("{b:02x}")).collect();
             json!({
                 "name": ifname(i.ifindex),
                 "ifindex": i.ifindex,
-                "mac": mac.join(":"),
+                "mac": mac_string(&i.config.mac),
                 "mtu": i.config.mtu,
                 "ttl_threshold": i.config.ttl_threshold,
                 "stats": {

@@ -14,7 +14,7 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, MapData, PerCpuArray, RingBuf},
     programs::{
         links::{FdLink, PinnedLink},
         xdp::{XdpLink, XdpLinkId},
@@ -25,11 +25,13 @@ use aya::{
 use log::{info, warn};
 use mgm_common::{
     counters::IfStats,
-    fwd::{IfConfig, Meta, IF_ENABLED},
+    fwd::Meta,
     maps::{self as m, LAYOUT_VERSION},
 };
 
-use super::{error::report, maps::Forwarding, netdev::NetDev, DataplaneError};
+use super::{
+    error::report, interfaces::InterfaceSettings, maps::Forwarding, netdev::NetDev, DataplaneError,
+};
 
 const INGRESS: &str = "mgm_ingress";
 const EGRESS: &str = "mgm_egress";
@@ -107,46 +109,21 @@ impl Loaded {
         T::try_from(map).map_err(|source| DataplaneError::Map { map: name, source })
     }
 
-    /// Writes each interface's settings, with counter slots 1, 2, … in the order given, and
-    /// returns (ifindex, slot) pairs.
+    /// Writes each interface's settings, with counter slots 1, 2, … in the order given.
     ///
     /// # Errors
-    /// The interface map cannot be written.
+    /// An interface map is missing or cannot be written.
     pub fn configure_interfaces(
         &mut self,
         interfaces: &[NetDev],
         ttl_threshold: u8,
-    ) -> Result<Vec<(u32, u32)>, DataplaneError> {
-        let mut ifcfg: HashMap<MapData, u32, IfConfig> = self.take_map(m::IFCFG)?;
-        let mut direct: Array<MapData, IfConfig> = self.take_map(m::IFCFG_DIRECT)?;
-        let mut slots = Vec::new();
-        for (i, dev) in interfaces.iter().enumerate() {
-            let slot = i as u32 + 1;
-            let cfg = IfConfig {
-                mac: dev.mac,
-                flags: IF_ENABLED,
-                ttl_threshold,
-                mtu: dev.mtu,
-                _pad: 0,
-                stats_slot: slot,
-            };
-            ifcfg
-                .insert(dev.ifindex, cfg, 0)
-                .map_err(|source| DataplaneError::Map {
-                    map: m::IFCFG,
-                    source,
-                })?;
-            if dev.ifindex < m::IFCFG_DIRECT_LIMIT {
-                direct
-                    .set(dev.ifindex, cfg, 0)
-                    .map_err(|source| DataplaneError::Map {
-                        map: m::IFCFG_DIRECT,
-                        source,
-                    })?;
-            }
-            slots.push((dev.ifindex, slot));
-        }
-        Ok(slots)
+    ) -> Result<InterfaceSettings, DataplaneError> {
+        InterfaceSettings::write_all(
+            self.take_map(m::IFCFG)?,
+            self.take_map(m::IFCFG_DIRECT)?,
+            interfaces,
+            ttl_threshold,
+        )
     }
 
     /// Takes the forwarding maps as a [`Forwarding`] handle.
@@ -257,8 +234,8 @@ pub struct Dataplane {
     /// Taken by the daemon's event loop ([`Dataplane::take_logger`]).
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     if_stats: PerCpuArray<MapData, IfStats>,
-    /// ifindex → counter slot.
-    slots: Vec<(u32, u32)>,
+    /// The managed interfaces' settings, kept to follow link changes.
+    pub interfaces: InterfaceSettings,
     pin_dir: PathBuf,
     /// Where each interface's program is attached, for the log and `mgm show`.
     pub attached: Vec<(String, &'static str)>,
@@ -296,7 +273,7 @@ impl Dataplane {
                 map: m::META,
                 source,
             })?;
-        let slots = loaded.configure_interfaces(&opts.interfaces, opts.ttl_threshold)?;
+        let interfaces = loaded.configure_interfaces(&opts.interfaces, opts.ttl_threshold)?;
         let mut forwarding = loaded.take_forwarding()?;
         let adopted = if adopt {
             let n = forwarding.adopt()?;
@@ -316,7 +293,7 @@ impl Dataplane {
             events,
             if_stats,
             logger,
-            slots,
+            interfaces,
             pin_dir: opts.pin_dir.clone(),
             attached,
             adopted,
@@ -341,7 +318,7 @@ impl Dataplane {
     /// # Errors
     /// Reading the per-CPU array failed.
     pub fn if_stats(&self, ifindex: u32) -> Result<Option<IfStats>, DataplaneError> {
-        let Some(&(_, slot)) = self.slots.iter().find(|(i, _)| *i == ifindex) else {
+        let Some(slot) = self.interfaces.slot(ifindex) else {
             return Ok(None);
         };
         let per_cpu = self

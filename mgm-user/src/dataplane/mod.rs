@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod inspect;
+pub mod interfaces;
 pub mod loader;
 pub mod maps;
 pub mod netdev;

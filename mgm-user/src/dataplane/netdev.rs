@@ -16,6 +16,11 @@ pub struct NetDev {
     pub ipv4: Option<std::net::Ipv4Addr>,
 }
 
+/// `aa:bb:cc:dd:ee:ff`, as `ip link` prints a MAC.
+pub fn mac_string(mac: &[u8; 6]) -> String {
+    mac.map(|b| format!("{b:02x}")).join(":")
+}
+
 impl NetDev {
     /// Looks up `name` in the current network namespace.
     ///
