@@ -428,7 +428,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         seen.igmp, seen.bad_igmp, seen.no_cache, seen.wrong_if, seen.unknown, seen.map_errors
     );
     for dev in &interfaces {
-        if let Ok(Some(s)) = dp.if_stats(dev.ifindex) {
+        if let Ok(Some(s)) = dp.interfaces.stats(dev.ifindex) {
             info!("{}: {s:?}", dev.name);
         }
     }

@@ -15,7 +15,7 @@ use std::{collections::BTreeSet, net::Ipv4Addr, time::Duration};
 use frame::{checksum, ipv4_header_ok, Frame, HOST, ROUTER_ALERT};
 
 use aya::{
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{MapData, RingBuf},
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use mgm_common::{
@@ -50,7 +50,6 @@ struct Harness {
     fwd: Forwarding,
     settings: InterfaceSettings,
     events: RingBuf<MapData>,
-    if_stats: PerCpuArray<MapData, IfStats>,
     /// The second managed interface (counter slot 2): the veth `mgmv0`, where copies go.
     veth: NetDev,
     /// `veth`'s ifindex.
@@ -79,7 +78,6 @@ impl Harness {
         Harness {
             settings,
             events: loaded.take_map(m::EVENTS).unwrap(),
-            if_stats: loaded.take_map(m::IF_STATS).unwrap(),
             fwd,
             loaded,
             out: veth.ifindex,
@@ -127,17 +125,14 @@ impl Harness {
 
     /// Counters of `lo`.
     fn if_stats(&self) -> IfStats {
-        self.if_stats_of(1)
+        self.if_stats_of(LO)
     }
 
-    fn if_stats_of(&self, slot: u32) -> IfStats {
-        let mut total = IfStats::default();
-        self.if_stats
-            .get(&slot, 0)
+    fn if_stats_of(&self, ifindex: u32) -> IfStats {
+        self.settings
+            .stats(ifindex)
             .unwrap()
-            .iter()
-            .for_each(|s| total.accumulate(s));
-        total
+            .expect("a managed interface")
     }
 
     fn entry_stats(&self, source: Ipv4Addr, group: Ipv4Addr) -> EntryStats {
@@ -464,7 +459,7 @@ fn a_one_interface_set_gets_the_copys_mac_and_counters_in_the_ingress_program() 
     assert_eq!(out[14 + 8], 63, "TTL decremented");
     assert!(ipv4_header_ok(&out));
     assert_eq!(out[26..], frame[26..]);
-    let tx = h.if_stats_of(2);
+    let tx = h.if_stats_of(h.out);
     assert_eq!((tx.tx_pkts, tx.tx_bytes), (1, (frame.len() - 14) as u64));
     assert_eq!(h.entry_stats(S1, G1).pkts, 1);
 
@@ -472,7 +467,7 @@ fn a_one_interface_set_gets_the_copys_mac_and_counters_in_the_ingress_program() 
     let (verdict, out) = h.run(&frame);
     assert_eq!(verdict, XDP_REDIRECT);
     assert_eq!(out[6..12], veth.mac, "the prepared member's copy");
-    assert_eq!(h.if_stats_of(2).tx_pkts, 2);
+    assert_eq!(h.if_stats_of(h.out).tx_pkts, 2);
     assert_eq!(h.entry_stats(S1, G1).pkts, 2);
 
     // Arriving on the prepared member, which the broadcast skips: nothing of its copy.
@@ -484,7 +479,7 @@ fn a_one_interface_set_gets_the_copys_mac_and_counters_in_the_ingress_program() 
         frame[6..12],
         "no copy prepared for the incoming interface"
     );
-    assert_eq!(h.if_stats_of(2).tx_pkts, 2);
+    assert_eq!(h.if_stats_of(h.out).tx_pkts, 2);
     assert_eq!(h.entry_stats(S1, G1).pkts, 3);
 }
 
@@ -506,7 +501,7 @@ fn a_sets_prepared_copy_keeps_the_ttl_threshold_and_the_mtu_of_its_interface() {
         big.bytes()[6..12],
         "the long copy is not prepared"
     );
-    let tx = h.if_stats_of(2);
+    let tx = h.if_stats_of(h.out);
     assert_eq!((tx.ttl_too_low, tx.tx_pkts), (1, 1));
 }
 
@@ -532,7 +527,7 @@ fn a_one_interface_set_keeps_the_ttl_threshold_and_the_mtu_of_its_interface() {
     assert!(status.success());
     big.payload.resize(1200, 0);
     assert_eq!(h.run(&big.bytes()).0, XDP_REDIRECT, "the MTU grew");
-    let tx = h.if_stats_of(2);
+    let tx = h.if_stats_of(h.out);
     assert_eq!((tx.ttl_too_low, tx.tx_pkts), (1, 3));
 }
 
@@ -580,7 +575,7 @@ fn a_followed_link_change_reaches_the_next_copy() {
     let (verdict, out) = h.run(&Frame::udp(S1, G1, 64).bytes());
     assert_eq!(verdict, XDP_REDIRECT);
     assert_eq!(out[6..12], mac, "the new source MAC");
-    assert_eq!(h.if_stats_of(2).tx_pkts, 2);
+    assert_eq!(h.if_stats_of(h.out).tx_pkts, 2);
 }
 
 #[test]

@@ -957,6 +957,45 @@ fn restart_keeps_forwarding(extra: &[&str], stop: impl FnOnce(Daemon)) {
     });
 }
 
+/// Restarts that name the interfaces in another order, then one fewer: each interface keeps
+/// its own counters through both.
+#[test]
+fn restarts_with_other_interfaces_keep_each_ones_counters() {
+    let tag = unique_tag("t");
+    let lab = Lab::up(&tag, &[IgmpVersion::V2, IgmpVersion::V2]).expect("lab up");
+    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{tag}"));
+    let first = Daemon::start(&mgm_bin(), &lab, &pin_dir, &FAST_IGMP, false).expect("mgm starts");
+    let t = Setup { daemon: first, lab };
+    let r1 = t.receiver(0);
+    r1.join(G1).unwrap();
+    t.streaming(&[SENDER_ADDR], &[G1], || {
+        if !arrives(&r1, None, G1, JOIN_TIMEOUT) {
+            t.fail("no stream before the restarts");
+        }
+    });
+    let sent_dn1 = downstream_view(&t, 0).1;
+    assert!(sent_dn1 > 0, "dn1 sent the stream");
+    assert_eq!(downstream_view(&t, 1).1, 0, "dn2 sent nothing");
+    let (dn1, dn2) = (downstream(0), downstream(1));
+    let restart = |t: Setup, downstreams: &[&str]| -> Setup {
+        let Setup { daemon, lab } = t;
+        daemon.crash();
+        let mut roles = vec!["--upstream", UPSTREAM, "--downstream"];
+        roles.extend_from_slice(downstreams);
+        let daemon = Daemon::start_as(&mgm_bin(), &lab, &pin_dir, &roles, &FAST_IGMP, false)
+            .expect("restart");
+        Setup { daemon, lab }
+    };
+    let t = restart(t, &[&dn2, &dn1]);
+    if downstream_view(&t, 0).1 < sent_dn1 || downstream_view(&t, 1).1 != 0 {
+        t.fail("reordered: the counters moved to another interface");
+    }
+    let t = restart(t, &[&dn1]);
+    if downstream_view(&t, 0).1 < sent_dn1 {
+        t.fail("without dn2: dn1 lost its counters");
+    }
+}
+
 /// Static routes (smcroute style) forward whatever IGMP says: a receiver that never joined
 /// gets the routed group, another downstream does not, and IGMP keeps working on the
 /// interface the static route goes out of (its joins and leaves pass through the module).

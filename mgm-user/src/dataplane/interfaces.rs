@@ -1,19 +1,26 @@
-//! The managed interfaces' settings as the programs read them: `MGM_IFCFG` by ifindex, and
-//! `MGM_IFCFG_DIRECT` for ifindexes below its limit. Written at start and again when a link's
-//! MAC or MTU changes.
+//! The managed interfaces as the programs see them: their settings in `MGM_IFCFG` by ifindex
+//! (and `MGM_IFCFG_DIRECT` for ifindexes below its limit) and their counters in
+//! `MGM_IF_STATS`. Written at start, again when a link's MAC or MTU changes.
+//!
+//! A daemon that adopts pinned maps keeps each interface's counter slot, so its counters go
+//! on whatever order the interfaces are given in. Settings of interfaces it no longer names
+//! stay: adopted entries may still copy to them until the core has reconciled, and a copy
+//! must leave with its interface's MAC.
 
-use aya::maps::{Array, HashMap, MapData};
+use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
 use mgm_common::{
+    counters::IfStats,
     fwd::{IfConfig, IF_ENABLED},
     maps as m,
 };
 
 use super::{netdev::NetDev, DataplaneError};
 
-/// The settings of every managed interface, and the maps that hold them.
+/// The settings and counters of every managed interface, and the maps that hold them.
 pub struct InterfaceSettings {
     hash: HashMap<MapData, u32, IfConfig>,
     direct: Array<MapData, IfConfig>,
+    stats: PerCpuArray<MapData, IfStats>,
     /// ifindex → what the maps hold, in the order the interfaces were given.
     written: Vec<(u32, IfConfig)>,
 }
@@ -26,34 +33,76 @@ pub struct SettingsChange {
 }
 
 impl InterfaceSettings {
-    /// Writes each interface's settings, with counter slots 1, 2, … in the order given.
+    /// Writes each interface's settings. An interface the maps already hold (adopted from a
+    /// previous daemon) keeps its counter slot and counts; every other gets the lowest slot
+    /// no interface in the maps holds, which no program has counted into.
     ///
     /// # Errors
-    /// A map cannot be written.
+    /// A map cannot be read or written, or there are more interfaces than counter slots.
     pub fn write_all(
         hash: HashMap<MapData, u32, IfConfig>,
         direct: Array<MapData, IfConfig>,
+        stats: PerCpuArray<MapData, IfStats>,
         interfaces: &[NetDev],
         ttl_threshold: u8,
     ) -> Result<InterfaceSettings, DataplaneError> {
+        let pinned: Vec<(u32, IfConfig)> = hash
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(m::IFCFG))?;
         let mut settings = InterfaceSettings {
             hash,
             direct,
+            stats,
             written: Vec::new(),
         };
-        for (i, dev) in interfaces.iter().enumerate() {
+        let kept = |ifindex: u32| {
+            pinned
+                .iter()
+                .find(|(i, _)| *i == ifindex)
+                .map(|(_, c)| c.stats_slot)
+        };
+        let mut taken: Vec<u32> = pinned.iter().map(|(_, c)| c.stats_slot).collect();
+        for dev in interfaces {
+            let slot = match kept(dev.ifindex) {
+                Some(slot) => slot,
+                None => {
+                    let slot = (1..m::IF_CAPACITY).find(|s| !taken.contains(s)).ok_or(
+                        DataplaneError::Full {
+                            table: m::IF_STATS,
+                            capacity: m::IF_CAPACITY - 1,
+                        },
+                    )?;
+                    taken.push(slot);
+                    slot
+                }
+            };
             let cfg = IfConfig {
                 mac: dev.mac,
                 flags: IF_ENABLED,
                 ttl_threshold,
                 mtu: dev.mtu,
                 _pad: 0,
-                stats_slot: i as u32 + 1,
+                stats_slot: slot,
             };
             settings.write(dev.ifindex, cfg)?;
             settings.written.push((dev.ifindex, cfg));
         }
         Ok(settings)
+    }
+
+    /// Counters of a managed interface, summed over CPUs; `None` for any other.
+    ///
+    /// # Errors
+    /// Reading the per-CPU array failed.
+    pub fn stats(&self, ifindex: u32) -> Result<Option<IfStats>, DataplaneError> {
+        let Some(slot) = self.slot(ifindex) else {
+            return Ok(None);
+        };
+        let per_cpu = self.stats.get(&slot, 0).map_err(map_err(m::IF_STATS))?;
+        let mut total = IfStats::default();
+        per_cpu.iter().for_each(|s| total.accumulate(s));
+        Ok(Some(total))
     }
 
     /// The counter slot of a managed interface; `None` for any other.
@@ -105,18 +154,16 @@ impl InterfaceSettings {
     fn write(&mut self, ifindex: u32, cfg: IfConfig) -> Result<(), DataplaneError> {
         self.hash
             .insert(ifindex, cfg, 0)
-            .map_err(|source| DataplaneError::Map {
-                map: m::IFCFG,
-                source,
-            })?;
+            .map_err(map_err(m::IFCFG))?;
         if ifindex < m::IFCFG_DIRECT_LIMIT {
             self.direct
                 .set(ifindex, cfg, 0)
-                .map_err(|source| DataplaneError::Map {
-                    map: m::IFCFG_DIRECT,
-                    source,
-                })?;
+                .map_err(map_err(m::IFCFG_DIRECT))?;
         }
         Ok(())
     }
+}
+
+fn map_err(map: &'static str) -> impl Fn(MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { map, source }
 }

@@ -14,7 +14,7 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, MapData, PerCpuArray, RingBuf},
+    maps::{Array, MapData, RingBuf},
     programs::{
         links::{FdLink, PinnedLink},
         xdp::{XdpLink, XdpLinkId},
@@ -24,7 +24,6 @@ use aya::{
 };
 use log::{info, warn};
 use mgm_common::{
-    counters::IfStats,
     fwd::Meta,
     maps::{self as m, LAYOUT_VERSION},
 };
@@ -109,7 +108,8 @@ impl Loaded {
         T::try_from(map).map_err(|source| DataplaneError::Map { map: name, source })
     }
 
-    /// Writes each interface's settings, with counter slots 1, 2, … in the order given.
+    /// Writes each interface's settings (see [`InterfaceSettings::write_all`]) and takes the
+    /// interface maps, counters included.
     ///
     /// # Errors
     /// An interface map is missing or cannot be written.
@@ -121,6 +121,7 @@ impl Loaded {
         InterfaceSettings::write_all(
             self.take_map(m::IFCFG)?,
             self.take_map(m::IFCFG_DIRECT)?,
+            self.take_map(m::IF_STATS)?,
             interfaces,
             ttl_threshold,
         )
@@ -233,8 +234,7 @@ pub struct Dataplane {
     events: Option<RingBuf<MapData>>,
     /// Taken by the daemon's event loop ([`Dataplane::take_logger`]).
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
-    if_stats: PerCpuArray<MapData, IfStats>,
-    /// The managed interfaces' settings, kept to follow link changes.
+    /// The managed interfaces' settings (kept to follow link changes) and counters.
     pub interfaces: InterfaceSettings,
     pin_dir: PathBuf,
     /// Where each interface's program is attached, for the log and `mgm show`.
@@ -286,12 +286,10 @@ impl Dataplane {
             0
         };
         let events = Some(loaded.take_map(m::EVENTS)?);
-        let if_stats = loaded.take_map(m::IF_STATS)?;
         let attached = attach_all(&mut loaded.ebpf, &opts.interfaces, opts.mode, &opts.pin_dir)?;
         Ok(Dataplane {
             forwarding,
             events,
-            if_stats,
             logger,
             interfaces,
             pin_dir: opts.pin_dir.clone(),
@@ -313,28 +311,6 @@ impl Dataplane {
         self.logger.take()
     }
 
-    /// Counters of a managed interface, summed over CPUs.
-    ///
-    /// # Errors
-    /// Reading the per-CPU array failed.
-    pub fn if_stats(&self, ifindex: u32) -> Result<Option<IfStats>, DataplaneError> {
-        let Some(slot) = self.interfaces.slot(ifindex) else {
-            return Ok(None);
-        };
-        let per_cpu = self
-            .if_stats
-            .get(&slot, 0)
-            .map_err(|source| DataplaneError::Map {
-                map: m::IF_STATS,
-                source,
-            })?;
-        let mut total = IfStats::default();
-        per_cpu.iter().for_each(|s| total.accumulate(s));
-        Ok(Some(total))
-    }
-}
-
-impl Dataplane {
     /// Stops the data plane and leaves it forwarding: the pinned links and maps stay, so
     /// traffic goes on with the last state until the next daemon adopts them.
     pub fn leave_running(mut self) {
