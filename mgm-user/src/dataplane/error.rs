@@ -65,3 +65,8 @@ pub fn report(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// For `map_err`: a failed operation on map `map`.
+pub(super) fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { map, source }
+}

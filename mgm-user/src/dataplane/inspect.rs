@@ -10,7 +10,7 @@ use mgm_common::{
     maps as m,
 };
 
-use super::DataplaneError;
+use super::{error::map_err, DataplaneError};
 
 /// One forwarding entry and its counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,20 +55,13 @@ where
 /// A map is missing (no daemon ran with this pin directory) or has another layout.
 pub fn read_pinned(dir: &Path) -> Result<PinnedState, DataplaneError> {
     let meta: Array<MapData, Meta> = open(dir, m::META)?;
-    let layout_version = meta
-        .get(&0, 0)
-        .map_err(|source| DataplaneError::Map {
-            map: m::META,
-            source,
-        })?
-        .layout_version;
+    let layout_version = meta.get(&0, 0).map_err(map_err(m::META))?.layout_version;
     let fwd: HashMap<MapData, FwdKey, FwdEntry> = open(dir, m::FWD)?;
     let sets: ArrayOfMaps<MapData, DevMapHash<MapData>> = open(dir, m::OIF_SETS)?;
     let entry_stats: PerCpuArray<MapData, EntryStats> = open(dir, m::ENTRY_STATS)?;
     let ifcfg: HashMap<MapData, u32, IfConfig> = open(dir, m::IFCFG)?;
     let if_stats: PerCpuArray<MapData, IfStats> = open(dir, m::IF_STATS)?;
 
-    let map_err = |map| move |source| DataplaneError::Map { map, source };
     let mut entries = Vec::new();
     for item in fwd.iter() {
         let (key, entry) = item.map_err(map_err(m::FWD))?;

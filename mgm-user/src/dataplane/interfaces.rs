@@ -7,14 +7,14 @@
 //! stay: adopted entries may still copy to them until the core has reconciled, and a copy
 //! must leave with its interface's MAC.
 
-use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use mgm_common::{
     counters::IfStats,
     fwd::{IfConfig, IF_ENABLED},
     maps as m,
 };
 
-use super::{netdev::NetDev, DataplaneError};
+use super::{error::map_err, netdev::NetDev, DataplaneError};
 
 /// The settings and counters of every managed interface, and the maps that hold them.
 pub struct InterfaceSettings {
@@ -107,14 +107,10 @@ impl InterfaceSettings {
 
     /// The counter slot of a managed interface; `None` for any other.
     pub fn slot(&self, ifindex: u32) -> Option<u32> {
-        self.get(ifindex).map(|c| c.stats_slot)
-    }
-
-    fn get(&self, ifindex: u32) -> Option<&IfConfig> {
         self.written
             .iter()
             .find(|(i, _)| *i == ifindex)
-            .map(|(_, c)| c)
+            .map(|(_, c)| c.stats_slot)
     }
 
     /// Takes a link's new MAC or MTU into its settings. `None`: the interface is not managed,
@@ -131,9 +127,10 @@ impl InterfaceSettings {
         mac: Option<[u8; 6]>,
         mtu: Option<u32>,
     ) -> Result<Option<SettingsChange>, DataplaneError> {
-        let Some(&before) = self.get(ifindex) else {
+        let Some(at) = self.written.iter().position(|(i, _)| *i == ifindex) else {
             return Ok(None);
         };
+        let before = self.written[at].1;
         let mut after = before;
         if let Some(mac) = mac {
             after.mac = mac;
@@ -145,9 +142,7 @@ impl InterfaceSettings {
             return Ok(None);
         }
         self.write(ifindex, after)?;
-        if let Some((_, c)) = self.written.iter_mut().find(|(i, _)| *i == ifindex) {
-            *c = after;
-        }
+        self.written[at].1 = after;
         Ok(Some(SettingsChange { before, after }))
     }
 
@@ -162,8 +157,4 @@ impl InterfaceSettings {
         }
         Ok(())
     }
-}
-
-fn map_err(map: &'static str) -> impl Fn(MapError) -> DataplaneError {
-    move |source| DataplaneError::Map { map, source }
 }

@@ -29,7 +29,11 @@ use mgm_common::{
 };
 
 use super::{
-    error::report, interfaces::InterfaceSettings, maps::Forwarding, netdev::NetDev, DataplaneError,
+    error::{map_err, report},
+    interfaces::InterfaceSettings,
+    maps::Forwarding,
+    netdev::NetDev,
+    DataplaneError,
 };
 
 const INGRESS: &str = "mgm_ingress";
@@ -152,11 +156,7 @@ impl Loaded {
             map: m::OIF_SETS,
             source: aya::maps::MapError::IoError(e),
         })?;
-        let sets =
-            aya::maps::ArrayOfMaps::try_from(sets).map_err(|source| DataplaneError::Map {
-                map: m::OIF_SETS,
-                source,
-            })?;
+        let sets = aya::maps::ArrayOfMaps::try_from(sets).map_err(map_err(m::OIF_SETS))?;
         Ok(Forwarding::new(
             self.take_map(m::FWD)?,
             (sets, sets_fd),
@@ -268,11 +268,7 @@ impl Dataplane {
             layout_version: LAYOUT_VERSION,
             _pad: 0,
         };
-        meta.set(0, version, 0)
-            .map_err(|source| DataplaneError::Map {
-                map: m::META,
-                source,
-            })?;
+        meta.set(0, version, 0).map_err(map_err(m::META))?;
         let interfaces = loaded.configure_interfaces(&opts.interfaces, opts.ttl_threshold)?;
         let mut forwarding = loaded.take_forwarding()?;
         let adopted = if adopt {

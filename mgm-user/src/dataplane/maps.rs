@@ -22,7 +22,7 @@ use mgm_common::{
     maps as m,
 };
 
-use super::DataplaneError;
+use super::{error::map_err, DataplaneError};
 use crate::core::{DataPlaneEntry, InterfaceId, MapOp};
 
 /// Size of `struct bpf_devmap_val` (ifindex + program fd), which egress programs need.
@@ -75,10 +75,6 @@ pub struct Forwarding {
     /// Placeholders the XDP program inserted and no install has replaced yet.
     pending: BTreeSet<FwdKey>,
     nr_cpus: usize,
-}
-
-fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError {
-    move |source| DataplaneError::Map { map, source }
 }
 
 impl Forwarding {
@@ -251,10 +247,7 @@ impl Forwarding {
         self.pending.remove(&key);
         match self.fwd.remove(&key) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(source) => Err(DataplaneError::Map {
-                map: m::FWD,
-                source,
-            }),
+            Err(source) => Err(map_err(m::FWD)(source)),
         }
     }
 
@@ -507,10 +500,7 @@ impl Forwarding {
         match self.fwd.get(&key, 0) {
             Ok(e) => Ok(Some(e)),
             Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(source) => Err(DataplaneError::Map {
-                map: m::FWD,
-                source,
-            }),
+            Err(source) => Err(map_err(m::FWD)(source)),
         }
     }
 }
