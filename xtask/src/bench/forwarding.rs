@@ -476,7 +476,7 @@ pub fn forwarding(
     print_table(&summary, &ratios);
     print_turns(&by_turns);
     let png = crate::workspace_root().join("target/bench/forwarding.png");
-    plot::plot(&summary, &png, FONT).context("cannot draw the plot")?;
+    plot::plot(&summary, &by_turns, &png, FONT).context("cannot draw the plot")?;
     println!("wrote {}", png.display());
     Ok(json!({
         "method": "one lab of network namespaces; generator: bench_gen (BPF_PROG_TEST_RUN, live frames, XDP_TX) on CPU 1; router: threaded NAPI of its ingress veth on CPU 0; receivers: bench_count (XDP, counts and drops) with NAPI on CPU 1; medians of interleaved runs",

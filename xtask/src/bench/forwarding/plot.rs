@@ -1,5 +1,8 @@
-//! The forwarding plot: received rate per receiver against fan-out, one panel per frame size,
-//! mgm against the kernel with the raw redirect and the XDP_DROP ceiling for scale.
+//! The forwarding plot, one column per frame size, against fan-out: on top the received rate
+//! per receiver (mgm against the kernel, the raw redirects and the XDP_DROP ceiling for
+//! scale); below, what one router CPU forwards by turns with the receivers' share taken out
+//! (receivers counting in XDP), the comparison that holds when the generator cannot saturate
+//! the router.
 
 use std::path::Path;
 
@@ -20,12 +23,15 @@ const SERIES: [(Forwarder, RGBColor); 4] = [
     (Forwarder::RawMac, RGBColor(0x94, 0x67, 0xbd)),
 ];
 
-/// Draws `summary` (medians from [`super::summarize`]) into `png`, with text in the TrueType
-/// font at `font`.
+/// One forwarder's line: its colour and its points (fan-out, Mpps).
+type Line = (Forwarder, RGBColor, Vec<(f64, f64)>);
+
+/// Draws `summary` (medians from [`super::summarize`]) and `by_turns` (from
+/// [`super::turns`]) into `png`, with text in the TrueType font at `font`.
 ///
 /// # Errors
 /// The font cannot be read or the PNG cannot be written.
-pub fn plot(summary: &[Value], png: &Path, font: &str) -> anyhow::Result<()> {
+pub fn plot(summary: &[Value], by_turns: &[Value], png: &Path, font: &str) -> anyhow::Result<()> {
     let bytes = std::fs::read(font).with_context(|| format!("read font {font}"))?;
     // plotters keeps registered fonts for the life of the process.
     register_font(
@@ -34,11 +40,46 @@ pub fn plot(summary: &[Value], png: &Path, font: &str) -> anyhow::Result<()> {
         Box::leak(bytes.into_boxed_slice()),
     )
     .map_err(|_| anyhow!("{font} is not a usable font"))?;
-    let root = BitMapBackend::new(png, (1200, 520)).into_drawing_area();
+    let root = BitMapBackend::new(png, (1200, 1000)).into_drawing_area();
     root.fill(&WHITE).map_err(draw_error)?;
-    let panels = root.split_evenly((1, FRAME_SIZES.len()));
-    for (area, size) in panels.iter().zip(FRAME_SIZES) {
-        panel(area, summary, size as u64)?;
+    let panels = root.split_evenly((2, FRAME_SIZES.len()));
+    let (rates, capacities) = panels.split_at(FRAME_SIZES.len());
+    for ((top, bottom), size) in rates.iter().zip(capacities).zip(FRAME_SIZES) {
+        let size = size as u64;
+        let of_size = |rows: &[Value]| -> Vec<Value> {
+            rows.iter()
+                .filter(|s| s["frame_bytes"].as_u64() == Some(size))
+                .cloned()
+                .collect()
+        };
+        let measured = of_size(summary);
+        let ceiling = measured
+            .iter()
+            .find(|s| s["forwarder"] == Forwarder::Drop.name())
+            .map(|s| mpps(&s["ingress_pps"]));
+        let rate_lines = lines(&measured, |s, fw| {
+            (s["forwarder"] == fw.name()).then(|| mpps(&s["per_receiver_pps"]))
+        });
+        panel(
+            top,
+            &format!("{size}-byte frames: received per receiver (log scale)"),
+            &rate_lines,
+            ceiling,
+        )?;
+        let turns: Vec<Value> = of_size(by_turns)
+            .into_iter()
+            .filter(|t| t["receivers_count_in"] == "xdp")
+            .collect();
+        let capacity_lines = lines(&turns, |t, fw| {
+            let ns = t[format!("{}_router_ns_per_packet", fw.name())].as_f64()?;
+            Some(1e3 / ns)
+        });
+        panel(
+            bottom,
+            &format!("{size}-byte: router CPU capacity, by turns (log scale)"),
+            &capacity_lines,
+            None,
+        )?;
     }
     root.present().map_err(draw_error)?;
     Ok(())
@@ -48,43 +89,48 @@ fn draw_error(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow!("plot: {e}")
 }
 
-fn rate(s: &Value, key: &str) -> f64 {
-    s[key].as_f64().unwrap_or(0.0) / 1e6
+/// Packets per second to Mpps.
+fn mpps(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(0.0) / 1e6
+}
+
+/// Each forwarder's points (fan-out, Mpps), where `y` gives a value for a row.
+fn lines(rows: &[Value], y: impl Fn(&Value, Forwarder) -> Option<f64>) -> Vec<Line> {
+    SERIES
+        .iter()
+        .map(|&(fw, colour)| {
+            let points = rows
+                .iter()
+                .filter_map(|r| Some((r["fanout"].as_u64()? as f64, y(r, fw)?)))
+                .filter(|(_, v)| *v > 0.0)
+                .collect();
+            (fw, colour, points)
+        })
+        .collect()
 }
 
 fn panel(
     area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
-    summary: &[Value],
-    size: u64,
+    caption: &str,
+    series: &[Line],
+    ceiling: Option<f64>,
 ) -> anyhow::Result<()> {
-    let of_size: Vec<&Value> = summary
-        .iter()
-        .filter(|s| s["frame_bytes"].as_u64() == Some(size))
-        .collect();
-    let ceiling = of_size
-        .iter()
-        .find(|s| s["forwarder"] == Forwarder::Drop.name())
-        .map(|s| rate(s, "ingress_pps"));
-    let max_fanout = of_size
-        .iter()
-        .filter_map(|s| s["fanout"].as_u64())
-        .max()
-        .unwrap_or(8) as f64;
-    let rates = || {
-        of_size
+    let values = || {
+        series
             .iter()
-            .map(|s| rate(s, "per_receiver_pps"))
+            .flat_map(|(_, _, p)| p.iter().map(|(_, v)| *v))
             .chain(ceiling)
-            .filter(|r| *r > 0.0)
+            .filter(|v| *v > 0.0)
     };
+    let max_fanout = series
+        .iter()
+        .flat_map(|(_, _, p)| p.iter().map(|(x, _)| *x))
+        .fold(1.0f64, f64::max);
     // Logarithmic: the kernel at fan-out 8 is tens of times below the ceiling.
-    let top = rates().fold(0.0f64, f64::max).max(0.001) * 1.5;
-    let bottom = rates().fold(f64::INFINITY, f64::min).min(top / 2.0) / 1.5;
+    let top = values().fold(0.0f64, f64::max).max(0.001) * 1.5;
+    let bottom = values().fold(f64::INFINITY, f64::min).min(top / 2.0) / 1.5;
     let mut chart = ChartBuilder::on(area)
-        .caption(
-            format!("{size}-byte frames: received per receiver (log scale)"),
-            ("sans-serif", 22),
-        )
+        .caption(caption, ("sans-serif", 22))
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(64)
@@ -101,23 +147,15 @@ fn panel(
         .axis_desc_style(("sans-serif", 16))
         .draw()
         .map_err(draw_error)?;
-    for (fw, colour) in SERIES {
-        let points: Vec<(f64, f64)> = of_size
-            .iter()
-            .filter(|s| s["forwarder"] == fw.name())
-            .filter_map(|s| Some((s["fanout"].as_u64()? as f64, rate(s, "per_receiver_pps"))))
-            .collect();
+    for (fw, colour, points) in series {
+        let colour = *colour;
         chart
             .draw_series(LineSeries::new(points.clone(), colour.stroke_width(3)))
             .map_err(draw_error)?
             .label(fw.name())
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(3)));
         chart
-            .draw_series(
-                points
-                    .into_iter()
-                    .map(|p| Circle::new(p, 5, colour.filled())),
-            )
+            .draw_series(points.iter().map(|p| Circle::new(*p, 5, colour.filled())))
             .map_err(draw_error)?;
     }
     if let Some(c) = ceiling {
