@@ -13,7 +13,7 @@ use plotters::{
 };
 use serde_json::Value;
 
-use super::{router::Forwarder, FRAME_SIZES};
+use super::{receive::Counter, router::Forwarder, FRAME_SIZES};
 
 /// The lines drawn, with their colours.
 const SERIES: [(Forwarder, RGBColor); 4] = [
@@ -46,13 +46,7 @@ pub fn plot(summary: &[Value], by_turns: &[Value], png: &Path, font: &str) -> an
     let (rates, capacities) = panels.split_at(FRAME_SIZES.len());
     for ((top, bottom), size) in rates.iter().zip(capacities).zip(FRAME_SIZES) {
         let size = size as u64;
-        let of_size = |rows: &[Value]| -> Vec<Value> {
-            rows.iter()
-                .filter(|s| s["frame_bytes"].as_u64() == Some(size))
-                .cloned()
-                .collect()
-        };
-        let measured = of_size(summary);
+        let measured = of_size(summary, size);
         let ceiling = measured
             .iter()
             .find(|s| s["forwarder"] == Forwarder::Drop.name())
@@ -66,9 +60,9 @@ pub fn plot(summary: &[Value], by_turns: &[Value], png: &Path, font: &str) -> an
             &rate_lines,
             ceiling,
         )?;
-        let turns: Vec<Value> = of_size(by_turns)
+        let turns: Vec<&Value> = of_size(by_turns, size)
             .into_iter()
-            .filter(|t| t["receivers_count_in"] == "xdp")
+            .filter(|t| t["receivers_count_in"] == Counter::Xdp.name())
             .collect();
         let capacity_lines = lines(&turns, |t, fw| {
             let ns = t[format!("{}_router_ns_per_packet", fw.name())].as_f64()?;
@@ -89,13 +83,20 @@ fn draw_error(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow!("plot: {e}")
 }
 
+/// The rows of one frame size.
+fn of_size(rows: &[Value], size: u64) -> Vec<&Value> {
+    rows.iter()
+        .filter(|s| s["frame_bytes"].as_u64() == Some(size))
+        .collect()
+}
+
 /// Packets per second to Mpps.
 fn mpps(v: &Value) -> f64 {
     v.as_f64().unwrap_or(0.0) / 1e6
 }
 
 /// Each forwarder's points (fan-out, Mpps), where `y` gives a value for a row.
-fn lines(rows: &[Value], y: impl Fn(&Value, Forwarder) -> Option<f64>) -> Vec<Line> {
+fn lines(rows: &[&Value], y: impl Fn(&Value, Forwarder) -> Option<f64>) -> Vec<Line> {
     SERIES
         .iter()
         .map(|&(fw, colour)| {
