@@ -4,6 +4,8 @@
 
 /// Read-only operator commands (`mgm show`).
 pub mod cli;
+/// The configuration file (`mgm run --config`, `mgm check`).
+pub mod config;
 /// The Multicast Group Manager core: sans-IO, no clock, no sockets.
 pub mod core;
 /// The daemon's driver loop: ring buffer, signals, shutdown.

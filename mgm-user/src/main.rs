@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{bail, Context};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{parser::ValueSource, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use mgm_user::{
     daemon,
     dataplane::{loader, Tunables, XdpMode},
@@ -38,12 +38,17 @@ enum Command {
     /// Example: mgm run --upstream eth0 --downstream eth1 --downstream eth2
     ///
     /// Example: mgm run --external eth0 --downstream eth1   (a module owns eth0)
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the forwarding entries and interface counters of a running daemon, read from its
     /// pinned maps (works while the daemon runs; needs root).
     ///
     /// Example: mgm show --netns router
     Show(ShowArgs),
+    /// Check a configuration file without running anything: every problem is printed with
+    /// its line and what to write instead; the exit code is 1 when there is one.
+    ///
+    /// Example: mgm check --config /etc/mgm/mgm.toml
+    Check(CheckArgs),
     /// Load both XDP programs without attaching them and print how many instructions the
     /// kernel's verifier processed for each: checks this kernel accepts them, and makes
     /// program growth visible (`cargo xtask build` runs it).
@@ -66,16 +71,30 @@ struct ShowArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct CheckArgs {
+    /// The configuration file (TOML; mgm-user/examples/mgm.toml is a commented example).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
 struct RunArgs {
+    /// Configuration file (TOML; mgm-user/examples/mgm.toml is a commented example). Every
+    /// flag has a key there; flags given here override the file.
+    /// Example: --config /etc/mgm/mgm.toml
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
     /// Interface towards the multicast sources; mgm runs an IGMP proxy (RFC 4605) with it as
     /// the upstream. Leave it out when an out-of-process module decides (--external).
     /// Example: --upstream eth0
     #[arg(long, value_name = "IF")]
     upstream: Option<String>,
 
-    /// Interface towards receivers (required; repeat the flag or list several).
+    /// Interface towards receivers (at least one, here or in the configuration file; repeat
+    /// the flag or list several).
     /// Example: --downstream eth1 --downstream eth2
-    #[arg(long, value_name = "IF", required = true, num_args = 1..)]
+    #[arg(long, value_name = "IF", num_args = 1..)]
     downstream: Vec<String>,
 
     /// Interface to manage but leave for out-of-process routing-protocol modules to take over
@@ -186,7 +205,23 @@ enum Mode {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    if let Command::Run(args) = &mut cli.command {
+        let run = matches.subcommand_matches("run").unwrap_or(&matches);
+        let given = |id: &str| {
+            [&matches, run]
+                .iter()
+                .any(|m| m.value_source(id) == Some(ValueSource::CommandLine))
+        };
+        if let Err(e) = apply_config(args, &mut cli.log_level, given) {
+            eprintln!("mgm: error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    }
     env_logger::Builder::new()
         .filter_level(cli.log_level)
         .parse_default_env()
@@ -201,8 +236,75 @@ fn main() -> ExitCode {
     }
 }
 
+/// Fills in from the `--config` file what the command line did not give (`given` says which
+/// flags it did), so flags override the file and the file overrides the defaults.
+fn apply_config(
+    args: &mut RunArgs,
+    log_level: &mut log::LevelFilter,
+    given: impl Fn(&str) -> bool,
+) -> anyhow::Result<()> {
+    use mgm_user::config::{names, value};
+    let Some(path) = &args.config else {
+        return Ok(());
+    };
+    let c = mgm_user::config::load(path)?;
+    let level = |v: &Option<toml::Spanned<String>>| -> anyhow::Result<Option<log::LevelFilter>> {
+        // `load` accepted only the level names.
+        value(v).map(|l| l.parse().context("log level")).transpose()
+    };
+    macro_rules! unless_given {
+        ($($field:ident = $value:expr;)*) => {$(
+            if !given(stringify!($field)) {
+                if let Some(v) = $value {
+                    args.$field = v;
+                }
+            }
+        )*};
+    }
+    unless_given! {
+        upstream = value(&c.interfaces.upstream).map(Some);
+        downstream = names(&c.interfaces.downstream);
+        external = names(&c.interfaces.external);
+        netns = value(&c.netns).map(Some);
+        socket = value(&c.modules.socket).map(PathBuf::from);
+        module_answer_ms = value(&c.modules.answer_ms);
+        xdp_mode = value(&c.dataplane.xdp_mode)
+            .map(|m| Mode::from_str(&m, false).map_err(anyhow::Error::msg))
+            .transpose()?;
+        pin_dir = value(&c.dataplane.pin_dir).map(PathBuf::from);
+        ttl_threshold = value(&c.dataplane.ttl_threshold);
+        pending_retry_ms = value(&c.dataplane.pending_retry_ms);
+        wrong_if_interval_ms = value(&c.dataplane.wrong_if_interval_ms);
+        keep_forwarding = value(&c.dataplane.keep_forwarding);
+        ebpf_log_level = level(&c.dataplane.ebpf_log_level)?;
+        rpf_table = value(&c.rpf.table);
+        static_route = names(&c.routes.static_routes)
+            .map(|l| l.iter().map(|r| r.parse()).collect::<Result<Vec<StaticRoute>, _>>())
+            .transpose()?;
+        igmp_version = value(&c.igmp.version);
+        igmp_query_interval = value(&c.igmp.query_interval);
+        igmp_query_response_ms = value(&c.igmp.query_response_ms);
+        igmp_robustness = value(&c.igmp.robustness);
+        igmp_last_member_interval_ms = value(&c.igmp.last_member_interval_ms);
+        igmp_fast_leave = value(&c.igmp.fast_leave);
+        igmp_max_groups = value(&c.igmp.max_groups);
+        igmp_max_sources = value(&c.igmp.max_sources);
+    }
+    if !given("log_level") {
+        if let Some(l) = level(&c.log_level)? {
+            *log_level = l;
+        }
+    }
+    Ok(())
+}
+
 fn try_main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Check(args) => {
+            mgm_user::config::load(&args.config)?;
+            println!("{}: no problems", args.config.display());
+            Ok(())
+        }
         Command::Verify => {
             let loaded = loader::load_programs(&Tunables::default())
                 .context("the kernel did not accept the XDP programs")?;
@@ -295,20 +397,26 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Refuses an interface named in two roles.
+/// Refuses a run without downstreams, and an interface named in two roles.
 fn check_roles(args: &RunArgs) -> anyhow::Result<()> {
-    let mut seen: Vec<(&str, &str)> = Vec::new();
+    if args.downstream.is_empty() {
+        bail!(
+            "no downstream interface: name one with --downstream IF, or as \
+             [interfaces] downstream = [\"IF\"] in the --config file"
+        );
+    }
     let named = args
         .upstream
         .iter()
-        .map(|i| ("--upstream", i))
-        .chain(args.downstream.iter().map(|i| ("--downstream", i)))
-        .chain(args.external.iter().map(|i| ("--external", i)));
-    for (role, name) in named {
-        if let Some((first, _)) = seen.iter().find(|(_, n)| *n == name.as_str()) {
-            bail!("{name} is named twice, as {first} and as {role}");
-        }
-        seen.push((role, name));
+        .map(|i| ("--upstream", i.as_str(), ()))
+        .chain(
+            args.downstream
+                .iter()
+                .map(|i| ("--downstream", i.as_str(), ())),
+        )
+        .chain(args.external.iter().map(|i| ("--external", i.as_str(), ())));
+    if let Some((first, role, name, ())) = mgm_user::config::named_twice(named) {
+        bail!("{name} is named twice, as {first} and as {role}");
     }
     Ok(())
 }
@@ -332,17 +440,12 @@ fn static_routes(
     let mut memberships = Vec::new();
     let mut configured = Vec::new();
     let mut rpf = Vec::new();
+    let downstream_names: Vec<&str> = downstream.iter().map(String::as_str).collect();
     for r in routes {
-        if upstream != Some(r.iif.as_str()) && !downstream.contains(&r.iif) {
-            bail!(
-                "static route \"{r}\": {} is neither --upstream nor --downstream",
-                r.iif
-            );
+        if let Some(why) = mgm_user::config::static_route_problem(r, upstream, &downstream_names) {
+            bail!("static route \"{r}\": {why}");
         }
         for oif in &r.oifs {
-            if !downstream.contains(oif) {
-                bail!("static route \"{r}\": outgoing interface {oif} is not a --downstream");
-            }
             let i = match interfaces.iter().position(|n| n == oif) {
                 Some(i) => i,
                 None => {

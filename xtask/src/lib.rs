@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod build;
+pub mod kernel;
 pub mod lab;
 pub mod setup;
 

@@ -13,7 +13,8 @@ use xtask::lab::{
     daemon::keep_output,
     downstream, lan_host_addr, receiver_addr,
     traffic::{Capture, Receiver, Sender},
-    unique_tag, Daemon, IgmpVersion, Lab, HOST_IF, SENDER_ADDR, UPSTREAM,
+    unique_tag, Daemon, IgmpVersion, Lab, HOST_IF, SENDER_ADDR, SWITCHED_SOURCE_ADDR,
+    SWITCH_MEMBERSHIP_INTERVAL, SWITCH_QUERY_INTERVAL, SWITCH_ROUTER_PORT, UPSTREAM,
 };
 
 const G1: Ipv4Addr = Ipv4Addr::new(239, 1, 1, 1);
@@ -160,6 +161,22 @@ fn join_then_leave(version: IgmpVersion, mode: &str) {
         if count(&r2, None, G1, QUIET_WINDOW) != 0 {
             t.fail("the receiver that did not join got the stream");
         }
+        // A one-interface set has no devmap: `show` must still name its interface.
+        let show = t.daemon.show().expect("mgm show --json");
+        let oifs = show["entries"]
+            .as_array()
+            .and_then(|a| {
+                a.iter().find(|e| {
+                    e["group"] == G1.to_string().as_str()
+                        && e["source"] == SENDER_ADDR.to_string().as_str()
+                })
+            })
+            .map(|e| e["oifs"].clone());
+        if oifs != Some(serde_json::json!([downstream(0)])) {
+            t.fail(&format!(
+                "mgm show gives the stream's outgoing interfaces as {oifs:?}"
+            ));
+        }
         t.leave_stops(&r1, G1, "the stream went on after the leave");
     });
 }
@@ -177,6 +194,64 @@ fn igmpv3_join_gets_stream_non_member_gets_nothing_to_in_empty_stops_it() {
 #[test]
 fn skb_mode_forwards_too() {
     join_then_leave(IgmpVersion::V2, "skb");
+}
+
+/// `mgm run --config`: a daemon given its roles, IGMP timers and XDP mode by the file alone
+/// forwards like one given flags, and the flags beside the file win (the lab's pin directory,
+/// not the one the file names).
+#[test]
+fn a_daemon_configured_by_its_file_forwards_and_flags_override_the_file() {
+    let tag = unique_tag("t");
+    let lab = Lab::up(&tag, &[IgmpVersion::V2, IgmpVersion::V3]).expect("lab up");
+    let file_pins = PathBuf::from(format!("/sys/fs/bpf/mgm-{tag}-from-file"));
+    let conf = std::env::temp_dir().join(format!("mgm-{tag}.toml"));
+    std::fs::write(
+        &conf,
+        format!(
+            "[interfaces]\nupstream = \"{UPSTREAM}\"\ndownstream = [\"{}\", \"{}\"]\n\
+             [igmp]\nlast-member-interval-ms = 100\n\
+             [dataplane]\nxdp-mode = \"native\"\npin-dir = \"{}\"\n",
+            downstream(0),
+            downstream(1),
+            file_pins.display()
+        ),
+    )
+    .unwrap();
+    struct Remove(PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _conf = Remove(conf.clone());
+    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{tag}"));
+    let conf_arg = conf.display().to_string();
+    let daemon = Daemon::start_as(
+        &mgm_bin(),
+        &lab,
+        &pin_dir,
+        &[],
+        &["--config", &conf_arg],
+        false,
+    )
+    .expect("mgm starts from its file");
+    let t = Setup { daemon, lab };
+    assert!(
+        !file_pins.exists() && pin_dir.join(mgm_common::maps::FWD).exists(),
+        "--pin-dir on the command line overrides the file's"
+    );
+    let (r1, r2) = (t.receiver(0), t.receiver(1));
+    r1.join(G1).unwrap();
+    t.streaming(&[SENDER_ADDR], &[G1], || {
+        if !arrives(&r1, None, G1, JOIN_TIMEOUT) {
+            t.fail("the receiver that joined got nothing");
+        }
+        if count(&r2, None, G1, QUIET_WINDOW) != 0 {
+            t.fail("the receiver that did not join got the stream");
+        }
+        // Within LEAVE_LATENCY only with the file's 100 ms last-member interval (default 1 s).
+        t.leave_stops(&r1, G1, "the stream went on after the leave");
+    });
 }
 
 #[test]
@@ -738,6 +813,13 @@ fn two_hosts_on_a_lan_one_leaves_with_fast_leave() {
 #[test]
 fn proxy_interoperates_with_igmpproxy_upstream() {
     use std::process::{Command, Stdio};
+    if !xtask::kernel::has_ipmr() {
+        xtask::kernel::announce_skip(
+            "proxy_interoperates_with_igmpproxy_upstream",
+            xtask::kernel::NO_IPMR,
+        );
+        return;
+    }
     const SOURCE: Ipv4Addr = Ipv4Addr::new(198, 18, 50, 2);
     let tag = unique_tag("t");
     let lab = Lab::up(&tag, &[IgmpVersion::V2]).expect("lab up");
@@ -803,6 +885,93 @@ fn proxy_interoperates_with_igmpproxy_upstream() {
     let _ = std::fs::remove_file(&conf);
     if got == 0 {
         t.fail("no traffic through igmpproxy and mgm within 10 s");
+    }
+}
+
+/// Interoperability on every kernel (RFC 4605 §4.1): the kernel bridge, an IGMP-snooping switch
+/// with its own querier, is mgm's upstream, the source behind it. It must forward the group to
+/// mgm only while mgm's proxy reports it: not before a host joins, without a gap across several
+/// of its query intervals (a proxy that stopped answering queries would be dropped after
+/// [`SWITCH_MEMBERSHIP_INTERVAL`]), and no more soon after the last host left (fast leave).
+#[test]
+fn a_snooping_switch_upstream_forwards_exactly_while_a_host_behind_mgm_is_joined() {
+    const N: usize = 800;
+    let t = setup_with(&[IgmpVersion::V3], &FAST_IGMP, |lab| {
+        lab.add_upstream_switch().expect("upstream switch")
+    });
+    let source = t.lab.upstream_source.as_ref().expect("source host");
+    let mut tx = Sender::new(source, SWITCHED_SOURCE_ADDR, 8).unwrap();
+    let port = Capture::new(&t.lab.sender, SWITCH_ROUTER_PORT).expect("capture");
+    let r1 = t.receiver(0);
+    let to_port = |tx: &mut Sender, n: usize| -> usize {
+        port.frames(Duration::from_millis(50));
+        for _ in 0..n {
+            tx.send(G1, 100).unwrap();
+        }
+        port.frames(Duration::from_millis(200)).len()
+    };
+
+    if to_port(&mut tx, 30) != 0 || t.lab.switch_forwards_to_router(G1).unwrap() {
+        t.fail("the switch sent the group to mgm before anyone behind mgm joined");
+    }
+
+    r1.join(G1).unwrap();
+    let end = Instant::now() + JOIN_TIMEOUT;
+    let mut joined = false;
+    while !joined && Instant::now() < end {
+        tx.send(G1, 100).unwrap();
+        joined = count(
+            &r1,
+            Some(SWITCHED_SOURCE_ADDR),
+            G1,
+            Duration::from_millis(20),
+        ) > 0;
+    }
+    if !joined || !t.lab.switch_forwards_to_router(G1).unwrap() {
+        let mdb = t.lab.sender.bridge(&["mdb", "show"]).unwrap_or_default();
+        t.fail(&format!(
+            "the host's join did not bring the stream through the switch and mgm; mdb:\n{mdb}"
+        ));
+    }
+
+    // Twice the switch's membership interval, eight of its queries: every datagram arrives.
+    r1.drain().unwrap();
+    let got = std::thread::scope(|s| {
+        let counter = s.spawn(|| {
+            count(
+                &r1,
+                Some(SWITCHED_SOURCE_ADDR),
+                G1,
+                2 * SWITCH_MEMBERSHIP_INTERVAL + Duration::from_millis(500),
+            )
+        });
+        let paced = Instant::now();
+        for k in 0..N {
+            tx.send(G1, 100).unwrap();
+            let next = paced + (2 * SWITCH_MEMBERSHIP_INTERVAL) * (k as u32 + 1) / N as u32;
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        }
+        counter.join().unwrap()
+    });
+    if got != N {
+        t.fail(&format!(
+            "across {} queries of the switch the receiver got {got} of {N} datagrams",
+            (2 * SWITCH_MEMBERSHIP_INTERVAL).as_secs() / SWITCH_QUERY_INTERVAL.as_secs()
+        ));
+    }
+
+    // The last host leaves: mgm leaves upstream and the switch prunes its port at once, well
+    // before the membership would time out.
+    r1.leave(G1).unwrap();
+    let left = Instant::now();
+    while t.lab.switch_forwards_to_router(G1).unwrap() {
+        if left.elapsed() > SWITCH_MEMBERSHIP_INTERVAL / 2 {
+            t.fail("the switch still sends the group to mgm after the last host left");
+        }
+        port.frames(Duration::from_millis(50));
+    }
+    if to_port(&mut tx, 30) != 0 {
+        t.fail("the switch's mdb let the group go, yet it still reaches mgm");
     }
 }
 

@@ -6,7 +6,7 @@ use std::{net::Ipv4Addr, path::Path};
 use aya::maps::{xdp::DevMapHash, Array, ArrayOfMaps, HashMap, Map, MapData, PerCpuArray};
 use mgm_common::{
     counters::{EntryStats, IfStats},
-    fwd::{FwdEntry, FwdKey, IfConfig, Meta},
+    fwd::{FwdEntry, FwdKey, IfConfig, Meta, SetInfo},
     maps as m,
 };
 
@@ -58,6 +58,7 @@ pub fn read_pinned(dir: &Path) -> Result<PinnedState, DataplaneError> {
     let layout_version = meta.get(&0, 0).map_err(map_err(m::META))?.layout_version;
     let fwd: HashMap<MapData, FwdKey, FwdEntry> = open(dir, m::FWD)?;
     let sets: ArrayOfMaps<MapData, DevMapHash<MapData>> = open(dir, m::OIF_SETS)?;
+    let set_info: Array<MapData, SetInfo> = open(dir, m::SET_INFO)?;
     let entry_stats: PerCpuArray<MapData, EntryStats> = open(dir, m::ENTRY_STATS)?;
     let ifcfg: HashMap<MapData, u32, IfConfig> = open(dir, m::IFCFG)?;
     let if_stats: PerCpuArray<MapData, IfStats> = open(dir, m::IF_STATS)?;
@@ -68,16 +69,23 @@ pub fn read_pinned(dir: &Path) -> Result<PinnedState, DataplaneError> {
         let oifs = if entry.oif_set == 0 {
             Vec::new()
         } else {
-            match sets.get(&entry.oif_set, 0) {
-                Ok(set) => {
-                    let mut v: Vec<u32> = set.keys().filter_map(Result::ok).collect();
-                    v.sort_unstable();
-                    v
-                }
-                // An entry whose set is gone drops its packets (counted as no_oif_set).
+            let mut v: Vec<u32> = match sets.get(&entry.oif_set, 0) {
+                Ok(set) => set.keys().filter_map(Result::ok).collect(),
+                // A one-interface set has no devmap, and an entry whose set is gone drops its
+                // packets (counted as no_oif_set).
                 Err(aya::maps::MapError::KeyNotFound) => Vec::new(),
                 Err(e) => return Err(map_err(m::OIF_SETS)(e)),
+            };
+            // The prepared member is what a one-interface set consists of; in a set of several
+            // it is in the devmap too.
+            let info = set_info
+                .get(&entry.oif_set, 0)
+                .map_err(map_err(m::SET_INFO))?;
+            if info.members > 0 && !v.contains(&info.prepared_ifindex) {
+                v.push(info.prepared_ifindex);
             }
+            v.sort_unstable();
+            v
         };
         let mut stats = EntryStats::default();
         if let Ok(per_cpu) = entry_stats.get(&entry.stats_slot, 0) {

@@ -61,7 +61,21 @@ pub struct Lab {
     pub lan_hosts: Vec<Netns>,
     /// The bridge's namespace, when there is a LAN.
     pub switch: Option<Netns>,
+    /// The source host behind the upstream switch (see [`Lab::add_upstream_switch`]).
+    pub upstream_source: Option<Netns>,
 }
+
+/// The upstream switch's port towards the router: the sender host's veth, now a bridge port.
+pub const SWITCH_ROUTER_PORT: &str = HOST_IF;
+/// Address of the source host behind the upstream switch, on the router's upstream subnet.
+pub const SWITCHED_SOURCE_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
+/// The upstream switch's own address, which its querier sends from.
+pub const SWITCH_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 254);
+/// The upstream switch's query interval.
+pub const SWITCH_QUERY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long the upstream switch keeps a port in a group without a report: four query
+/// intervals, so a router that stops answering loses the group within seconds.
+pub const SWITCH_MEMBERSHIP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(4);
 
 /// Router interface towards the shared LAN of [`Lab::add_lan`].
 pub const LAN_IF: &str = "lan1";
@@ -133,6 +147,7 @@ impl Lab {
             receivers,
             lan_hosts: Vec::new(),
             switch: None,
+            upstream_source: None,
         };
         lab.wire(
             &lab.sender,
@@ -224,6 +239,85 @@ impl Lab {
             self.lan_hosts.push(host);
         }
         Ok(())
+    }
+
+    /// Turns the sender host into an IGMP-snooping switch upstream of the router, the kernel
+    /// bridge as network engineers deploy it: snooping and its own querier on (IGMPv3, from
+    /// [`SWITCH_ADDR`], every [`SWITCH_QUERY_INTERVAL`]), fast leave on the port towards the
+    /// router, and no flooding of unregistered groups there, so the router gets a group only
+    /// while it reports it. A new source host sits behind the switch at
+    /// [`SWITCHED_SOURCE_ADDR`], on the router's upstream subnet.
+    ///
+    /// # Errors
+    /// A namespace, link or address could not be made; what was made goes with the lab.
+    pub fn add_upstream_switch(&mut self) -> anyhow::Result<()> {
+        // The bridge takes its timers in centiseconds.
+        let cs = |d: std::time::Duration| (d.as_millis() / 10).to_string();
+        let sw = &self.sender;
+        sw.ip(&["addr", "flush", "dev", HOST_IF])?;
+        sw.ip(&[
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "1",
+            "mcast_igmp_version",
+            "3",
+            "mcast_query_use_ifaddr",
+            "1",
+            "mcast_query_interval",
+            &cs(SWITCH_QUERY_INTERVAL),
+            "mcast_query_response_interval",
+            &cs(SWITCH_QUERY_INTERVAL / 2),
+            "mcast_startup_query_interval",
+            &cs(SWITCH_QUERY_INTERVAL / 4),
+            "mcast_membership_interval",
+            &cs(SWITCH_MEMBERSHIP_INTERVAL),
+        ])?;
+        // The querier only once its timers are set: turning it on holds snooped forwarding
+        // back for one query response interval, which would be the default 10 s if it came
+        // in the same command.
+        sw.ip(&["link", "set", "br0", "type", "bridge", "mcast_querier", "1"])?;
+        sw.ip(&["addr", "add", &format!("{SWITCH_ADDR}/24"), "dev", "br0"])?;
+        sw.ip(&["link", "set", "br0", "up"])?;
+        sw.ip(&["link", "set", SWITCH_ROUTER_PORT, "master", "br0", "up"])?;
+        sw.bridge(&[
+            "link",
+            "set",
+            "dev",
+            SWITCH_ROUTER_PORT,
+            "fastleave",
+            "on",
+            "mcast_flood",
+            "off",
+        ])?;
+        let src = Netns::create(&format!("mgm-{}-src", self.tag))?;
+        veth(&src, HOST_IF, sw, "p1")?;
+        sw.ip(&["link", "set", "p1", "master", "br0", "up"])?;
+        configure_host(&src, SWITCHED_SOURCE_ADDR, Ipv4Addr::new(198, 18, 0, 1))?;
+        src.disable_tx_checksum(HOST_IF)?;
+        self.upstream_source = Some(src);
+        Ok(())
+    }
+
+    /// Whether the upstream switch holds `group` on its port towards the router (its mdb).
+    ///
+    /// # Errors
+    /// `bridge mdb` failed or printed something that is not its JSON.
+    pub fn switch_forwards_to_router(&self, group: Ipv4Addr) -> anyhow::Result<bool> {
+        let out = self.sender.bridge(&["-j", "mdb", "show", "dev", "br0"])?;
+        let mdb: serde_json::Value =
+            serde_json::from_str(&out).with_context(|| format!("bridge mdb: {out}"))?;
+        let group = group.to_string();
+        Ok(mdb
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["mdb"].as_array())
+            .flatten()
+            .any(|e| e["grp"] == group.as_str() && e["port"] == SWITCH_ROUTER_PORT))
     }
 
     /// A veth from the router (`router_if`, `router_addr`) to `host` (`eth0`, `host_addr`),

@@ -72,6 +72,11 @@ impl Netns {
         output(Command::new("ip").arg("-n").arg(&self.name).args(args))
     }
 
+    /// `bridge -n <ns> ARGS`, returning standard output.
+    pub fn bridge(&self, args: &[&str]) -> anyhow::Result<String> {
+        output(Command::new("bridge").arg("-n").arg(&self.name).args(args))
+    }
+
     /// Runs `f` on a thread that has entered this namespace. Sockets made inside `f` stay in
     /// the namespace wherever they are used afterwards.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
