@@ -74,6 +74,7 @@ pub struct Routes {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Modules {
     pub socket: Value<String>,
+    pub socket_group: Value<String>,
     pub answer_ms: Value<u64>,
 }
 

@@ -241,6 +241,8 @@ pub struct Options {
     pub external: Vec<String>,
     /// Where out-of-process modules connect.
     pub socket: PathBuf,
+    /// Who may connect there.
+    pub socket_access: crate::protocols::remote::access::Access,
     /// How long a callback waits for a module's answer (rpf, creation and prune alerts).
     pub answer_within: Duration,
     /// IGMP querier settings, the same on every interface.
@@ -358,8 +360,13 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         })
         .collect();
     let mut router = Router::new(clients, &igmp, &opts.igmp_config)?;
-    let mut modules = ModuleServer::bind(&opts.socket, Arc::new(names.clone()), opts.answer_within)
-        .context("cannot open the module socket")?;
+    let mut modules = ModuleServer::bind(
+        &opts.socket,
+        opts.socket_access.clone(),
+        Arc::new(names.clone()),
+        opts.answer_within,
+    )
+    .context("cannot open the module socket")?;
     let mut route_watch = routes::RouteWatch::start(opts.rpf_table)?;
     load_rpf_table(&mut router.mgm, opts.rpf_table, &opts.rpf_routes).await?;
     let name = |i: u32| {

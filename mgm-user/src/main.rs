@@ -8,7 +8,7 @@ use mgm_user::{
     daemon,
     dataplane::{loader, Tunables, XdpMode},
     igmp::querier,
-    protocols::static_routes::StaticRoute,
+    protocols::{remote::access::Access, static_routes::StaticRoute},
 };
 
 /// XDP-accelerated IPv4 multicast forwarding.
@@ -106,6 +106,12 @@ struct RunArgs {
     /// mgm-user/docs/module-protocol.md). Root only.
     #[arg(long, value_name = "PATH", default_value = "/run/mgm/mgm.sock")]
     socket: PathBuf,
+
+    /// Let the members of this group use --socket too (its mode becomes 0660 and its group
+    /// this one); without it, root only. Every connection's credentials are checked.
+    /// Example: --socket-group mgm
+    #[arg(long, value_name = "GROUP")]
+    socket_group: Option<String>,
 
     /// Milliseconds a callback that needs a module's answer (rpf, creation alert, prune
     /// alert of a negative entry) waits; after that MGM's own proposal stands.
@@ -267,6 +273,7 @@ fn apply_config(
         external = names(&c.interfaces.external);
         netns = value(&c.netns).map(Some);
         socket = value(&c.modules.socket).map(PathBuf::from);
+        socket_group = value(&c.modules.socket_group).map(Some);
         module_answer_ms = value(&c.modules.answer_ms);
         xdp_mode = value(&c.dataplane.xdp_mode)
             .map(|m| Mode::from_str(&m, false).map_err(anyhow::Error::msg))
@@ -370,6 +377,10 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
                 igmp: args.downstream.clone(),
                 external: args.external.clone(),
                 socket: args.socket.clone(),
+                socket_access: match &args.socket_group {
+                    Some(g) => Access::root_and_group(g).context("--socket-group")?,
+                    None => Access::root_only(),
+                },
                 answer_within: Duration::from_millis(args.module_answer_ms),
                 igmp_config,
                 mode: match args.xdp_mode {

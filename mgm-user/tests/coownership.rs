@@ -99,6 +99,7 @@ fn spec4_4_igmp_on_shared_interfaces_becomes_local_joins_into_each_owner() {
         igmp: vec![dn1.clone(), dn2.clone()],
         external: Vec::new(),
         socket: PathBuf::from(format!("/run/mgm/mgm-{tag}.sock")),
+        socket_access: mgm_user::protocols::remote::access::Access::root_only(),
         answer_within: Duration::from_millis(100),
         igmp_config: mgm_user::igmp::querier::Config {
             last_member_query_interval: Duration::from_millis(100),

@@ -225,7 +225,7 @@ pub fn keep_output(child: &mut Child, echo: Option<&'static str>) -> Arc<Mutex<V
 }
 
 /// One module socket per pin directory, so lab daemons never share one.
-fn socket_for(pin_dir: &Path) -> PathBuf {
+pub fn socket_for(pin_dir: &Path) -> PathBuf {
     let name = pin_dir.file_name().unwrap_or_default().to_string_lossy();
     PathBuf::from(format!("/run/mgm/{name}.sock"))
 }

@@ -5,17 +5,16 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    io::ErrorKind,
-    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     time::Duration,
 };
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use log::{info, warn};
 use tokio::net::UnixListener;
 
 use super::{
+    access::Access,
     link::{self, Answers, ConnId, LinkEvent, Writer},
     module::{Names, RemoteModule},
     wire::{self, ErrorBody, Flag, Hello, Iface, ModuleLine, Op, Output, Response, WIRE_VERSION},
@@ -34,7 +33,12 @@ const MAX_CONNECTIONS: usize = 64;
 
 /// Something for the daemon to hand to [`ModuleServer::handle`].
 pub enum ServerEvent {
-    Accepted(std::os::unix::net::UnixStream),
+    /// A new connection, with its peer's user and group ids.
+    Accepted {
+        stream: std::os::unix::net::UnixStream,
+        uid: u32,
+        gid: u32,
+    },
     Link(LinkEvent),
 }
 
@@ -55,6 +59,9 @@ struct Registration {
 pub struct ModuleServer {
     path: PathBuf,
     listener: UnixListener,
+    access: Access,
+    /// Connections turned away for their peer's credentials.
+    refused: u64,
     names: Names,
     answer_within: Duration,
     sessions: BTreeMap<ConnId, Session>,
@@ -64,35 +71,27 @@ pub struct ModuleServer {
 }
 
 impl ModuleServer {
-    /// Listens on `path` (mode 0600: root's modules only). A socket file left by a dead
-    /// daemon is replaced; one a live daemon answers on is an error.
+    /// Listens on `path` for the modules `access` allows (see [`Access`]). A socket left by a
+    /// dead daemon is replaced; one a live daemon answers on, or any other file, is an error.
     ///
     /// # Errors
-    /// Another mgm listens there, or the socket cannot be made.
-    pub fn bind(path: &Path, names: Names, answer_within: Duration) -> anyhow::Result<Self> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-        }
-        match std::os::unix::net::UnixStream::connect(path) {
-            Ok(_) => bail!(
-                "another mgm serves modules on {}; give this one another --socket",
-                path.display()
-            ),
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(_) => {
-                std::fs::remove_file(path)
-                    .with_context(|| format!("cannot remove the stale {}", path.display()))?;
-            }
-        }
+    /// Another mgm listens there, something else is there, or the socket cannot be made.
+    pub fn bind(
+        path: &Path,
+        access: Access,
+        names: Names,
+        answer_within: Duration,
+    ) -> anyhow::Result<Self> {
+        access.prepare(path)?;
         let listener = UnixListener::bind(path)
             .with_context(|| format!("cannot listen on {}", path.display()))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("cannot restrict {}", path.display()))?;
+        access.restrict(path)?;
         let (events_tx, events_rx) = tokio::sync::mpsc::channel(IN_QUEUE);
         Ok(Self {
             path: path.to_owned(),
             listener,
+            access,
+            refused: 0,
             names,
             answer_within,
             sessions: BTreeMap::new(),
@@ -106,8 +105,13 @@ impl ModuleServer {
     pub async fn next(&mut self) -> ServerEvent {
         loop {
             tokio::select! {
-                conn = self.listener.accept() => match conn.and_then(|(s, _)| s.into_std()) {
-                    Ok(stream) => return ServerEvent::Accepted(stream),
+                conn = self.listener.accept() => match conn.and_then(|(s, _)| {
+                    let cred = s.peer_cred()?;
+                    Ok((s.into_std()?, cred))
+                }) {
+                    Ok((stream, cred)) => {
+                        return ServerEvent::Accepted { stream, uid: cred.uid(), gid: cred.gid() }
+                    }
                     Err(e) => {
                         // Out of descriptors, say: try again later rather than spin.
                         warn!("module socket: accept failed: {e}");
@@ -122,7 +126,21 @@ impl ModuleServer {
     /// Acts on `event`: starts a session, runs a request on `mgm`, or ends a session.
     pub fn handle(&mut self, event: ServerEvent, mgm: &mut Mgm, now: core::Instant) {
         match event {
-            ServerEvent::Accepted(stream) => self.accept(stream),
+            ServerEvent::Accepted { stream, uid, gid } => {
+                if self.access.allows(uid, gid) {
+                    self.accept(stream);
+                } else {
+                    self.refused += 1;
+                    warn!(
+                        "module socket: refused a connection from uid {uid} gid {gid} ({} allowed; \
+                         {} refused so far)",
+                        self.access.describe(),
+                        self.refused
+                    );
+                    let why = format!("mgm accepts modules from {}", self.access.describe());
+                    refuse(stream, MgmError::CanNotComplete, why);
+                }
+            }
             ServerEvent::Link(LinkEvent::Request { conn, line }) => {
                 let Some(session) = self.sessions.get_mut(&conn) else {
                     return;
@@ -153,22 +171,11 @@ impl ModuleServer {
         }
     }
 
-    fn accept(&mut self, mut stream: std::os::unix::net::UnixStream) {
+    fn accept(&mut self, stream: std::os::unix::net::UnixStream) {
         if self.sessions.len() >= MAX_CONNECTIONS {
             warn!("module socket: {MAX_CONNECTIONS} connections open, turning a new one away");
-            let refusal = Response {
-                id: None,
-                ok: false,
-                error: Some(mgm_error(
-                    MgmError::NotEnoughMemory,
-                    format!("mgm serves at most {MAX_CONNECTIONS} module connections"),
-                )),
-                result: None,
-            };
-            // A fresh socket's buffer takes one short line without blocking.
-            if let Ok(line) = serde_json::to_string(&refusal) {
-                let _ = std::io::Write::write_all(&mut stream, format!("{line}\n").as_bytes());
-            }
+            let why = format!("mgm serves at most {MAX_CONNECTIONS} module connections");
+            refuse(stream, MgmError::NotEnoughMemory, why);
             return;
         }
         let conn = self.next_conn;
@@ -243,6 +250,20 @@ impl ModuleServer {
             s.writer.disconnect();
         }
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Tells a connection it is turned away, in one response line, and closes it.
+fn refuse(mut stream: std::os::unix::net::UnixStream, code: MgmError, why: String) {
+    let refusal = Response {
+        id: None,
+        ok: false,
+        error: Some(mgm_error(code, why)),
+        result: None,
+    };
+    // A fresh socket's buffer takes one short line without blocking.
+    if let Ok(line) = serde_json::to_string(&refusal) {
+        let _ = std::io::Write::write_all(&mut stream, format!("{line}\n").as_bytes());
     }
 }
 
@@ -595,8 +616,13 @@ mod tests {
     fn fixture(tag: &str) -> Fixture {
         let dir = std::env::temp_dir().join(format!("mgm-sock-{tag}-{}", std::process::id()));
         let names = Arc::new(BTreeMap::from([(2, "up0".into()), (3, "dn1".into())]));
-        let server =
-            ModuleServer::bind(&dir.join("m.sock"), names, Duration::from_millis(50)).unwrap();
+        let server = ModuleServer::bind(
+            &dir.join("m.sock"),
+            Access::root_only(),
+            names,
+            Duration::from_millis(50),
+        )
+        .unwrap();
         Fixture {
             server,
             mgm: Mgm::default(),
@@ -738,12 +764,17 @@ mod tests {
         runtime().block_on(async {
             let f = fixture("stale");
             let names: Names = Arc::new(BTreeMap::new());
-            let live = ModuleServer::bind(&f.dir.join("m.sock"), names.clone(), Duration::ZERO);
+            let live = ModuleServer::bind(
+                &f.dir.join("m.sock"),
+                Access::root_only(),
+                names.clone(),
+                Duration::ZERO,
+            );
             assert!(live.is_err_and(|e| e.to_string().contains("another mgm")));
             let stale = f.dir.join("stale.sock");
             drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
             assert!(stale.exists());
-            assert!(ModuleServer::bind(&stale, names, Duration::ZERO).is_ok());
+            assert!(ModuleServer::bind(&stale, Access::root_only(), names, Duration::ZERO).is_ok());
         });
     }
 }
