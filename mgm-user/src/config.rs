@@ -24,6 +24,8 @@ pub struct Config {
     pub log_level: Value<String>,
     /// `--netns`.
     pub netns: Value<String>,
+    /// `--metrics`.
+    pub metrics: Value<String>,
     #[serde(default)]
     pub interfaces: Interfaces,
     #[serde(default)]
@@ -214,6 +216,17 @@ impl Config {
                         ),
                     );
                 }
+            }
+        }
+        if let Some(v) = &self.metrics {
+            if v.get_ref().parse::<std::net::SocketAddr>().is_err() {
+                at(
+                    v.span(),
+                    format!(
+                        "metrics = {:?} is not ADDR:PORT: write e.g. \"127.0.0.1:9464\"",
+                        v.get_ref()
+                    ),
+                );
             }
         }
         if let Some(v) = &self.igmp.version {

@@ -198,6 +198,12 @@ struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 16_384)]
     igmp_max_sources: usize,
 
+    /// Serve Prometheus metrics (the data plane's counters, as `mgm show` has them) over HTTP
+    /// at http://ADDR:PORT/metrics. Off unless given; keep it on loopback or a management
+    /// network. Example: --metrics 127.0.0.1:9464
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<std::net::SocketAddr>,
+
     /// Most verbose level the XDP program logs at (its logs cost nothing when filtered out).
     #[arg(long, value_name = "LEVEL", default_value = "warn")]
     ebpf_log_level: log::LevelFilter,
@@ -272,6 +278,9 @@ fn apply_config(
         downstream = names(&c.interfaces.downstream);
         external = names(&c.interfaces.external);
         netns = value(&c.netns).map(Some);
+        metrics = value(&c.metrics)
+            .map(|m| m.parse().context("metrics").map(Some))
+            .transpose()?;
         socket = value(&c.modules.socket).map(PathBuf::from);
         socket_group = value(&c.modules.socket_group).map(Some);
         module_answer_ms = value(&c.modules.answer_ms);
@@ -399,6 +408,9 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
                     ebpf_log_level: args.ebpf_log_level,
                 },
             };
+            if let Some(addr) = args.metrics {
+                mgm_user::cli::metrics::serve(addr, opts.pin_dir.clone())?;
+            }
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

@@ -122,11 +122,15 @@ pub fn lab_down() -> anyhow::Result<()> {
 
 /// Programs from other projects the integration tests run against: igmpproxy as an upstream
 /// multicast router (kernel ipmr) for the proxy interoperability test, which skips itself where
-/// the kernel has no ipmr; the kernel bridge needs no install.
+/// the kernel has no ipmr (the kernel bridge needs no install); Prometheus' `promtool` to check
+/// the metrics exposition.
 fn test_tools() -> anyhow::Result<()> {
     xtask::setup::ensure_packages(
-        &[("/usr/sbin/igmpproxy", "igmpproxy")],
-        "an upstream router for the interoperability test",
+        &[
+            ("/usr/sbin/igmpproxy", "igmpproxy"),
+            ("/usr/bin/promtool", "prometheus"),
+        ],
+        "an upstream router for the interoperability test, the metrics checker",
     )
 }
 

@@ -254,6 +254,94 @@ fn a_daemon_configured_by_its_file_forwards_and_flags_override_the_file() {
     });
 }
 
+/// `GET /metrics` from inside the router's namespace.
+fn scrape(t: &Setup, addr: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = addr.to_owned();
+    t.lab
+        .router
+        .run(move || -> std::io::Result<String> {
+            let mut s = std::net::TcpStream::connect(&addr)?;
+            write!(s, "GET /metrics HTTP/1.0\r\nHost: mgm\r\n\r\n")?;
+            let mut all = String::new();
+            s.read_to_string(&mut all)?;
+            Ok(all)
+        })
+        .unwrap()
+        .unwrap_or_else(|e| t.fail(&format!("scrape: {e}")))
+}
+
+/// The value of one series in an exposition.
+fn sample(exposition: &str, series: &str) -> Option<u64> {
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// `mgm run --metrics`: the exposition is valid to Prometheus' own checker, and a downstream's
+/// transmitted-packets counter moves by exactly what its receiver got.
+#[test]
+fn metrics_are_valid_prometheus_text_and_count_what_receivers_got() {
+    const N: usize = 50;
+    const ADDR: &str = "127.0.0.1:9464";
+    let args = [
+        "--xdp-mode",
+        "native",
+        "--igmp-last-member-interval-ms",
+        "100",
+        "--metrics",
+        ADDR,
+    ];
+    let t = setup_with(&[IgmpVersion::V2], &args, |_| {});
+    let r1 = t.receiver(0);
+    r1.join(G1).unwrap();
+    t.streaming(&[SENDER_ADDR], &[G1], || {
+        if !arrives(&r1, None, G1, JOIN_TIMEOUT) {
+            t.fail("the receiver that joined got nothing");
+        }
+    });
+    r1.drain().unwrap();
+    let series = format!(
+        "mgm_interface_transmitted_packets_total{{interface=\"{}\"}}",
+        downstream(0)
+    );
+    let before = scrape(&t, ADDR);
+    let mut tx = Sender::new(&t.lab.sender, SENDER_ADDR, 8).unwrap();
+    for _ in 0..N {
+        tx.send(G1, 100).unwrap();
+    }
+    let got = count(&r1, Some(SENDER_ADDR), G1, Duration::from_millis(500));
+    let after = scrape(&t, ADDR);
+    let body = after.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let moved = sample(body, &series).zip(sample(&before, &series));
+    if got != N || moved.map(|(a, b)| a - b) != Some(N as u64) {
+        t.fail(&format!(
+            "receiver got {got} of {N}; {series} moved by {moved:?}:\n{after}"
+        ));
+    }
+    use std::{io::Write, process::Stdio};
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs (cargo xtask test installs it)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{body}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn each_receiver_gets_exactly_the_groups_it_joined() {
     let t = setup(

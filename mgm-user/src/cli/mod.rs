@@ -1,3 +1,4 @@
 //! Read-only commands for operators.
 
+pub mod metrics;
 pub mod show;

@@ -63,7 +63,7 @@ pub fn render_json(state: &PinnedState) -> String {
     format!("{doc:#}\n")
 }
 
-fn addr(a: Ipv4Addr) -> String {
+pub(crate) fn addr(a: Ipv4Addr) -> String {
     if a == Ipv4Addr::UNSPECIFIED {
         "*".to_owned()
     } else {
@@ -71,7 +71,7 @@ fn addr(a: Ipv4Addr) -> String {
     }
 }
 
-fn entry_state(flags: u32) -> &'static str {
+pub(crate) fn entry_state(flags: u32) -> &'static str {
     if flags & FWD_PENDING != 0 {
         "pending"
     } else if flags & FWD_NEGATIVE != 0 {
@@ -135,7 +135,7 @@ pub fn render(state: &PinnedState) -> String {
 }
 
 /// The interface's name in this namespace, or its index.
-fn ifname(ifindex: u32) -> String {
+pub(crate) fn ifname(ifindex: u32) -> String {
     let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
     // SAFETY: `buf` has IF_NAMESIZE bytes, as if_indextoname requires.
     let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };

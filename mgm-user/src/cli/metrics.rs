@@ -1,0 +1,324 @@
+//! The Prometheus text exposition of the data plane's counters (`mgm run --metrics ADDR:PORT`).
+//! Each scrape reads the pinned maps, like `mgm show`, on a thread of its own: a slow or
+//! hostile scraper never holds up IGMP, upcalls or timers.
+//!
+//! Names follow Prometheus' conventions: `mgm_` prefix, `_total` on counters, bytes as the
+//! unit. Labels are bounded: per interface (the managed ones), and per forwarding entry only
+//! for the first [`MAX_ENTRY_SERIES`] entries by (group, source); how many were left out is a
+//! metric of its own.
+
+use std::{fmt::Write, net::SocketAddr, path::PathBuf};
+
+use anyhow::Context;
+use log::{info, warn};
+use mgm_common::counters::{EntryStats, IfStats};
+
+use super::show::{addr, entry_state, ifname};
+use crate::dataplane::inspect::{read_pinned, PinnedState};
+
+/// At most this many forwarding entries get series of their own.
+pub const MAX_ENTRY_SERIES: usize = 1000;
+
+/// One metric family: its name, help text, type, and how to read it from a counter struct.
+struct Family<T> {
+    name: &'static str,
+    help: &'static str,
+    value: fn(&T) -> u64,
+}
+
+const INTERFACE_COUNTERS: [Family<IfStats>; 13] = [
+    family(
+        "mgm_interface_igmp_queries_received_total",
+        "IGMP membership queries received (any version).",
+        |s| s.igmp_query,
+    ),
+    family(
+        "mgm_interface_igmp_v1_reports_received_total",
+        "IGMPv1 membership reports received.",
+        |s| s.igmp_v1_report,
+    ),
+    family(
+        "mgm_interface_igmp_v2_reports_received_total",
+        "IGMPv2 membership reports received.",
+        |s| s.igmp_v2_report,
+    ),
+    family(
+        "mgm_interface_igmp_v2_leaves_received_total",
+        "IGMPv2 leave-group messages received.",
+        |s| s.igmp_v2_leave,
+    ),
+    family(
+        "mgm_interface_igmp_v3_reports_received_total",
+        "IGMPv3 membership reports received.",
+        |s| s.igmp_v3_report,
+    ),
+    family(
+        "mgm_interface_igmp_other_received_total",
+        "IGMP messages of another type, passed to the host.",
+        |s| s.igmp_other,
+    ),
+    family(
+        "mgm_interface_malformed_frames_total",
+        "Frames the XDP program could not parse, passed to the host.",
+        |s| s.malformed,
+    ),
+    family(
+        "mgm_interface_igmp_truncated_total",
+        "IGMP messages longer than an event holds, decoded up to the bound.",
+        |s| s.truncated,
+    ),
+    family(
+        "mgm_interface_ring_full_drops_total",
+        "Events lost because the ring buffer to the daemon was full.",
+        |s| s.ring_full,
+    ),
+    family(
+        "mgm_interface_no_entry_packets_total",
+        "Data packets that matched no forwarding entry.",
+        |s| s.no_entry,
+    ),
+    family(
+        "mgm_interface_transmitted_packets_total",
+        "Copies sent out of the interface.",
+        |s| s.tx_pkts,
+    ),
+    family(
+        "mgm_interface_transmitted_bytes_total",
+        "Bytes of the copies sent out of the interface.",
+        |s| s.tx_bytes,
+    ),
+    family(
+        "mgm_interface_ttl_too_low_total",
+        "Copies not sent because their TTL was below the interface's threshold.",
+        |s| s.ttl_too_low,
+    ),
+];
+
+const ENTRY_COUNTERS: [Family<EntryStats>; 6] = [
+    family(
+        "mgm_entry_packets_total",
+        "Packets that arrived on the entry's incoming interface.",
+        |s| s.pkts,
+    ),
+    family("mgm_entry_bytes_total", "Bytes of those packets.", |s| {
+        s.bytes
+    }),
+    family(
+        "mgm_entry_wrong_interface_packets_total",
+        "Packets of the flow that arrived on another interface, dropped.",
+        |s| s.wrong_if,
+    ),
+    family(
+        "mgm_entry_ttl_expired_packets_total",
+        "Packets whose TTL ran out at this router, dropped.",
+        |s| s.ttl_expired,
+    ),
+    family(
+        "mgm_entry_negative_packets_total",
+        "Packets dropped by a negative entry (nobody wants the flow).",
+        |s| s.negative,
+    ),
+    family(
+        "mgm_entry_no_outgoing_set_packets_total",
+        "Packets dropped because their entry's outgoing set was gone.",
+        |s| s.no_oif_set,
+    ),
+];
+
+const fn family<T>(name: &'static str, help: &'static str, value: fn(&T) -> u64) -> Family<T> {
+    Family { name, help, value }
+}
+
+/// The exposition of `state` in the Prometheus text format (version 0.0.4).
+pub fn render(state: &PinnedState) -> String {
+    let mut out = String::new();
+    for f in &INTERFACE_COUNTERS {
+        header(&mut out, f.name, f.help, "counter");
+        for i in &state.interfaces {
+            let _ = writeln!(
+                out,
+                "{}{{interface=\"{}\"}} {}",
+                f.name,
+                escape(&ifname(i.ifindex)),
+                (f.value)(&i.stats)
+            );
+        }
+    }
+    header(
+        &mut out,
+        "mgm_entries",
+        "Forwarding entries in the data plane, by state.",
+        "gauge",
+    );
+    for state_name in ["forward", "negative", "pending"] {
+        let n = state
+            .entries
+            .iter()
+            .filter(|e| entry_state(e.entry.flags) == state_name)
+            .count();
+        let _ = writeln!(out, "mgm_entries{{state=\"{state_name}\"}} {n}");
+    }
+    header(
+        &mut out,
+        "mgm_entry_series_omitted",
+        "Forwarding entries left without series of their own (the per-entry cap).",
+        "gauge",
+    );
+    let shown = state.entries.len().min(MAX_ENTRY_SERIES);
+    let _ = writeln!(
+        out,
+        "mgm_entry_series_omitted {}",
+        state.entries.len() - shown
+    );
+    for f in &ENTRY_COUNTERS {
+        header(&mut out, f.name, f.help, "counter");
+        for e in &state.entries[..shown] {
+            let _ = writeln!(
+                out,
+                "{}{{source=\"{}\",group=\"{}\",iif=\"{}\"}} {}",
+                f.name,
+                addr(e.source),
+                addr(e.group),
+                escape(&ifname(e.entry.iif)),
+                (f.value)(&e.stats)
+            );
+        }
+    }
+    out
+}
+
+fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A label value with `\`, `"` and newlines escaped, as the format requires.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Serves `GET /metrics` on `addr` from the maps pinned in `pin_dir`, on a thread of its own,
+/// for the life of the process.
+///
+/// # Errors
+/// `addr` cannot be listened on.
+pub fn serve(addr: SocketAddr, pin_dir: PathBuf) -> anyhow::Result<()> {
+    let server = tiny_http::Server::http(addr)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("cannot serve metrics on {addr}"))?;
+    info!("metrics: http://{addr}/metrics");
+    std::thread::Builder::new()
+        .name("mgm-metrics".into())
+        .spawn(move || {
+            for request in server.incoming_requests() {
+                let response = if request.url() != "/metrics" {
+                    tiny_http::Response::from_string("mgm serves /metrics only\n")
+                        .with_status_code(404)
+                } else {
+                    match read_pinned(&pin_dir) {
+                        Ok(state) => tiny_http::Response::from_string(render(&state)).with_header(
+                            "Content-Type: text/plain; version=0.0.4; charset=utf-8"
+                                .parse::<tiny_http::Header>()
+                                .expect("a valid header"),
+                        ),
+                        Err(e) => {
+                            warn!("metrics: cannot read the maps: {e}");
+                            tiny_http::Response::from_string(format!("{e}\n")).with_status_code(503)
+                        }
+                    }
+                };
+                if let Err(e) = request.respond(response) {
+                    warn!("metrics: cannot answer a scrape: {e}");
+                }
+            }
+        })
+        .context("cannot start the metrics thread")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use mgm_common::fwd::{FwdEntry, IfConfig};
+
+    use super::*;
+    use crate::dataplane::inspect::{EntryView, InterfaceView};
+
+    fn state(entries: usize) -> PinnedState {
+        PinnedState {
+            layout_version: 1,
+            interfaces: vec![InterfaceView {
+                ifindex: 1,
+                config: IfConfig {
+                    mac: [0; 6],
+                    flags: 0,
+                    ttl_threshold: 1,
+                    mtu: 1500,
+                    _pad: 0,
+                    stats_slot: 0,
+                },
+                stats: IfStats {
+                    tx_pkts: 7,
+                    tx_bytes: 700,
+                    ..IfStats::default()
+                },
+            }],
+            entries: (0..entries)
+                .map(|k| EntryView {
+                    source: Ipv4Addr::UNSPECIFIED,
+                    group: Ipv4Addr::from(0xef00_0000 + k as u32),
+                    entry: FwdEntry {
+                        iif: 1,
+                        oif_set: 1,
+                        flags: 0,
+                        stats_slot: 0,
+                        created_ns: 0,
+                        last_upcall_ns: 0,
+                    },
+                    oifs: vec![1],
+                    stats: EntryStats {
+                        pkts: 3,
+                        ..EntryStats::default()
+                    },
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn counters_are_named_by_convention_and_labelled_by_interface() {
+        let text = render(&state(1));
+        assert!(text.contains("# TYPE mgm_interface_transmitted_bytes_total counter\n"));
+        assert!(text.contains("mgm_interface_transmitted_packets_total{interface=\"lo\"} 7\n"));
+        assert!(text.contains("mgm_interface_transmitted_bytes_total{interface=\"lo\"} 700\n"));
+        assert!(text
+            .contains("mgm_entry_packets_total{source=\"*\",group=\"239.0.0.0\",iif=\"lo\"} 3\n"));
+        assert!(text.contains("mgm_entries{state=\"forward\"} 1\n"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap();
+            assert!(
+                name.starts_with("mgm_")
+                    && (name.ends_with("_total") || text.contains(&format!("# TYPE {name} gauge"))),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn entries_past_the_cap_are_counted_not_exported() {
+        let text = render(&state(MAX_ENTRY_SERIES + 5));
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("mgm_entry_packets_total{"))
+            .count();
+        assert_eq!(series, MAX_ENTRY_SERIES);
+        assert!(text.contains("mgm_entry_series_omitted 5\n"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
