@@ -29,6 +29,8 @@ class Module:
         self.block = set(block)
         self.silent = silent
         self.next_id = 0
+        # Responses that arrived while a nested request (sent from a callback) was waiting.
+        self.responses = {}
 
     def send(self, msg):
         line = json.dumps(msg)
@@ -44,17 +46,21 @@ class Module:
 
     def request(self, op, **args):
         """Sends a request and returns its response. Callbacks that arrive before the
-        response are handled meanwhile: mgm may be waiting for an answer to one of them."""
+        response are handled meanwhile: mgm may be waiting for an answer to one of them, and
+        a handler may send requests of its own (a local join is answered with an add)."""
         self.next_id += 1
-        self.send({"id": self.next_id, "op": op, **args})
-        while True:
+        my_id = self.next_id
+        self.send({"id": my_id, "op": op, **args})
+        while my_id not in self.responses:
             msg = self.receive()
             if "callback" in msg:
                 self.on_callback(msg)
-            elif msg.get("id") == self.next_id:
-                if not msg["ok"]:
-                    raise RuntimeError(f"{op} failed: {msg['error']}")
-                return msg.get("result")
+            elif "id" in msg:
+                self.responses[msg["id"]] = msg
+        msg = self.responses.pop(my_id)
+        if not msg["ok"]:
+            raise RuntimeError(f"{op} failed: {msg['error']}")
+        return msg.get("result")
 
     def answer(self, cb, **out):
         if not self.silent:
