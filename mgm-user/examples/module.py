@@ -19,15 +19,17 @@ import argparse
 import json
 import socket
 import sys
+import time
 
 
 class Module:
-    def __init__(self, path, block, silent):
+    def __init__(self, path, block, silent, decide_ms=0):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(path)
         self.lines = self.sock.makefile("r", encoding="utf-8")
         self.block = set(block)
         self.silent = silent
+        self.decide_s = decide_ms / 1000
         self.next_id = 0
         # Responses that arrived while a nested request (sent from a callback) was waiting.
         self.responses = {}
@@ -77,6 +79,7 @@ class Module:
         elif kind == "prune_alert" and "answer_within_ms" in cb:
             self.answer(cb)  # keep MGM's lifetime for the negative entry
         elif kind in ("local_join", "local_leave"):
+            time.sleep(self.decide_s)  # a protocol that consults its own state first
             op = "add_membership" if kind == "local_join" else "delete_membership"
             self.request(op, **entry, interface=cb["interface"], flags=["join"])
 
@@ -105,9 +108,12 @@ def main():
                    help="never forward new entries on IF (repeatable)")
     p.add_argument("--silent", action="store_true",
                    help="never answer callbacks, to see mgm's deadline at work")
+    p.add_argument("--decide-ms", type=int, default=0, metavar="MS",
+                   help="take this long to act on a local join or leave, as a protocol that "
+                        "consults its own state would")
     args = p.parse_args()
     try:
-        Module(args.socket, args.block, args.silent).run(
+        Module(args.socket, args.block, args.silent, args.decide_ms).run(
             args.protocol_id, args.component_id, args.take)
     except (OSError, RuntimeError) as e:
         sys.exit(f"module: {e}")

@@ -432,6 +432,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         handover.owners(now, owners);
         let ops = std::iter::from_fn(|| router.mgm.poll_map_op()).collect();
         write_map_ops(&mut dp, handover.filter(now, ops), &mut seen);
+        ifs.detach_vanished(&mut dp);
         if let Some((socket, changes)) = &mut upstream {
             apply_upstream(socket, changes);
         }
@@ -471,6 +472,10 @@ struct Interfaces {
     names: Names,
     /// IGMP interfaces waiting for an IPv4 address, by ifindex.
     no_address: BTreeSet<u32>,
+    /// Interfaces that vanished, to remove from the maps once the entries no longer copy to
+    /// them: the set member whose copy the ingress program prepares must keep its settings
+    /// until its set is rewritten, or that program drops the packet.
+    to_detach: Vec<(String, u32)>,
 }
 
 impl Interfaces {
@@ -480,6 +485,7 @@ impl Interfaces {
             igmp: opts.igmp.iter().cloned().collect(),
             names: opts.names.clone(),
             no_address: BTreeSet::new(),
+            to_detach: Vec::new(),
         }
     }
 
@@ -523,7 +529,7 @@ impl Interfaces {
         for change in changes {
             match change {
                 Change::Vanished { name, ifindex } => {
-                    self.vanished(dp, router, modules, &name, ifindex);
+                    self.vanished(router, modules, &name, ifindex);
                 }
                 Change::Appeared { name, ifindex } => self.appeared(dp, router, &name, ifindex),
             }
@@ -532,7 +538,6 @@ impl Interfaces {
 
     fn vanished(
         &mut self,
-        dp: &mut Dataplane,
         router: &mut Router,
         modules: &mut ModuleServer,
         name: &str,
@@ -542,13 +547,27 @@ impl Interfaces {
         modules.interface_removed(ifindex);
         self.names.remove(ifindex);
         self.no_address.remove(&ifindex);
-        if let Err(e) = dp.detach(name, ifindex) {
-            error!("{name}: cannot remove it from the maps: {}", report(&e));
-        }
+        self.to_detach.push((name.to_owned(), ifindex));
         warn!(
             "{name} is gone (ifindex {ifindex}): released by every owner, its entries and \
              querier removed; mgm manages {name} again when it appears"
         );
+    }
+
+    /// Removes the interfaces that vanished from the maps; call once the core's map
+    /// operations of their release are written.
+    fn detach_vanished(&mut self, dp: &mut Dataplane) {
+        for (name, ifindex) in std::mem::take(&mut self.to_detach) {
+            // The name's link pin is the new interface's if it appeared again meanwhile.
+            let pin = self
+                .managed
+                .ifindex(&name)
+                .is_none()
+                .then_some(name.as_str());
+            if let Err(e) = dp.detach(ifindex, pin) {
+                error!("{name}: cannot remove it from the maps: {}", report(&e));
+            }
+        }
     }
 
     fn appeared(&mut self, dp: &mut Dataplane, router: &mut Router, name: &str, ifindex: u32) {

@@ -37,8 +37,9 @@ fn spec3_1_a_host_keeps_its_stream_while_a_module_takes_holds_and_leaves_its_int
     }
     let from = counter.first().expect("counted");
 
-    // The module takes dn1: IGMP's re-add reaches it as a local join, which it passes on.
-    let mut module = Module::start(&socket, &["--take", "dn1"]);
+    // The module takes dn1: IGMP's re-add reaches it as a local join, which it passes on
+    // after thinking about it for 100 ms.
+    let mut module = Module::start(&socket, &["--take", "dn1", "--decide-ms", "100"]);
     if !module.wait(PATIENCE, |l| l == "ready") {
         fail(
             &daemon,
@@ -58,8 +59,8 @@ fn spec3_1_a_host_keeps_its_stream_while_a_module_takes_holds_and_leaves_its_int
         serde_json::json!({"op": "get_protocol_on_interface", "interface": "dn1"}),
     );
     assert_eq!(owner["result"]["protocol_id"], MODULE_ID, "{owner}");
-    // It holds dn1 for a while (a second of datagrams)...
-    if !counter.more(200, PATIENCE) {
+    // It holds dn1 for a while (half a second of datagrams)...
+    if !counter.more(500, PATIENCE) {
         fail(&daemon, "the stream stopped while the module owned dn1");
     }
 
@@ -73,7 +74,7 @@ fn spec3_1_a_host_keeps_its_stream_while_a_module_takes_holds_and_leaves_its_int
         serde_json::json!({"op": "get_protocol_on_interface", "interface": "dn1"}),
     );
     assert_eq!(owner["result"]["protocol_id"], 10, "{owner}");
-    if !counter.more(200, PATIENCE) {
+    if !counter.more(500, PATIENCE) {
         fail(&daemon, "the stream stopped after the module left dn1");
     }
 

@@ -333,20 +333,23 @@ impl Dataplane {
         }
     }
 
-    /// Forgets an interface that vanished (spec §10): its settings go from the maps, so its
-    /// counter slot is free, and its link pin goes (the kernel detached the program with the
-    /// device).
+    /// Forgets an interface that vanished or was renamed away (spec §10): its settings go
+    /// from the maps, so its counter slot is free, and with `pin`, its name then, its link pin
+    /// goes, which detaches the program from an interface that still exists (the kernel
+    /// detached it from one that vanished).
     ///
     /// # Errors
     /// A map cannot be written.
-    pub fn detach(&mut self, name: &str, ifindex: u32) -> Result<(), DataplaneError> {
-        let pin = self.pin_dir.join(format!("link_{name}"));
-        if let Err(e) = fs::remove_file(&pin) {
-            if e.kind() != io::ErrorKind::NotFound {
-                warn!("cannot remove {}: {e}", pin.display());
+    pub fn detach(&mut self, ifindex: u32, pin: Option<&str>) -> Result<(), DataplaneError> {
+        if let Some(name) = pin {
+            let path = self.pin_dir.join(format!("link_{name}"));
+            if let Err(e) = fs::remove_file(&path) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    warn!("cannot remove {}: {e}", path.display());
+                }
             }
+            self.attached.retain(|(n, _)| n != name);
         }
-        self.attached.retain(|(n, _)| n != name);
         self.interfaces.remove(ifindex)
     }
 

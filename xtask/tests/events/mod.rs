@@ -51,7 +51,7 @@ pub struct Stream {
 }
 
 impl Stream {
-    pub const PERIOD: Duration = Duration::from_millis(5);
+    pub const PERIOD: Duration = Duration::from_millis(1);
 
     pub fn start(lab: &Lab, group: Ipv4Addr) -> Stream {
         let mut tx = Sender::new(&lab.sender, SENDER_ADDR, 8).expect("sender socket");
