@@ -283,4 +283,35 @@ mod tests {
             Err(MgmError::NotFound)
         );
     }
+
+    #[test]
+    fn spec10_an_interface_that_comes_back_gets_a_fresh_querier_and_forwards_again() {
+        let mut mgm = Mgm::new(Config::default());
+        let mut igmp = Igmp::register(&mut mgm, querier::Config::default()).unwrap();
+        let now = Instant::from_millis(0);
+        let (addr, host) = (Ipv4Addr::new(198, 18, 1, 1), Ipv4Addr::new(198, 18, 1, 2));
+        let report = IgmpMessage::V2Report { group: G };
+        igmp.start(&mut mgm, 3, addr, now).unwrap();
+        while igmp.poll_transmit().is_some() {}
+        igmp.handle_message(3, now, host, &report);
+        igmp.apply_memberships(&mut mgm, now);
+        // The interface vanishes: the core releases it for every owner, IGMP forgets it.
+        mgm.interface_removed(3, now);
+        igmp.stop(&mut mgm, 3, now);
+        assert_eq!(igmp.poll_timeout(), None);
+        // It comes back as ifindex 7: startup queries, and the host's report forwards there.
+        igmp.start(&mut mgm, 7, addr, now).unwrap();
+        assert!(igmp.poll_transmit().is_some_and(|(i, _)| i == 7));
+        igmp.handle_message(7, now, host, &report);
+        let applied = igmp.apply_memberships(&mut mgm, now);
+        assert_eq!(applied.len(), 1);
+        assert_eq!(
+            (applied[0].membership.ifindex, &applied[0].result),
+            (7, &Ok(()))
+        );
+        assert_eq!(
+            mgm.get_protocol_on_interface(InterfaceId::new(7)),
+            Ok((ProtocolId::IGMP, ComponentId(0)))
+        );
+    }
 }
