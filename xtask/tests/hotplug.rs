@@ -7,7 +7,7 @@
 
 mod events;
 
-use std::{net::Ipv4Addr, path::PathBuf};
+use std::{collections::BTreeSet, net::Ipv4Addr, path::PathBuf};
 
 use events::{gaps, mgm_bin, Counter, Stream, FAST_IGMP, PATIENCE};
 use xtask::lab::{receiver_addr, traffic::Receiver, unique_tag, Daemon, IgmpVersion, Lab};
@@ -75,6 +75,35 @@ fn spec10_downstreams_deleted_created_and_renamed_are_managed_without_a_restart(
             "the host on dn3, created after mgm started, never got the stream",
         );
     }
+
+    // The maps hold the interfaces as they are now: the old dn2's settings went with it, and
+    // the entry copies to the new dn2 and dn3.
+    let ifindex = |name: &str| -> u64 {
+        let out = lab.router.ip_output(&["-o", "link", "show", name]).unwrap();
+        out.split(':').next().unwrap().trim().parse().unwrap()
+    };
+    let now: BTreeSet<u64> = ["up0", "dn1", "dn2", "dn3"].map(ifindex).into();
+    let show = daemon.show().expect("mgm show");
+    let held: BTreeSet<u64> = show["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["ifindex"].as_u64())
+        .collect();
+    assert_eq!(held, now, "{show:#}");
+    let entry = show["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["group"] == G.to_string())
+        .unwrap_or_else(|| panic!("no entry for {G}: {show:#}"));
+    let oifs: BTreeSet<u64> = entry["oif_indexes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i.as_u64())
+        .collect();
+    assert_eq!(oifs, ["dn1", "dn2", "dn3"].map(ifindex).into(), "{show:#}");
 
     let last = stream.stop();
     let (missing, got) = stays.missing(from, last, PATIENCE);
