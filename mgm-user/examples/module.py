@@ -19,16 +19,20 @@ import argparse
 import json
 import socket
 import sys
+import time
 
 
 class Module:
-    def __init__(self, path, block, silent):
+    def __init__(self, path, block, silent, decide_ms=0):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(path)
         self.lines = self.sock.makefile("r", encoding="utf-8")
         self.block = set(block)
         self.silent = silent
+        self.decide_s = decide_ms / 1000
         self.next_id = 0
+        # Responses that arrived while a nested request (sent from a callback) was waiting.
+        self.responses = {}
 
     def send(self, msg):
         line = json.dumps(msg)
@@ -44,17 +48,21 @@ class Module:
 
     def request(self, op, **args):
         """Sends a request and returns its response. Callbacks that arrive before the
-        response are handled meanwhile: mgm may be waiting for an answer to one of them."""
+        response are handled meanwhile: mgm may be waiting for an answer to one of them, and
+        a handler may send requests of its own (a local join is answered with an add)."""
         self.next_id += 1
-        self.send({"id": self.next_id, "op": op, **args})
-        while True:
+        my_id = self.next_id
+        self.send({"id": my_id, "op": op, **args})
+        while my_id not in self.responses:
             msg = self.receive()
             if "callback" in msg:
                 self.on_callback(msg)
-            elif msg.get("id") == self.next_id:
-                if not msg["ok"]:
-                    raise RuntimeError(f"{op} failed: {msg['error']}")
-                return msg.get("result")
+            elif "id" in msg:
+                self.responses[msg["id"]] = msg
+        msg = self.responses.pop(my_id)
+        if not msg["ok"]:
+            raise RuntimeError(f"{op} failed: {msg['error']}")
+        return msg.get("result")
 
     def answer(self, cb, **out):
         if not self.silent:
@@ -71,6 +79,7 @@ class Module:
         elif kind == "prune_alert" and "answer_within_ms" in cb:
             self.answer(cb)  # keep MGM's lifetime for the negative entry
         elif kind in ("local_join", "local_leave"):
+            time.sleep(self.decide_s)  # a protocol that consults its own state first
             op = "add_membership" if kind == "local_join" else "delete_membership"
             self.request(op, **entry, interface=cb["interface"], flags=["join"])
 
@@ -99,9 +108,12 @@ def main():
                    help="never forward new entries on IF (repeatable)")
     p.add_argument("--silent", action="store_true",
                    help="never answer callbacks, to see mgm's deadline at work")
+    p.add_argument("--decide-ms", type=int, default=0, metavar="MS",
+                   help="take this long to act on a local join or leave, as a protocol that "
+                        "consults its own state would")
     args = p.parse_args()
     try:
-        Module(args.socket, args.block, args.silent).run(
+        Module(args.socket, args.block, args.silent, args.decide_ms).run(
             args.protocol_id, args.component_id, args.take)
     except (OSError, RuntimeError) as e:
         sys.exit(f"module: {e}")

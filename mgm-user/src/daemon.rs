@@ -3,7 +3,11 @@
 //! inputs with the time, and moves the map operations they emit to the data plane.
 
 use std::{
-    collections::BTreeMap, future::Future, net::Ipv4Addr, path::PathBuf, sync::Arc, time::Duration,
+    collections::{BTreeMap, BTreeSet},
+    future::Future,
+    net::Ipv4Addr,
+    path::PathBuf,
+    time::Duration,
 };
 
 use anyhow::{bail, Context};
@@ -21,10 +25,12 @@ use crate::{
         netdev::{mac_string, NetDev},
     },
     dataplane::{ringbuf, Dataplane, Event, LoadOptions, Tunables, XdpMode},
-    igmp::querier::{self, Querier},
+    handover::Handover,
+    igmp::querier,
     links,
+    managed::{Change, Managed, Names},
     protocols::{
-        igmp::IgmpClient,
+        igmp::Igmp,
         igmp_proxy::{self, ProxyUpstream, UpstreamChange, UpstreamQueue},
         remote::ModuleServer,
     },
@@ -43,90 +49,72 @@ pub struct ClientPlan {
     pub memberships: Vec<(SourceGroupEntry, usize)>,
 }
 
+/// A routing-protocol client registered with MGM, and what it owns by name, so it can take
+/// its interfaces whenever they appear (spec §10).
+struct Client {
+    handle: ProtocolHandle,
+    protocol_id: ProtocolId,
+    interfaces: Vec<String>,
+    /// Memberships it holds on its own interfaces, by interface name.
+    memberships: Vec<(SourceGroupEntry, String)>,
+}
+
 /// The MGM core with its clients registered, and the clock it runs on.
 struct Router {
     mgm: Mgm,
-    igmp: ProtocolHandle,
-    /// The IGMP querier of every interface IGMP runs on, by ifindex.
-    queriers: BTreeMap<u32, Querier>,
-    /// Their sockets for sending queries.
+    /// IGMP: its registration and the querier of every interface it runs on.
+    igmp: Igmp,
+    /// The sockets IGMP's queries leave through, by ifindex.
     sockets: BTreeMap<u32, QuerySocket>,
-    /// Querier limit hits already logged, by ifindex, so each new one is logged once.
-    limit_hits: BTreeMap<u32, u64>,
+    clients: Vec<Client>,
     /// The core's epoch: its `Instant`s are milliseconds since this moment.
     epoch: std::time::Instant,
 }
 
 impl Router {
-    /// Registers every client and takes its interfaces, then registers IGMP on `igmp`: alone
-    /// where no client owns the interface (its memberships forward), as co-owner elsewhere
-    /// (its memberships become local joins into the owner, spec §4.4).
+    /// Registers every client, then IGMP (the `igmp_count` interfaces it may run on size the
+    /// core's membership table). Nobody owns an interface yet: see [`Router::manage`].
     fn new(
-        clients: Vec<(ClientPlan, Vec<u32>)>,
-        igmp: &[&NetDev],
+        plans: Vec<ClientPlan>,
+        igmp_count: usize,
         igmp_config: &querier::Config,
     ) -> anyhow::Result<Router> {
         // The core holds every membership IGMP's limits let in, on every interface.
         let igmp_memberships = igmp_config
             .max_memberships()
-            .map_or(usize::MAX, |n| n.saturating_mul(igmp.len()));
+            .map_or(usize::MAX, |n| n.saturating_mul(igmp_count));
         let defaults = Config::default();
         let mut mgm = Mgm::new(Config {
             max_mfes: FWD_CAPACITY as usize,
             max_memberships: defaults.max_memberships.max(igmp_memberships),
             ..defaults
         });
-        let epoch = std::time::Instant::now();
-        let now = core::Instant::from_millis(0);
-        for (plan, ifindexes) in clients {
+        let mut clients = Vec::new();
+        for plan in plans {
             let id = plan.protocol_id;
             let handle = mgm
                 .register(plan.protocol, id, plan.component_id)
                 .with_context(|| format!("registering protocol {} with MGM", id.0))?;
-            for (name, ifindex) in plan.interfaces.iter().zip(&ifindexes) {
-                mgm.take_interface_ownership(handle, InterfaceId::new(*ifindex), now)
-                    .with_context(|| format!("protocol {} taking {name}", id.0))?;
-            }
-            for (sg, i) in &plan.memberships {
-                let ifindex = ifindexes.get(*i).copied().unwrap_or(0);
-                mgm.add_group_membership_entry(
-                    handle,
-                    *sg,
-                    InterfaceId::new(ifindex),
-                    MGM_JOIN_STATE_FLAG,
-                    now,
-                )
-                .with_context(|| format!("protocol {} joining {sg:?}", id.0))?;
-            }
+            let memberships = plan
+                .memberships
+                .iter()
+                .filter_map(|(sg, i)| plan.interfaces.get(*i).map(|n| (*sg, n.clone())))
+                .collect();
+            clients.push(Client {
+                handle,
+                protocol_id: id,
+                interfaces: plan.interfaces,
+                memberships,
+            });
         }
-        let igmp_handle = mgm
-            .register(Box::new(IgmpClient), ProtocolId::IGMP, ComponentId(0))
-            .context("registering IGMP with MGM")?;
-        let mut queriers = BTreeMap::new();
-        let mut sockets = BTreeMap::new();
-        for dev in igmp {
-            mgm.take_interface_ownership(igmp_handle, InterfaceId::new(dev.ifindex), now)
-                .with_context(|| format!("IGMP taking {}", dev.name))?;
-            let address = dev.ipv4.with_context(|| {
-                format!(
-                    "{} has no IPv4 address; IGMP needs one to send queries from",
-                    dev.name
-                )
-            })?;
-            let q = Querier::new(dev.ifindex, address, igmp_config.clone(), now)
-                .with_context(|| format!("IGMP settings for {}", dev.name))?;
-            queriers.insert(dev.ifindex, q);
-            let sock = QuerySocket::new(dev, address)
-                .with_context(|| format!("cannot open the IGMP query socket on {}", dev.name))?;
-            sockets.insert(dev.ifindex, sock);
-        }
+        let igmp =
+            Igmp::register(&mut mgm, igmp_config.clone()).context("registering IGMP with MGM")?;
         Ok(Router {
             mgm,
-            igmp: igmp_handle,
-            queriers,
-            sockets,
-            limit_hits: BTreeMap::new(),
-            epoch,
+            igmp,
+            sockets: BTreeMap::new(),
+            clients,
+            epoch: std::time::Instant::now(),
         })
     }
 
@@ -134,91 +122,114 @@ impl Router {
         core::Instant::from_millis(self.epoch.elapsed().as_millis() as u64)
     }
 
+    /// Gives `dev` to the protocols configured for it: each routing protocol naming it takes
+    /// it and adds its memberships there, then IGMP, where it runs, starts there beside them
+    /// (spec §3.1 case B), with startup queries. Without an IPv4 address IGMP cannot query:
+    /// `Ok(false)` then, and the caller starts it when an address comes.
+    ///
+    /// # Errors
+    /// MGM refused an ownership or membership, or IGMP's query socket cannot be opened.
+    fn manage(&mut self, dev: &NetDev, igmp: bool) -> anyhow::Result<bool> {
+        let now = self.now();
+        let id = InterfaceId::new(dev.ifindex);
+        for c in &self.clients {
+            if !c.interfaces.contains(&dev.name) {
+                continue;
+            }
+            self.mgm
+                .take_interface_ownership(c.handle, id, now)
+                .with_context(|| format!("protocol {:#x} taking {}", c.protocol_id.0, dev.name))?;
+            for (sg, _) in c.memberships.iter().filter(|(_, n)| *n == dev.name) {
+                self.mgm
+                    .add_group_membership_entry(c.handle, *sg, id, MGM_JOIN_STATE_FLAG, now)
+                    .with_context(|| format!("protocol {:#x} joining {sg:?}", c.protocol_id.0))?;
+            }
+        }
+        if igmp {
+            return self.start_igmp(dev);
+        }
+        Ok(true)
+    }
+
+    /// Starts IGMP on `dev`; `Ok(false)` if it has no IPv4 address to query from yet.
+    fn start_igmp(&mut self, dev: &NetDev) -> anyhow::Result<bool> {
+        let Some(address) = dev.ipv4 else {
+            return Ok(false);
+        };
+        let sock = QuerySocket::new(dev, address)
+            .with_context(|| format!("cannot open the IGMP query socket on {}", dev.name))?;
+        let now = self.now();
+        self.igmp
+            .start(&mut self.mgm, dev.ifindex, address, now)
+            .with_context(|| format!("IGMP on {}", dev.name))?;
+        self.sockets.insert(dev.ifindex, sock);
+        Ok(true)
+    }
+
+    /// `ifindex` vanished: a forced release for every owner (spec §10, with the §3.2 steps),
+    /// and IGMP's querier and socket there go.
+    fn unmanage(&mut self, ifindex: u32) {
+        let now = self.now();
+        self.mgm.interface_removed(ifindex, now);
+        self.igmp.stop(&mut self.mgm, ifindex, now);
+        self.sockets.remove(&ifindex);
+    }
+
     /// When the core or a querier next needs its timers run, as a tokio deadline.
     fn next_deadline(&self) -> Option<tokio::time::Instant> {
-        let queriers = self.queriers.values().filter_map(Querier::poll_timeout);
         self.mgm
             .poll_timeout()
             .into_iter()
-            .chain(queriers)
+            .chain(self.igmp.poll_timeout())
             .min()
-            .map(|at| {
-                tokio::time::Instant::from_std(self.epoch + Duration::from_millis(at.as_millis()))
-            })
+            .map(|at| self.deadline(at))
+    }
+
+    fn deadline(&self, at: core::Instant) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(self.epoch + Duration::from_millis(at.as_millis()))
     }
 
     /// Runs every timer that is due.
     fn handle_timeout(&mut self) {
         let now = self.now();
         self.mgm.handle_timeout(now);
-        for q in self.queriers.values_mut() {
-            q.handle_timeout(now);
-        }
+        self.igmp.handle_timeout(now);
     }
 
-    /// Moves what the queriers decided to the wire (queries) and to the core (memberships).
-    fn pump_queriers(&mut self, name: &impl Fn(u32) -> String) {
+    /// Moves what IGMP decided to the wire (queries) and to the core (memberships).
+    fn pump_igmp(&mut self, name: &impl Fn(u32) -> String) {
+        while let Some((ifindex, t)) = self.igmp.poll_transmit() {
+            let bytes = crate::igmp::codec::encode(&t.message);
+            if let Some(sock) = self.sockets.get(&ifindex) {
+                if let Err(e) = sock.send(t.destination, &bytes) {
+                    warn!("cannot send an IGMP query on {}: {e}", name(ifindex));
+                }
+            }
+        }
         let now = self.now();
-        for (ifindex, q) in &mut self.queriers {
-            while let Some(t) = q.poll_transmit() {
-                let bytes = crate::igmp::codec::encode(&t.message);
-                if let Some(sock) = self.sockets.get(ifindex) {
-                    if let Err(e) = sock.send(t.destination, &bytes) {
-                        warn!("cannot send an IGMP query on {}: {e}", name(*ifindex));
-                    }
-                }
+        for a in self.igmp.apply_memberships(&mut self.mgm, now) {
+            let m = a.membership;
+            let verb = if m.join { "joins" } else { "leaves" };
+            let source = m.source.map_or("*".to_owned(), |s| s.to_string());
+            match a.result {
+                Ok(()) => info!(
+                    "membership: {} {verb} ({source}, {})",
+                    name(m.ifindex),
+                    m.group
+                ),
+                Err(e) => warn!(
+                    "membership: {} {verb} ({source}, {}) refused by MGM: {e}",
+                    name(m.ifindex),
+                    m.group
+                ),
             }
-            while let Some(m) = q.poll_membership() {
-                let entry = match m.source {
-                    Some(s) => SourceGroupEntry::sg(s, m.group),
-                    None => SourceGroupEntry::star_g(m.group),
-                };
-                let if_id = InterfaceId::new(m.ifindex);
-                let (verb, result) = if m.join {
-                    let r = self.mgm.add_group_membership_entry(
-                        self.igmp,
-                        entry,
-                        if_id,
-                        MGM_JOIN_STATE_FLAG,
-                        now,
-                    );
-                    ("joins", r)
-                } else {
-                    let r = self.mgm.delete_group_membership_entry(
-                        self.igmp,
-                        entry,
-                        if_id,
-                        MGM_JOIN_STATE_FLAG,
-                        now,
-                    );
-                    ("leaves", r)
-                };
-                let source = m.source.map_or("*".to_owned(), |s| s.to_string());
-                match result {
-                    Ok(()) => info!(
-                        "membership: {} {verb} ({source}, {})",
-                        name(m.ifindex),
-                        m.group
-                    ),
-                    Err(e) => warn!(
-                        "membership: {} {verb} ({source}, {}) refused by MGM: {e}",
-                        name(m.ifindex),
-                        m.group
-                    ),
-                }
-            }
-            let c = q.counters();
-            let hits = c.group_limit_hits + c.source_limit_hits;
-            let logged = self.limit_hits.entry(*ifindex).or_default();
-            if hits > *logged {
-                warn!(
-                    "IGMP on {}: {} groups and {} sources refused so far at the configured limits",
-                    name(*ifindex),
-                    c.group_limit_hits,
-                    c.source_limit_hits
-                );
-                *logged = hits;
-            }
+        }
+        for (ifindex, groups, sources) in self.igmp.new_limit_hits() {
+            warn!(
+                "IGMP on {}: {groups} groups and {sources} sources refused so far at the \
+                 configured limits",
+                name(ifindex)
+            );
         }
     }
 }
@@ -235,6 +246,9 @@ pub struct Options {
     pub upstream_host: Option<UpstreamHost>,
     /// The routing protocols and what each owns.
     pub clients: Vec<ClientPlan>,
+    /// The managed interfaces' names by ifindex, kept current as they come and go, for the
+    /// module socket and the protocols that know interfaces by name (static routes).
+    pub names: Names,
     /// Interfaces IGMP runs on.
     pub igmp: Vec<String>,
     /// Interfaces managed with no built-in owner, for out-of-process modules to take.
@@ -312,30 +326,23 @@ struct Seen {
 /// Loads the data plane, runs until `shutdown` resolves, then detaches.
 ///
 /// # Errors
-/// An interface is missing, or loading or attaching failed.
+/// Loading or attaching failed, or a protocol refused an interface at start. Interfaces that
+/// do not exist yet are waited for (spec §10).
 pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     // Before the interfaces are read, so a change in between still arrives.
     let mut link_watch = links::LinkWatch::start()?;
-    let interfaces: Vec<NetDev> = opts
-        .interfaces()
-        .iter()
-        .map(|n| NetDev::lookup(n))
-        .collect::<Result<_, _>>()?;
-    let names: BTreeMap<u32, String> = interfaces
-        .iter()
-        .map(|d| (d.ifindex, d.name.clone()))
-        .collect();
-    let ifindex = |n: &String| -> u32 {
-        interfaces
-            .iter()
-            .find(|d| &d.name == n)
-            .map_or(0, |d| d.ifindex)
-    };
-    let igmp: Vec<&NetDev> = opts
-        .igmp
-        .iter()
-        .filter_map(|n| interfaces.iter().find(|d| &d.name == n))
-        .collect();
+    let mut ifs = Interfaces::new(&opts);
+    let mut interfaces: Vec<NetDev> = Vec::new();
+    for n in opts.interfaces() {
+        match NetDev::lookup(&n) {
+            Ok(dev) => {
+                ifs.managed.link(dev.ifindex, &dev.name);
+                interfaces.push(dev);
+            }
+            Err(e) => warn!("{}; mgm manages {n} once it appears", report(&e)),
+        }
+    }
+    let names = ifs.names.clone();
     let summary = describe(&opts);
     let mut dp = Dataplane::load(&LoadOptions {
         interfaces: interfaces.clone(),
@@ -351,30 +358,20 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         Some(l) => Some(watch(l).context("cannot poll the XDP log ring buffer")?),
         None => None,
     };
-    let clients: Vec<(ClientPlan, Vec<u32>)> = opts
-        .clients
-        .into_iter()
-        .map(|c| {
-            let idx = c.interfaces.iter().map(ifindex).collect();
-            (c, idx)
-        })
-        .collect();
-    let mut router = Router::new(clients, &igmp, &opts.igmp_config)?;
+    let mut router = Router::new(opts.clients, opts.igmp.len(), &opts.igmp_config)?;
+    for dev in &interfaces {
+        ifs.start(&mut router, dev)?;
+    }
     let mut modules = ModuleServer::bind(
         &opts.socket,
         opts.socket_access.clone(),
-        Arc::new(names.clone()),
+        names.clone(),
         opts.answer_within,
     )
     .context("cannot open the module socket")?;
     let mut route_watch = routes::RouteWatch::start(opts.rpf_table)?;
     load_rpf_table(&mut router.mgm, opts.rpf_table, &opts.rpf_routes).await?;
-    let name = |i: u32| {
-        names
-            .get(&i)
-            .cloned()
-            .unwrap_or_else(|| format!("ifindex {i}"))
-    };
+    let name = |i: u32| names.get(i).unwrap_or_else(|| format!("ifindex {i}"));
     info!(
         "mgm running: {summary}; maps pinned in {}; modules connect to {}",
         opts.pin_dir.display(),
@@ -386,12 +383,14 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         None => None,
     };
     let mut reconcile_at = (dp.adopted > 0).then(|| reconcile_deadline(&opts.igmp_config));
+    let mut handover = Handover::default();
     let mut seen = Seen::default();
     let mut counters = tokio::time::interval(COUNTER_SYNC);
     counters.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     loop {
         let deadline = router.next_deadline();
+        let hold_ends = handover.poll_timeout().map(|at| router.deadline(at));
         tokio::select! {
             guard = events.readable_mut() => {
                 let mut guard = guard.context("event ring buffer poll failed")?;
@@ -402,6 +401,10 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
                 guard.clear_ready();
             }
             () = sleep_until(deadline) => router.handle_timeout(),
+            () = sleep_until(hold_ends) => {
+                let ops = handover.expire(router.now(), &router.mgm.forwarding_table());
+                write_map_ops(&mut dp, ops, &mut seen);
+            }
             () = sleep_until(reconcile_at) => {
                 reconcile_at = None;
                 let entries = dp.forwarding.snapshot();
@@ -411,7 +414,11 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
             }
             _ = counters.tick() => sync_counters(&dp, &mut router.mgm),
             change = route_watch.next() => follow_route(&mut router.mgm, change)?,
-            change = link_watch.next() => follow_link(&mut dp, &name, change)?,
+            change = link_watch.next() => {
+                let change = change.context("the link-change subscription closed")?;
+                ifs.follow(&mut dp, &mut router, &mut modules, &change);
+                follow_link(&mut dp, &name, change);
+            }
             guard = readable_logger(&mut logger) => {
                 let mut guard = guard.context("XDP log ring buffer poll failed")?;
                 guard.get_inner_mut().flush();
@@ -423,8 +430,16 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
             }
             () = &mut shutdown => break,
         }
-        router.pump_queriers(&name);
-        apply_map_ops(&mut dp, &mut router.mgm, &mut seen);
+        router.pump_igmp(&name);
+        let now = router.now();
+        let owners = names.all().into_iter().map(|(i, _)| {
+            let id = InterfaceId::new(i);
+            (id, router.mgm.get_protocol_on_interface(id).ok())
+        });
+        handover.owners(now, owners);
+        let ops = std::iter::from_fn(|| router.mgm.poll_map_op()).collect();
+        write_map_ops(&mut dp, handover.filter(now, ops), &mut seen);
+        ifs.detach_vanished(&mut dp);
         if let Some((socket, changes)) = &mut upstream {
             apply_upstream(socket, changes);
         }
@@ -434,9 +449,9 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         "shutting down: {} IGMP messages, {} rejected, {} no-cache and {} wrong-interface upcalls, {} unknown records, {} map errors",
         seen.igmp, seen.bad_igmp, seen.no_cache, seen.wrong_if, seen.unknown, seen.map_errors
     );
-    for dev in &interfaces {
-        if let Ok(Some(s)) = dp.interfaces.stats(dev.ifindex) {
-            info!("{}: {s:?}", dev.name);
+    for (ifindex, name) in names.all() {
+        if let Ok(Some(s)) = dp.interfaces.stats(ifindex) {
+            info!("{name}: {s:?}");
         }
     }
     if opts.keep_forwarding {
@@ -451,6 +466,158 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         info!("XDP detached and pins removed");
     }
     Ok(())
+}
+
+/// The interfaces mgm was told to manage, as they come and go (spec §10), and what runs on
+/// each: every managed interface gets XDP; a routing protocol naming it takes it; IGMP, where
+/// it runs, starts with startup queries once the interface has an IPv4 address.
+struct Interfaces {
+    managed: Managed,
+    /// Names IGMP runs on.
+    igmp: BTreeSet<String>,
+    /// Managed interfaces by ifindex, shared with the module socket.
+    names: Names,
+    /// IGMP interfaces waiting for an IPv4 address, by ifindex.
+    no_address: BTreeSet<u32>,
+    /// Interfaces that vanished, to remove from the maps once the entries no longer copy to
+    /// them: the set member whose copy the ingress program prepares must keep its settings
+    /// until its set is rewritten, or that program drops the packet.
+    to_detach: Vec<(String, u32)>,
+}
+
+impl Interfaces {
+    fn new(opts: &Options) -> Interfaces {
+        Interfaces {
+            managed: Managed::new(opts.interfaces()),
+            igmp: opts.igmp.iter().cloned().collect(),
+            names: opts.names.clone(),
+            no_address: BTreeSet::new(),
+            to_detach: Vec::new(),
+        }
+    }
+
+    /// Hands `dev`, attached, to its protocols.
+    ///
+    /// # Errors
+    /// A protocol refused it (see [`Router::manage`]).
+    fn start(&mut self, router: &mut Router, dev: &NetDev) -> anyhow::Result<()> {
+        self.names.set(dev.ifindex, &dev.name);
+        if !router.manage(dev, self.igmp.contains(&dev.name))? {
+            warn!(
+                "{} has no IPv4 address; IGMP starts there when it gets one",
+                dev.name
+            );
+            self.no_address.insert(dev.ifindex);
+        }
+        Ok(())
+    }
+
+    /// Acts on one link announcement: managed interfaces that vanished are released and
+    /// detached, ones that appeared are attached and taken, and IGMP starts where an address
+    /// it waited for came.
+    fn follow(
+        &mut self,
+        dp: &mut Dataplane,
+        router: &mut Router,
+        modules: &mut ModuleServer,
+        event: &links::LinkEvent,
+    ) {
+        let changes = match event {
+            links::LinkEvent::Changed(c) => match &c.name {
+                Some(n) => self.managed.link(c.ifindex, n),
+                None => Vec::new(),
+            },
+            links::LinkEvent::Removed(ifindex) => self.managed.removed(*ifindex),
+            links::LinkEvent::Address(ifindex) => {
+                self.address_added(router, *ifindex);
+                Vec::new()
+            }
+        };
+        for change in changes {
+            match change {
+                Change::Vanished { name, ifindex } => {
+                    self.vanished(router, modules, &name, ifindex);
+                }
+                Change::Appeared { name, ifindex } => self.appeared(dp, router, &name, ifindex),
+            }
+        }
+    }
+
+    fn vanished(
+        &mut self,
+        router: &mut Router,
+        modules: &mut ModuleServer,
+        name: &str,
+        ifindex: u32,
+    ) {
+        router.unmanage(ifindex);
+        modules.interface_removed(ifindex);
+        self.names.remove(ifindex);
+        self.no_address.remove(&ifindex);
+        self.to_detach.push((name.to_owned(), ifindex));
+        warn!(
+            "{name} is gone (ifindex {ifindex}): released by every owner, its entries and \
+             querier removed; mgm manages {name} again when it appears"
+        );
+    }
+
+    /// Removes the interfaces that vanished from the maps; call once the core's map
+    /// operations of their release are written.
+    fn detach_vanished(&mut self, dp: &mut Dataplane) {
+        for (name, ifindex) in std::mem::take(&mut self.to_detach) {
+            // The name's link pin is the new interface's if it appeared again meanwhile.
+            let pin = self
+                .managed
+                .ifindex(&name)
+                .is_none()
+                .then_some(name.as_str());
+            if let Err(e) = dp.detach(ifindex, pin) {
+                error!("{name}: cannot remove it from the maps: {}", report(&e));
+            }
+        }
+    }
+
+    fn appeared(&mut self, dp: &mut Dataplane, router: &mut Router, name: &str, ifindex: u32) {
+        let dev = match NetDev::lookup(name) {
+            Ok(dev) if dev.ifindex == ifindex => dev,
+            // Gone or renamed again since the announcement: a later one says what it is.
+            Ok(_) | Err(_) => return,
+        };
+        match dp.attach(&dev) {
+            Ok(mode) => info!("{name} appeared (ifindex {ifindex}): XDP attached in {mode} mode"),
+            Err(e) => {
+                error!("{name} appeared but cannot be managed: {}", report(&e));
+                return;
+            }
+        }
+        if let Err(e) = self.start(router, &dev) {
+            error!("{name}: {e:#}");
+        }
+    }
+
+    fn address_added(&mut self, router: &mut Router, ifindex: u32) {
+        if !self.no_address.contains(&ifindex) {
+            return;
+        }
+        let Some(name) = self.managed.name(ifindex) else {
+            return;
+        };
+        let dev = match NetDev::lookup(name) {
+            Ok(dev) if dev.ifindex == ifindex => dev,
+            Ok(_) | Err(_) => return,
+        };
+        match router.start_igmp(&dev) {
+            Ok(true) => {
+                self.no_address.remove(&ifindex);
+                info!("{name} has an IPv4 address now: IGMP started there");
+            }
+            Ok(false) => {}
+            Err(e) => {
+                self.no_address.remove(&ifindex);
+                error!("{name}: {e:#}");
+            }
+        }
+    }
 }
 
 /// Fills the core's RPF table from routing table `table` and the `extra` routes.
@@ -494,24 +661,9 @@ fn follow_route(mgm: &mut Mgm, change: Option<routes::RouteChange>) -> anyhow::R
 
 /// A managed interface's new MAC or MTU goes into the maps: copies leave with the MAC the
 /// interface has now, and the MTU check of the prepared copy uses the MTU it has now.
-fn follow_link(
-    dp: &mut Dataplane,
-    name: &impl Fn(u32) -> String,
-    event: Option<links::LinkEvent>,
-) -> anyhow::Result<()> {
-    let c = match event {
-        Some(links::LinkEvent::Changed(c)) => c,
-        Some(links::LinkEvent::Removed(ifindex)) => {
-            if dp.interfaces.slot(ifindex).is_some() {
-                warn!(
-                    "{} is gone: nothing is sent out of it or received on it, and mgm does not \
-                     take interfaces that come back (restart mgm)",
-                    name(ifindex)
-                );
-            }
-            return Ok(());
-        }
-        None => bail!("the link-change subscription closed"),
+fn follow_link(dp: &mut Dataplane, name: &impl Fn(u32) -> String, event: links::LinkEvent) {
+    let links::LinkEvent::Changed(c) = event else {
+        return;
     };
     match dp.interfaces.follow(c.ifindex, c.mac, c.mtu) {
         Ok(Some(moved)) => info!(
@@ -529,7 +681,6 @@ fn follow_link(
             report(&e)
         ),
     }
-    Ok(())
 }
 
 /// The proxy's host socket on the upstream interface, and the queue its changes come in.
@@ -654,9 +805,9 @@ fn sync_counters(dp: &Dataplane, mgm: &mut Mgm) {
     }
 }
 
-/// Moves every map operation the core has queued to the data plane.
-fn apply_map_ops(dp: &mut Dataplane, mgm: &mut Mgm, seen: &mut Seen) {
-    while let Some(op) = mgm.poll_map_op() {
+/// Writes map operations to the data plane, in order.
+fn write_map_ops(dp: &mut Dataplane, ops: Vec<core::MapOp>, seen: &mut Seen) {
+    for op in ops {
         debug!("map op: {op:?}");
         if let Err(e) = dp.forwarding.apply(&op) {
             seen.map_errors += 1;
@@ -700,9 +851,8 @@ fn handle(
                 "IGMP on {}{vlan} from {reporter}: {message:?}",
                 name(ifindex)
             );
-            match router.queriers.get_mut(&ifindex) {
-                Some(q) => q.handle_message(now, reporter, &message),
-                None => debug!("IGMP does not run on {}: message ignored", name(ifindex)),
+            if !router.igmp.handle_message(ifindex, now, reporter, &message) {
+                debug!("IGMP does not run on {}: message ignored", name(ifindex));
             }
         }
         Event::BadIgmp {

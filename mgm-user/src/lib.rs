@@ -12,10 +12,14 @@ pub mod core;
 pub mod daemon;
 /// Loading, attaching and updating the XDP data plane (the only user of aya).
 pub mod dataplane;
+/// Make before break when an interface changes owner (map operations held briefly).
+pub mod handover;
 /// IGMP wire codec.
 pub mod igmp;
-/// Link changes (MAC, MTU) of the managed interfaces (rtnetlink).
+/// Link changes (MAC, MTU, names, addresses) of the interfaces (rtnetlink).
 pub mod links;
+/// Which interfaces are managed as they come, go and are renamed (spec §10).
+pub mod managed;
 /// Routing-protocol modules (IGMP and the IGMP proxy today).
 pub mod protocols;
 /// The kernel's unicast routes as the RPF table (rtnetlink).

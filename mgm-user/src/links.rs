@@ -1,6 +1,8 @@
-//! Link changes as the kernel announces them (RTNLGRP_LINK). Every copy's source MAC and the
-//! MTU the data plane checks a copy against come from the interface settings in the maps,
-//! written at start; a MAC or MTU the operator changes later must reach them too.
+//! Link changes as the kernel announces them (RTNLGRP_LINK, and RTNLGRP_IPV4_IFADDR for
+//! addresses). Every copy's source MAC and the MTU the data plane checks a copy against come
+//! from the interface settings in the maps; a MAC or MTU the operator changes later must reach
+//! them too. Interfaces that appear, vanish or are renamed, and addresses that appear, are how
+//! the daemon manages interfaces that come and go (spec §10).
 
 use anyhow::Context;
 use futures::{channel::mpsc::UnboundedReceiver, StreamExt};
@@ -15,18 +17,21 @@ use rtnetlink::{
 };
 
 /// What the kernel announced of one interface.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkEvent {
     /// New or changed.
     Changed(LinkChange),
     /// Deleted (or moved to another namespace): the ifindex.
     Removed(u32),
+    /// An IPv4 address was added to the interface with this ifindex.
+    Address(u32),
 }
 
-/// An interface's current MAC and MTU, where the announcement carried them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An interface's current name, MAC and MTU, where the announcement carried them.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkChange {
     pub ifindex: u32,
+    pub name: Option<String>,
     pub mac: Option<[u8; 6]>,
     pub mtu: Option<u32>,
 }
@@ -39,13 +44,16 @@ pub struct LinkWatch {
 }
 
 impl LinkWatch {
-    /// Subscribes to link changes.
+    /// Subscribes to link changes and IPv4 address additions.
     ///
     /// # Errors
     /// The netlink socket cannot be opened or bound to the group.
     pub fn start() -> anyhow::Result<LinkWatch> {
-        let (conn, _, messages) = rtnetlink::new_multicast_connection(&[MulticastGroup::Link])
-            .context("cannot subscribe to link changes")?;
+        let (conn, _, messages) = rtnetlink::new_multicast_connection(&[
+            MulticastGroup::Link,
+            MulticastGroup::Ipv4Ifaddr,
+        ])
+        .context("cannot subscribe to link changes")?;
         Ok(LinkWatch {
             messages,
             task: tokio::spawn(conn),
@@ -63,6 +71,9 @@ impl LinkWatch {
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)) => {
                     return Some(LinkEvent::Removed(m.header.index))
                 }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(m)) => {
+                    return Some(LinkEvent::Address(m.header.index))
+                }
                 _ => {}
             }
         }
@@ -79,6 +90,7 @@ impl Drop for LinkWatch {
 fn to_change(m: &LinkMessage) -> LinkChange {
     let mut change = LinkChange {
         ifindex: m.header.index,
+        name: None,
         mac: None,
         mtu: None,
     };
@@ -86,6 +98,7 @@ fn to_change(m: &LinkMessage) -> LinkChange {
         match a {
             LinkAttribute::Address(bytes) => change.mac = <[u8; 6]>::try_from(&bytes[..]).ok(),
             LinkAttribute::Mtu(mtu) => change.mtu = Some(*mtu),
+            LinkAttribute::IfName(name) => change.name = Some(name.clone()),
             _ => {}
         }
     }
@@ -114,11 +127,13 @@ mod tests {
         let m = message(vec![
             LinkAttribute::Mtu(1400),
             LinkAttribute::Address(mac.to_vec()),
+            LinkAttribute::IfName("dn1".into()),
         ]);
         assert_eq!(
             to_change(&m),
             LinkChange {
                 ifindex: 7,
+                name: Some("dn1".into()),
                 mac: Some(mac),
                 mtu: Some(1400)
             }

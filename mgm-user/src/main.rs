@@ -8,6 +8,7 @@ use mgm_user::{
     daemon,
     dataplane::{loader, Tunables, XdpMode},
     igmp::querier,
+    managed::Names,
     protocols::{remote::access::Access, static_routes::StaticRoute},
 };
 
@@ -356,10 +357,12 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
                 Some(up) => daemon::Options::proxy(up.clone()),
                 None => (Vec::new(), None),
             };
+            let names = Names::default();
             let (statics, rpf_routes) = static_routes(
                 &args.static_route,
                 args.upstream.as_deref(),
                 &args.downstream,
+                &names,
             )?;
             clients.extend(statics);
             let igmp_config = querier::Config {
@@ -383,6 +386,7 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             let opts = daemon::Options {
                 upstream_host,
                 clients,
+                names,
                 igmp: args.downstream.clone(),
                 external: args.external.clone(),
                 socket: args.socket.clone(),
@@ -450,6 +454,7 @@ fn static_routes(
     routes: &[StaticRoute],
     upstream: Option<&str>,
     downstream: &[String],
+    names: &Names,
 ) -> anyhow::Result<(Option<daemon::ClientPlan>, Vec<mgm_user::core::Route>)> {
     use mgm_user::{
         core::{InterfaceId, Route},
@@ -477,8 +482,7 @@ fn static_routes(
                 }
             };
             memberships.push((r.entry(), i));
-            let dev = NetDev::lookup(oif)?;
-            configured.push((r.entry(), InterfaceId::new(dev.ifindex)));
+            configured.push((r.entry(), oif.clone()));
         }
         if let Some(source) = r.source {
             rpf.push(Route {
@@ -492,7 +496,7 @@ fn static_routes(
         }
     }
     let plan = daemon::ClientPlan {
-        protocol: Box::new(st::StaticRoutes::new(configured)),
+        protocol: Box::new(st::StaticRoutes::new(configured, names.clone())),
         protocol_id: st::PROTOCOL_ID,
         component_id: st::COMPONENT_ID,
         interfaces,

@@ -92,6 +92,7 @@ fn spec4_4_igmp_on_shared_interfaces_becomes_local_joins_into_each_owner() {
     let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{tag}"));
     let opts = Options {
         upstream_host: None,
+        names: Default::default(),
         clients: vec![
             owner("A", 100, vec![UPSTREAM.to_owned(), dn1.clone()]),
             owner("B", 200, vec![dn2.clone()]),

@@ -67,28 +67,87 @@ impl InterfaceSettings {
             let slot = match kept(dev.ifindex) {
                 Some(slot) => slot,
                 None => {
-                    let slot = (1..m::IF_CAPACITY).find(|s| !taken.contains(s)).ok_or(
-                        DataplaneError::Full {
-                            table: m::IF_STATS,
-                            capacity: m::IF_CAPACITY - 1,
-                        },
-                    )?;
+                    let slot = free_slot(&taken)?;
                     taken.push(slot);
                     slot
                 }
             };
-            let cfg = IfConfig {
-                mac: dev.mac,
-                flags: IF_ENABLED,
-                ttl_threshold,
-                mtu: dev.mtu,
-                _pad: 0,
-                stats_slot: slot,
-            };
-            settings.write(dev.ifindex, cfg)?;
-            settings.written.push((dev.ifindex, cfg));
+            settings.add_in_slot(dev, ttl_threshold, slot)?;
         }
         Ok(settings)
+    }
+
+    /// Writes the settings of an interface that appeared while running, in a counter slot no
+    /// managed interface holds, its counters zeroed (a slot freed by [`Self::remove`] may
+    /// hold a vanished interface's counts).
+    ///
+    /// # Errors
+    /// A map cannot be written, or every counter slot is taken.
+    pub fn add(&mut self, dev: &NetDev, ttl_threshold: u8) -> Result<(), DataplaneError> {
+        self.remove(dev.ifindex)?;
+        let taken: Vec<u32> = self.written.iter().map(|(_, c)| c.stats_slot).collect();
+        let slot = free_slot(&taken)?;
+        let zero = aya::maps::PerCpuValues::try_from(vec![
+            IfStats::default();
+            aya::util::nr_cpus().map_err(
+                |(_, e)| DataplaneError::Cpus(e)
+            )?
+        ])
+        .map_err(|e| map_err(m::IF_STATS)(aya::maps::MapError::IoError(e)))?;
+        self.stats
+            .set(slot, zero, 0)
+            .map_err(map_err(m::IF_STATS))?;
+        self.add_in_slot(dev, ttl_threshold, slot)
+    }
+
+    /// Removes the settings of an interface that vanished, so no copy goes there and its
+    /// counter slot is free. Nothing happens for an interface that is not managed.
+    ///
+    /// # Errors
+    /// A map cannot be written.
+    pub fn remove(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        let Some(at) = self.written.iter().position(|(i, _)| *i == ifindex) else {
+            return Ok(());
+        };
+        match self.hash.remove(&ifindex) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(map_err(m::IFCFG)(e)),
+        }
+        if ifindex < m::IFCFG_DIRECT_LIMIT {
+            // An all-zero entry has IF_ENABLED clear: the programs skip the interface.
+            let off = IfConfig {
+                mac: [0; 6],
+                flags: 0,
+                ttl_threshold: 0,
+                mtu: 0,
+                _pad: 0,
+                stats_slot: 0,
+            };
+            self.direct
+                .set(ifindex, off, 0)
+                .map_err(map_err(m::IFCFG_DIRECT))?;
+        }
+        self.written.remove(at);
+        Ok(())
+    }
+
+    fn add_in_slot(
+        &mut self,
+        dev: &NetDev,
+        ttl_threshold: u8,
+        slot: u32,
+    ) -> Result<(), DataplaneError> {
+        let cfg = IfConfig {
+            mac: dev.mac,
+            flags: IF_ENABLED,
+            ttl_threshold,
+            mtu: dev.mtu,
+            _pad: 0,
+            stats_slot: slot,
+        };
+        self.write(dev.ifindex, cfg)?;
+        self.written.push((dev.ifindex, cfg));
+        Ok(())
     }
 
     /// Counters of a managed interface, summed over CPUs; `None` for any other.
@@ -157,4 +216,14 @@ impl InterfaceSettings {
         }
         Ok(())
     }
+}
+
+/// The lowest counter slot not in `taken` (slot 0 is never handed out).
+fn free_slot(taken: &[u32]) -> Result<u32, DataplaneError> {
+    (1..m::IF_CAPACITY)
+        .find(|s| !taken.contains(s))
+        .ok_or(DataplaneError::Full {
+            table: m::IF_STATS,
+            capacity: m::IF_CAPACITY - 1,
+        })
 }

@@ -228,7 +228,11 @@ pub fn verified_instructions(
 /// The loaded and attached data plane.
 pub struct Dataplane {
     /// Owns the programs and their links: dropping it detaches them.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
+    /// How interfaces that appear later are attached.
+    mode: XdpMode,
+    /// The TTL threshold interfaces that appear later get.
+    ttl_threshold: u8,
     pub forwarding: Forwarding,
     /// Taken by the daemon's event loop ([`Dataplane::take_events`]).
     events: Option<RingBuf<MapData>>,
@@ -293,8 +297,60 @@ impl Dataplane {
             adopted,
             _pin_lock: pin_lock,
             keep_pins: false,
-            _ebpf: loaded.ebpf,
+            ebpf: loaded.ebpf,
+            mode: opts.mode,
+            ttl_threshold: opts.ttl_threshold,
         })
+    }
+
+    /// Manages an interface that appeared while running (spec §10): writes its settings and
+    /// attaches the ingress program to it, through a pinned link like the others. Returns the
+    /// mode it was attached in.
+    ///
+    /// # Errors
+    /// A map cannot be written or the program cannot be attached; its settings are removed
+    /// again.
+    pub fn attach(&mut self, dev: &NetDev) -> Result<&'static str, DataplaneError> {
+        // A link pinned for an interface of this name that vanished is defunct.
+        let _ = fs::remove_file(self.pin_dir.join(format!("link_{}", dev.name)));
+        self.interfaces.add(dev, self.ttl_threshold)?;
+        match attach_all(
+            &mut self.ebpf,
+            std::slice::from_ref(dev),
+            self.mode,
+            &self.pin_dir,
+        ) {
+            Ok(mut attached) => {
+                let (_, mode) = attached.pop().unwrap_or((dev.name.clone(), "adopted"));
+                self.attached.retain(|(n, _)| *n != dev.name);
+                self.attached.push((dev.name.clone(), mode));
+                Ok(mode)
+            }
+            Err(e) => {
+                let _ = self.interfaces.remove(dev.ifindex);
+                Err(e)
+            }
+        }
+    }
+
+    /// Forgets an interface that vanished or was renamed away (spec §10): its settings go
+    /// from the maps, so its counter slot is free, and with `pin`, its name then, its link pin
+    /// goes, which detaches the program from an interface that still exists (the kernel
+    /// detached it from one that vanished).
+    ///
+    /// # Errors
+    /// A map cannot be written.
+    pub fn detach(&mut self, ifindex: u32, pin: Option<&str>) -> Result<(), DataplaneError> {
+        if let Some(name) = pin {
+            let path = self.pin_dir.join(format!("link_{name}"));
+            if let Err(e) = fs::remove_file(&path) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    warn!("cannot remove {}: {e}", path.display());
+                }
+            }
+            self.attached.retain(|(n, _)| n != name);
+        }
+        self.interfaces.remove(ifindex)
     }
 
     /// The event ring buffer, once.

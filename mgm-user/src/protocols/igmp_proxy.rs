@@ -98,13 +98,9 @@ mod tests {
             )
             .unwrap();
         mgm.take_interface_ownership(proxy, UP, now).unwrap();
-        let igmp = mgm
-            .register(
-                Box::new(crate::protocols::igmp::IgmpClient),
-                ProtocolId::IGMP,
-                ComponentId(0),
-            )
-            .unwrap();
+        let igmp = crate::protocols::igmp::Igmp::register(&mut mgm, Default::default())
+            .unwrap()
+            .handle();
         for d in [D1, D2] {
             mgm.take_interface_ownership(igmp, d, now).unwrap();
         }

@@ -8,9 +8,12 @@
 
 use std::{collections::BTreeSet, fmt, net::Ipv4Addr, str::FromStr};
 
-use crate::core::{
-    ComponentId, Cx, InterfaceId, ProtocolId, Request, RoutingProtocol, SourceGroupEntry,
-    MGM_JOIN_STATE_FLAG,
+use crate::{
+    core::{
+        ComponentId, Cx, InterfaceId, ProtocolId, Request, RoutingProtocol, SourceGroupEntry,
+        MGM_JOIN_STATE_FLAG,
+    },
+    managed::Names,
 };
 
 /// The static-routes module's protocol id: outside the ids Windows assigns.
@@ -118,25 +121,40 @@ impl fmt::Display for StaticRoute {
 /// The module's MGM client.
 #[derive(Debug, Default)]
 pub struct StaticRoutes {
-    /// Memberships the routes hold; local leaves never remove these.
-    configured: BTreeSet<(SourceGroupEntry, InterfaceId)>,
+    /// Memberships the routes hold, by outgoing interface name; local leaves never remove
+    /// these.
+    configured: BTreeSet<(SourceGroupEntry, String)>,
+    /// The managed interfaces' names now: an outgoing interface created again has another
+    /// ifindex but the same name (spec §10).
+    names: Names,
     /// Memberships passed on for IGMP's hosts.
     passed: BTreeSet<(SourceGroupEntry, InterfaceId)>,
 }
 
 impl StaticRoutes {
-    /// A module that holds `configured` memberships (entry, outgoing interface).
-    pub fn new(configured: impl IntoIterator<Item = (SourceGroupEntry, InterfaceId)>) -> Self {
+    /// A module that holds `configured` memberships (entry, outgoing interface name), whose
+    /// interfaces `names` names.
+    pub fn new(
+        configured: impl IntoIterator<Item = (SourceGroupEntry, String)>,
+        names: Names,
+    ) -> Self {
         StaticRoutes {
             configured: configured.into_iter().collect(),
+            names,
             passed: BTreeSet::new(),
         }
+    }
+
+    fn is_configured(&self, sg: SourceGroupEntry, if_id: InterfaceId) -> bool {
+        self.names
+            .get(if_id.ifindex)
+            .is_some_and(|name| self.configured.contains(&(sg, name)))
     }
 }
 
 impl RoutingProtocol for StaticRoutes {
     fn local_join(&mut self, cx: &mut Cx, sg: SourceGroupEntry, if_id: InterfaceId) {
-        if !self.configured.contains(&(sg, if_id)) && self.passed.insert((sg, if_id)) {
+        if !self.is_configured(sg, if_id) && self.passed.insert((sg, if_id)) {
             cx.queue(Request::AddGroupMembership {
                 sg,
                 if_id,
@@ -146,7 +164,7 @@ impl RoutingProtocol for StaticRoutes {
     }
 
     fn local_leave(&mut self, cx: &mut Cx, sg: SourceGroupEntry, if_id: InterfaceId) {
-        if self.passed.remove(&(sg, if_id)) && !self.configured.contains(&(sg, if_id)) {
+        if self.passed.remove(&(sg, if_id)) && !self.is_configured(sg, if_id) {
             cx.queue(Request::DeleteGroupMembership {
                 sg,
                 if_id,
@@ -216,7 +234,10 @@ mod tests {
         let now = Instant::from_millis(0);
         let st = mgm
             .register(
-                Box::new(StaticRoutes::new([(star, dn)])),
+                Box::new(StaticRoutes::new(
+                    [(star, "dn2".to_owned())],
+                    Names::new([(2, "dn2".to_owned())].into()),
+                )),
                 PROTOCOL_ID,
                 COMPONENT_ID,
             )
@@ -224,13 +245,9 @@ mod tests {
         mgm.take_interface_ownership(st, dn, now).unwrap();
         mgm.add_group_membership_entry(st, star, dn, MGM_JOIN_STATE_FLAG, now)
             .unwrap();
-        let igmp = mgm
-            .register(
-                Box::new(crate::protocols::igmp::IgmpClient),
-                ProtocolId::IGMP,
-                ComponentId(0),
-            )
-            .unwrap();
+        let igmp = crate::protocols::igmp::Igmp::register(&mut mgm, Default::default())
+            .unwrap()
+            .handle();
         mgm.take_interface_ownership(igmp, dn, now).unwrap();
         // A host joins and leaves the configured group and another group.
         for sg in [star, other] {

@@ -320,6 +320,38 @@ impl Lab {
             .any(|e| e["grp"] == group.as_str() && e["port"] == SWITCH_ROUTER_PORT))
     }
 
+    /// Creates receiver `i`'s link again after a test deleted it (`ip link del dn<i+1>` in the
+    /// router), as [`Lab::up`] made it. The router's end is created as `created_as` and, if
+    /// that is not its downstream name, renamed to it before it gets its address, as udev
+    /// names interfaces.
+    ///
+    /// # Errors
+    /// A link, address or setting could not be made.
+    pub fn rewire_downstream(
+        &self,
+        i: usize,
+        created_as: &str,
+        version: IgmpVersion,
+    ) -> anyhow::Result<()> {
+        let host = &self.receivers[i];
+        let name = downstream(i);
+        let router_addr = Ipv4Addr::new(198, 18, i as u8 + 1, 1);
+        veth(host, HOST_IF, &self.router, created_as)?;
+        if created_as != name {
+            self.router
+                .ip(&["link", "set", created_as, "name", &name])?;
+        }
+        host.sysctl(
+            &format!("net.ipv4.conf.{HOST_IF}.force_igmp_version"),
+            version.sysctl_value(),
+        )?;
+        host.enable_gro(HOST_IF)?;
+        self.router
+            .ip(&["addr", "add", &format!("{router_addr}/24"), "dev", &name])?;
+        self.router.ip(&["link", "set", &name, "up"])?;
+        configure_host(host, receiver_addr(i), router_addr)
+    }
+
     /// A veth from the router (`router_if`, `router_addr`) to `host` (`eth0`, `host_addr`),
     /// with the host's default route through the router.
     fn wire(

@@ -100,6 +100,31 @@ impl Receiver {
         None
     }
 
+    /// Reads for `window` and returns the sequence numbers of the lab datagrams for `group`
+    /// that arrived, in arrival order: a gap is a lost datagram.
+    pub fn collect_seq(&self, group: Ipv4Addr, window: Duration) -> Vec<u64> {
+        let end = Instant::now() + window;
+        let mut got = Vec::new();
+        let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
+        while Instant::now() < end {
+            match self.sock.recv(&mut buf) {
+                Ok(n) => {
+                    // SAFETY: recv initialised the first `n` bytes.
+                    let data: Vec<u8> = buf[..n]
+                        .iter()
+                        .map(|b| unsafe { b.assume_init() })
+                        .collect();
+                    if let Some(p) = Payload::decode(&data).filter(|p| p.group == group) {
+                        got.push(p.seq);
+                    }
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => break,
+            }
+        }
+        got
+    }
+
     /// Reads for `window` and returns the lab datagrams that arrived, as (source, group).
     pub fn collect(&self, window: Duration) -> Vec<(Ipv4Addr, Ipv4Addr)> {
         let end = Instant::now() + window;
@@ -113,7 +138,7 @@ impl Receiver {
                         .iter()
                         .map(|b| unsafe { b.assume_init() })
                         .collect();
-                    if let (Some(Payload { group }), Some(src)) =
+                    if let (Some(Payload { group, .. }), Some(src)) =
                         (Payload::decode(&data), from.as_socket_ipv4())
                     {
                         got.push((*src.ip(), group));
@@ -127,10 +152,11 @@ impl Receiver {
     }
 }
 
-/// The lab's datagram payload: a marker and the group it was sent to, so a receiver can tell
-/// streams apart even though all share one port.
+/// The lab's datagram payload: a marker, the group it was sent to, so a receiver can tell
+/// streams apart even though all share one port, and the sender's sequence number.
 struct Payload {
     group: Ipv4Addr,
+    seq: u64,
 }
 
 const MAGIC: &[u8; 4] = b"MGM1";
@@ -149,8 +175,11 @@ impl Payload {
         if data.len() < 16 || &data[..4] != MAGIC {
             return None;
         }
+        let mut seq = [0; 8];
+        seq.copy_from_slice(&data[8..16]);
         Some(Payload {
             group: Ipv4Addr::new(data[4], data[5], data[6], data[7]),
+            seq: u64::from_be_bytes(seq),
         })
     }
 }
@@ -173,6 +202,11 @@ impl Sender {
             Ok(s)
         })??;
         Ok(Sender { sock, seq: 0 })
+    }
+
+    /// The sequence number of the last datagram sent (they count from 1).
+    pub fn last_seq(&self) -> u64 {
+        self.seq
     }
 
     /// Sends one datagram of `size` bytes to `group`.

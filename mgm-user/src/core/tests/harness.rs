@@ -15,6 +15,8 @@ use crate::core::{
     ProtocolHandle, ProtocolId, Request, Route, RouteInfo, RoutingProtocol, SourceGroupEntry,
     MGM_FORWARD_STATE_FLAG, MGM_JOIN_STATE_FLAG,
 };
+use crate::igmp::{codec::IgmpMessage, querier};
+use crate::protocols::igmp::Igmp;
 
 pub const ETH1: InterfaceId = InterfaceId::new(1);
 pub const ETH2: InterfaceId = InterfaceId::new(2);
@@ -425,6 +427,30 @@ impl Harness {
             .collect();
         let now = self.now;
         self.mgm.reconcile(entries, now);
+    }
+
+    /// Registers the real IGMP module (protocol 10, component 0), not a fake: its callbacks
+    /// are not logged; what it does shows in the other clients' callbacks and in the map.
+    pub fn real_igmp(&mut self) -> Igmp {
+        Igmp::register(&mut self.mgm, querier::Config::default()).unwrap()
+    }
+
+    /// Starts the real IGMP on `id` (owning it, or co-owning beside a routing protocol).
+    pub fn start_igmp(&mut self, igmp: &mut Igmp, id: InterfaceId) {
+        let now = self.now;
+        igmp.start(&mut self.mgm, id.ifindex, Ipv4Addr::new(192, 0, 2, 1), now)
+            .unwrap();
+    }
+
+    /// A host on `id` sends an IGMPv2 report for `g`; IGMP's querier hears it and adds its
+    /// membership.
+    pub fn host_reports(&mut self, igmp: &mut Igmp, id: InterfaceId, g: Ipv4Addr) {
+        let now = self.now;
+        let report = IgmpMessage::V2Report { group: g };
+        assert!(igmp.handle_message(id.ifindex, now, Ipv4Addr::new(192, 0, 2, 9), &report));
+        for applied in igmp.apply_memberships(&mut self.mgm, now) {
+            assert_eq!(applied.result, Ok(()), "{applied:?}");
+        }
     }
 
     /// Moves the clock forward and fires every timer that fell due on the way, at its deadline.

@@ -151,30 +151,23 @@ fn sec3_1_case_c_routing_protocol_takes_igmp_interface_in_exact_order() {
 
 #[test]
 fn sec3_1_doc_igmp_readds_after_enable_and_they_become_local_joins() {
-    // given: IGMP will re-add its membership when enabled
+    // given: the real IGMP alone on ETH3, where a host reported G1; S1's MFE forwards there
     let mut t = Harness::new();
-    let igmp = t.register("igmp", IGMP);
+    let mut igmp = t.real_igmp();
     let pim = t.register("pim", PIM);
-    t.own(igmp, ETH3);
-    t.join(igmp, star(G1), ETH3);
+    t.own(pim, ETH1);
+    t.start_igmp(&mut igmp, ETH3);
+    t.host_reports(&mut igmp, ETH3, G1);
+    t.packet(S1, G1, ETH1);
     t.settle();
-    let readd = Request::AddGroupMembership {
-        sg: star(G1),
-        if_id: ETH3,
-        flags: JOIN,
-    };
-    t.script("igmp")
-        .queue_on
-        .insert("enable_igmp", vec![readd.clone()]);
     // when
     t.own(pim, ETH3);
-    // then: the re-add runs only after enable returned, and reaches pim as a local join
+    // then: IGMP's re-add runs after the ownership change and reaches pim as a local join
     assert_eq!(
         t.calls(),
         [
-            ("igmp", Cb::DisableIgmp(ETH3)),
             prune_alert("pim", star(G1), ETH3, true, 900),
-            ("igmp", Cb::EnableIgmp(ETH3)),
+            prune_alert("pim", sg(S1, G1), ETH1, false, 900),
             (
                 "pim",
                 Cb::LocalJoin {
@@ -182,15 +175,58 @@ fn sec3_1_doc_igmp_readds_after_enable_and_they_become_local_joins() {
                     if_id: ETH3
                 }
             ),
-            (
-                "igmp",
-                Cb::RequestDone {
-                    request: readd,
-                    result: Ok(())
-                }
-            ),
         ]
     );
+    assert_eq!(
+        t.mgm.get_protocol_on_interface(ETH3),
+        Ok((PIM, ComponentId(1)))
+    );
+}
+
+#[test]
+fn sec3_1_sec3_2_a_host_keeps_its_stream_through_a_take_and_a_release() {
+    // given: the real IGMP alone on ETH3 with a host in G1, and S1's MFE forwarding there;
+    // pim forwards wherever hosts ask, so it passes a local join on as its own membership
+    let mut t = Harness::new();
+    let mut igmp = t.real_igmp();
+    let pim = t.register("pim", PIM);
+    t.own(pim, ETH1);
+    t.start_igmp(&mut igmp, ETH3);
+    t.host_reports(&mut igmp, ETH3, G1);
+    t.packet(S1, G1, ETH1);
+    t.settle();
+    assert_eq!(t.map[&(S1, G1)].1, set(&[ETH3]));
+    t.script("pim").queue_on.insert(
+        "local_join",
+        vec![Request::AddGroupMembership {
+            sg: star(G1),
+            if_id: ETH3,
+            flags: JOIN,
+        }],
+    );
+    // when pim takes ETH3: the host's membership comes back as pim's
+    t.own(pim, ETH3);
+    t.assert_map_matches();
+    assert_eq!(t.map[&(S1, G1)].1, set(&[ETH3]));
+    // when pim releases it: IGMP re-adds the host's membership as its own
+    t.release(pim, ETH3).unwrap();
+    t.assert_map_matches();
+    assert_eq!(t.map[&(S1, G1)].1, set(&[ETH3]));
+    assert_eq!(
+        t.mgm.get_protocol_on_interface(ETH3),
+        Ok((IGMP, ComponentId(0)))
+    );
+    // then: what forwards there now is IGMP's ordinary membership, which its querier ends
+    // when the host's membership times out (RFC 2236: no more reports)
+    t.calls();
+    t.advance(300);
+    let now = t.now;
+    igmp.handle_timeout(now);
+    for applied in igmp.apply_memberships(&mut t.mgm, now) {
+        assert_eq!(applied.result, Ok(()));
+    }
+    t.ops();
+    assert!(t.map[&(S1, G1)].1.is_empty(), "{:?}", t.map);
 }
 
 #[test]

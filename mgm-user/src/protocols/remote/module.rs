@@ -6,9 +6,8 @@
 //! shows it is alive, so a hung module costs the daemon one deadline, not one per packet.
 
 use std::{
-    collections::BTreeMap,
     net::Ipv4Addr,
-    sync::{mpsc::RecvTimeoutError, Arc},
+    sync::mpsc::RecvTimeoutError,
     time::{Duration, Instant},
 };
 
@@ -20,8 +19,7 @@ use super::{
 };
 use crate::core::{Cx, InterfaceId, MgmIfEntry, RouteInfo, RoutingProtocol, SourceGroupEntry};
 
-/// Interface names by ifindex: the interfaces this daemon manages.
-pub type Names = Arc<BTreeMap<u32, String>>;
+pub use crate::managed::Names;
 
 /// One registered out-of-process module.
 pub struct RemoteModule {
@@ -56,16 +54,12 @@ impl RemoteModule {
 
     fn name(&self, ifindex: u32) -> String {
         self.names
-            .get(&ifindex)
-            .cloned()
+            .get(ifindex)
             .unwrap_or_else(|| format!("ifindex {ifindex}"))
     }
 
     fn ifindex(&self, name: &str) -> Option<u32> {
-        self.names
-            .iter()
-            .find(|(_, n)| n.as_str() == name)
-            .map(|(i, _)| *i)
+        self.names.ifindex(name)
     }
 
     fn iface(&self, id: InterfaceId) -> wire::Iface {
@@ -301,6 +295,7 @@ impl RoutingProtocol for RemoteModule {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
     use std::io::{BufRead, BufReader, Write};
     use std::os::unix::net::UnixStream;
 
@@ -316,7 +311,7 @@ mod tests {
         let (ours, theirs) = UnixStream::pair().unwrap();
         let (tx, _rx) = tokio::sync::mpsc::channel(8);
         let (writer, answers) = link::spawn(7, ours, tx).unwrap();
-        let names: Names = Arc::new(BTreeMap::from([(2, "up0".into()), (3, "dn1".into())]));
+        let names = Names::new(BTreeMap::from([(2, "up0".into()), (3, "dn1".into())]));
         let module = RemoteModule::new(7, writer, answers, names, answer_within);
         (module, BufReader::new(theirs.try_clone().unwrap()), theirs)
     }

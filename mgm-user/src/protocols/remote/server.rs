@@ -194,11 +194,9 @@ impl ModuleServer {
             answer_within_ms: self.answer_within.as_millis() as u64,
             interfaces: self
                 .names
-                .iter()
-                .map(|(i, n)| wire::Interface {
-                    name: n.clone(),
-                    ifindex: *i,
-                })
+                .all()
+                .into_iter()
+                .map(|(ifindex, name)| wire::Interface { name, ifindex })
                 .collect(),
         });
         self.sessions.insert(
@@ -244,6 +242,16 @@ impl ModuleServer {
         );
     }
 
+    /// The interface `ifindex` vanished and the core released it for every owner (spec §10):
+    /// no module owns it any more.
+    pub fn interface_removed(&mut self, ifindex: u32) {
+        for s in self.sessions.values_mut() {
+            if let Some(reg) = &mut s.registration {
+                reg.owned.retain(|id| id.ifindex != ifindex);
+            }
+        }
+    }
+
     /// Closes every connection and removes the socket file.
     pub fn shutdown(self) {
         for s in self.sessions.values() {
@@ -269,8 +277,7 @@ fn refuse(mut stream: std::os::unix::net::UnixStream, code: MgmError, why: Strin
 
 fn name(names: &Names, id: InterfaceId) -> String {
     let n = names
-        .get(&id.ifindex)
-        .cloned()
+        .get(id.ifindex)
         .unwrap_or_else(|| format!("ifindex {}", id.ifindex));
     if id.next_hop.is_unspecified() {
         n
@@ -544,11 +551,10 @@ impl Requests<'_> {
     /// The managed interface `iface` names.
     fn interface(&self, iface: &Iface) -> Result<InterfaceId, ErrorBody> {
         self.names
-            .iter()
-            .find(|(_, n)| **n == iface.interface)
-            .map(|(i, _)| InterfaceId::with_next_hop(*i, iface.next_hop))
+            .ifindex(&iface.interface)
+            .map(|i| InterfaceId::with_next_hop(i, iface.next_hop))
             .ok_or_else(|| {
-                let managed: Vec<&str> = self.names.values().map(String::as_str).collect();
+                let managed: Vec<String> = self.names.all().into_iter().map(|(_, n)| n).collect();
                 mgm_error(
                     MgmError::InvalidParameter,
                     format!(
@@ -597,7 +603,6 @@ fn source_group(e: wire::Entry) -> SourceGroupEntry {
 mod tests {
     use std::io::{BufRead, BufReader, Write};
     use std::os::unix::net::UnixStream;
-    use std::sync::Arc;
 
     use super::*;
 
@@ -615,7 +620,7 @@ mod tests {
 
     fn fixture(tag: &str) -> Fixture {
         let dir = std::env::temp_dir().join(format!("mgm-sock-{tag}-{}", std::process::id()));
-        let names = Arc::new(BTreeMap::from([(2, "up0".into()), (3, "dn1".into())]));
+        let names = Names::new(BTreeMap::from([(2, "up0".into()), (3, "dn1".into())]));
         let server = ModuleServer::bind(
             &dir.join("m.sock"),
             Access::root_only(),
@@ -763,7 +768,7 @@ mod tests {
     fn a_second_daemon_cannot_take_a_live_socket_but_replaces_a_stale_one() {
         runtime().block_on(async {
             let f = fixture("stale");
-            let names: Names = Arc::new(BTreeMap::new());
+            let names = Names::default();
             let live = ModuleServer::bind(
                 &f.dir.join("m.sock"),
                 Access::root_only(),

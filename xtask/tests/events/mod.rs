@@ -1,0 +1,291 @@
+//! What the tests of network events share: a paced stream that numbers its datagrams, a
+//! receiver that records every number it gets, so a test can say exactly which datagrams were
+//! lost across an event, and the example module as a child whose lines can be waited for.
+//! Waits are on channels and socket timeouts with a deadline, never a fixed sleep.
+#![allow(dead_code, reason = "each test file uses part of it")]
+
+use std::{
+    io::{BufRead, BufReader},
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc::{self, Receiver as Rx, RecvTimeoutError, Sender as Tx},
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use xtask::lab::{
+    traffic::{Receiver, Sender},
+    Lab, SENDER_ADDR,
+};
+
+pub fn mgm_bin() -> PathBuf {
+    let path = std::env::var_os("MGM_BIN").map(PathBuf::from).expect(
+        "MGM_BIN is not set: run these tests with `cargo xtask test`, which builds mgm first",
+    );
+    assert!(path.is_file(), "MGM_BIN={} does not exist", path.display());
+    path
+}
+
+/// Native XDP, fast last-member queries, and general queries every 2 s, so that a host
+/// whose membership was lost would report again within the test (and show as a gap).
+pub const FAST_IGMP: [&str; 8] = [
+    "--xdp-mode",
+    "native",
+    "--igmp-last-member-interval-ms",
+    "100",
+    "--igmp-query-interval",
+    "2",
+    "--igmp-query-response-ms",
+    "500",
+];
+
+/// How long anything the tests wait for may take.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Datagrams to one group from the lab's sender every [`Stream::PERIOD`], numbered from 1,
+/// until stopped (or dropped).
+pub struct Stream {
+    stop: Option<Tx<()>>,
+    thread: Option<JoinHandle<u64>>,
+}
+
+impl Stream {
+    pub const PERIOD: Duration = Duration::from_millis(1);
+
+    pub fn start(lab: &Lab, group: Ipv4Addr) -> Stream {
+        let mut tx = Sender::new(&lab.sender, SENDER_ADDR, 8).expect("sender socket");
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            // The stop channel paces the stream: each timeout is the next datagram's turn.
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(Self::PERIOD) {
+                tx.send(group, 100).expect("send");
+            }
+            tx.last_seq()
+        });
+        Stream {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops sending; returns the number of the last datagram sent.
+    pub fn stop(mut self) -> u64 {
+        self.stop.take();
+        self.thread
+            .take()
+            .map_or(0, |t| t.join().expect("the sender thread failed"))
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Records the number of every datagram of one group a receiver gets, from a thread.
+pub struct Counter {
+    seqs: Rx<u64>,
+    got: Vec<u64>,
+    stop: Option<Tx<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Counter {
+    pub fn start(rx: Receiver, group: Ipv4Addr) -> Counter {
+        let (tx, seqs) = mpsc::channel();
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            while let Err(mpsc::TryRecvError::Empty) = stopped.try_recv() {
+                for seq in rx.collect_seq(group, Duration::from_millis(50)) {
+                    if tx.send(seq).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Counter {
+            seqs,
+            got: Vec::new(),
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// How many arrived so far.
+    pub fn count(&mut self) -> usize {
+        self.got.extend(self.seqs.try_iter());
+        self.got.len()
+    }
+
+    /// Waits until `more` datagrams beyond those counted now arrived; false after `timeout`.
+    pub fn more(&mut self, more: usize, timeout: Duration) -> bool {
+        let want = self.count() + more;
+        self.until(timeout, |got| got.len() >= want)
+    }
+
+    fn until(&mut self, timeout: Duration, done: impl Fn(&[u64]) -> bool) -> bool {
+        let end = Instant::now() + timeout;
+        while !done(&self.got) {
+            match self
+                .seqs
+                .recv_timeout(end.saturating_duration_since(Instant::now()))
+            {
+                Ok(seq) => self.got.push(seq),
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    /// Waits (up to `timeout`) for datagram `last` and returns the numbers missing between
+    /// `from` and `last`, with how many arrived in that range.
+    pub fn missing(mut self, from: u64, last: u64, timeout: Duration) -> (Vec<u64>, usize) {
+        self.until(timeout, |got| got.contains(&last));
+        let got: std::collections::BTreeSet<u64> = self.got.iter().copied().collect();
+        let missing = (from..=last).filter(|s| !got.contains(s)).collect();
+        (missing, got.range(from..=last).count())
+    }
+
+    /// The first number that arrived, if any.
+    pub fn first(&mut self) -> Option<u64> {
+        self.count();
+        self.got.iter().min().copied()
+    }
+}
+
+impl Drop for Counter {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `missing` datagram numbers as ranges, for a failure message.
+pub fn gaps(missing: &[u64]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < missing.len() {
+        let mut j = i;
+        while j + 1 < missing.len() && missing[j + 1] == missing[j] + 1 {
+            j += 1;
+        }
+        out.push(if i == j {
+            missing[i].to_string()
+        } else {
+            format!("{}-{}", missing[i], missing[j])
+        });
+        i = j + 1;
+    }
+    out.join(", ")
+}
+
+/// The example module (`mgm-user/examples/module.py`) as a child process; its lines (each
+/// message it receives "<" or sends ">", and "ready") can be waited for. Killed on drop,
+/// which closes its connection as a crash would.
+pub struct Module {
+    child: Child,
+    lines: Rx<String>,
+    pub seen: Vec<String>,
+}
+
+impl Module {
+    pub fn start(socket: &Path, args: &[&str]) -> Module {
+        let script =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../mgm-user/examples/module.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg("--socket")
+            .arg(socket)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3 runs the example module");
+        let (tx, lines) = mpsc::channel();
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        Module {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits until a line satisfies `want`; false after `timeout` (or if the module exited).
+    pub fn wait(&mut self, timeout: Duration, want: impl Fn(&str) -> bool) -> bool {
+        if self.seen.iter().any(|l| want(l)) {
+            return true;
+        }
+        let end = Instant::now() + timeout;
+        loop {
+            match self
+                .lines
+                .recv_timeout(end.saturating_duration_since(Instant::now()))
+            {
+                Ok(l) => {
+                    let hit = want(&l);
+                    self.seen.push(l);
+                    if hit {
+                        return true;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// The JSON messages it received ("<") or sent (">") so far.
+    pub fn messages(&mut self, direction: &str) -> Vec<serde_json::Value> {
+        self.seen.extend(self.lines.try_iter());
+        self.seen
+            .iter()
+            .filter_map(|l| l.strip_prefix(direction))
+            .filter_map(|l| serde_json::from_str(l.trim()).ok())
+            .collect()
+    }
+}
+
+impl Drop for Module {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A request over the module socket, on a connection of its own; returns the response.
+pub fn ask(socket: &Path, request: serde_json::Value) -> serde_json::Value {
+    use std::io::Write;
+    let mut s = std::os::unix::net::UnixStream::connect(socket).expect("module socket");
+    writeln!(s, "{request}").unwrap();
+    let mut lines = BufReader::new(s).lines();
+    let hello: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(hello["hello"], "mgm");
+    serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap()
+}

@@ -1,0 +1,121 @@
+//! Interfaces that come and go (spec §10) under the real `mgm` binary: a managed downstream
+//! deleted and created again under a stream, and one named at start that exists only later,
+//! created under another name and renamed to its own as udev does. mgm manages each as it
+//! appears (XDP, IGMP with startup queries once it has an address) without a restart; the
+//! kernel IGMP host behind it joins and gets the stream; the receiver on the downstream that
+//! stays gets every datagram throughout. Needs root; run through `cargo xtask test`.
+
+mod events;
+
+use std::{collections::BTreeSet, net::Ipv4Addr, path::PathBuf};
+
+use events::{gaps, mgm_bin, Counter, Stream, FAST_IGMP, PATIENCE};
+use xtask::lab::{receiver_addr, traffic::Receiver, unique_tag, Daemon, IgmpVersion, Lab};
+
+const G: Ipv4Addr = Ipv4Addr::new(239, 4, 4, 4);
+
+#[test]
+fn spec10_downstreams_deleted_created_and_renamed_are_managed_without_a_restart() {
+    let tag = unique_tag("t");
+    let versions = [IgmpVersion::V3, IgmpVersion::V2, IgmpVersion::V3];
+    let lab = Lab::up(&tag, &versions).expect("lab up");
+    // dn3 does not exist when mgm starts.
+    lab.router.ip(&["link", "del", "dn3"]).unwrap();
+    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{tag}"));
+    let mut daemon = Daemon::start(&mgm_bin(), &lab, &pin_dir, &FAST_IGMP, false).expect("mgm");
+    let fail = |daemon: &Daemon, what: &str| -> ! {
+        panic!("{what}\nmgm log:\n{}", daemon.log().join("\n"))
+    };
+    let wait = |daemon: &mut Daemon, needle: &str| {
+        if let Err(e) = daemon.wait_for(needle, PATIENCE) {
+            panic!("{e:#}");
+        }
+    };
+    wait(&mut daemon, "manages dn3 once it appears");
+
+    // Hosts on dn1 and dn2 join; both get the stream.
+    let receiver = |i: usize| Receiver::new(&lab.receivers[i], receiver_addr(i)).unwrap();
+    let (r1, r2) = (receiver(0), receiver(1));
+    r1.join(G).unwrap();
+    r2.join(G).unwrap();
+    let stream = Stream::start(&lab, G);
+    let mut stays = Counter::start(r1, G);
+    let mut goes = Counter::start(r2, G);
+    if !stays.more(20, PATIENCE) || !goes.more(20, PATIENCE) {
+        fail(&daemon, "the hosts on dn1 and dn2 never got the stream");
+    }
+    let from = stays.first().expect("counted");
+
+    // dn2 is deleted under the stream, and created again with the same name.
+    lab.router.ip(&["link", "del", "dn2"]).unwrap();
+    wait(&mut daemon, "dn2 is gone");
+    drop(goes);
+    lab.rewire_downstream(1, "dn2", versions[1]).unwrap();
+    wait(&mut daemon, "dn2 appeared");
+    // The host joins on the new link (its old membership went with the old one).
+    let r2 = receiver(1);
+    r2.join(G).unwrap();
+    let mut again = Counter::start(r2, G);
+    if !again.more(20, PATIENCE) {
+        fail(
+            &daemon,
+            "the host on the re-created dn2 never got the stream",
+        );
+    }
+
+    // dn3 comes into being as dn3-new and is renamed dn3: mgm manages it from the rename on.
+    lab.rewire_downstream(2, "dn3-new", versions[2]).unwrap();
+    wait(&mut daemon, "dn3 appeared");
+    let r3 = receiver(2);
+    r3.join(G).unwrap();
+    let mut late = Counter::start(r3, G);
+    if !late.more(20, PATIENCE) {
+        fail(
+            &daemon,
+            "the host on dn3, created after mgm started, never got the stream",
+        );
+    }
+
+    // The maps hold the interfaces as they are now: the old dn2's settings went with it, and
+    // the entry copies to the new dn2 and dn3.
+    let ifindex = |name: &str| -> u64 {
+        let out = lab.router.ip_output(&["-o", "link", "show", name]).unwrap();
+        out.split(':').next().unwrap().trim().parse().unwrap()
+    };
+    let now: BTreeSet<u64> = ["up0", "dn1", "dn2", "dn3"].map(ifindex).into();
+    let show = daemon.show().expect("mgm show");
+    let held: BTreeSet<u64> = show["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["ifindex"].as_u64())
+        .collect();
+    assert_eq!(held, now, "{show:#}");
+    let entry = show["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["group"] == G.to_string())
+        .unwrap_or_else(|| panic!("no entry for {G}: {show:#}"));
+    let oifs: BTreeSet<u64> = entry["oif_indexes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i.as_u64())
+        .collect();
+    assert_eq!(oifs, ["dn1", "dn2", "dn3"].map(ifindex).into(), "{show:#}");
+
+    let last = stream.stop();
+    let (missing, got) = stays.missing(from, last, PATIENCE);
+    if !missing.is_empty() {
+        fail(
+            &daemon,
+            &format!(
+                "the host on dn1 lost datagrams while dn2 went and came back: got {got} of \
+                 {}, missing {}",
+                last - from + 1,
+                gaps(&missing)
+            ),
+        );
+    }
+}
