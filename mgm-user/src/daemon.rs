@@ -65,6 +65,7 @@ impl Router {
         clients: Vec<(ClientPlan, Vec<u32>)>,
         igmp: &[&NetDev],
         igmp_config: &querier::Config,
+        mfe_lifetime_s: u32,
     ) -> anyhow::Result<Router> {
         // The core holds every membership IGMP's limits let in, on every interface.
         let igmp_memberships = igmp_config
@@ -74,6 +75,7 @@ impl Router {
         let mut mgm = Mgm::new(Config {
             max_mfes: FWD_CAPACITY as usize,
             max_memberships: defaults.max_memberships.max(igmp_memberships),
+            mfe_lifetime_s,
             ..defaults
         });
         let epoch = std::time::Instant::now();
@@ -147,9 +149,8 @@ impl Router {
             })
     }
 
-    /// Runs every timer that is due.
-    fn handle_timeout(&mut self) {
-        let now = self.now();
+    /// Runs every timer that is due at `now`.
+    fn handle_timeout(&mut self, now: core::Instant) {
         self.mgm.handle_timeout(now);
         for q in self.queriers.values_mut() {
             q.handle_timeout(now);
@@ -253,6 +254,8 @@ pub struct Options {
     pub rpf_table: u32,
     /// Routes added to the RPF table on top of the kernel's (static routes' sources).
     pub rpf_routes: Vec<core::Route>,
+    /// Lifetime of an MFE before it is refreshed or deleted (spec §5.6).
+    pub mfe_lifetime_s: u32,
     /// On stop, leave XDP forwarding with the last state for the next daemon to adopt.
     pub keep_forwarding: bool,
 }
@@ -357,11 +360,12 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
             (c, idx)
         })
         .collect();
-    let mut router = Router::new(clients, &igmp, &opts.igmp_config)?;
+    let mut router = Router::new(clients, &igmp, &opts.igmp_config, opts.mfe_lifetime_s)?;
     let mut modules = ModuleServer::bind(&opts.socket, Arc::new(names.clone()), opts.answer_within)
         .context("cannot open the module socket")?;
     let mut route_watch = routes::RouteWatch::start(opts.rpf_table)?;
-    load_rpf_table(&mut router.mgm, opts.rpf_table, &opts.rpf_routes).await?;
+    let now = router.now();
+    load_rpf_table(&mut router.mgm, opts.rpf_table, &opts.rpf_routes, now).await?;
     let name = |i: u32| {
         names
             .get(&i)
@@ -394,7 +398,13 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
                 }
                 guard.clear_ready();
             }
-            () = sleep_until(deadline) => router.handle_timeout(),
+            () = sleep_until(deadline) => {
+                // Fresh counters tell the core which expiring MFEs still carry a flow.
+                let now = router.now();
+                let due = router.mgm.expiring(now);
+                sync_counters(&dp, &mut router.mgm, due);
+                router.handle_timeout(now);
+            }
             () = sleep_until(reconcile_at) => {
                 reconcile_at = None;
                 let entries = dp.forwarding.snapshot();
@@ -402,8 +412,14 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
                 let now = router.now();
                 router.mgm.reconcile(entries, now);
             }
-            _ = counters.tick() => sync_counters(&dp, &mut router.mgm),
-            change = route_watch.next() => follow_route(&mut router.mgm, change)?,
+            _ = counters.tick() => {
+                let all = router.mgm.forwarding_table().into_keys().collect();
+                sync_counters(&dp, &mut router.mgm, all);
+            }
+            change = route_watch.next() => {
+                let now = router.now();
+                follow_route(&mut router.mgm, change, now)?;
+            }
             change = link_watch.next() => follow_link(&mut dp, &name, change)?,
             guard = readable_logger(&mut logger) => {
                 let mut guard = guard.context("XDP log ring buffer poll failed")?;
@@ -447,29 +463,39 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
 }
 
 /// Fills the core's RPF table from routing table `table` and the `extra` routes.
-async fn load_rpf_table(mgm: &mut Mgm, table: u32, extra: &[core::Route]) -> anyhow::Result<()> {
+async fn load_rpf_table(
+    mgm: &mut Mgm,
+    table: u32,
+    extra: &[core::Route],
+    now: core::Instant,
+) -> anyhow::Result<()> {
     let (routes, multipath) = routes::dump_ipv4(table)
         .await
         .context("cannot read the routing table for RPF")?;
     let (mut added, mut bad) = (0, 0);
     for r in routes.iter().chain(extra) {
-        match mgm.add_route(*r) {
+        match mgm.add_route(*r, now) {
             Ok(()) => added += 1,
             Err(_) => bad += 1,
         }
     }
     info!(
-        "RPF table: {added} IPv4 routes from table {table} and static routes ({multipath} multipath and {bad} malformed left out), changes followed"
+        "RPF table: {added} IPv4 routes from table {table} and static routes ({multipath} multipath ones by one next hop each, {bad} malformed left out), changes followed"
     );
     Ok(())
 }
 
-/// Applies one change of the RPF table's routing table to the core.
-fn follow_route(mgm: &mut Mgm, change: Option<routes::RouteChange>) -> anyhow::Result<()> {
+/// Applies one change of the RPF table's routing table to the core, which moves the MFEs it
+/// reroutes shortly after (spec §9 item 11).
+fn follow_route(
+    mgm: &mut Mgm,
+    change: Option<routes::RouteChange>,
+    now: core::Instant,
+) -> anyhow::Result<()> {
     match change {
         Some(routes::RouteChange::Added(r)) => {
             debug!("RPF route added: {r:?}");
-            if let Err(e) = mgm.add_route(r) {
+            if let Err(e) = mgm.add_route(r, now) {
                 warn!("RPF route {r:?} refused: {e}");
             }
         }
@@ -478,7 +504,7 @@ fn follow_route(mgm: &mut Mgm, change: Option<routes::RouteChange>) -> anyhow::R
             prefix_len,
         }) => {
             debug!("RPF route deleted: {network}/{prefix_len}");
-            mgm.delete_route(network, prefix_len);
+            mgm.delete_route(network, prefix_len, now);
         }
         None => bail!("the route-change subscription closed"),
     }
@@ -619,9 +645,9 @@ fn apply_upstream(socket: &mut HostMembership, changes: &UpstreamQueue) {
 /// per-CPU maps.
 const COUNTER_SYNC: Duration = Duration::from_secs(5);
 
-/// Gives the core the data plane's counters of every MFE it holds.
-fn sync_counters(dp: &Dataplane, mgm: &mut Mgm) {
-    for (source, group) in mgm.forwarding_table().into_keys() {
+/// Gives the core the data plane's counters of the MFEs `keys` names, as (source, group).
+fn sync_counters(dp: &Dataplane, mgm: &mut Mgm, keys: Vec<(Ipv4Addr, Ipv4Addr)>) {
+    for (source, group) in keys {
         let stats = match dp.forwarding.stats(key(source, group)) {
             Ok(Some(s)) => s,
             Ok(None) => continue,
@@ -680,19 +706,10 @@ fn handle(
             ifindex,
             reporter,
             message,
-            vlan,
             ..
         } => {
             seen.igmp += 1;
-            let vlan = match vlan {
-                [0, 0] => String::new(),
-                [outer, 0] => format!(" vlan {outer}"),
-                [outer, inner] => format!(" vlan {outer}.{inner}"),
-            };
-            info!(
-                "IGMP on {}{vlan} from {reporter}: {message:?}",
-                name(ifindex)
-            );
+            info!("IGMP on {} from {reporter}: {message:?}", name(ifindex));
             match router.queriers.get_mut(&ifindex) {
                 Some(q) => q.handle_message(now, reporter, &message),
                 None => debug!("IGMP does not run on {}: message ignored", name(ifindex)),
@@ -713,6 +730,7 @@ fn handle(
             ifindex,
             source,
             group,
+            header,
         } => {
             seen.no_cache += 1;
             debug!(
@@ -729,7 +747,7 @@ fn handle(
             if let Err(e) =
                 router
                     .mgm
-                    .no_cache_upcall(source, group, InterfaceId::new(ifindex), &[], now)
+                    .no_cache_upcall(source, group, InterfaceId::new(ifindex), &header, now)
             {
                 warn!("MGM could not resolve ({source}, {group}): {e}");
             }
@@ -739,6 +757,7 @@ fn handle(
             source,
             group,
             expected_iif,
+            header,
         } => {
             seen.wrong_if += 1;
             debug!(
@@ -748,7 +767,7 @@ fn handle(
             );
             router
                 .mgm
-                .wrong_if_upcall(source, group, InterfaceId::new(ifindex), &[], now);
+                .wrong_if_upcall(source, group, InterfaceId::new(ifindex), &header, now);
         }
         Event::Unknown { kind, len } => {
             seen.unknown += 1;
