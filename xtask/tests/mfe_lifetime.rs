@@ -59,9 +59,14 @@ impl Setup {
     /// The `mgm show` entry of (source, group), if the data plane holds one.
     fn entry(&self, source: Ipv4Addr, group: Ipv4Addr) -> Option<serde_json::Value> {
         let show = self.daemon.show().expect("mgm show");
-        show["entries"].as_array()?.iter().cloned().find(|e| {
-            e["source"] == source.to_string().as_str() && e["group"] == group.to_string().as_str()
-        })
+        show["entries"]
+            .as_array()?
+            .iter()
+            .find(|e| {
+                e["source"] == source.to_string().as_str()
+                    && e["group"] == group.to_string().as_str()
+            })
+            .cloned()
     }
 
     fn fail(&self, what: &str) -> ! {
