@@ -54,8 +54,11 @@ pub struct IfStats {
     pub tx_bytes: u64,
     /// Copies not sent because their TTL was below the interface's threshold.
     pub ttl_too_low: u64,
+    /// VLAN-tagged frames (802.1Q or 802.1ad, priority tags too), passed to the host untouched:
+    /// they belong to the VLAN's interface, not to the untagged link mgm manages.
+    pub vlan_tagged: u64,
 }
-const _: () = assert!(core::mem::size_of::<IfStats>() == 104);
+const _: () = assert!(core::mem::size_of::<IfStats>() == 112);
 
 /// Adds `other` field by field: the daemon sums per-CPU copies with it.
 macro_rules! impl_accumulate {
@@ -89,7 +92,8 @@ impl_accumulate!(IfStats {
     no_entry,
     tx_pkts,
     tx_bytes,
-    ttl_too_low
+    ttl_too_low,
+    vlan_tagged
 });
 
 user_pod!(EntryStats, IfStats);

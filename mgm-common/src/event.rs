@@ -25,8 +25,6 @@ pub struct IgmpEvent {
     pub kind: u32,
     /// Interface the message arrived on.
     pub ifindex: u32,
-    /// Outer and inner VLAN ids (0: untagged).
-    pub vlan: [u16; 2],
     /// IPv4 source and destination, network byte order.
     pub src_ip: u32,
     pub dst_ip: u32,
@@ -35,10 +33,14 @@ pub struct IgmpEvent {
     pub igmp_len: u16,
     /// Bytes of `payload` that hold the message (`min(igmp_len, IGMP_PAYLOAD_MAX)`).
     pub copied: u16,
-    pub _pad: u16,
+    pub _pad: [u16; 3],
     pub payload: [u8; IGMP_PAYLOAD_MAX],
 }
 const _: () = assert!(core::mem::size_of::<IgmpEvent>() == 32 + IGMP_PAYLOAD_MAX);
+
+/// Packet bytes an upcall carries from the IPv4 header on: the longest IPv4 header (60 bytes)
+/// and a UDP header, rounded up so the record stays 8-byte sized.
+pub const UPCALL_HEADER_MAX: usize = 72;
 
 /// A no-cache or wrong-interface upcall.
 #[repr(C)]
@@ -53,8 +55,12 @@ pub struct UpcallEvent {
     pub group: u32,
     /// For wrong-interface: the entry's incoming interface. Zero for no-cache.
     pub expected_iif: u32,
-    pub _pad: u32,
+    /// Bytes of `header` that hold the packet: `min(frame from the IPv4 header, 72)`.
+    pub header_len: u32,
+    /// The packet's first bytes from the IPv4 header on, for the RPF and wrong-interface
+    /// callbacks (spec §5.2, §5.5).
+    pub header: [u8; UPCALL_HEADER_MAX],
 }
-const _: () = assert!(core::mem::size_of::<UpcallEvent>() == 24);
+const _: () = assert!(core::mem::size_of::<UpcallEvent>() == 24 + UPCALL_HEADER_MAX);
 
 user_pod!(IgmpEvent, UpcallEvent);

@@ -20,14 +20,13 @@ use crate::{
     maps::{if_config, MGM_SET_MEMBERS},
     parse::{
         cursor::Cursor,
-        eth::{self, EthHdr},
+        eth::{self, EthHdr, ETH_HLEN},
         ipv4,
     },
 };
 
 /// The slack the kernel's redirect allows over MTU + Ethernet header (one VLAN tag).
 const VLAN_HLEN: i32 = 4;
-const ETH_HLEN: usize = 14;
 
 /// `mgm_egress`: the MTU needs no check here, the devmap drops copies larger than the
 /// device's MTU before this runs. `None` drops the copy: the ingress program only redirects

@@ -2,16 +2,16 @@
 //! (S,G) → (*,G) → (*,*) entries. The common (S,G) hit costs one hash lookup, one per-CPU
 //! array slot and the redirect; everything rarer sits on the slow branches.
 
-use core::ptr::addr_of_mut;
+use core::{mem::MaybeUninit, ptr::addr_of_mut};
 
 use aya_ebpf::{
-    bindings::{xdp_action, BPF_F_BROADCAST, BPF_F_EXCLUDE_INGRESS, BPF_NOEXIST},
-    helpers::bpf_ktime_get_ns,
+    bindings::{xdp_action, xdp_md, BPF_F_BROADCAST, BPF_F_EXCLUDE_INGRESS, BPF_NOEXIST},
+    helpers::{bpf_ktime_get_ns, bpf_xdp_load_bytes},
     programs::XdpContext,
     Global,
 };
 use mgm_common::{
-    event::{UpcallEvent, EVENT_NO_CACHE, EVENT_WRONG_IF},
+    event::{UpcallEvent, EVENT_NO_CACHE, EVENT_WRONG_IF, UPCALL_HEADER_MAX},
     fwd::{FwdEntry, FwdKey, FWD_NEGATIVE, FWD_PENDING},
 };
 
@@ -21,7 +21,7 @@ use crate::{
     maps::{if_config, OifSet, MGM_EVENTS, MGM_FWD, MGM_OIF_SETS, MGM_SET_INFO},
     parse::{
         cursor::Cursor,
-        eth::{self, EthHdr, ETH_P_IP},
+        eth::{self, EthHdr, ETH_HLEN, ETH_P_IP},
         ipv4::{self, Ipv4Hdr, IPPROTO_IGMP},
     },
     snoop,
@@ -53,6 +53,12 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
 fn try_ingress(ctx: &XdpContext, ifindex: u32) -> Option<u32> {
     let mut cur = Cursor::new(ctx);
     let eth = eth::parse(&mut cur)?;
+    // A tagged frame is the VLAN interface's business, not the untagged link's: forwarding it
+    // by the link's entries would put VLAN traffic on other links, tags and all.
+    if eth.is_vlan_tagged() {
+        bump_if(if_slot(ifindex), |s| &mut s.vlan_tagged);
+        return Some(xdp_action::XDP_PASS);
+    }
     if eth.proto != ETH_P_IP {
         return Some(xdp_action::XDP_PASS);
     }
@@ -85,13 +91,13 @@ fn forward(
     ifindex: u32,
 ) -> u32 {
     let Some(entry) = lookup(saddr, daddr) else {
-        no_cache(saddr, daddr, ifindex);
+        no_cache(ctx.ctx, saddr, daddr, ifindex);
         return xdp_action::XDP_DROP;
     };
     // SAFETY: the pointer came from a successful map lookup and stays valid for this run.
     let e = unsafe { &mut *entry };
     if e.flags & FWD_PENDING != 0 {
-        pending(e, saddr, daddr, ifindex);
+        pending(ctx.ctx, e, saddr, daddr, ifindex);
         return xdp_action::XDP_DROP;
     }
     let Some(stats) = entry_stats(e.stats_slot) else {
@@ -99,7 +105,7 @@ fn forward(
     };
     if e.iif != ifindex {
         stats.wrong_if += 1;
-        wrong_if(e, saddr, daddr, ifindex);
+        wrong_if(ctx.ctx, e, saddr, daddr);
         return xdp_action::XDP_DROP;
     }
     if e.flags & FWD_NEGATIVE != 0 {
@@ -208,7 +214,7 @@ unsafe fn decrement_ttl(hdr: *mut Ipv4Hdr) {
 /// A miss: insert a placeholder so only this packet raises the upcall, then let the daemon
 /// decide (spec §5.2, like ipmr's unresolved cache).
 #[inline(never)]
-fn no_cache(saddr: u32, daddr: u32, ifindex: u32) {
+fn no_cache(ctx: *mut xdp_md, saddr: u32, daddr: u32, ifindex: u32) {
     let slot = if_slot(ifindex);
     bump_if(slot, |s| &mut s.no_entry);
     let key = FwdKey {
@@ -225,13 +231,13 @@ fn no_cache(saddr: u32, daddr: u32, ifindex: u32) {
         last_upcall_ns: 0,
     };
     if MGM_FWD.insert(key, placeholder, BPF_NOEXIST as u64).is_ok() {
-        upcall(EVENT_NO_CACHE, saddr, daddr, ifindex, 0, slot);
+        upcall(ctx, EVENT_NO_CACHE, saddr, daddr, 0);
     }
 }
 
 /// A packet for a placeholder: re-raise the upcall once the placeholder is old.
 #[inline(never)]
-fn pending(e: &mut FwdEntry, saddr: u32, daddr: u32, ifindex: u32) {
+fn pending(ctx: *mut xdp_md, e: &mut FwdEntry, saddr: u32, daddr: u32, ifindex: u32) {
     let slot = if_slot(ifindex);
     bump_if(slot, |s| &mut s.no_entry);
     // SAFETY: no preconditions.
@@ -239,42 +245,64 @@ fn pending(e: &mut FwdEntry, saddr: u32, daddr: u32, ifindex: u32) {
     if now.wrapping_sub(e.created_ns) > PENDING_RETRY_NS.load() {
         // SAFETY: `e` is a live map value; a racing CPU at worst raises one extra upcall.
         unsafe { addr_of_mut!(e.created_ns).write_volatile(now) };
-        upcall(EVENT_NO_CACHE, saddr, daddr, ifindex, 0, slot);
+        upcall(ctx, EVENT_NO_CACHE, saddr, daddr, 0);
     }
 }
 
 /// Wrong incoming interface: at most one upcall per entry per interval (spec §5.5).
 #[inline(never)]
-fn wrong_if(e: &mut FwdEntry, saddr: u32, daddr: u32, ifindex: u32) {
+fn wrong_if(ctx: *mut xdp_md, e: &mut FwdEntry, saddr: u32, daddr: u32) {
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     if now.wrapping_sub(e.last_upcall_ns) > WRONG_IF_INTERVAL_NS.load() {
         // SAFETY: as in `pending`.
         unsafe { addr_of_mut!(e.last_upcall_ns).write_volatile(now) };
-        upcall(
-            EVENT_WRONG_IF,
-            saddr,
-            daddr,
-            ifindex,
-            e.iif,
-            if_slot(ifindex),
-        );
+        upcall(ctx, EVENT_WRONG_IF, saddr, daddr, e.iif);
     }
 }
 
+/// Raises an upcall with the packet's first bytes from the IPv4 header on, for the callbacks
+/// that take them (spec §5.2 RPF, §5.5 wrong interface).
 #[inline(always)]
-fn upcall(kind: u32, source: u32, group: u32, ifindex: u32, expected_iif: u32, slot: u32) {
-    let ev = UpcallEvent {
-        kind,
-        ifindex,
-        source,
-        group,
-        expected_iif,
-        _pad: 0,
+fn upcall(ctx: *mut xdp_md, kind: u32, source: u32, group: u32, expected_iif: u32) {
+    let ctx = XdpContext::new(ctx);
+    let ifindex = ctx.ingress_ifindex() as u32;
+    let Some(mut entry) = MGM_EVENTS.reserve_untyped::<UpcallEvent>(0) else {
+        bump_if(if_slot(ifindex), |s| &mut s.ring_full);
+        return;
     };
-    if MGM_EVENTS.output_untyped::<UpcallEvent>(&ev, 0).is_err() {
-        bump_if(slot, |s| &mut s.ring_full);
+    let ev: &mut MaybeUninit<UpcallEvent> = &mut entry;
+    let ev = ev.as_mut_ptr();
+    // The caller parsed an IPv4 header at ETH_HLEN, so at least 20 bytes follow it.
+    let frame = ctx.data_end() - ctx.data();
+    let len = frame.saturating_sub(ETH_HLEN).min(UPCALL_HEADER_MAX) as u32;
+    // SAFETY: `ev` points at a reserved ring-buffer record of the right size; fields are
+    // written through raw pointers because the record is uninitialised.
+    let loaded = unsafe {
+        addr_of_mut!((*ev).kind).write(kind);
+        addr_of_mut!((*ev).ifindex).write(ifindex);
+        addr_of_mut!((*ev).source).write(source);
+        addr_of_mut!((*ev).group).write(group);
+        addr_of_mut!((*ev).expected_iif).write(expected_iif);
+        // The verifier needs the length proven in [1, UPCALL_HEADER_MAX] right here.
+        let len = len & 0x7f;
+        if len == 0 || len as usize > UPCALL_HEADER_MAX {
+            -1
+        } else {
+            addr_of_mut!((*ev).header_len).write(len);
+            bpf_xdp_load_bytes(
+                ctx.ctx,
+                ETH_HLEN as u32,
+                addr_of_mut!((*ev).header).cast(),
+                len,
+            )
+        }
+    };
+    if loaded < 0 {
+        // SAFETY: as above; the callbacks then get no header rather than a wrong one.
+        unsafe { addr_of_mut!((*ev).header_len).write(0) };
     }
+    entry.submit(0);
 }
 
 /// Counter slot of an interface; slot 0 for interfaces mgm has no config for.

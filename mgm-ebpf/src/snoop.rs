@@ -74,13 +74,12 @@ pub fn igmp(ctx: &XdpContext, cur: &Cursor, eth: &Eth, ip: &Ipv4, ifindex: u32, 
     let loaded = unsafe {
         addr_of_mut!((*ev).kind).write(EVENT_IGMP);
         addr_of_mut!((*ev).ifindex).write(ifindex);
-        addr_of_mut!((*ev).vlan).write(eth.vlan);
         addr_of_mut!((*ev).src_ip).write((*ip.hdr).saddr);
         addr_of_mut!((*ev).dst_ip).write((*ip.hdr).daddr);
         copy_mac(addr_of_mut!((*ev).src_mac), addr_of!((*eth.hdr).src));
         addr_of_mut!((*ev).igmp_len).write(igmp_len as u16);
         addr_of_mut!((*ev).copied).write(copied as u16);
-        addr_of_mut!((*ev)._pad).write(0);
+        addr_of_mut!((*ev)._pad).write([0; 3]);
         // The verifier needs the length proven in [1, IGMP_PAYLOAD_MAX] right here.
         let len = (copied as u32) & 0x7ff;
         if len == 0 || len as usize > IGMP_PAYLOAD_MAX {

@@ -93,11 +93,13 @@ pub struct Dataplane {
     pub ebpf_log_level: Value<String>,
 }
 
-/// `[rpf]`: where the incoming interface of each source comes from.
+/// `[rpf]`: where the incoming interface of each source comes from, and how often it is
+/// resolved again.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Rpf {
     pub table: Value<u32>,
+    pub mfe_lifetime: Value<u32>,
 }
 
 /// One thing wrong in the file: where, what, and what to write instead.
@@ -248,6 +250,9 @@ impl Config {
             if let Some(v) = value.filter(|v| *v.get_ref() == 0) {
                 at(v.span(), format!("{key} = 0: it must be at least 1"));
             }
+        }
+        if let Some(v) = self.rpf.mfe_lifetime.as_ref().filter(|v| *v.get_ref() == 0) {
+            at(v.span(), "mfe-lifetime = 0: it must be at least 1".to_owned());
         }
         if let Some(v) = self.igmp.robustness.as_ref().filter(|v| *v.get_ref() == 0) {
             at(v.span(), "robustness = 0: it must be at least 1".to_owned());

@@ -78,6 +78,7 @@ impl Router {
         plans: Vec<ClientPlan>,
         igmp_count: usize,
         igmp_config: &querier::Config,
+        mfe_lifetime_s: u32,
     ) -> anyhow::Result<Router> {
         // The core holds every membership IGMP's limits let in, on every interface.
         let igmp_memberships = igmp_config
@@ -87,6 +88,7 @@ impl Router {
         let mut mgm = Mgm::new(Config {
             max_mfes: FWD_CAPACITY as usize,
             max_memberships: defaults.max_memberships.max(igmp_memberships),
+            mfe_lifetime_s,
             ..defaults
         });
         let mut clients = Vec::new();
@@ -189,9 +191,8 @@ impl Router {
         tokio::time::Instant::from_std(self.epoch + Duration::from_millis(at.as_millis()))
     }
 
-    /// Runs every timer that is due.
-    fn handle_timeout(&mut self) {
-        let now = self.now();
+    /// Runs every timer that is due at `now`.
+    fn handle_timeout(&mut self, now: core::Instant) {
         self.mgm.handle_timeout(now);
         self.igmp.handle_timeout(now);
     }
@@ -269,6 +270,8 @@ pub struct Options {
     pub rpf_table: u32,
     /// Routes added to the RPF table on top of the kernel's (static routes' sources).
     pub rpf_routes: Vec<core::Route>,
+    /// Lifetime of an MFE before it is refreshed or deleted (spec §5.6).
+    pub mfe_lifetime_s: u32,
     /// On stop, leave XDP forwarding with the last state for the next daemon to adopt.
     pub keep_forwarding: bool,
 }
@@ -358,7 +361,12 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         Some(l) => Some(watch(l).context("cannot poll the XDP log ring buffer")?),
         None => None,
     };
-    let mut router = Router::new(opts.clients, opts.igmp.len(), &opts.igmp_config)?;
+    let mut router = Router::new(
+        opts.clients,
+        opts.igmp.len(),
+        &opts.igmp_config,
+        opts.mfe_lifetime_s,
+    )?;
     for dev in &interfaces {
         ifs.start(&mut router, dev)?;
     }
@@ -370,7 +378,8 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
     )
     .context("cannot open the module socket")?;
     let mut route_watch = routes::RouteWatch::start(opts.rpf_table)?;
-    load_rpf_table(&mut router.mgm, opts.rpf_table, &opts.rpf_routes).await?;
+    let now = router.now();
+    load_rpf_table(&mut router.mgm, opts.rpf_table, &opts.rpf_routes, now).await?;
     let name = |i: u32| names.get(i).unwrap_or_else(|| format!("ifindex {i}"));
     info!(
         "mgm running: {summary}; maps pinned in {}; modules connect to {}",
@@ -400,7 +409,13 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
                 }
                 guard.clear_ready();
             }
-            () = sleep_until(deadline) => router.handle_timeout(),
+            () = sleep_until(deadline) => {
+                // Fresh counters tell the core which expiring MFEs still carry a flow.
+                let now = router.now();
+                let due = router.mgm.expiring(now);
+                sync_counters(&dp, &mut router.mgm, due);
+                router.handle_timeout(now);
+            }
             () = sleep_until(hold_ends) => {
                 let ops = handover.expire(router.now(), &router.mgm.forwarding_table());
                 write_map_ops(&mut dp, ops, &mut seen);
@@ -412,8 +427,14 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
                 let now = router.now();
                 router.mgm.reconcile(entries, now);
             }
-            _ = counters.tick() => sync_counters(&dp, &mut router.mgm),
-            change = route_watch.next() => follow_route(&mut router.mgm, change)?,
+            _ = counters.tick() => {
+                let all = router.mgm.forwarding_table().into_keys().collect();
+                sync_counters(&dp, &mut router.mgm, all);
+            }
+            change = route_watch.next() => {
+                let now = router.now();
+                follow_route(&mut router.mgm, change, now)?;
+            }
             change = link_watch.next() => {
                 let change = change.context("the link-change subscription closed")?;
                 ifs.follow(&mut dp, &mut router, &mut modules, &change);
@@ -621,29 +642,39 @@ impl Interfaces {
 }
 
 /// Fills the core's RPF table from routing table `table` and the `extra` routes.
-async fn load_rpf_table(mgm: &mut Mgm, table: u32, extra: &[core::Route]) -> anyhow::Result<()> {
+async fn load_rpf_table(
+    mgm: &mut Mgm,
+    table: u32,
+    extra: &[core::Route],
+    now: core::Instant,
+) -> anyhow::Result<()> {
     let (routes, multipath) = routes::dump_ipv4(table)
         .await
         .context("cannot read the routing table for RPF")?;
     let (mut added, mut bad) = (0, 0);
     for r in routes.iter().chain(extra) {
-        match mgm.add_route(*r) {
+        match mgm.add_route(*r, now) {
             Ok(()) => added += 1,
             Err(_) => bad += 1,
         }
     }
     info!(
-        "RPF table: {added} IPv4 routes from table {table} and static routes ({multipath} multipath and {bad} malformed left out), changes followed"
+        "RPF table: {added} IPv4 routes from table {table} and static routes ({multipath} multipath ones by one next hop each, {bad} malformed left out), changes followed"
     );
     Ok(())
 }
 
-/// Applies one change of the RPF table's routing table to the core.
-fn follow_route(mgm: &mut Mgm, change: Option<routes::RouteChange>) -> anyhow::Result<()> {
+/// Applies one change of the RPF table's routing table to the core, which moves the MFEs it
+/// reroutes shortly after (spec §9 item 11).
+fn follow_route(
+    mgm: &mut Mgm,
+    change: Option<routes::RouteChange>,
+    now: core::Instant,
+) -> anyhow::Result<()> {
     match change {
         Some(routes::RouteChange::Added(r)) => {
             debug!("RPF route added: {r:?}");
-            if let Err(e) = mgm.add_route(r) {
+            if let Err(e) = mgm.add_route(r, now) {
                 warn!("RPF route {r:?} refused: {e}");
             }
         }
@@ -652,7 +683,7 @@ fn follow_route(mgm: &mut Mgm, change: Option<routes::RouteChange>) -> anyhow::R
             prefix_len,
         }) => {
             debug!("RPF route deleted: {network}/{prefix_len}");
-            mgm.delete_route(network, prefix_len);
+            mgm.delete_route(network, prefix_len, now);
         }
         None => bail!("the route-change subscription closed"),
     }
@@ -777,9 +808,9 @@ fn apply_upstream(socket: &mut HostMembership, changes: &UpstreamQueue) {
 /// per-CPU maps.
 const COUNTER_SYNC: Duration = Duration::from_secs(5);
 
-/// Gives the core the data plane's counters of every MFE it holds.
-fn sync_counters(dp: &Dataplane, mgm: &mut Mgm) {
-    for (source, group) in mgm.forwarding_table().into_keys() {
+/// Gives the core the data plane's counters of the MFEs `keys` names, as (source, group).
+fn sync_counters(dp: &Dataplane, mgm: &mut Mgm, keys: Vec<(Ipv4Addr, Ipv4Addr)>) {
+    for (source, group) in keys {
         let stats = match dp.forwarding.stats(key(source, group)) {
             Ok(Some(s)) => s,
             Ok(None) => continue,
@@ -838,19 +869,10 @@ fn handle(
             ifindex,
             reporter,
             message,
-            vlan,
             ..
         } => {
             seen.igmp += 1;
-            let vlan = match vlan {
-                [0, 0] => String::new(),
-                [outer, 0] => format!(" vlan {outer}"),
-                [outer, inner] => format!(" vlan {outer}.{inner}"),
-            };
-            info!(
-                "IGMP on {}{vlan} from {reporter}: {message:?}",
-                name(ifindex)
-            );
+            info!("IGMP on {} from {reporter}: {message:?}", name(ifindex));
             if !router.igmp.handle_message(ifindex, now, reporter, &message) {
                 debug!("IGMP does not run on {}: message ignored", name(ifindex));
             }
@@ -870,6 +892,7 @@ fn handle(
             ifindex,
             source,
             group,
+            header,
         } => {
             seen.no_cache += 1;
             debug!(
@@ -886,7 +909,7 @@ fn handle(
             if let Err(e) =
                 router
                     .mgm
-                    .no_cache_upcall(source, group, InterfaceId::new(ifindex), &[], now)
+                    .no_cache_upcall(source, group, InterfaceId::new(ifindex), &header, now)
             {
                 warn!("MGM could not resolve ({source}, {group}): {e}");
             }
@@ -896,6 +919,7 @@ fn handle(
             source,
             group,
             expected_iif,
+            header,
         } => {
             seen.wrong_if += 1;
             debug!(
@@ -905,7 +929,7 @@ fn handle(
             );
             router
                 .mgm
-                .wrong_if_upcall(source, group, InterfaceId::new(ifindex), &[], now);
+                .wrong_if_upcall(source, group, InterfaceId::new(ifindex), &header, now);
         }
         Event::Unknown { kind, len } => {
             seen.unknown += 1;

@@ -157,6 +157,12 @@ struct RunArgs {
     #[arg(long, value_name = "ID", default_value_t = mgm_user::routes::RT_TABLE_MAIN)]
     rpf_table: u32,
 
+    /// Seconds a forwarding entry lives before MGM resolves it again (RPF callback, creation
+    /// alerts): an entry that carried traffic is replaced in place, without a gap, and an idle
+    /// one is deleted.
+    #[arg(long, value_name = "SECS", default_value_t = 900, value_parser = clap::value_parser!(u32).range(1..))]
+    mfe_lifetime: u32,
+
     /// A static route, forwarded whatever IGMP says, in smcroute's words (repeatable):
     /// "from IF [source ADDR] group ADDR to IF [IF...]". The incoming interface is the
     /// upstream or a downstream; outgoing ones are downstreams, where IGMP keeps working.
@@ -295,6 +301,7 @@ fn apply_config(
         keep_forwarding = value(&c.dataplane.keep_forwarding);
         ebpf_log_level = level(&c.dataplane.ebpf_log_level)?;
         rpf_table = value(&c.rpf.table);
+        mfe_lifetime = value(&c.rpf.mfe_lifetime);
         static_route = names(&c.routes.static_routes)
             .map(|l| l.iter().map(|r| r.parse()).collect::<Result<Vec<StaticRoute>, _>>())
             .transpose()?;
@@ -405,6 +412,7 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
                 ttl_threshold: args.ttl_threshold,
                 rpf_table: args.rpf_table,
                 rpf_routes,
+                mfe_lifetime_s: args.mfe_lifetime,
                 keep_forwarding: args.keep_forwarding,
                 tunables: Tunables {
                     pending_retry: Duration::from_millis(args.pending_retry_ms),

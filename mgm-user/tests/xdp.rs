@@ -219,10 +219,9 @@ fn every_igmp_kind_is_passed_and_becomes_exactly_one_event() {
                 ifindex,
                 reporter,
                 message,
-                vlan,
                 ..
             } => {
-                assert_eq!((*ifindex, *reporter, *vlan), (LO, HOST, [0, 0]));
+                assert_eq!((*ifindex, *reporter), (LO, HOST));
                 assert_eq!(message, &msg);
             }
             other => panic!("{msg:?} became {other:?}"),
@@ -299,26 +298,31 @@ fn v3_report_longer_than_an_event_is_delivered_to_the_bound_and_counted() {
     assert_eq!(h.if_stats().truncated, 1);
 }
 
+/// Tags the tests try: one 802.1Q tag, a priority tag (VLAN 0 with PCP 5), 802.1ad over
+/// 802.1Q, and two 802.1Q.
+fn vlan_tag_stacks() -> [Vec<(u16, u16)>; 4] {
+    [
+        vec![(0x8100, 10)],
+        vec![(0x8100, 0xa000)],
+        vec![(0x88a8, 100), (0x8100, 20)],
+        vec![(0x8100, 7), (0x8100, 8)],
+    ]
+}
+
 #[test]
-fn vlan_tagged_and_double_tagged_igmp_is_snooped_with_its_tags() {
+fn vlan_tagged_igmp_is_passed_and_counted_not_snooped() {
+    // A report from a host on a VLAN is about the VLAN's interface, not the untagged link.
     let mut h = harness();
     let msg = IgmpMessage::V2Report { group: G1 };
-    for (vlans, expect) in [
-        (vec![(0x8100, 10)], [10, 0]),
-        (vec![(0x88a8, 100), (0x8100, 20)], [100, 20]),
-        (vec![(0x8100, 0x2000 | 30)], [30, 0]),
-    ] {
+    for vlans in vlan_tag_stacks() {
         let mut f = Frame::igmp(&msg);
         f.vlans = vlans;
-        assert_eq!(h.run(&f.bytes()).0, XDP_PASS);
-        match &h.events()[..] {
-            [Event::Igmp { vlan, message, .. }] => {
-                assert_eq!(*vlan, expect);
-                assert_eq!(message, &msg);
-            }
-            other => panic!("{other:?}"),
-        }
+        let frame = f.bytes();
+        assert_eq!(h.run(&frame), (XDP_PASS, frame));
     }
+    assert_eq!(h.events(), []);
+    let s = h.if_stats();
+    assert_eq!((s.vlan_tagged, s.igmp_v2_report, s.malformed), (4, 0, 0));
 }
 
 #[test]
@@ -579,21 +583,43 @@ fn a_followed_link_change_reaches_the_next_copy() {
 }
 
 #[test]
-fn vlan_tagged_data_and_data_with_ip_options_are_forwarded() {
+fn data_with_ip_options_is_forwarded() {
     let mut h = harness();
     h.install(Ipv4Addr::UNSPECIFIED, G1, LO, &[h.out]);
-    let mut tagged = Frame::udp(S1, G1, 8);
-    tagged.vlans = vec![(0x8100, 7)];
     let mut with_options = Frame::udp(S1, G1, 8);
     with_options.options = ROUTER_ALERT.to_vec();
-    for f in [tagged, with_options] {
-        let (verdict, out) = h.run(&f.bytes());
-        assert_eq!(verdict, XDP_REDIRECT);
-        let ip = 14 + 4 * f.vlans.len();
-        assert_eq!(out[ip + 8], 7, "TTL decremented");
-        let ihl = usize::from(out[ip] & 0x0f) * 4;
-        assert_eq!(checksum(&out[ip..ip + ihl]), 0, "checksum valid");
+    let (verdict, out) = h.run(&with_options.bytes());
+    assert_eq!(verdict, XDP_REDIRECT);
+    assert_eq!(out[14 + 8], 7, "TTL decremented");
+    let ihl = usize::from(out[14] & 0x0f) * 4;
+    assert_eq!(checksum(&out[14..14 + ihl]), 0, "checksum valid");
+}
+
+#[test]
+fn vlan_tagged_multicast_data_is_passed_untouched_and_counted_never_redirected() {
+    // given: entries that would forward the group, whatever the source, from lo to the veth
+    let mut h = harness();
+    h.install(S1, G1, LO, &[h.out]);
+    h.install(Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, LO, &[h.out]);
+    for vlans in vlan_tag_stacks() {
+        let mut tagged = Frame::udp(S1, G1, 8);
+        tagged.vlans = vlans;
+        let frame = tagged.bytes();
+        // then: the host stack gets the frame as it came, tag and TTL unchanged
+        assert_eq!(h.run(&frame), (XDP_PASS, frame));
     }
+    // a tagged frame that misses every entry raises no upcall and leaves no placeholder
+    let mut miss = Frame::udp(S2, Ipv4Addr::new(239, 9, 9, 9), 8);
+    miss.vlans = vec![(0x8100, 10)];
+    assert_eq!(h.run(&miss.bytes()).0, XDP_PASS);
+    assert_eq!(h.events(), []);
+    assert_eq!(h.if_stats().vlan_tagged, 5);
+    assert_eq!(h.if_stats().no_entry, 0);
+    assert_eq!(h.entry_stats(S1, G1).pkts, 0);
+    assert_eq!(h.if_stats_of(h.out).tx_pkts, 0);
+    // while the same frame untagged is forwarded
+    assert_eq!(h.run(&Frame::udp(S1, G1, 8).bytes()).0, XDP_REDIRECT);
+    assert_eq!(h.entry_stats(S1, G1).pkts, 1);
 }
 
 #[test]
@@ -602,13 +628,16 @@ fn a_burst_that_misses_raises_exactly_one_no_cache_upcall() {
     for _ in 0..10 {
         assert_eq!(h.run(&Frame::udp(S1, G1, 8).bytes()).0, XDP_DROP);
     }
+    let frame = Frame::udp(S1, G1, 8).bytes();
     assert_eq!(
         h.events(),
         [Event::NoCache {
             ifindex: LO,
             source: S1,
-            group: G1
-        }]
+            group: G1,
+            header: frame[14..].to_vec(),
+        }],
+        "the upcall carries the packet from its IPv4 header on"
     );
     assert_eq!(h.if_stats().no_entry, 10);
     let placeholder = h
@@ -617,6 +646,20 @@ fn a_burst_that_misses_raises_exactly_one_no_cache_upcall() {
         .unwrap()
         .expect("a placeholder");
     assert_eq!((placeholder.flags, placeholder.iif), (FWD_PENDING, LO));
+}
+
+#[test]
+fn a_no_cache_upcall_carries_the_first_72_bytes_of_a_long_packet() {
+    let mut h = harness();
+    let mut long = Frame::udp(S1, G1, 8);
+    long.options = ROUTER_ALERT.to_vec();
+    long.payload.resize(500, 0x5a);
+    let frame = long.bytes();
+    h.run(&frame);
+    match &h.events()[..] {
+        [Event::NoCache { header, .. }] => assert_eq!(header[..], frame[14..14 + 72]),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -649,6 +692,7 @@ fn wrong_interface_drops_counts_and_raises_rate_limited_upcalls() {
         source: S1,
         group: G1,
         expected_iif: 99,
+        header: Frame::udp(S1, G1, 8).bytes()[14..].to_vec(),
     };
     assert_eq!(h.events(), std::slice::from_ref(&wrong_if));
     assert_eq!(h.entry_stats(S1, G1).wrong_if, 10);

@@ -1,12 +1,13 @@
-//! Ethernet with up to two VLAN tags (802.1Q inside 802.1ad, or two 802.1Q).
+//! Ethernet. VLAN-tagged frames are recognised, not read into: they belong to the VLAN's own
+//! interface, so the caller passes them to the host stack.
 
 use super::cursor::Cursor;
 
 pub const ETH_P_IP: u16 = 0x0800;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88A8;
-/// Tags read before giving up; a third tag is passed to the host as not ours.
-const MAX_VLAN_TAGS: usize = 2;
+/// Ethernet header length; with tagged frames passed, the IPv4 header always starts here.
+pub const ETH_HLEN: usize = 14;
 
 #[repr(C)]
 pub struct EthHdr {
@@ -15,19 +16,19 @@ pub struct EthHdr {
     pub proto: u16,
 }
 
-#[repr(C)]
-struct VlanTag {
-    tci: u16,
-    proto: u16,
-}
-
 /// What the rest of the program needs from layer 2.
 pub struct Eth {
     pub hdr: *mut EthHdr,
-    /// Outer and inner VLAN ids, 0 where absent.
-    pub vlan: [u16; 2],
-    /// EtherType after the tags, host byte order.
+    /// EtherType, host byte order.
     pub proto: u16,
+}
+
+impl Eth {
+    /// An 802.1Q or 802.1ad tag follows the addresses (priority tags, VLAN 0, included).
+    #[inline(always)]
+    pub fn is_vlan_tagged(&self) -> bool {
+        self.proto == ETH_P_8021Q || self.proto == ETH_P_8021AD
+    }
 }
 
 /// Copies a MAC address between two places the compiler cannot prove apart (packet and map
@@ -51,17 +52,6 @@ pub unsafe fn copy_mac(dst: *mut [u8; 6], src: *const [u8; 6]) {
 pub fn parse(cur: &mut Cursor) -> Option<Eth> {
     let hdr: *mut EthHdr = cur.take()?;
     // SAFETY: `take` checked that the header lies inside the frame.
-    let mut proto = u16::from_be(unsafe { (*hdr).proto });
-    let mut vlan = [0u16; 2];
-    for slot in vlan.iter_mut().take(MAX_VLAN_TAGS) {
-        if proto != ETH_P_8021Q && proto != ETH_P_8021AD {
-            break;
-        }
-        let tag: *mut VlanTag = cur.take()?;
-        // SAFETY: bounds checked by `take`.
-        let (tci, next) = unsafe { ((*tag).tci, (*tag).proto) };
-        *slot = u16::from_be(tci) & 0x0fff;
-        proto = u16::from_be(next);
-    }
-    Some(Eth { hdr, vlan, proto })
+    let proto = u16::from_be(unsafe { (*hdr).proto });
+    Some(Eth { hdr, proto })
 }

@@ -50,7 +50,7 @@ pub fn render_json(state: &PinnedState) -> String {
                     "malformed": s.malformed, "truncated": s.truncated,
                     "ring_full": s.ring_full, "no_entry": s.no_entry,
                     "tx_pkts": s.tx_pkts, "tx_bytes": s.tx_bytes,
-                    "ttl_too_low": s.ttl_too_low,
+                    "ttl_too_low": s.ttl_too_low, "vlan_tagged": s.vlan_tagged,
                 },
             })
         })
@@ -111,6 +111,7 @@ pub fn render(state: &PinnedState) -> String {
         "sent bytes",
         "ttl drops",
         "ring full",
+        "vlan tagged",
     ]);
     for i in &state.interfaces {
         let s = &i.stats;
@@ -126,6 +127,7 @@ pub fn render(state: &PinnedState) -> String {
             s.tx_bytes.to_string(),
             s.ttl_too_low.to_string(),
             s.ring_full.to_string(),
+            s.vlan_tagged.to_string(),
         ]);
     }
     format!(

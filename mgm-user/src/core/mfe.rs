@@ -88,8 +88,35 @@ pub(crate) struct Mfe {
     pub(crate) timeout_s: u32,
     pub(crate) expires_at: Instant,
     pub(crate) counters: MfeCounters,
+    /// [`MfeCounters::packets`] when the current lifetime began: the flow is active at expiry
+    /// if the count moved since (spec §5.6 refresh in place).
+    pub(crate) packets_at_start: u64,
+    /// What the RPF table said when the MFE was last resolved, so that a route change refreshes
+    /// only the MFEs whose answer it changed (spec §9 item 11).
+    pub(crate) rpf_candidate: Candidate,
+    /// The first bytes of the packet that created the MFE: the RPF callback of a refresh gets
+    /// them too, as no packet triggers it.
+    pub(crate) hdr: Vec<u8>,
     /// When the last wrong-interface callback ran, for the per-MFE rate limit (spec §5.5).
     pub(crate) last_wrong_if: Option<Instant>,
+}
+
+/// Step 1 of spec §5.2: the candidate iif, upstream neighbour and route.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Candidate {
+    pub(crate) iif: InterfaceId,
+    pub(crate) upstream: Ipv4Addr,
+    pub(crate) route: RouteInfo,
+}
+
+impl MfeCounters {
+    /// Every packet that matched the MFE, forwarded, dropped or on the wrong interface: what
+    /// tells an active flow from an idle one at expiry.
+    pub(crate) fn packets(&self) -> u64 {
+        self.in_pkts
+            .wrapping_add(self.in_discards)
+            .wrapping_add(self.different_if)
+    }
 }
 
 impl Mfe {
@@ -245,77 +272,45 @@ impl Mgm {
         if self.mfes.len() >= self.config.max_mfes {
             return Err(MgmError::NotEnoughMemory);
         }
-        let sg = SourceGroupEntry::sg(source, group);
         // Step 1: with no route, the arrival interface is the candidate [Dec].
-        let (mut iif, mut upstream, mut route) = match self.routes.lookup(source) {
-            Some(r) => (r.if_id, r.upstream, r.info()),
-            None => (in_if, Ipv4Addr::UNSPECIFIED, RouteInfo::default()),
-        };
+        let candidate = self.rpf_candidate(source, in_if);
         // Step 2: nobody to ask means a negative MFE and no callbacks [Dec].
-        let forced_negative = match self.owner_of(iif) {
-            Some(owner) => {
-                self.call(owner, now, |p, cx| {
-                    p.rpf(cx, sg, &mut iif, &mut upstream, hdr, &mut route)
-                });
-                false
-            }
-            None => true,
+        let (r, forced_negative) = match self.rpf_callback(key, candidate, hdr, now) {
+            Some(answer) => (answer, false),
+            None => (candidate, true),
         };
-        // Step 3 (spec §5.3) and step 4: one creation alert per owner, in id order.
-        let mut oif_state = BTreeMap::new();
-        if !forced_negative {
-            let mut by_owner: BTreeMap<_, Vec<MgmIfEntry>> = BTreeMap::new();
-            for id in self.members.covering_ids(source, group) {
-                if id == iif {
-                    continue;
-                }
-                let Some(owner) = self.interfaces.get(&id) else {
-                    continue;
+        let vetoed = match forced_negative {
+            true => BTreeSet::new(),
+            false => self.creation_alerts(key, r.iif, now),
+        };
+        let oif_state = vetoed
+            .iter()
+            .map(|id| {
+                let vetoed = OifState {
+                    forward_pin: false,
+                    vetoed: true,
                 };
-                let Some(h) = owner.primary() else {
-                    continue;
-                };
-                by_owner
-                    .entry((self.sort_key(h), h))
-                    .or_default()
-                    .push(MgmIfEntry {
-                        if_id: id,
-                        igmp: owner.igmp.is_some(),
-                        enabled: true,
-                    });
-            }
-            for ((_, h), offered) in by_owner {
-                let mut entries = offered.clone();
-                self.call(h, now, |p, cx| p.creation_alert(cx, sg, iif, &mut entries));
-                // Match by position: the callee may only flip `enabled` on its own entries.
-                for (offer, answer) in offered.iter().zip(&entries) {
-                    if !answer.enabled {
-                        oif_state.insert(
-                            offer.if_id,
-                            OifState {
-                                forward_pin: false,
-                                vetoed: true,
-                            },
-                        );
-                    }
-                }
-            }
-        }
+                (*id, vetoed)
+            })
+            .collect();
         let iif_protocol = self
-            .owner_of(iif)
+            .owner_of(r.iif)
             .map_or(ProtocolId(0), |h| self.sort_key(h).0);
         let lifetime = self.config.mfe_lifetime_s;
         let mfe = Mfe {
-            iif,
-            upstream,
+            iif: r.iif,
+            upstream: r.upstream,
             iif_protocol,
-            route,
+            route: r.route,
             oif_state,
             forced_negative,
             created_at: now,
             timeout_s: lifetime,
             expires_at: now + Duration::from_secs(lifetime.into()),
             counters: MfeCounters::default(),
+            packets_at_start: 0,
+            rpf_candidate: candidate,
+            hdr: hdr.to_vec(),
             last_wrong_if: None,
         };
         self.expiry.insert((mfe.expires_at, key));
@@ -326,6 +321,155 @@ impl Mgm {
             self.mfe_alert(key, true, now);
         }
         Ok(())
+    }
+
+    /// Step 1 of spec §5.2: the RPF table's answer for `source`, or `fallback` with no upstream
+    /// and no route when no route covers it.
+    pub(super) fn rpf_candidate(&self, source: Ipv4Addr, fallback: InterfaceId) -> Candidate {
+        match self.routes.lookup(source) {
+            Some(r) => Candidate {
+                iif: r.if_id,
+                upstream: r.upstream,
+                route: r.info(),
+            },
+            None => Candidate {
+                iif: fallback,
+                upstream: Ipv4Addr::UNSPECIFIED,
+                route: RouteInfo::default(),
+            },
+        }
+    }
+
+    /// Step 2 of spec §5.2: the RPF callback on the owner of the candidate iif, which may
+    /// rewrite iif, upstream and route. `None` if nobody owns the candidate iif.
+    fn rpf_callback(
+        &mut self,
+        key: MfeKey,
+        candidate: Candidate,
+        hdr: &[u8],
+        now: Instant,
+    ) -> Option<Candidate> {
+        let owner = self.owner_of(candidate.iif)?;
+        let sg = SourceGroupEntry::sg(key.source, key.group);
+        let Candidate {
+            mut iif,
+            mut upstream,
+            mut route,
+        } = candidate;
+        self.call(owner, now, |p, cx| {
+            p.rpf(cx, sg, &mut iif, &mut upstream, hdr, &mut route)
+        });
+        Some(Candidate {
+            iif,
+            upstream,
+            route,
+        })
+    }
+
+    /// Steps 3 (spec §5.3) and 4 of spec §5.2: one creation alert per owner of the OIFs, in id
+    /// order. Returns the OIFs their owner disabled.
+    fn creation_alerts(
+        &mut self,
+        key: MfeKey,
+        iif: InterfaceId,
+        now: Instant,
+    ) -> BTreeSet<InterfaceId> {
+        let sg = SourceGroupEntry::sg(key.source, key.group);
+        let mut by_owner: BTreeMap<_, Vec<MgmIfEntry>> = BTreeMap::new();
+        for id in self.members.covering_ids(key.source, key.group) {
+            if id == iif {
+                continue;
+            }
+            let Some(owner) = self.interfaces.get(&id) else {
+                continue;
+            };
+            let Some(h) = owner.primary() else {
+                continue;
+            };
+            by_owner
+                .entry((self.sort_key(h), h))
+                .or_default()
+                .push(MgmIfEntry {
+                    if_id: id,
+                    igmp: owner.igmp.is_some(),
+                    enabled: true,
+                });
+        }
+        let mut vetoed = BTreeSet::new();
+        for ((_, h), offered) in by_owner {
+            let mut entries = offered.clone();
+            self.call(h, now, |p, cx| p.creation_alert(cx, sg, iif, &mut entries));
+            // Match by position: the callee may only flip `enabled` on its own entries.
+            for (offer, answer) in offered.iter().zip(&entries) {
+                if !answer.enabled {
+                    vetoed.insert(offer.if_id);
+                }
+            }
+        }
+        vetoed
+    }
+
+    /// Re-creates MFE `key` in place (spec §5.6 refresh in place [Dec], §9 item 11): route
+    /// lookup, the RPF callback with the header of the packet that created it, the creation
+    /// alerts, then one install that *replaces* the data-plane entry (only if the result
+    /// differs), so no packet of the flow is dropped. The new iif, upstream, route and vetoes
+    /// are the refresh's answers; FORWARD pins stay, as the MFE is not deleted. A negative
+    /// result sends the prune alert as creation does. With `new_lifetime` (an expiry) the
+    /// lifetime starts again.
+    ///
+    /// The RPF step fails when it ends on an interface nobody owns (the RPF table points where
+    /// no protocol runs, or the callback moved the iif there): there is no owner to vouch for
+    /// the MFE, so it is deleted as at expiry, and the next packet goes through §5.2.
+    pub(super) fn refresh_mfe(&mut self, key: MfeKey, new_lifetime: bool, now: Instant) {
+        let Some(old) = self.mfes.get(&key) else {
+            return;
+        };
+        // Without a route, the flow's packets arrive on the MFE's iif: that is the arrival
+        // interface §5.2 step 1 falls back to.
+        let candidate = self.rpf_candidate(key.source, old.iif);
+        let hdr = old.hdr.clone();
+        let Some(r) = self.rpf_callback(key, candidate, &hdr, now) else {
+            self.remove_mfe(key);
+            return;
+        };
+        let Some(iif_owner) = self.owner_of(r.iif) else {
+            self.remove_mfe(key);
+            return;
+        };
+        let vetoed = self.creation_alerts(key, r.iif, now);
+        let iif_protocol = self.sort_key(iif_owner).0;
+        let lifetime = self.config.mfe_lifetime_s;
+        let Some(mfe) = self.mfes.get_mut(&key) else {
+            return;
+        };
+        mfe.iif = r.iif;
+        mfe.upstream = r.upstream;
+        mfe.route = r.route;
+        mfe.iif_protocol = iif_protocol;
+        mfe.forced_negative = false;
+        mfe.rpf_candidate = candidate;
+        mfe.oif_state.retain(|_, s| s.forward_pin);
+        for state in mfe.oif_state.values_mut() {
+            state.vetoed = false;
+        }
+        for id in &vetoed {
+            mfe.oif_state.entry(*id).or_default().vetoed = true;
+        }
+        if new_lifetime {
+            self.expiry.remove(&(mfe.expires_at, key));
+            mfe.created_at = now;
+            mfe.timeout_s = lifetime;
+            mfe.expires_at = now + Duration::from_secs(lifetime.into());
+            mfe.packets_at_start = mfe.counters.packets();
+            self.expiry.insert((mfe.expires_at, key));
+        }
+        // The MFE-level alerts a change of the OIF list sends (spec §4.7), plus the prune
+        // alert a negative result gets at creation, which lets the owner choose the lifetime.
+        let was_negative = self.installed.get(&key).is_some_and(|(_, o)| o.is_empty());
+        let negative = self.install_current(key);
+        if negative || was_negative {
+            self.mfe_alert(key, negative, now);
+        }
     }
 
     /// Queues whatever ops bring the data plane in line with every MFE. With `alerts`, an OIF

@@ -127,7 +127,14 @@ pub struct Mgm {
     enumerations: BTreeMap<EnumHandle, Enumeration>,
     map_ops: VecDeque<MapOp>,
     queue: VecDeque<Queued>,
+    /// MFEs a route change may have moved, checked at `reroute_at` (spec §9 item 11).
+    rerouted: BTreeSet<MfeKey>,
+    reroute_at: Option<Instant>,
 }
+
+/// How long a route change waits for the rest of its burst before it moves MFEs: well inside
+/// the second spec §9 item 11 allows.
+pub const REROUTE_DELAY: Duration = Duration::from_millis(100);
 
 impl Default for Mgm {
     fn default() -> Self {
@@ -151,6 +158,8 @@ impl Mgm {
             enumerations: BTreeMap::new(),
             map_ops: VecDeque::new(),
             queue: VecDeque::new(),
+            rerouted: BTreeSet::new(),
+            reroute_at: None,
         }
     }
 
@@ -203,18 +212,29 @@ impl Mgm {
         Ok(())
     }
 
-    /// Adds or replaces a route of the multicast RPF view (spec §5.2 step 1, §10). Existing MFEs
-    /// keep their iif until they expire (spec §9 item 11).
+    /// Adds or replaces a route of the multicast RPF view (spec §5.2 step 1, §10). The MFEs
+    /// whose RPF answer it changes are refreshed in place within [`REROUTE_DELAY`] (spec §9
+    /// item 11).
     ///
     /// # Errors
     /// `InvalidParameter` for a prefix longer than 32 or with host bits set.
-    pub fn add_route(&mut self, route: Route) -> Result<(), MgmError> {
-        self.routes.insert(route)
+    pub fn add_route(&mut self, route: Route, now: Instant) -> Result<(), MgmError> {
+        self.routes.insert(route)?;
+        self.reroute(route.network, route.prefix_len, now);
+        Ok(())
     }
 
-    /// Removes a route; returns it if it existed.
-    pub fn delete_route(&mut self, network: Ipv4Addr, prefix_len: u8) -> Option<Route> {
-        self.routes.remove(network, prefix_len)
+    /// Removes a route; returns it if it existed. The MFEs it covered are refreshed as for
+    /// [`Mgm::add_route`].
+    pub fn delete_route(
+        &mut self,
+        network: Ipv4Addr,
+        prefix_len: u8,
+        now: Instant,
+    ) -> Option<Route> {
+        let removed = self.routes.remove(network, prefix_len)?;
+        self.reroute(network, prefix_len, now);
+        Some(removed)
     }
 
     /// The next data-plane change to apply, oldest first.
@@ -222,19 +242,75 @@ impl Mgm {
         self.map_ops.pop_front()
     }
 
-    /// The earliest timer deadline: when the next MFE expires (spec §5.6).
+    /// The earliest timer deadline: when the next MFE expires (spec §5.6), or when route changes
+    /// are due to move MFEs (spec §9 item 11).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.expiry.first().map(|(t, _)| *t)
+        let expiry = self.expiry.first().map(|(t, _)| *t);
+        expiry.into_iter().chain(self.reroute_at).min()
     }
 
-    /// Fires every timer due at `now`: expired MFEs are deleted without any callback
-    /// (spec §5.6 \[Dec\]), and the next packet re-creates them through §5.2.
+    /// The MFEs whose lifetime ends by `now`, as (source, group). The driver gives the core
+    /// their latest counters ([`Mgm::set_mfe_counters`]) before [`Mgm::handle_timeout`], which
+    /// tells active flows from idle ones by them.
+    pub fn expiring(&self, now: Instant) -> Vec<(Ipv4Addr, Ipv4Addr)> {
+        self.expiry
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, k)| (k.source, k.group))
+            .collect()
+    }
+
+    /// Fires every timer due at `now`:
+    /// - route changes move the MFEs whose RPF answer they changed (refresh in place);
+    /// - an MFE whose lifetime ended is refreshed in place if its packet count moved during the
+    ///   lifetime, and deleted otherwise (spec §5.6 \[Dec\]). Expiry itself invokes no
+    ///   callback; a refresh invokes those of §5.2.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.reroute_at.is_some_and(|at| at <= now) {
+            self.reroute_at = None;
+            for key in std::mem::take(&mut self.rerouted) {
+                let moved = self
+                    .mfes
+                    .get(&key)
+                    .is_some_and(|m| self.rpf_candidate(key.source, m.iif) != m.rpf_candidate);
+                if moved {
+                    self.refresh_mfe(key, false, now);
+                }
+            }
+        }
         while let Some(&(at, key)) = self.expiry.first() {
             if at > now {
                 break;
             }
-            self.remove_mfe(key);
+            let active = self
+                .mfes
+                .get(&key)
+                .is_some_and(|m| m.counters.packets() != m.packets_at_start);
+            if active {
+                self.refresh_mfe(key, true, now);
+            } else {
+                self.remove_mfe(key);
+            }
+        }
+        self.run_queued(now);
+    }
+
+    /// Marks the MFEs whose source `network/prefix_len` covers for a refresh check after
+    /// [`REROUTE_DELAY`]: a routing daemon's change often comes as several messages (a delete
+    /// and an add), and the MFEs should move once, to where the last one leaves them.
+    fn reroute(&mut self, network: Ipv4Addr, prefix_len: u8, now: Instant) {
+        let mask = match prefix_len {
+            0 => 0,
+            n => u32::MAX << (32 - u32::from(n.min(32))),
+        };
+        let covered = self
+            .mfes
+            .keys()
+            .filter(|k| u32::from(k.source) & mask == u32::from(network));
+        let before = self.rerouted.len();
+        self.rerouted.extend(covered);
+        if self.rerouted.len() > before && self.reroute_at.is_none() {
+            self.reroute_at = Some(now + REROUTE_DELAY);
         }
     }
 

@@ -5,6 +5,7 @@ use std::net::Ipv4Addr;
 
 use mgm_common::event::{
     IgmpEvent, UpcallEvent, EVENT_IGMP, EVENT_NO_CACHE, EVENT_WRONG_IF, IGMP_PAYLOAD_MAX,
+    UPCALL_HEADER_MAX,
 };
 
 use crate::igmp::{self, DecodeError, IgmpMessage};
@@ -15,7 +16,6 @@ pub enum Event {
     /// An IGMP message heard on `ifindex`, already decoded.
     Igmp {
         ifindex: u32,
-        vlan: [u16; 2],
         reporter: Ipv4Addr,
         destination: Ipv4Addr,
         src_mac: [u8; 6],
@@ -27,18 +27,21 @@ pub enum Event {
         reporter: Ipv4Addr,
         error: DecodeError,
     },
-    /// No forwarding entry matched (source, group) arriving on `ifindex`.
+    /// No forwarding entry matched (source, group) arriving on `ifindex`. `header` is the
+    /// packet's first bytes from the IPv4 header on, for the RPF callback.
     NoCache {
         ifindex: u32,
         source: Ipv4Addr,
         group: Ipv4Addr,
+        header: Vec<u8>,
     },
-    /// (source, group) arrived on `ifindex` instead of `expected_iif`.
+    /// (source, group) arrived on `ifindex` instead of `expected_iif`; `header` as above.
     WrongIf {
         ifindex: u32,
         source: Ipv4Addr,
         group: Ipv4Addr,
         expected_iif: u32,
+        header: Vec<u8>,
     },
     /// A record this daemon does not understand (a newer or corrupt program).
     Unknown { kind: u32, len: usize },
@@ -64,7 +67,6 @@ pub fn decode(record: &[u8]) -> Event {
             match igmp::decode(&ev.payload[..copied], usize::from(ev.igmp_len)) {
                 Ok(message) => Event::Igmp {
                     ifindex: ev.ifindex,
-                    vlan: ev.vlan,
                     reporter,
                     destination: be_addr(ev.dst_ip),
                     src_mac: ev.src_mac,
@@ -81,11 +83,14 @@ pub fn decode(record: &[u8]) -> Event {
             // SAFETY: as above, for UpcallEvent.
             let ev: UpcallEvent = unsafe { record.as_ptr().cast::<UpcallEvent>().read_unaligned() };
             let (source, group) = (be_addr(ev.source), be_addr(ev.group));
+            let copied = usize::try_from(ev.header_len).map_or(0, |n| n.min(UPCALL_HEADER_MAX));
+            let header = ev.header[..copied].to_vec();
             if kind == EVENT_NO_CACHE {
                 Event::NoCache {
                     ifindex: ev.ifindex,
                     source,
                     group,
+                    header,
                 }
             } else {
                 Event::WrongIf {
@@ -93,6 +98,7 @@ pub fn decode(record: &[u8]) -> Event {
                     source,
                     group,
                     expected_iif: ev.expected_iif,
+                    header,
                 }
             }
         }
@@ -112,13 +118,12 @@ mod tests {
         let mut ev = IgmpEvent {
             kind: EVENT_IGMP,
             ifindex: 7,
-            vlan: [10, 0],
             src_ip: u32::from(Ipv4Addr::new(198, 18, 1, 2)).to_be(),
             dst_ip: u32::from(Ipv4Addr::new(239, 1, 1, 1)).to_be(),
             src_mac: [2, 0, 0, 0, 0, 1],
             igmp_len,
             copied: payload.len() as u16,
-            _pad: 0,
+            _pad: [0; 3],
             payload: [0; IGMP_PAYLOAD_MAX],
         };
         ev.payload[..payload.len()].copy_from_slice(payload);
@@ -141,7 +146,6 @@ mod tests {
             ev,
             Event::Igmp {
                 ifindex: 7,
-                vlan: [10, 0],
                 reporter: Ipv4Addr::new(198, 18, 1, 2),
                 destination: group,
                 src_mac: [2, 0, 0, 0, 0, 1],
@@ -179,15 +183,17 @@ mod tests {
     }
 
     #[test]
-    fn upcalls_decode() {
-        let ev = UpcallEvent {
+    fn upcalls_decode_with_the_header_bytes_they_carry() {
+        let mut ev = UpcallEvent {
             kind: EVENT_WRONG_IF,
             ifindex: 3,
             source: u32::from(Ipv4Addr::new(198, 18, 0, 2)).to_be(),
             group: u32::from(Ipv4Addr::new(239, 2, 2, 2)).to_be(),
             expected_iif: 2,
-            _pad: 0,
+            header_len: 3,
+            header: [0xee; UPCALL_HEADER_MAX],
         };
+        ev.header[..3].copy_from_slice(&[0x45, 0, 0x1c]);
         // SAFETY: UpcallEvent is plain data.
         let bytes = unsafe {
             std::slice::from_raw_parts(
@@ -202,7 +208,20 @@ mod tests {
                 source: Ipv4Addr::new(198, 18, 0, 2),
                 group: Ipv4Addr::new(239, 2, 2, 2),
                 expected_iif: 2,
+                header: vec![0x45, 0, 0x1c],
             }
+        );
+        // a length past the array is cut to it, never read beyond
+        ev.header_len = 1000;
+        // SAFETY: as above.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&ev as *const UpcallEvent).cast::<u8>(),
+                size_of::<UpcallEvent>(),
+            )
+        };
+        assert!(
+            matches!(decode(bytes), Event::WrongIf { header, .. } if header.len() == UPCALL_HEADER_MAX)
         );
     }
 }

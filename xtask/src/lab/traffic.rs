@@ -5,6 +5,8 @@ use std::{
     io::ErrorKind,
     mem::MaybeUninit,
     net::{Ipv4Addr, SocketAddrV4},
+    os::fd::AsRawFd,
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -100,22 +102,60 @@ impl Receiver {
         None
     }
 
+    /// Sets the socket's receive buffer to `bytes` whatever the namespace's `rmem_max`
+    /// (SO_RCVBUFFORCE, root), so a reader that is descheduled for a while on a busy machine
+    /// loses nothing to a full buffer: tests that count every datagram need that.
+    pub fn grow_buffer(&self, bytes: u32) -> anyhow::Result<()> {
+        let value = libc::c_int::try_from(bytes).context("buffer size")?;
+        // SAFETY: the option value is a c_int that lives for the duration of the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&value as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error()).context("SO_RCVBUFFORCE");
+        }
+        Ok(())
+    }
+
     /// Reads for `window` and returns the sequence numbers of the lab datagrams for `group`
     /// that arrived, in arrival order: a gap is a lost datagram.
     pub fn collect_seq(&self, group: Ipv4Addr, window: Duration) -> Vec<u64> {
+        self.datagrams(window)
+            .into_iter()
+            .filter(|d| d.group == group)
+            .map(|d| d.seq)
+            .collect()
+    }
+
+    /// Reads for `window` and returns every lab datagram that arrived, with its sender's
+    /// sequence number, length and arrival time.
+    pub fn datagrams(&self, window: Duration) -> Vec<Datagram> {
         let end = Instant::now() + window;
         let mut got = Vec::new();
         let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
         while Instant::now() < end {
-            match self.sock.recv(&mut buf) {
-                Ok(n) => {
-                    // SAFETY: recv initialised the first `n` bytes.
+            match self.sock.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    let at = Instant::now();
+                    // SAFETY: recv_from initialised the first `n` bytes.
                     let data: Vec<u8> = buf[..n]
                         .iter()
                         .map(|b| unsafe { b.assume_init() })
                         .collect();
-                    if let Some(p) = Payload::decode(&data).filter(|p| p.group == group) {
-                        got.push(p.seq);
+                    if let (Some(p), Some(src)) = (Payload::decode(&data), from.as_socket_ipv4()) {
+                        got.push(Datagram {
+                            source: *src.ip(),
+                            group: p.group,
+                            seq: p.seq,
+                            len: n,
+                            at,
+                        });
                     }
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
@@ -138,10 +178,8 @@ impl Receiver {
                         .iter()
                         .map(|b| unsafe { b.assume_init() })
                         .collect();
-                    if let (Some(Payload { group, .. }), Some(src)) =
-                        (Payload::decode(&data), from.as_socket_ipv4())
-                    {
-                        got.push((*src.ip(), group));
+                    if let (Some(p), Some(src)) = (Payload::decode(&data), from.as_socket_ipv4()) {
+                        got.push((*src.ip(), p.group));
                     }
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
@@ -150,6 +188,18 @@ impl Receiver {
         }
         got
     }
+}
+
+/// One lab datagram as a receiver got it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Datagram {
+    pub source: Ipv4Addr,
+    pub group: Ipv4Addr,
+    /// The sender's sequence number: 1 for its first datagram.
+    pub seq: u64,
+    /// UDP payload bytes.
+    pub len: usize,
+    pub at: Instant,
 }
 
 /// The lab's datagram payload: a marker, the group it was sent to, so a receiver can tell
@@ -204,9 +254,52 @@ impl Sender {
         Ok(Sender { sock, seq: 0 })
     }
 
-    /// The sequence number of the last datagram sent (they count from 1).
-    pub fn last_seq(&self) -> u64 {
+    /// A sender in `ns` that sends from `source` out of `ifname` whatever the routes say
+    /// (SO_BINDTODEVICE): one source address can then reach a router by several links.
+    /// `source` must be an address of `ns`.
+    pub fn on_device(
+        ns: &Netns,
+        source: Ipv4Addr,
+        ifname: &str,
+        ttl: u32,
+    ) -> anyhow::Result<Sender> {
+        let sock = ns.run(|| -> std::io::Result<Socket> {
+            let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+            s.bind_device(Some(ifname.as_bytes()))?;
+            s.bind(&SocketAddrV4::new(source, 0).into())?;
+            s.set_multicast_ttl_v4(ttl)?;
+            s.set_multicast_loop_v4(false)?;
+            Ok(s)
+        })??;
+        Ok(Sender { sock, seq: 0 })
+    }
+
+    /// The sequence number of the last datagram sent; 0 before the first.
+    pub fn sent(&self) -> u64 {
         self.seq
+    }
+
+    /// Sends `size`-byte datagrams to `group`, one every `interval` on a fixed schedule, until
+    /// `stop` is set; returns how many it sent. A send that fails is an error: a test that
+    /// counts datagrams must know every one it did not send.
+    pub fn stream(
+        &mut self,
+        group: Ipv4Addr,
+        size: usize,
+        interval: Duration,
+        stop: &AtomicBool,
+    ) -> anyhow::Result<u64> {
+        let first = self.seq;
+        let mut next = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            self.send(group, size)?;
+            next += interval;
+            // Pacing, not synchronisation: the schedule keeps the rate whatever a send costs.
+            if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        Ok(self.seq - first)
     }
 
     /// Sends one datagram of `size` bytes to `group`.

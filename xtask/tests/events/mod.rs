@@ -61,7 +61,7 @@ impl Stream {
             while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(Self::PERIOD) {
                 tx.send(group, 100).expect("send");
             }
-            tx.last_seq()
+            tx.sent()
         });
         Stream {
             stop: Some(stop),

@@ -321,22 +321,23 @@ impl Harness {
 
     pub fn with_config(config: Config) -> Self {
         let mut mgm = Mgm::new(config);
+        let now = Instant::from_millis(1_000_000);
         for (net, if_id, upstream) in [
             (Ipv4Addr::new(10, 1, 0, 0), ETH1, UP1),
             (Ipv4Addr::new(10, 2, 0, 0), ETH2, UP2),
         ] {
-            mgm.add_route(Route {
+            let route = Route {
                 network: net,
                 prefix_len: 16,
                 if_id,
                 upstream,
                 protocol: 2,
-            })
-            .unwrap();
+            };
+            mgm.add_route(route, now).unwrap();
         }
         Self {
             mgm,
-            now: Instant::from_millis(1_000_000),
+            now,
             log: Arc::default(),
             scripts: BTreeMap::new(),
             map: Table::new(),
@@ -455,7 +456,12 @@ impl Harness {
 
     /// Moves the clock forward and fires every timer that fell due on the way, at its deadline.
     pub fn advance(&mut self, secs: u64) {
-        let target = self.now + Duration::from_secs(secs);
+        self.advance_by(Duration::from_secs(secs));
+    }
+
+    /// [`Harness::advance`] by any duration.
+    pub fn advance_by(&mut self, d: Duration) {
+        let target = self.now + d;
         while let Some(at) = self.mgm.poll_timeout().filter(|at| *at <= target) {
             self.now = self.now.max(at);
             self.mgm.handle_timeout(self.now);

@@ -7,6 +7,7 @@ mod sec03_ownership;
 mod sec04_alerts;
 mod sec04_membership;
 mod sec05_mfe;
+mod sec05_refresh;
 mod sec06_enumeration;
 mod sec07_callbacks;
 mod sec08_errors;
