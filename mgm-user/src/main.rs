@@ -369,6 +369,7 @@ fn static_routes(
                 upstream: std::net::Ipv4Addr::UNSPECIFIED,
                 // RTPROT_STATIC
                 protocol: 4,
+                metric: 0,
             });
         }
     }
