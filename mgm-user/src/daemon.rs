@@ -681,9 +681,10 @@ fn follow_route(
         Some(routes::RouteChange::Deleted {
             network,
             prefix_len,
+            metric,
         }) => {
-            debug!("RPF route deleted: {network}/{prefix_len}");
-            mgm.delete_route(network, prefix_len, now);
+            debug!("RPF route deleted: {network}/{prefix_len} metric {metric}");
+            mgm.delete_route(network, prefix_len, metric, now);
         }
         None => bail!("the route-change subscription closed"),
     }

@@ -500,6 +500,7 @@ fn static_routes(
                 upstream: std::net::Ipv4Addr::UNSPECIFIED,
                 // RTPROT_STATIC
                 protocol: 4,
+                metric: 0,
             });
         }
     }

@@ -52,7 +52,11 @@ pub async fn dump_ipv4(table: u32) -> anyhow::Result<(Vec<Route>, usize)> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteChange {
     Added(Route),
-    Deleted { network: Ipv4Addr, prefix_len: u8 },
+    Deleted {
+        network: Ipv4Addr,
+        prefix_len: u8,
+        metric: u32,
+    },
 }
 
 /// Route changes as the kernel announces them (RTNLGRP_IPV4_ROUTE). Start it before the dump,
@@ -99,6 +103,7 @@ impl RouteWatch {
                 RouteChange::Deleted {
                     network: route.network,
                     prefix_len: route.prefix_len,
+                    metric: route.metric,
                 }
             });
         }
@@ -166,9 +171,11 @@ fn to_route(m: &RouteMessage) -> Option<Route> {
     let mut network = Ipv4Addr::UNSPECIFIED;
     let mut upstream = Ipv4Addr::UNSPECIFIED;
     let mut oif = None;
+    let mut metric = 0;
     for a in &m.attributes {
         match a {
             RouteAttribute::Destination(RouteAddress::Inet(d)) => network = *d,
+            RouteAttribute::Priority(p) => metric = *p,
             RouteAttribute::Gateway(RouteAddress::Inet(g)) => upstream = *g,
             RouteAttribute::Oif(i) => oif = Some(*i),
             RouteAttribute::MultiPath(hops) => {
@@ -185,6 +192,7 @@ fn to_route(m: &RouteMessage) -> Option<Route> {
         if_id: InterfaceId::new(oif?),
         upstream,
         protocol: u32::from(u8::from(m.header.protocol)),
+        metric,
     })
 }
 

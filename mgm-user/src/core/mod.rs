@@ -224,15 +224,16 @@ impl Mgm {
         Ok(())
     }
 
-    /// Removes a route; returns it if it existed. The MFEs it covered are refreshed as for
-    /// [`Mgm::add_route`].
+    /// Removes the route to `network/prefix_len` with `metric`; returns it if it existed. The
+    /// MFEs it covered are refreshed as for [`Mgm::add_route`].
     pub fn delete_route(
         &mut self,
         network: Ipv4Addr,
         prefix_len: u8,
+        metric: u32,
         now: Instant,
     ) -> Option<Route> {
-        let removed = self.routes.remove(network, prefix_len)?;
+        let removed = self.routes.remove(network, prefix_len, metric)?;
         self.reroute(network, prefix_len, now);
         Some(removed)
     }

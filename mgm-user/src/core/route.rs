@@ -22,6 +22,9 @@ pub struct Route {
     pub upstream: Ipv4Addr,
     /// The routing protocol that installed the route (`rtm_protocol`).
     pub protocol: u32,
+    /// The route's metric (`RTA_PRIORITY`): of several routes to one prefix, the lowest
+    /// counts, as in the kernel's forwarding.
+    pub metric: u32,
 }
 
 impl Route {
@@ -47,31 +50,43 @@ fn prefix_mask(len: u8) -> Ipv4Addr {
     }
 }
 
-/// Routes keyed by (prefix length, network), so a lookup tries at most 33 exact matches.
+/// Routes keyed by (prefix length, network, metric), so a lookup tries at most 33 prefixes
+/// and takes each one's lowest metric.
 #[derive(Debug, Default)]
 pub(crate) struct RouteTable {
-    routes: BTreeMap<(u8, Ipv4Addr), Route>,
+    routes: BTreeMap<(u8, Ipv4Addr, u32), Route>,
 }
 
 impl RouteTable {
-    /// Adds or replaces a route; a prefix longer than 32 or with host bits set is invalid.
+    /// Adds a route, or replaces the one with the same prefix and metric (as the kernel's
+    /// `ip route replace` does); a prefix longer than 32 or with host bits set is invalid.
     pub(crate) fn insert(&mut self, route: Route) -> Result<(), MgmError> {
         if route.prefix_len > 32 || u32::from(route.network) & !u32::from(route.mask()) != 0 {
             return Err(MgmError::InvalidParameter);
         }
-        self.routes.insert((route.prefix_len, route.network), route);
+        self.routes
+            .insert((route.prefix_len, route.network, route.metric), route);
         Ok(())
     }
 
-    pub(crate) fn remove(&mut self, network: Ipv4Addr, prefix_len: u8) -> Option<Route> {
-        self.routes.remove(&(prefix_len, network))
+    /// Removes the route with this prefix and metric.
+    pub(crate) fn remove(
+        &mut self,
+        network: Ipv4Addr,
+        prefix_len: u8,
+        metric: u32,
+    ) -> Option<Route> {
+        self.routes.remove(&(prefix_len, network, metric))
     }
 
-    /// Longest-prefix match for `addr`.
+    /// Longest-prefix match for `addr`, the lowest metric among that prefix's routes.
     pub(crate) fn lookup(&self, addr: Ipv4Addr) -> Option<&Route> {
         (0..=32u8).rev().find_map(|len| {
             let net = Ipv4Addr::from(u32::from(addr) & u32::from(prefix_mask(len)));
-            self.routes.get(&(len, net))
+            self.routes
+                .range((len, net, 0)..=(len, net, u32::MAX))
+                .next()
+                .map(|(_, r)| r)
         })
     }
 }

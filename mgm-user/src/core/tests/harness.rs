@@ -332,6 +332,7 @@ impl Harness {
                 if_id,
                 upstream,
                 protocol: 2,
+                metric: 0,
             };
             mgm.add_route(route, now).unwrap();
         }

@@ -36,12 +36,24 @@ impl Harness {
     }
 
     fn route(&mut self, network: Ipv4Addr, prefix_len: u8, if_id: InterfaceId, up: Ipv4Addr) {
+        self.route_metric(network, prefix_len, if_id, up, 0);
+    }
+
+    fn route_metric(
+        &mut self,
+        network: Ipv4Addr,
+        prefix_len: u8,
+        if_id: InterfaceId,
+        up: Ipv4Addr,
+        metric: u32,
+    ) {
         let route = Route {
             network,
             prefix_len,
             if_id,
             upstream: up,
             protocol: 4,
+            metric,
         };
         let now = self.now;
         self.mgm.add_route(route, now).unwrap();
@@ -195,7 +207,7 @@ fn sec9_11_dec_route_change_moves_the_iif_within_a_second_in_place() {
     );
     // and removing the route moves it back
     let now = t.now;
-    t.mgm.delete_route(S1, 32, now);
+    t.mgm.delete_route(S1, 32, 0, now);
     t.advance_by(crate::core::REROUTE_DELAY);
     assert_eq!(t.ops(), [install(S1, G1, ETH1, &[ETH2, ETH3])]);
 }
@@ -229,7 +241,7 @@ fn sec9_11_dec_a_burst_of_changes_moves_the_mfe_once_to_where_it_ends() {
     let (mut t, _pim, _dvmrp) = flowing();
     // when: a routing daemon withdraws S1's route, then installs one via ETH2
     let now = t.now;
-    t.mgm.delete_route(Ipv4Addr::new(10, 1, 0, 0), 16, now);
+    t.mgm.delete_route(Ipv4Addr::new(10, 1, 0, 0), 16, 0, now);
     t.route(Ipv4Addr::new(10, 1, 0, 0), 16, ETH2, UP2);
     t.advance(1);
     // then: one refresh, one install
@@ -240,4 +252,25 @@ fn sec9_11_dec_a_burst_of_changes_moves_the_mfe_once_to_where_it_ends() {
         .count();
     assert_eq!(rpfs, 1);
     assert_eq!(t.ops(), [install(S1, G1, ETH2, &[ETH3])]);
+}
+
+#[test]
+fn sec9_11_dec_the_lowest_metric_counts_and_its_withdrawal_falls_back_to_the_next() {
+    // given: a backup route to S1's prefix via ETH2 with a higher metric than the route via ETH1
+    let (mut t, _pim, _dvmrp) = flowing();
+    let net = Ipv4Addr::new(10, 1, 0, 0);
+    t.route_metric(net, 16, ETH2, UP2, 100);
+    t.advance(1);
+    assert_eq!(t.ops(), [], "the backup does not win");
+    // when: the preferred route is withdrawn
+    let now = t.now;
+    t.mgm.delete_route(net, 16, 0, now);
+    t.advance(1);
+    // then: the backup takes over
+    assert_eq!(t.ops(), [install(S1, G1, ETH2, &[ETH3])]);
+    // and deleting a metric that does not exist changes nothing
+    let now = t.now;
+    assert_eq!(t.mgm.delete_route(net, 16, 7, now), None);
+    t.advance(1);
+    assert_eq!(t.ops(), []);
 }
