@@ -500,6 +500,9 @@ pub fn forwarding(
     print_turns(&by_turns, &compared);
     println!("  ({BASELINE_NOTES})");
     let png = crate::workspace_root().join("target/bench/forwarding.png");
+    if let Some(dir) = png.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
     plot::plot(&summary, &by_turns, &png, FONT).context("cannot draw the plot")?;
     println!("wrote {}", png.display());
     Ok(json!({
@@ -712,8 +715,8 @@ fn print_table(summary: &[Value], ratios: &[Value], compared: &[Forwarder], kern
     for s in summary {
         println!(
             "  {:>5} {:>6} {:<17} {:>8.3} {:>8.3} {:>10.3} {:>10.3} {:>7.0}% {:>10.0} {:>9.0} {:>5.0}%",
-            s["frame_bytes"],
-            s["fanout"],
+            int(s, "frame_bytes"),
+            int(s, "fanout"),
             s["forwarder"].as_str().unwrap_or("?"),
             f(s, "offered_pps") / 1e6,
             f(s, "ingress_pps") / 1e6,
@@ -768,7 +771,8 @@ fn print_table(summary: &[Value], ratios: &[Value], compared: &[Forwarder], kern
             };
             println!(
                 "  {:>5} {:>6}{cells}{ceiling}",
-                r["frame_bytes"], r["fanout"]
+                int(r, "frame_bytes"),
+                int(r, "fanout")
             );
         }
     }
@@ -861,12 +865,17 @@ fn print_turns_table(by_turns: &[Value], compared: &[Forwarder], ns: &str, ratio
             .collect();
         println!(
             "  {:>5} {:>6} {:>4}{}{cells}",
-            t["frame_bytes"],
-            t["fanout"],
+            int(t, "frame_bytes"),
+            int(t, "fanout"),
             t["receivers_count_in"].as_str().unwrap_or("?"),
             shares_column(shares),
         );
     }
+}
+
+/// `v[key]` as a number the table's widths apply to (a `Value` ignores them).
+fn int(v: &Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or(0)
 }
 
 /// A directory for smcroute's files, removed on drop.
