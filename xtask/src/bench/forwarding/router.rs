@@ -622,3 +622,92 @@ impl Drop for FeedIngress {
             .status();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aya::programs::{TestRun, TestRunOptions};
+
+    use super::*;
+    use crate::lab::unique_tag;
+
+    /// The IPv4 header checksum over `frame`'s header, its own field included: 0 when right.
+    fn header_sum(frame: &[u8]) -> u16 {
+        let mut sum: u32 = frame[14..34]
+            .chunks(2)
+            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+
+    /// `bench_tc_clone` run once on `frame` (test run) with `group` going out of one veth in
+    /// a namespace of its own with `mac` as source: its verdict and the frame it left.
+    fn tc_clone_once(group: Ipv4Addr, mac: [u8; 6], frame: &[u8]) -> (u32, Vec<u8>) {
+        let object = crate::build::ebpf_target_dir().join("bpfel-unknown-none/release/mgm-bench");
+        let ns = Netns::create(&format!("mgm-{}-tc", unique_tag("u"))).expect("namespace");
+        ns.ip(&["link", "add", "tca", "type", "veth", "peer", "name", "tcb"])
+            .expect("veth");
+        ns.ip(&["link", "set", "tca", "up"]).expect("up");
+        ns.ip(&["link", "set", "tcb", "up"]).expect("up");
+        ns.run(|| {
+            let mut ebpf = EbpfLoader::new()
+                .load_file(&object)
+                .expect("the bench object (cargo xtask build)");
+            let mut entry = b::TcGroup::default();
+            entry.oifs[0] = b::TcOif {
+                ifindex: ifindex("tca").expect("tca"),
+                mac,
+                _pad: [0; 2],
+            };
+            let mut groups: HashMap<&mut MapData, u32, b::TcGroup> =
+                HashMap::try_from(ebpf.map_mut(b::TC_GROUPS).expect("map")).expect("hash");
+            groups
+                .insert(u32::from_ne_bytes(group.octets()), entry, 0)
+                .expect("insert");
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut("bench_tc_clone")
+                .expect("program")
+                .try_into()
+                .expect("classifier");
+            prog.load().expect("verifier");
+            let mut out = vec![0u8; frame.len()];
+            let run = prog
+                .test_run(TestRunOptions {
+                    data_in: Some(frame),
+                    data_out: Some(&mut out),
+                    ..TestRunOptions::new()
+                })
+                .expect("test run");
+            (run.return_value, out)
+        })
+        .expect("in the namespace")
+    }
+
+    #[test]
+    fn tc_forwarder_writes_ttl_checksum_and_source_mac() {
+        let group = Ipv4Addr::new(239, 1, 1, 1);
+        let mac = [0x02, 0, 0, 0, 0, 0x09];
+        let frame = super::super::generator::udp_frame(
+            [0x02, 0, 0, 0, 0, 0x01],
+            Ipv4Addr::new(198, 18, 0, 2),
+            group,
+            64,
+        );
+        assert_eq!(header_sum(&frame), 0, "the generator's frame is sound");
+        let (verdict, out) = tc_clone_once(group, mac, &frame);
+        assert_eq!(
+            verdict, 2,
+            "TC_ACT_SHOT: the copies went out, the original goes no further"
+        );
+        assert_eq!(out[22], frame[22] - 1, "TTL decremented");
+        assert_eq!(header_sum(&out), 0, "IPv4 checksum updated");
+        assert_eq!(out[6..12], mac, "source MAC of the outgoing interface");
+
+        // A group it does not know goes on to the stack untouched.
+        let (verdict, out) = tc_clone_once(Ipv4Addr::new(239, 9, 9, 9), mac, &frame);
+        assert_eq!(verdict, 0, "TC_ACT_OK");
+        assert_eq!(out, frame);
+    }
+}
