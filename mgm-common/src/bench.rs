@@ -49,3 +49,32 @@ pub struct GenTemplate {
 const _: () = assert!(core::mem::size_of::<GenTemplate>() == 52);
 
 user_pod!(GenTemplate);
+
+/// `HASH` group (IPv4 destination, network byte order) → [`TcGroup`]: where `bench_tc_clone`
+/// sends a group's copies.
+pub const TC_GROUPS: &str = "BENCH_TC_GROUPS";
+/// Entries of [`TC_GROUPS`]: the bench forwards one group.
+pub const TC_GROUPS_SIZE: u32 = 16;
+/// Outgoing interfaces of one [`TcGroup`]: the lab's largest fan-out.
+pub const TC_MAX_OIFS: usize = 8;
+
+/// One outgoing interface of `bench_tc_clone`: where a copy goes and the source MAC it gets.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcOif {
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<TcOif>() == 12);
+
+/// A group's outgoing interfaces for `bench_tc_clone`, up to the first with ifindex 0 (no
+/// interface has it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcGroup {
+    pub oifs: [TcOif; TC_MAX_OIFS],
+}
+const _: () = assert!(core::mem::size_of::<TcGroup>() == 12 * TC_MAX_OIFS);
+
+user_pod!(TcOif, TcGroup);

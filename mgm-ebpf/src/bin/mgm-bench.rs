@@ -1,18 +1,20 @@
 //! Programs for `cargo xtask bench`, built beside the data plane but never shipped in `mgm`:
 //! baselines (the same work stripped to what the hardware path needs, so mgm's cost is
-//! reported as a ratio against it from the same run), a traffic generator and a receiver that
+//! reported as a ratio against it from the same run), the other eBPF design a user could pick
+//! (replication at TC with `bpf_clone_redirect`), a traffic generator and a receiver that
 //! counts.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
-    bindings::{xdp_action, BPF_F_BROADCAST, BPF_F_EXCLUDE_INGRESS, TC_ACT_SHOT},
-    btf_maps::{Array, DevMapHash, PerCpuArray, ProgramArray},
+    bindings::{xdp_action, BPF_F_BROADCAST, BPF_F_EXCLUDE_INGRESS, TC_ACT_OK, TC_ACT_SHOT},
+    btf_maps::{Array, DevMapHash, HashMap, PerCpuArray, ProgramArray},
     macros::{btf_map, classifier, xdp},
     programs::{TcContext, XdpContext},
 };
 use mgm_common::bench::{
-    GenTemplate, GEN_GROUPS_SIZE, GEN_GROUP_AT, GEN_HEADER_LEN, GEN_IP_CSUM_AT,
+    GenTemplate, TcGroup, GEN_GROUPS_SIZE, GEN_GROUP_AT, GEN_HEADER_LEN, GEN_IP_CSUM_AT,
+    TC_GROUPS_SIZE,
 };
 
 /// The outgoing interfaces of the raw redirect (`mgm_common::bench::OIFS`).
@@ -39,8 +41,16 @@ static BENCH_MACS: Array<[u8; 8], { mgm_common::bench::MACS_SIZE as usize }> = A
 #[btf_map]
 static BENCH_RX_COUNT: PerCpuArray<u64, 1> = PerCpuArray::new();
 
+/// Each group's outgoing interfaces for `bench_tc_clone` (`mgm_common::bench::TC_GROUPS`).
+#[btf_map]
+static BENCH_TC_GROUPS: HashMap<u32, TcGroup, { TC_GROUPS_SIZE as usize }> = HashMap::new();
+
 const ETH_P_IP: [u8; 2] = 0x0800u16.to_be_bytes();
 const IPPROTO_UDP: u8 = 17;
+/// Offsets in an untagged Ethernet frame.
+const ETH_SRC_AT: usize = 6;
+const IP_TTL_AT: usize = 14 + 8;
+const IP_DST_AT: usize = 14 + 16;
 
 /// A parse-nothing broadcast redirect: the least any multicast forwarder in XDP can do.
 #[xdp]
@@ -71,6 +81,53 @@ pub fn bench_set_mac(ctx: XdpContext) -> u32 {
         }
         _ => xdp_action::XDP_DROP,
     }
+}
+
+/// The other eBPF design: a router at TC ingress that replicates the skb with one
+/// `bpf_clone_redirect` per outgoing interface (the way Cilium forwards multicast), each copy
+/// leaving with its interface's MAC as source and the TTL decremented (checksum updated). A
+/// group it does not know, or a frame that is not IPv4, goes on to the stack; one whose TTL
+/// runs out is dropped.
+#[classifier]
+pub fn bench_tc_clone(ctx: TcContext) -> i32 {
+    try_tc_clone(&ctx).unwrap_or(TC_ACT_SHOT)
+}
+
+#[inline(always)]
+fn try_tc_clone(ctx: &TcContext) -> Option<i32> {
+    if ctx.load::<[u8; 2]>(12).ok()? != ETH_P_IP {
+        return Some(TC_ACT_OK);
+    }
+    let group = ctx.load::<u32>(IP_DST_AT).ok()?;
+    // SAFETY: the value is only read, and the control plane does not change it while the bench
+    // runs.
+    let Some(entry) = (unsafe { BENCH_TC_GROUPS.get(group) }) else {
+        return Some(TC_ACT_OK);
+    };
+    // TTL and protocol: one 16-bit word of the header checksum.
+    let old = ctx.load::<[u8; 2]>(IP_TTL_AT).ok()?;
+    if old[0] <= 1 {
+        return Some(TC_ACT_SHOT);
+    }
+    let new = [old[0] - 1, old[1]];
+    ctx.store(IP_TTL_AT, &new[0], 0).ok()?;
+    ctx.l3_csum_replace(
+        GEN_IP_CSUM_AT,
+        u64::from(u16::from_ne_bytes(old)),
+        u64::from(u16::from_ne_bytes(new)),
+        2,
+    )
+    .ok()?;
+    for oif in &entry.oifs {
+        if oif.ifindex == 0 {
+            break;
+        }
+        // The first write after a clone copies the header: the price of this design.
+        ctx.store(ETH_SRC_AT, &oif.mac, 0).ok()?;
+        ctx.clone_redirect(oif.ifindex, 0).ok()?;
+    }
+    // Every copy is out; the original goes no further.
+    Some(TC_ACT_SHOT)
 }
 
 /// The ceiling of the harness: a router that drops every frame it is handed.

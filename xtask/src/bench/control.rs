@@ -2,7 +2,8 @@
 //! into state, how long a receiver waits from its join to its first packet, and what the daemon
 //! costs in memory. Each runs the real `mgm run` (proxy mode) and, as the baseline in the same
 //! run, igmpproxy on the kernel's ipmr, on lab namespaces of its own that go away on every exit
-//! path. BENCHMARKS.md ("Control plane") explains the method.
+//! path. igmpproxy needs the kernel's multicast routing: on a kernel without it mgm is measured
+//! alone and the output says why. BENCHMARKS.md ("Control plane") explains the method.
 
 mod latency;
 mod reports;
@@ -28,10 +29,19 @@ use crate::lab::{self, Daemon, Lab, UPSTREAM};
 /// that is merely slow is reported, not an error).
 pub fn bench(mgm: &Path, quick: bool) -> anyhow::Result<Value> {
     lab::sweep_stale()?;
-    crate::setup::ensure_packages(
-        &[("/usr/sbin/igmpproxy", "igmpproxy")],
-        "the control-plane baseline",
-    )?;
+    let kinds: &[Kind] = match super::ipmr_missing() {
+        Some(why) => {
+            println!("control: igmpproxy (the baseline) left out: {why}");
+            &[Kind::Mgm]
+        }
+        None => {
+            crate::setup::ensure_packages(
+                &[("/usr/sbin/igmpproxy", "igmpproxy")],
+                "the control-plane baseline",
+            )?;
+            &[Kind::Mgm, Kind::Igmpproxy]
+        }
+    };
     let scales: &[usize] = if quick {
         &[1_000]
     } else {
@@ -40,13 +50,13 @@ pub fn bench(mgm: &Path, quick: bool) -> anyhow::Result<Value> {
     let mut runs = Vec::new();
     for &groups in scales {
         for version in [lab::IgmpVersion::V3, lab::IgmpVersion::V2] {
-            for kind in [Kind::Mgm, Kind::Igmpproxy] {
+            for &kind in kinds {
                 runs.push(reports::measure(kind, mgm, version, groups)?);
             }
         }
     }
     let joins = if quick { 10 } else { 40 };
-    let latency = latency::measure(mgm, joins)?;
+    let latency = latency::measure(mgm, joins, kinds)?;
 
     let reports = reports::with_ratios(runs);
     reports::print(&reports);

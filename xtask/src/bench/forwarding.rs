@@ -1,6 +1,8 @@
-//! The forwarding-rate benchmark: mgm's XDP path against the kernel's ipmr (smcroute), a raw
-//! XDP broadcast redirect and an XDP_DROP ceiling, on one lab topology, with one generator,
-//! runs interleaved. Two CPUs: the router's ingress NAPI thread on one, the generator and the
+//! The forwarding-rate benchmark: mgm's XDP path against the kernel's bridge with IGMP
+//! snooping (the stack's skb replication, at L2), a TC program that replicates with
+//! `bpf_clone_redirect` (the other eBPF design), the kernel's ipmr (smcroute) where the kernel
+//! has multicast routing, a raw XDP broadcast redirect with and without the source MAC written,
+//! and an XDP_DROP ceiling, on one lab topology, with one generator, runs interleaved. Two CPUs: the router's ingress NAPI thread on one, the generator and the
 //! receivers on the other; the router CPU's busy share and its cost per ingress packet are
 //! reported next to every rate, since a generator that cannot saturate the router leaves the
 //! per-packet cost as the fair comparison.
@@ -44,13 +46,25 @@ pub const FRAME_SIZES: [usize; 2] = [64, 1514];
 const GROUP: Ipv4Addr = Ipv4Addr::new(239, 1, 1, 1);
 /// Receivers in the lab: the largest fan-out.
 const RECEIVERS: usize = 8;
-/// The forwarders compared at every fan-out.
-const FORWARDERS: [Forwarder; 4] = [
-    Forwarder::Mgm,
-    Forwarder::Kernel,
-    Forwarder::Raw,
-    Forwarder::RawMac,
-];
+/// The forwarders compared at every fan-out, mgm first: ipmr only where the kernel has it.
+fn forwarders(ipmr: bool) -> Vec<Forwarder> {
+    let mut all = vec![Forwarder::Mgm];
+    if ipmr {
+        all.push(Forwarder::Kernel);
+    }
+    all.extend([
+        Forwarder::Bridge,
+        Forwarder::Tc,
+        Forwarder::Raw,
+        Forwarder::RawMac,
+    ]);
+    all
+}
+
+/// What the tables say beside the baselines that are not routers like mgm.
+const BASELINE_NOTES: &str = "bridge = the kernel bridge, IGMP snooping with static mdb entries: L2, no TTL or MAC rewrite; \
+tc = bench_tc_clone at TC ingress, one bpf_clone_redirect per outgoing interface, source MAC and TTL written; \
+raw = XDP broadcast redirect that writes nothing; raw+mac = the same writing each copy's source MAC, the least a correct router does";
 /// A font for the plot (Debian's fonts-dejavu-core).
 const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
@@ -154,15 +168,15 @@ fn check_stop() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Programs the benchmark runs against: smcroute, a font for the plot, and perf (the
-/// receivers' share by turns, and `--profile`). Idempotent.
-fn tools() -> anyhow::Result<()> {
+/// Programs the benchmark runs against: smcroute (where the kernel has ipmr), a font for the
+/// plot, and perf (the receivers' share by turns, and `--profile`). Idempotent.
+fn tools(ipmr: bool) -> anyhow::Result<()> {
+    let mut tools = vec![(FONT, "fonts-dejavu-core"), (profile::PERF, "linux-perf")];
+    if ipmr {
+        tools.push((router::SMCROUTED, "smcroute"));
+    }
     crate::setup::ensure_packages(
-        &[
-            (router::SMCROUTED, "smcroute"),
-            (FONT, "fonts-dejavu-core"),
-            (profile::PERF, "linux-perf"),
-        ],
+        &tools,
         "the kernel baseline, the plot's font, the receivers' share by turns",
     )
 }
@@ -200,6 +214,8 @@ struct Bench<'a> {
     /// The router's ingress NAPI thread(s), whose run time is the router's work.
     router_napi: Vec<libc::pid_t>,
     plan: Plan,
+    /// What is compared: [`forwarders`] for this kernel.
+    forwarders: Vec<Forwarder>,
 }
 
 /// Counters read before and after the generator runs, away from the send.
@@ -251,6 +267,7 @@ impl<'a> Bench<'a> {
             receivers,
             router_napi,
             plan,
+            forwarders: forwarders(crate::bench::ipmr_missing().is_none()),
         })
     }
 
@@ -453,7 +470,11 @@ pub fn forwarding(
     profile: bool,
     fanouts: &[u8],
 ) -> anyhow::Result<Value> {
-    tools()?;
+    let missing = crate::bench::ipmr_missing();
+    if let Some(why) = &missing {
+        println!("forwarding: kernel ipmr (smcroute) left out: {why}");
+    }
+    tools(missing.is_none())?;
     let _guards = enter()?;
     let tag = lab::unique_tag("t");
     let scratch = Scratch::new(&tag)?;
@@ -469,18 +490,28 @@ pub fn forwarding(
     }
     let planned = plan.fanouts.clone();
     let bench = Bench::new(&lab, &tag, mgm, bench_object, &scratch.0, plan, RECEIVERS)?;
+    let compared = bench.forwarders.clone();
     let (runs, by_turns) = run_all(bench, &lab)?;
     drop(lab);
     let summary = summarize(&runs);
-    let ratios = ratios(&summary);
-    print_table(&summary, &ratios);
-    print_turns(&by_turns);
+    let ratios = ratios(&summary, &compared);
+    let kernel = crate::bench::kernel_release();
+    print_table(&summary, &ratios, &compared, &kernel);
+    print_turns(&by_turns, &compared);
+    println!("  ({BASELINE_NOTES})");
     let png = crate::workspace_root().join("target/bench/forwarding.png");
+    if let Some(dir) = png.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
     plot::plot(&summary, &by_turns, &png, FONT).context("cannot draw the plot")?;
     println!("wrote {}", png.display());
     Ok(json!({
         "method": "one lab of network namespaces; generator: bench_gen (BPF_PROG_TEST_RUN, live frames, XDP_TX) on CPU 1; router: threaded NAPI of its ingress veth on CPU 0; receivers: bench_count (XDP, counts and drops) with NAPI on CPU 1; medians of interleaved runs",
         "frame_bytes": "Ethernet frame handed to the veth, header included, no FCS (1514 = a 1500-byte IPv4 packet)",
+        "kernel": kernel,
+        "forwarders": compared.iter().map(|fw| fw.name()).collect::<Vec<_>>(),
+        "left_out": missing.map(|why| json!({"kernel_ipmr": why})),
+        "baselines": BASELINE_NOTES,
         "fanouts": planned,
         "rounds": Plan::new(quick).rounds,
         "seconds_per_run": Plan::new(quick).duration.as_secs_f64(),
@@ -522,10 +553,11 @@ fn run_all(mut bench: Bench<'_>, lab: &Lab) -> anyhow::Result<(Vec<Value>, Vec<V
             runs.push(bench.measure(Forwarder::Drop, &flow(1), size)?);
             // Each round starts with another forwarder: what ran just before (ipmr's skbs, a
             // page allocator drained by clones) shows in the next run's cost.
-            let mut order = FORWARDERS;
-            order.rotate_left(round % FORWARDERS.len());
+            let mut order = bench.forwarders.clone();
+            let n = order.len();
+            order.rotate_left(round % n);
             for fanout in bench.plan.fanouts.clone() {
-                for fw in order {
+                for &fw in &order {
                     let r = bench.measure(fw, &flow(fanout), size)?;
                     println!(
                         "  fan-out {fanout} {:<12} offered {:>6.3} Mpps, router took {:>6.3}, received {:>6.3} per receiver ({:>6.3} lost at receivers), router {:>4.0} ns/packet; path fed directly {:>5.0} ns/packet",
@@ -544,14 +576,18 @@ fn run_all(mut bench: Bench<'_>, lab: &Lab) -> anyhow::Result<(Vec<Value>, Vec<V
         for fanout in bench.plan.fanouts.clone() {
             let plan = bench.plan.turns;
             for t in turns::by_turns(&mut bench, &flow(fanout), size, plan)? {
-                let ns = |fw: Forwarder| t[format!("{}_ns_per_packet", fw.name())].as_f64();
+                let times: Vec<String> = bench
+                    .forwarders
+                    .iter()
+                    .map(|fw| {
+                        let ns = t[format!("{}_ns_per_packet", fw.name())].as_f64();
+                        format!("{} {:>5.0}", fw.name(), ns.unwrap_or(f64::NAN))
+                    })
+                    .collect();
                 println!(
-                    "  fan-out {fanout} by turns (ns/packet, receivers on the router's CPU counting in {}): mgm {:>5.0}, kernel {:>5.0}, raw_redirect {:>5.0}, raw_redirect_mac {:>5.0}",
+                    "  fan-out {fanout} by turns (ns/packet, receivers on the router's CPU counting in {}): {}",
                     t["receivers_count_in"].as_str().unwrap_or("?"),
-                    ns(Forwarder::Mgm).unwrap_or(f64::NAN),
-                    ns(Forwarder::Kernel).unwrap_or(f64::NAN),
-                    ns(Forwarder::Raw).unwrap_or(f64::NAN),
-                    ns(Forwarder::RawMac).unwrap_or(f64::NAN),
+                    times.join(", "),
                 );
                 by_turns.push(t);
             }
@@ -616,8 +652,11 @@ fn find(summary: &[Value], size: u64, fanout: u64, fw: Forwarder) -> Option<&Val
     })
 }
 
-/// mgm against each baseline per (frame size, fan-out), from the medians of the same run.
-fn ratios(summary: &[Value]) -> Vec<Value> {
+/// mgm against each baseline per (frame size, fan-out), from the medians of the same run:
+/// `mgm_vs_<baseline>_rate` (received per receiver), `<baseline>_vs_mgm_ns_per_packet` (router
+/// CPU per ingress packet) and `mgm_vs_<baseline>_path_capacity` (1 / path ns), for every
+/// forwarder compared but mgm; and `mgm_vs_xdp_drop_rate`.
+fn ratios(summary: &[Value], compared: &[Forwarder]) -> Vec<Value> {
     let mut out = Vec::new();
     for s in summary.iter().filter(|s| s["forwarder"] == "mgm") {
         let (size, fanout) = (
@@ -635,33 +674,32 @@ fn ratios(summary: &[Value]) -> Vec<Value> {
         let rate = |fw| get(fw, "per_receiver_pps");
         let ns = |fw| get(fw, "router_ns_per_ingress_packet");
         let path = |fw| get(fw, "path_ns_per_packet");
-        out.push(json!({
+        let mut r = json!({
             "frame_bytes": size,
             "fanout": fanout,
-            "mgm_vs_kernel_rate": rate(Forwarder::Mgm) / rate(Forwarder::Kernel),
-            "mgm_vs_raw_redirect_rate": rate(Forwarder::Mgm) / rate(Forwarder::Raw),
             "mgm_vs_xdp_drop_rate": rate(Forwarder::Mgm) / drop_ceiling,
-            "kernel_vs_mgm_ns_per_packet": ns(Forwarder::Kernel) / ns(Forwarder::Mgm),
-            "raw_redirect_vs_mgm_ns_per_packet": ns(Forwarder::Raw) / ns(Forwarder::Mgm),
-            "mgm_vs_kernel_path_capacity": path(Forwarder::Kernel) / path(Forwarder::Mgm),
-            "mgm_vs_raw_redirect_path_capacity": path(Forwarder::Raw) / path(Forwarder::Mgm),
-            "mgm_vs_raw_redirect_mac_rate": rate(Forwarder::Mgm) / rate(Forwarder::RawMac),
-            "mgm_vs_raw_redirect_mac_path_capacity": path(Forwarder::RawMac) / path(Forwarder::Mgm),
-        }));
+        });
+        for &b in compared.iter().filter(|&&fw| fw != Forwarder::Mgm) {
+            let name = b.name();
+            r[format!("mgm_vs_{name}_rate")] = json!(rate(Forwarder::Mgm) / rate(b));
+            r[format!("{name}_vs_mgm_ns_per_packet")] = json!(ns(b) / ns(Forwarder::Mgm));
+            r[format!("mgm_vs_{name}_path_capacity")] = json!(path(b) / path(Forwarder::Mgm));
+        }
+        out.push(r);
     }
     out
 }
 
-fn print_table(summary: &[Value], ratios: &[Value]) {
+fn print_table(summary: &[Value], ratios: &[Value], compared: &[Forwarder], kernel: &str) {
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
     println!(
-        "\nforwarding rate (medians; Mpps; rtr = the router's ingress NAPI thread on CPU {ROUTER_CPU}: \
-         its share of the CPU and its run time per ingress packet; path = the router's path fed \
-         directly on CPU {ROUTER_CPU}, ns per ingress packet and the share of copies received, with \
-         the receivers on CPU {HOST_CPU}):"
+        "\nforwarding rate on kernel {kernel} (medians; Mpps; rtr = the router's ingress NAPI \
+         thread on CPU {ROUTER_CPU}: its share of the CPU and its run time per ingress packet; \
+         path = the router's path fed directly on CPU {ROUTER_CPU}, ns per ingress packet and the \
+         share of copies received, with the receivers on CPU {HOST_CPU}):"
     );
     println!(
-        "  {:>5} {:>6} {:<13} {:>8} {:>8} {:>10} {:>10} {:>8} {:>10} {:>9} {:>6}",
+        "  {:>5} {:>6} {:<17} {:>8} {:>8} {:>10} {:>10} {:>8} {:>10} {:>9} {:>6}",
         "bytes",
         "fanout",
         "forwarder",
@@ -676,9 +714,9 @@ fn print_table(summary: &[Value], ratios: &[Value]) {
     );
     for s in summary {
         println!(
-            "  {:>5} {:>6} {:<13} {:>8.3} {:>8.3} {:>10.3} {:>10.3} {:>7.0}% {:>10.0} {:>9.0} {:>5.0}%",
-            s["frame_bytes"],
-            s["fanout"],
+            "  {:>5} {:>6} {:<17} {:>8.3} {:>8.3} {:>10.3} {:>10.3} {:>7.0}% {:>10.0} {:>9.0} {:>5.0}%",
+            int(s, "frame_bytes"),
+            int(s, "fanout"),
             s["forwarder"].as_str().unwrap_or("?"),
             f(s, "offered_pps") / 1e6,
             f(s, "ingress_pps") / 1e6,
@@ -690,43 +728,59 @@ fn print_table(summary: &[Value], ratios: &[Value]) {
             f(s, "path_copies_delivered") * 100.0,
         );
     }
-    println!(
-        "\nmgm against the baselines (rate = received per receiver; ns = router CPU per ingress \
-         packet; cap = capacity, 1 / path ns, what one router CPU forwards):"
-    );
-    println!(
-        "  {:>5} {:>6} {:>9} {:>9} {:>9} {:>9} {:>14} {:>10} {:>10} {:>10}",
-        "bytes",
-        "fanout",
-        "× kernel",
-        "× raw",
-        "× raw+mac",
-        "× drop",
-        "kern ns/mgm ns",
-        "cap×kern",
-        "cap×raw",
-        "cap×r+mac",
-    );
-    for r in ratios {
+    let baselines: Vec<Forwarder> = compared
+        .iter()
+        .copied()
+        .filter(|&fw| fw != Forwarder::Mgm)
+        .collect();
+    for (title, key) in [
+        (
+            "rate = received per receiver, mgm's over the baseline's",
+            "mgm_vs_{}_rate",
+        ),
+        (
+            "ns = the baseline's router CPU per ingress packet over mgm's",
+            "{}_vs_mgm_ns_per_packet",
+        ),
+        (
+            "cap = capacity, 1 / path ns, what one router CPU forwards, mgm's over the baseline's",
+            "mgm_vs_{}_path_capacity",
+        ),
+    ] {
+        println!("\nmgm against the baselines, {title}:");
+        let heads: String = baselines
+            .iter()
+            .map(|b| format!(" {:>10}", format!("× {}", b.short())))
+            .collect();
+        let drop = key == "mgm_vs_{}_rate";
         println!(
-            "  {:>5} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>14.2} {:>10.2} {:>10.2} {:>10.2}",
-            r["frame_bytes"],
-            r["fanout"],
-            f(r, "mgm_vs_kernel_rate"),
-            f(r, "mgm_vs_raw_redirect_rate"),
-            f(r, "mgm_vs_raw_redirect_mac_rate"),
-            f(r, "mgm_vs_xdp_drop_rate"),
-            f(r, "kernel_vs_mgm_ns_per_packet"),
-            f(r, "mgm_vs_kernel_path_capacity"),
-            f(r, "mgm_vs_raw_redirect_path_capacity"),
-            f(r, "mgm_vs_raw_redirect_mac_path_capacity"),
+            "  {:>5} {:>6}{heads}{}",
+            "bytes",
+            "fanout",
+            if drop { "     × drop" } else { "" }
         );
+        for r in ratios {
+            let cells: String = baselines
+                .iter()
+                .map(|b| format!(" {:>10.2}", f(r, &key.replace("{}", b.name()))))
+                .collect();
+            let ceiling = if drop {
+                format!(" {:>10.2}", f(r, "mgm_vs_xdp_drop_rate"))
+            } else {
+                String::new()
+            };
+            println!(
+                "  {:>5} {:>6}{cells}{ceiling}",
+                int(r, "frame_bytes"),
+                int(r, "fanout")
+            );
+        }
     }
 }
 
 /// The by-turns table: each forwarder's median time, and mgm's capacity against each
 /// baseline as the median of the turns' ratios, with the quartiles.
-fn print_turns(by_turns: &[Value]) {
+fn print_turns(by_turns: &[Value], compared: &[Forwarder]) {
     let Some(first) = by_turns.first() else {
         return;
     };
@@ -737,18 +791,19 @@ fn print_turns(by_turns: &[Value]) {
         first["turns"],
         first["slice_seconds"].as_f64().unwrap_or(f64::NAN),
     );
-    print_turns_table(by_turns, "", "capacity");
+    print_turns_table(by_turns, compared, "", "capacity");
+    let shares: Vec<&str> = compared.iter().map(|fw| fw.short()).collect();
     println!(
         "\nthe same without the receivers: perf's share of each forwarder's time in the receive \
-         softirq (rx % kernel/mgm/raw/raw+mac) taken out of its time and ratios:"
+         softirq (rx % {}) taken out of its time and ratios:",
+        shares.join("/")
     );
-    print_turns_table(by_turns, "router_", "router_capacity");
+    print_turns_table(by_turns, compared, "router_", "router_capacity");
 }
 
 /// One table of the by-turns results: times `<fw>_<ns>ns_per_packet` and ratios
-/// `<a>_vs_<b>_<ratio>`; the receivers' shares with the router-only times.
-fn print_turns_table(by_turns: &[Value], ns: &str, ratio: &str) {
-    const FWS: [&str; 4] = ["kernel", "mgm", "raw_redirect", "raw_redirect_mac"];
+/// `<a>_vs_<b>_<ratio>` ([`turns::pairs`]); the receivers' shares with the router-only times.
+fn print_turns_table(by_turns: &[Value], compared: &[Forwarder], ns: &str, ratio: &str) {
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
     let with_quartiles = |v: &Value, k: &str| {
         let q = &v[format!("{k}_quartiles")];
@@ -759,51 +814,68 @@ fn print_turns_table(by_turns: &[Value], ns: &str, ratio: &str) {
             q[1].as_f64().unwrap_or(f64::NAN)
         )
     };
+    let pairs = turns::pairs(compared);
+    let heads: String = compared
+        .iter()
+        .map(|fw| format!(" {:>8}", fw.short()))
+        .chain(
+            pairs
+                .iter()
+                .map(|(a, b)| format!(" {:>18}", format!("{} × {}", a.short(), b.short()))),
+        )
+        .collect();
     // The shares go with the router-only times.
     let shares_column = |s: String| {
         if ns.is_empty() {
             String::new()
         } else {
-            format!(" {s:>15}")
+            format!(" {s:>18}")
         }
     };
     println!(
-        "  {:>5} {:>6} {:>4}{} {:>8} {:>8} {:>8} {:>8} {:>18} {:>18} {:>18} {:>18}",
+        "  {:>5} {:>6} {:>4}{}{heads}",
         "bytes",
         "fanout",
         "rx",
         shares_column("rx %".into()),
-        "kernel",
-        "mgm",
-        "raw",
-        "raw+mac",
-        "mgm × kernel",
-        "mgm × raw",
-        "mgm × raw+mac",
-        "raw+mac × raw",
     );
     for t in by_turns {
-        let shares = FWS
-            .map(|fw| format!("{:.0}", 100.0 * f(t, &format!("{fw}_receivers_share"))))
+        let shares = compared
+            .iter()
+            .map(|fw| {
+                format!(
+                    "{:.0}",
+                    100.0 * f(t, &format!("{}_receivers_share", fw.name()))
+                )
+            })
+            .collect::<Vec<_>>()
             .join("/");
-        let time = |fw: &str| f(t, &format!("{fw}_{ns}ns_per_packet"));
-        let pair = |a: &str, b: &str| with_quartiles(t, &format!("{a}_vs_{b}_{ratio}"));
+        let cells: String = compared
+            .iter()
+            .map(|fw| {
+                format!(
+                    " {:>8.0}",
+                    f(t, &format!("{}_{ns}ns_per_packet", fw.name()))
+                )
+            })
+            .chain(pairs.iter().map(|(a, b)| {
+                let key = format!("{}_vs_{}_{ratio}", a.name(), b.name());
+                format!(" {:>18}", with_quartiles(t, &key))
+            }))
+            .collect();
         println!(
-            "  {:>5} {:>6} {:>4}{} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>18} {:>18} {:>18} {:>18}",
-            t["frame_bytes"],
-            t["fanout"],
+            "  {:>5} {:>6} {:>4}{}{cells}",
+            int(t, "frame_bytes"),
+            int(t, "fanout"),
             t["receivers_count_in"].as_str().unwrap_or("?"),
             shares_column(shares),
-            time(FWS[0]),
-            time(FWS[1]),
-            time(FWS[2]),
-            time(FWS[3]),
-            pair("mgm", "kernel"),
-            pair("mgm", "raw_redirect"),
-            pair("mgm", "raw_redirect_mac"),
-            pair("raw_redirect_mac", "raw_redirect"),
         );
     }
+}
+
+/// `v[key]` as a number the table's widths apply to (a `Value` ignores them).
+fn int(v: &Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or(0)
 }
 
 /// A directory for smcroute's files, removed on drop.
@@ -820,5 +892,57 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(fw: Forwarder, rate: f64, ns: f64, path: f64) -> Value {
+        json!({
+            "frame_bytes": 64, "fanout": 2, "forwarder": fw.name(),
+            "per_receiver_pps": rate, "router_ns_per_ingress_packet": ns,
+            "path_ns_per_packet": path,
+        })
+    }
+
+    #[test]
+    fn ipmr_is_compared_only_where_the_kernel_has_it() {
+        assert!(forwarders(true).contains(&Forwarder::Kernel));
+        let without = forwarders(false);
+        assert!(!without.contains(&Forwarder::Kernel));
+        assert_eq!(without[0], Forwarder::Mgm);
+        assert!(without.contains(&Forwarder::Bridge) && without.contains(&Forwarder::Tc));
+    }
+
+    #[test]
+    fn ratios_cover_every_baseline_compared_and_no_other() {
+        let summary = [
+            row(Forwarder::Mgm, 4.0, 100.0, 200.0),
+            row(Forwarder::Bridge, 1.0, 400.0, 1000.0),
+            row(Forwarder::Tc, 2.0, 300.0, 600.0),
+        ];
+        let compared = [Forwarder::Mgm, Forwarder::Bridge, Forwarder::Tc];
+        let r = &ratios(&summary, &compared)[0];
+        assert_eq!(r["mgm_vs_bridge_rate"], 4.0);
+        assert_eq!(r["bridge_vs_mgm_ns_per_packet"], 4.0);
+        assert_eq!(r["mgm_vs_bridge_path_capacity"], 5.0);
+        assert_eq!(r["mgm_vs_tc_clone_redirect_rate"], 2.0);
+        assert_eq!(r["mgm_vs_tc_clone_redirect_path_capacity"], 3.0);
+        assert!(r.get("mgm_vs_kernel_rate").is_none());
+    }
+
+    #[test]
+    fn turns_compare_mgm_with_each_baseline_and_raw_mac_with_raw() {
+        let pairs = turns::pairs(&[Forwarder::Mgm, Forwarder::Bridge, Forwarder::Raw]);
+        assert_eq!(
+            pairs,
+            [
+                (Forwarder::Mgm, Forwarder::Bridge),
+                (Forwarder::Mgm, Forwarder::Raw),
+                (Forwarder::RawMac, Forwarder::Raw),
+            ]
+        );
     }
 }

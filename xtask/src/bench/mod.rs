@@ -1,9 +1,11 @@
 //! `cargo xtask bench`: measurements that go with a ratio against a baseline from the same run.
 //! Today: the XDP program's per-packet CPU cost against a parse-nothing broadcast redirect
 //! (BPF_PROG_TEST_RUN timing), MFE installs per second against plain map inserts, and the
-//! verifier's instruction counts; and the forwarding rate against the kernel's ipmr, a raw
-//! XDP redirect and an XDP_DROP ceiling on the lab topology ([`forwarding`]); and the control
-//! plane (IGMP reports per second, join latency, memory) against igmpproxy ([`control`]).
+//! verifier's instruction counts; and the forwarding rate against the kernel's bridge, a TC
+//! `bpf_clone_redirect` forwarder, the kernel's ipmr (where the kernel has it), raw XDP
+//! redirects and an XDP_DROP ceiling on the lab topology ([`forwarding`]); and the control
+//! plane (IGMP reports per second, join latency, memory) against igmpproxy where the kernel has
+//! ipmr ([`control`]).
 
 mod forwarding;
 
@@ -47,11 +49,18 @@ pub fn bench(quick: bool, only: &[Part], profile: bool, fanouts: &[u8]) -> anyho
         bail!("the benchmarks load XDP programs: run as root");
     }
     let bench_object = ebpf_target_dir().join("bpfel-unknown-none/release/mgm-bench");
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = kernel_release();
+    println!(
+        "bench: kernel {kernel}, {cpus} CPUs, multicast routing (ipmr): {}",
+        ipmr_missing().map_or("present", |_| "absent")
+    );
     let mut results = json!({
         "quick": quick,
         "machine": {
-            "kernel": fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
-            "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "kernel": kernel,
+            "cpus": cpus,
+            "ipmr": ipmr_missing().is_none(),
         },
     });
     if runs(Part::PerPacket) {
@@ -73,6 +82,20 @@ pub fn bench(quick: bool, only: &[Part], profile: bool, fanouts: &[u8]) -> anyho
     fs::write(&path, format!("{results:#}\n"))?;
     println!("\nwrote {}", path.display());
     Ok(())
+}
+
+/// The running kernel's release (`uname -r`).
+pub fn kernel_release() -> String {
+    fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or_else(|_| "unknown".to_owned(), |r| r.trim().to_owned())
+}
+
+/// Why the kernel's multicast routing (ipmr), which smcroute and igmpproxy drive, cannot be
+/// used; `None` where the kernel has it.
+pub fn ipmr_missing() -> Option<&'static str> {
+    (!Path::new("/proc/net/ip_mr_vif").exists()).then_some(
+        "this kernel has no multicast routing (CONFIG_IP_MROUTE: no /proc/net/ip_mr_vif)",
+    )
 }
 
 /// Test-run costs, control-plane microbenchmarks and verifier counts into `results`.

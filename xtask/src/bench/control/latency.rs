@@ -124,16 +124,26 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
 }
 
-/// `joins` joins on each router, alternating, each on a fresh group.
+/// `joins` joins on each router of `kinds`, alternating, each on a fresh group.
 ///
 /// # Errors
 /// A lab or router could not be set up, or a socket operation failed.
-pub fn measure(mgm: &Path, joins: usize) -> anyhow::Result<Value> {
-    eprintln!("control: join-to-first-packet latency, {joins} joins each on mgm and igmpproxy");
-    let mut beds = [Bed::new(Kind::Mgm, mgm)?, Bed::new(Kind::Igmpproxy, mgm)?];
+pub fn measure(mgm: &Path, joins: usize, kinds: &[Kind]) -> anyhow::Result<Value> {
+    let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
+    eprintln!(
+        "control: join-to-first-packet latency, {joins} joins each on {}",
+        names.join(" and ")
+    );
+    let mut beds = kinds
+        .iter()
+        .map(|&k| Bed::new(k, mgm))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     for k in 0..joins {
         // A B, then B A: neither router always goes first after the other's trial.
-        let order = if k % 2 == 0 { [0, 1] } else { [1, 0] };
+        let mut order: Vec<usize> = (0..beds.len()).collect();
+        if k % 2 == 1 {
+            order.reverse();
+        }
         for i in order {
             let group = Ipv4Addr::new(239, 77, i as u8, k as u8);
             beds[i]
@@ -141,13 +151,14 @@ pub fn measure(mgm: &Path, joins: usize) -> anyhow::Result<Value> {
                 .with_context(|| format!("{} join of {group}", beds[i].kind.name()))?;
         }
     }
-    let [m, p] = &beds;
-    Ok(json!({
+    let mut out = json!({
         "packet_interval_ms": PACKET_INTERVAL.as_secs_f64() * 1e3,
         "warmup_ms": WARMUP.as_millis() as u64,
-        "mgm": m.json(),
-        "igmpproxy": p.json(),
-    }))
+    });
+    for bed in &beds {
+        out[bed.kind.name()] = bed.json();
+    }
+    Ok(out)
 }
 
 pub fn print(latency: &Value) {
@@ -161,6 +172,9 @@ pub fn print(latency: &Value) {
     );
     for name in ["mgm", "igmpproxy"] {
         let r = &latency[name];
+        if r.is_null() {
+            continue;
+        }
         let ms = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{x:.2}"));
         println!(
             "  {:<10} {:>6} {:>7} {:>9} {:>9} {:>9} {:>9}",

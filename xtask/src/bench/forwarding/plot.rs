@@ -1,5 +1,5 @@
 //! The forwarding plot, one column per frame size, against fan-out: on top the received rate
-//! per receiver (mgm against the kernel, the raw redirects and the XDP_DROP ceiling for
+//! per receiver (mgm against its baselines, and the XDP_DROP ceiling for
 //! scale); below, what one router CPU forwards by turns with the receivers' share taken out
 //! (receivers counting in XDP), the comparison that holds when the generator cannot saturate
 //! the router.
@@ -16,9 +16,12 @@ use serde_json::Value;
 use super::{receive::Counter, router::Forwarder, FRAME_SIZES};
 
 /// The lines drawn, with their colours.
-const SERIES: [(Forwarder, RGBColor); 4] = [
+/// (ipmr's has no points on a kernel without it, and is left out.)
+const SERIES: [(Forwarder, RGBColor); 6] = [
     (Forwarder::Mgm, RGBColor(0x1f, 0x77, 0xb4)),
     (Forwarder::Kernel, RGBColor(0xd6, 0x27, 0x28)),
+    (Forwarder::Bridge, RGBColor(0xff, 0x7f, 0x0e)),
+    (Forwarder::Tc, RGBColor(0x8c, 0x56, 0x4b)),
     (Forwarder::Raw, RGBColor(0x2c, 0xa0, 0x2c)),
     (Forwarder::RawMac, RGBColor(0x94, 0x67, 0xbd)),
 ];
@@ -107,6 +110,7 @@ fn lines(rows: &[&Value], y: impl Fn(&Value, Forwarder) -> Option<f64>) -> Vec<L
                 .collect();
             (fw, colour, points)
         })
+        .filter(|(_, _, points): &Line| !points.is_empty())
         .collect()
 }
 

@@ -1,7 +1,9 @@
 //! The forwarders under test, each started on the router's interfaces and stopped again by
 //! dropping its guard, so only one ever holds them: mgm (the real daemon with static routes),
-//! the kernel's ipmr (configured by smcroute, a real daemon), and two XDP programs from the
-//! bench object that bound what any XDP forwarder can do on this harness.
+//! the kernel's ipmr (configured by smcroute, a real daemon) where the kernel has it, the
+//! kernel's bridge with IGMP snooping, a TC program that replicates with
+//! `bpf_clone_redirect`, and two XDP programs from the bench object that bound what any XDP
+//! forwarder can do on this harness.
 
 use std::{
     fs,
@@ -13,8 +15,8 @@ use std::{
 
 use anyhow::{bail, Context};
 use aya::{
-    maps::{xdp::DevMapHash, Array, MapData},
-    programs::{loaded_programs, ProgramFd, Xdp, XdpMode},
+    maps::{xdp::DevMapHash, Array, HashMap, MapData},
+    programs::{loaded_programs, ProgramFd, SchedClassifier, TcAttachType, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
 use mgm_common::bench as b;
@@ -28,6 +30,12 @@ pub enum Forwarder {
     Mgm,
     /// The kernel's ipmr with smcroute's static `mroute`.
     Kernel,
+    /// The kernel's bridge with IGMP snooping and a static mdb entry per outgoing port: the
+    /// stack's skb replication, at L2 (no TTL or MAC rewrite).
+    Bridge,
+    /// `bench_tc_clone` at TC ingress: one `bpf_clone_redirect` per outgoing interface, each
+    /// copy with its interface's MAC as source and the TTL decremented.
+    Tc,
     /// `bench_raw_redirect`: broadcast into a devmap of the outgoing interfaces, parsing
     /// nothing and rewriting nothing.
     Raw,
@@ -43,9 +51,24 @@ impl Forwarder {
         match self {
             Forwarder::Mgm => "mgm",
             Forwarder::Kernel => "kernel",
+            Forwarder::Bridge => "bridge",
+            Forwarder::Tc => "tc_clone_redirect",
             Forwarder::Raw => "raw_redirect",
             Forwarder::RawMac => "raw_redirect_mac",
             Forwarder::Drop => "xdp_drop",
+        }
+    }
+
+    /// The name in table headings.
+    pub fn short(self) -> &'static str {
+        match self {
+            Forwarder::Mgm => "mgm",
+            Forwarder::Kernel => "kernel",
+            Forwarder::Bridge => "bridge",
+            Forwarder::Tc => "tc",
+            Forwarder::Raw => "raw",
+            Forwarder::RawMac => "raw+mac",
+            Forwarder::Drop => "drop",
         }
     }
 }
@@ -79,7 +102,8 @@ impl Flow {
 pub enum Running {
     Mgm(Daemon),
     Kernel(Smcroute),
-    Xdp(Ebpf),
+    Bridge(Bridge),
+    Bpf(Ebpf),
 }
 
 /// What starting a forwarder needs besides the flow.
@@ -99,6 +123,21 @@ impl Harness<'_> {
     /// # Errors
     /// The forwarder did not start or did not become ready.
     pub fn start(&self, fw: Forwarder, flow: &Flow, mgm_args: &[&str]) -> anyhow::Result<Running> {
+        self.start_on(fw, flow, mgm_args, UPSTREAM)
+    }
+
+    /// [`Harness::start`] with the bridge's or the TC program's ingress on `ingress` instead
+    /// of the upstream interface (the feed by turns gives each stack forwarder its own).
+    ///
+    /// # Errors
+    /// The forwarder did not start or did not become ready.
+    pub fn start_on(
+        &self,
+        fw: Forwarder,
+        flow: &Flow,
+        mgm_args: &[&str],
+        ingress: &str,
+    ) -> anyhow::Result<Running> {
         match fw {
             Forwarder::Mgm => {
                 let route = flow.route();
@@ -117,9 +156,11 @@ impl Harness<'_> {
                 self.scratch,
                 flow,
             )?)),
+            Forwarder::Bridge => Ok(Running::Bridge(Bridge::start(self.lab, ingress, flow)?)),
+            Forwarder::Tc => self.load_tc(flow, ingress).map(Running::Bpf),
             Forwarder::Raw | Forwarder::RawMac | Forwarder::Drop => self
                 .load_xdp(fw, flow, true)
-                .map(|(ebpf, _)| Running::Xdp(ebpf)),
+                .map(|(ebpf, _)| Running::Bpf(ebpf)),
         }
     }
 
@@ -190,6 +231,54 @@ impl Harness<'_> {
             Ok(prog.fd()?.try_clone()?)
         })??;
         Ok((ebpf, fd))
+    }
+}
+
+impl Harness<'_> {
+    /// Loads `bench_tc_clone` with `flow`'s group and attaches it at TC ingress of `ingress`
+    /// (tcx on kernels from 6.6, as aya picks). Dropping the object detaches it.
+    fn load_tc(&self, flow: &Flow, ingress: &str) -> anyhow::Result<Ebpf> {
+        anyhow::ensure!(
+            flow.fanout <= b::TC_MAX_OIFS,
+            "bench_tc_clone takes at most {} interfaces",
+            b::TC_MAX_OIFS
+        );
+        let mut ebpf = EbpfLoader::new()
+            .load_file(self.bench_object)
+            .with_context(|| format!("cannot load {}", self.bench_object.display()))?;
+        let oifs = flow.oifs();
+        let macs = oifs
+            .iter()
+            .map(|oif| mac_of(&self.lab.router, oif))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        // Ifindexes and the attach resolve in the calling thread's namespace.
+        self.lab.router.run(|| -> anyhow::Result<()> {
+            let mut entry = b::TcGroup::default();
+            for ((slot, oif), mac) in entry.oifs.iter_mut().zip(&oifs).zip(&macs) {
+                *slot = b::TcOif {
+                    ifindex: ifindex(oif)?,
+                    mac: *mac,
+                    _pad: [0; 2],
+                };
+            }
+            let mut groups: HashMap<&mut MapData, u32, b::TcGroup> = HashMap::try_from(
+                ebpf.map_mut(b::TC_GROUPS)
+                    .context("no BENCH_TC_GROUPS map")?,
+            )?;
+            groups
+                .insert(u32::from_ne_bytes(flow.group.octets()), entry, 0)
+                .context("cannot add the group to BENCH_TC_GROUPS")?;
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut("bench_tc_clone")
+                .context("no bench_tc_clone in the bench object")?
+                .try_into()?;
+            prog.load()
+                .context("the verifier rejected bench_tc_clone")?;
+            prog.attach(ingress, TcAttachType::Ingress)
+                .with_context(|| format!("cannot attach bench_tc_clone to {ingress}"))?;
+            Ok(())
+        })??;
+        Ok(ebpf)
     }
 }
 
@@ -346,5 +435,279 @@ impl Drop for Smcroute {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The bridge's name in the router's namespace; one bridge at a time.
+const BRIDGE: &str = "mgmbench0";
+
+/// The kernel's bridge as the forwarder: `ingress` and every downstream interface of the lab
+/// as ports, IGMP snooping on, and a permanent mdb entry for the flow's group on each of the
+/// flow's ports, so it forwards to those ports and no others. Static entries rather than the
+/// receivers' joins: mgm (in place on the same ports during the feed by turns) would snoop the
+/// joins too, and learned entries would tie the runs to the querier's timers; the other
+/// forwarders also run from static configuration. The bridge's own querier is on because a
+/// snooping bridge that knows of no querier floods every group to every port; and since the
+/// kernel also floods for one query response interval after the querier is turned on (to hear
+/// the hosts' answers first), that interval is made short and waited out. Deleting the bridge
+/// (on drop) frees its ports.
+pub struct Bridge {
+    router: String,
+}
+
+impl Bridge {
+    /// Builds the bridge for `flow` with `ingress` as the port the stream arrives on, and
+    /// waits until every port forwards and the kernel shows each entry.
+    ///
+    /// # Errors
+    /// A command failed, or the bridge was not ready within 5 s.
+    pub fn start(lab: &Lab, ingress: &str, flow: &Flow) -> anyhow::Result<Bridge> {
+        // In centiseconds, as `ip` takes it.
+        const RESPONSE_INTERVAL_CS: u64 = 10;
+        let router = &lab.router;
+        router.ip(&[
+            "link",
+            "add",
+            BRIDGE,
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+            "mcast_snooping",
+            "1",
+            "mcast_query_response_interval",
+            &RESPONSE_INTERVAL_CS.to_string(),
+        ])?;
+        let bridge = Bridge {
+            router: router.name().to_owned(),
+        };
+        // After the interval is set: turning the querier on starts the flooding interval.
+        router.ip(&[
+            "link",
+            "set",
+            BRIDGE,
+            "type",
+            "bridge",
+            "mcast_querier",
+            "1",
+        ])?;
+        let trusted = Instant::now() + Duration::from_millis(2 * 10 * RESPONSE_INTERVAL_CS);
+        let mut ports = vec![ingress.to_owned()];
+        ports.extend(lab.downstreams());
+        for port in &ports {
+            router.ip(&["link", "set", "dev", port, "master", BRIDGE])?;
+        }
+        router.ip(&["link", "set", "dev", BRIDGE, "up"])?;
+        let group = flow.group.to_string();
+        let oifs = flow.oifs();
+        for oif in &oifs {
+            bridge.command(&[
+                "mdb",
+                "add",
+                "dev",
+                BRIDGE,
+                "port",
+                oif,
+                "grp",
+                &group,
+                "permanent",
+            ])?;
+        }
+        let end = Instant::now() + Duration::from_secs(5);
+        loop {
+            let links: serde_json::Value =
+                serde_json::from_str(&bridge.output(&["-j", "link", "show"])?)
+                    .context("bridge -j link printed invalid JSON")?;
+            let forwarding = |port: &String| {
+                links.as_array().into_iter().flatten().any(|l| {
+                    l["ifname"] == port.as_str()
+                        && l["master"] == BRIDGE
+                        && l["state"] == "forwarding"
+                })
+            };
+            let mdb: serde_json::Value =
+                serde_json::from_str(&bridge.output(&["-j", "mdb", "show", "dev", BRIDGE])?)
+                    .context("bridge -j mdb printed invalid JSON")?;
+            let entries: Vec<&serde_json::Value> = mdb
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|m| m["mdb"].as_array().into_iter().flatten())
+                .collect();
+            let has_entry = |oif: &String| {
+                entries
+                    .iter()
+                    .any(|e| e["port"] == oif.as_str() && e["grp"] == group.as_str())
+            };
+            if ports.iter().all(forwarding)
+                && oifs.iter().all(has_entry)
+                && Instant::now() > trusted
+            {
+                return Ok(bridge);
+            }
+            if Instant::now() > end {
+                bail!("the bridge was not ready within 5 s:\n{links:#}\n{mdb:#}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `bridge -n <router> ARGS`.
+    fn command(&self, args: &[&str]) -> anyhow::Result<()> {
+        crate::run(
+            Command::new("bridge")
+                .arg("-n")
+                .arg(&self.router)
+                .args(args),
+        )
+    }
+
+    /// `bridge -n <router> ARGS`, returning standard output.
+    fn output(&self, args: &[&str]) -> anyhow::Result<String> {
+        crate::output(
+            Command::new("bridge")
+                .arg("-n")
+                .arg(&self.router)
+                .args(args),
+        )
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["-n", &self.router, "link", "del", BRIDGE])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// An interface in the router's namespace, up, for the feed by turns to hand a stack
+/// forwarder its frames on (its own, so that the other stack forwarders, in place at the
+/// same time, do not see them): one end of a veth pair whose other end, up beside it, takes
+/// nothing but what a bridge sends every port. Kernels may lack dummy interfaces; every lab
+/// has veth. Deleted (with its peer) on drop.
+pub struct FeedIngress {
+    router: String,
+    name: &'static str,
+}
+
+impl FeedIngress {
+    /// `name` and its peer `<name>p`.
+    ///
+    /// # Errors
+    /// `ip` failed.
+    pub fn new(router: &Netns, name: &'static str) -> anyhow::Result<FeedIngress> {
+        let peer = format!("{name}p");
+        router.ip(&["link", "add", name, "type", "veth", "peer", "name", &peer])?;
+        let ingress = FeedIngress {
+            router: router.name().to_owned(),
+            name,
+        };
+        router.ip(&["link", "set", "dev", &peer, "up"])?;
+        router.ip(&["link", "set", "dev", name, "up"])?;
+        Ok(ingress)
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+impl Drop for FeedIngress {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["-n", &self.router, "link", "del", self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aya::programs::{TestRun, TestRunOptions};
+
+    use super::*;
+    use crate::lab::unique_tag;
+
+    /// The IPv4 header checksum over `frame`'s header, its own field included: 0 when right.
+    fn header_sum(frame: &[u8]) -> u16 {
+        let mut sum: u32 = frame[14..34]
+            .chunks(2)
+            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+
+    /// `bench_tc_clone` run once on `frame` (test run) with `group` going out of one veth in
+    /// a namespace of its own with `mac` as source: its verdict and the frame it left.
+    fn tc_clone_once(group: Ipv4Addr, mac: [u8; 6], frame: &[u8]) -> (u32, Vec<u8>) {
+        let object = crate::build::ebpf_target_dir().join("bpfel-unknown-none/release/mgm-bench");
+        let ns = Netns::create(&format!("mgm-{}-tc", unique_tag("u"))).expect("namespace");
+        ns.ip(&["link", "add", "tca", "type", "veth", "peer", "name", "tcb"])
+            .expect("veth");
+        ns.ip(&["link", "set", "tca", "up"]).expect("up");
+        ns.ip(&["link", "set", "tcb", "up"]).expect("up");
+        ns.run(|| {
+            let mut ebpf = EbpfLoader::new()
+                .load_file(&object)
+                .expect("the bench object (cargo xtask build)");
+            let mut entry = b::TcGroup::default();
+            entry.oifs[0] = b::TcOif {
+                ifindex: ifindex("tca").expect("tca"),
+                mac,
+                _pad: [0; 2],
+            };
+            let mut groups: HashMap<&mut MapData, u32, b::TcGroup> =
+                HashMap::try_from(ebpf.map_mut(b::TC_GROUPS).expect("map")).expect("hash");
+            groups
+                .insert(u32::from_ne_bytes(group.octets()), entry, 0)
+                .expect("insert");
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut("bench_tc_clone")
+                .expect("program")
+                .try_into()
+                .expect("classifier");
+            prog.load().expect("verifier");
+            let mut out = vec![0u8; frame.len()];
+            let run = prog
+                .test_run(TestRunOptions {
+                    data_in: Some(frame),
+                    data_out: Some(&mut out),
+                    ..TestRunOptions::new()
+                })
+                .expect("test run");
+            (run.return_value, out)
+        })
+        .expect("in the namespace")
+    }
+
+    #[test]
+    fn tc_forwarder_writes_ttl_checksum_and_source_mac() {
+        let group = Ipv4Addr::new(239, 1, 1, 1);
+        let mac = [0x02, 0, 0, 0, 0, 0x09];
+        let frame = super::super::generator::udp_frame(
+            [0x02, 0, 0, 0, 0, 0x01],
+            Ipv4Addr::new(198, 18, 0, 2),
+            group,
+            64,
+        );
+        assert_eq!(header_sum(&frame), 0, "the generator's frame is sound");
+        let (verdict, out) = tc_clone_once(group, mac, &frame);
+        assert_eq!(
+            verdict, 2,
+            "TC_ACT_SHOT: the copies went out, the original goes no further"
+        );
+        assert_eq!(out[22], frame[22] - 1, "TTL decremented");
+        assert_eq!(header_sum(&out), 0, "IPv4 checksum updated");
+        assert_eq!(out[6..12], mac, "source MAC of the outgoing interface");
+
+        // A group it does not know goes on to the stack untouched.
+        let (verdict, out) = tc_clone_once(Ipv4Addr::new(239, 9, 9, 9), mac, &frame);
+        assert_eq!(verdict, 0, "TC_ACT_OK");
+        assert_eq!(out, frame);
     }
 }

@@ -4,11 +4,15 @@
 //! Receivers on the router's CPU take no wake-ups between CPUs, so XDP forwarders compare on
 //! equal terms; but measured one forwarder at a time, a forwarder's time moved by about ±15 %
 //! between runs minutes apart (the page allocator's state, the host under the VM): as much as
-//! the differences being measured. Here mgm, the kernel's ipmr and both raw redirects are all in
-//! place on the router together. They do not disturb each other: mgm's program sits on the
-//! interfaces, ipmr in the stack, and the raw redirects are only loaded. The feeder hands
-//! frames to each in turn for a short slice, turn after turn, so every turn compares the
-//! forwarders within a second, and each ratio is the median over turns of that turn's ratio.
+//! the differences being measured. Here every forwarder compared is in place on the router
+//! together. They do not disturb each other: mgm's program sits on the interfaces, the raw
+//! redirects are only loaded, and each forwarder in the stack takes frames on an ingress of its
+//! own: ipmr on the upstream interface (its route names it), the bridge and the TC program
+//! each on an interface of their own ([`FeedIngress`]; the feed hands a frame to the stack on
+//! the interface it names, and no frame the feed makes passes a veth on its way in). The
+//! feeder hands frames to each in turn for a short slice, turn after turn, so every turn
+//! compares the forwarders within a second, and each ratio is the median over turns of that
+//! turn's ratio.
 //!
 //! The receivers' work is in these times, and it depends on how the copies arrive
 //! ([`Counter`]): with the receivers counting in XDP, ipmr's copies cost them a copy each;
@@ -27,9 +31,9 @@ use serde_json::{json, Value};
 use super::{
     check_stop, cpu, median,
     receive::Counter,
-    router::{attached_xdp, Flow, Forwarder},
+    router::{attached_xdp, FeedIngress, Flow, Forwarder},
     split::{self, Samples},
-    Bench, FORWARDERS, HOST_CPU, ROUTER_CPU,
+    Bench, HOST_CPU, ROUTER_CPU,
 };
 use crate::lab::{HOST_IF, UPSTREAM};
 
@@ -66,18 +70,33 @@ pub(super) fn by_turns(
 ) -> anyhow::Result<Vec<Value>> {
     check_stop()?;
     let harness = &bench.harness;
+    let router = &bench.lab.router;
     let _mgm = harness.start(Forwarder::Mgm, flow, &[])?;
-    let _kernel = harness.start(Forwarder::Kernel, flow, &[])?;
+    let mgm = attached_xdp(router, UPSTREAM)?.context("mgm attached no program")?;
+    let _kernel = if bench.forwarders.contains(&Forwarder::Kernel) {
+        Some(harness.start(Forwarder::Kernel, flow, &[])?)
+    } else {
+        None
+    };
+    // Declared before the forwarders on them, these are dropped after them.
+    let (bridge_in, tc_in) = (
+        FeedIngress::new(router, "fbr0")?,
+        FeedIngress::new(router, "ftc0")?,
+    );
+    let _bridge = harness.start_on(Forwarder::Bridge, flow, &[], bridge_in.name())?;
+    let _tc = harness.start_on(Forwarder::Tc, flow, &[], tc_in.name())?;
     let raw = harness.load_unattached(Forwarder::Raw, flow)?;
     let raw_mac = harness.load_unattached(Forwarder::RawMac, flow)?;
-    let mgm = attached_xdp(&bench.lab.router, UPSTREAM)?.context("mgm attached no program")?;
-    let program = |fw| -> Option<&ProgramFd> {
+    // With no program in the feeder's slot, the frame goes to the stack of the interface.
+    let program = |fw| -> (Option<&ProgramFd>, &str) {
         match fw {
-            Forwarder::Mgm => Some(&mgm),
-            Forwarder::Raw => Some(&raw.1),
-            Forwarder::RawMac => Some(&raw_mac.1),
-            // With no program in the feeder's slot, the frame goes to the stack: ipmr.
-            _ => None,
+            Forwarder::Mgm => (Some(&mgm), UPSTREAM),
+            Forwarder::Raw => (Some(&raw.1), UPSTREAM),
+            Forwarder::RawMac => (Some(&raw_mac.1), UPSTREAM),
+            Forwarder::Bridge => (None, bridge_in.name()),
+            Forwarder::Tc => (None, tc_in.name()),
+            // ipmr, whose route names the upstream interface.
+            _ => (None, UPSTREAM),
         }
     };
     let lab = bench.lab;
@@ -117,9 +136,10 @@ fn feed_by_turns<'p>(
     bench: &mut Bench<'_>,
     flow: &Flow,
     plan: Turns,
-    program: &impl Fn(Forwarder) -> Option<&'p ProgramFd>,
+    program: &impl Fn(Forwarder) -> (Option<&'p ProgramFd>, &'p str),
 ) -> anyhow::Result<Vec<Times>> {
-    let mut times: Vec<Times> = FORWARDERS
+    let mut times: Vec<Times> = bench
+        .forwarders
         .iter()
         .map(|&fw| Times {
             fw,
@@ -136,13 +156,11 @@ fn feed_by_turns<'p>(
         for i in 0..n {
             let t = &mut times[(i + turn) % n];
             let before = bench.receivers.counts()?;
-            let fed = bench.generator.feed(
-                &bench.lab.router,
-                UPSTREAM,
-                program(t.fw),
-                ROUTER_CPU,
-                plan.slice,
-            )?;
+            let (next, ingress) = program(t.fw);
+            let fed =
+                bench
+                    .generator
+                    .feed(&bench.lab.router, ingress, next, ROUTER_CPU, plan.slice)?;
             if turn == 0 {
                 std::thread::sleep(Duration::from_millis(200));
                 continue;
@@ -213,13 +231,8 @@ fn summarize(
             .find(|(f, _)| *f == fw)
             .map_or(f64::NAN, |(_, o)| *o)
     };
-    let pairs = [
-        (Forwarder::Mgm, Forwarder::Kernel),
-        (Forwarder::Mgm, Forwarder::Raw),
-        (Forwarder::Mgm, Forwarder::RawMac),
-        (Forwarder::RawMac, Forwarder::Raw),
-    ];
-    for (a, b) in pairs {
+    let compared: Vec<Forwarder> = times.iter().map(|t| t.fw).collect();
+    for (a, b) in pairs(&compared) {
         let scale = own(b) / own(a);
         let (a, b) = (of(a), of(b));
         // Capacity is 1 / ns: a's capacity over b's is b's time over a's.
@@ -235,6 +248,17 @@ fn summarize(
         }
     }
     Ok(out)
+}
+
+/// The capacity ratios reported: mgm against every other forwarder compared, and what writing
+/// the source MAC costs the raw redirect.
+pub(super) fn pairs(compared: &[Forwarder]) -> Vec<(Forwarder, Forwarder)> {
+    compared
+        .iter()
+        .filter(|&&fw| fw != Forwarder::Mgm)
+        .map(|&b| (Forwarder::Mgm, b))
+        .chain([(Forwarder::RawMac, Forwarder::Raw)])
+        .collect()
 }
 
 /// First and third quartile (nearest rank).
