@@ -252,7 +252,10 @@ impl Config {
             }
         }
         if let Some(v) = self.rpf.mfe_lifetime.as_ref().filter(|v| *v.get_ref() == 0) {
-            at(v.span(), "mfe-lifetime = 0: it must be at least 1".to_owned());
+            at(
+                v.span(),
+                "mfe-lifetime = 0: it must be at least 1".to_owned(),
+            );
         }
         if let Some(v) = self.igmp.robustness.as_ref().filter(|v| *v.get_ref() == 0) {
             at(v.span(), "robustness = 0: it must be at least 1".to_owned());
