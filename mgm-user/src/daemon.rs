@@ -25,11 +25,12 @@ use crate::{
     links,
     protocols::{
         igmp::IgmpClient,
-        igmp_proxy::{self, ProxyUpstream, UpstreamChange, UpstreamQueue},
+        igmp_proxy::{self, ProxyUpstream, UpstreamQueue},
         remote::ModuleServer,
     },
     routes,
-    sockets::{HostMembership, QuerySocket},
+    sockets::QuerySocket,
+    upstream::UpstreamEdge,
 };
 
 /// One routing-protocol client to register with MGM, and the interfaces it owns.
@@ -134,6 +135,11 @@ impl Router {
         core::Instant::from_millis(self.epoch.elapsed().as_millis() as u64)
     }
 
+    /// `at` on the core's clock as a tokio deadline.
+    fn deadline(&self, at: core::Instant) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(self.epoch + Duration::from_millis(at.as_millis()))
+    }
+
     /// When the core or a querier next needs its timers run, as a tokio deadline.
     fn next_deadline(&self) -> Option<tokio::time::Instant> {
         let queriers = self.queriers.values().filter_map(Querier::poll_timeout);
@@ -142,9 +148,7 @@ impl Router {
             .into_iter()
             .chain(queriers)
             .min()
-            .map(|at| {
-                tokio::time::Instant::from_std(self.epoch + Duration::from_millis(at.as_millis()))
-            })
+            .map(|at| self.deadline(at))
     }
 
     /// Runs every timer that is due.
@@ -223,7 +227,7 @@ impl Router {
     }
 }
 
-/// Where a proxy's upstream memberships go: the host stack of one interface.
+/// Where a proxy's upstream memberships go: its host side on one interface.
 pub struct UpstreamHost {
     pub interface: String,
     pub changes: UpstreamQueue,
@@ -243,7 +247,8 @@ pub struct Options {
     pub socket: PathBuf,
     /// How long a callback waits for a module's answer (rpf, creation and prune alerts).
     pub answer_within: Duration,
-    /// IGMP querier settings, the same on every interface.
+    /// IGMP querier settings, the same on every interface (the proxy's host side upstream
+    /// takes its robustness and intervals too).
     pub igmp_config: querier::Config,
     pub mode: XdpMode,
     pub pin_dir: PathBuf,
@@ -253,13 +258,14 @@ pub struct Options {
     pub rpf_table: u32,
     /// Routes added to the RPF table on top of the kernel's (static routes' sources).
     pub rpf_routes: Vec<core::Route>,
-    /// On stop, leave XDP forwarding with the last state for the next daemon to adopt.
+    /// On SIGTERM/SIGINT, leave XDP forwarding with the last state for the next daemon to
+    /// adopt, and the proxy's groups joined upstream. An error or a panic always does that.
     pub keep_forwarding: bool,
 }
 
 impl Options {
-    /// The IGMP proxy: the proxy owns `upstream` and its upstream memberships are applied on
-    /// `upstream`'s host stack; IGMP alone owns each downstream.
+    /// The IGMP proxy: the proxy owns `upstream` and reports its memberships there as a host;
+    /// IGMP alone owns each downstream.
     pub fn proxy(upstream: String) -> (Vec<ClientPlan>, Option<UpstreamHost>) {
         let queue = UpstreamQueue::default();
         let proxy = ClientPlan {
@@ -307,7 +313,9 @@ struct Seen {
     map_errors: u64,
 }
 
-/// Loads the data plane, runs until `shutdown` resolves, then detaches.
+/// Loads the data plane, runs until `shutdown` resolves, then detaches (unless
+/// `keep_forwarding`). An error return, like a panic or a kill, leaves XDP forwarding with
+/// the last state and the proxy's groups joined upstream, for the next daemon to adopt.
 ///
 /// # Errors
 /// An interface is missing, or loading or attaching failed.
@@ -375,9 +383,12 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
     );
 
     let mut upstream = match &opts.upstream_host {
-        Some(h) => Some(upstream_socket(h, &interfaces)?),
+        Some(h) => Some(open_upstream(h, &interfaces, &opts.igmp_config)?),
         None => None,
     };
+    if let (Some(u), true) = (&mut upstream, dp.adopted > 0) {
+        u.adopt(router.now(), &dp.forwarding.snapshot());
+    }
     let mut reconcile_at = (dp.adopted > 0).then(|| reconcile_deadline(&opts.igmp_config));
     let mut seen = Seen::default();
     let mut counters = tokio::time::interval(COUNTER_SYNC);
@@ -385,22 +396,35 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
     tokio::pin!(shutdown);
     loop {
         let deadline = router.next_deadline();
+        let upstream_deadline = upstream
+            .as_ref()
+            .and_then(UpstreamEdge::poll_timeout)
+            .map(|at| router.deadline(at));
         tokio::select! {
             guard = events.readable_mut() => {
                 let mut guard = guard.context("event ring buffer poll failed")?;
                 while let Some(record) = guard.get_inner_mut().next() {
                     let event = ringbuf::decode(&record);
+                    upstream_igmp(&mut upstream, router.now(), &event);
                     handle(&mut dp, &mut router, &mut seen, &name, event);
                 }
                 guard.clear_ready();
             }
             () = sleep_until(deadline) => router.handle_timeout(),
+            () = sleep_until(upstream_deadline) => {
+                if let Some(u) = &mut upstream {
+                    u.handle_timeout(router.now());
+                }
+            }
             () = sleep_until(reconcile_at) => {
                 reconcile_at = None;
                 let entries = dp.forwarding.snapshot();
                 info!("reconciling {} adopted or installed entries with the core", entries.len());
                 let now = router.now();
                 router.mgm.reconcile(entries, now);
+                if let Some(u) = &mut upstream {
+                    u.end_adoption(now);
+                }
             }
             _ = counters.tick() => sync_counters(&dp, &mut router.mgm),
             change = route_watch.next() => follow_route(&mut router.mgm, change)?,
@@ -418,8 +442,8 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         }
         router.pump_queriers(&name);
         apply_map_ops(&mut dp, &mut router.mgm, &mut seen);
-        if let Some((socket, changes)) = &mut upstream {
-            apply_upstream(socket, changes);
+        if let Some(u) = &mut upstream {
+            u.pump(router.now());
         }
     }
     modules.shutdown();
@@ -433,14 +457,17 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         }
     }
     if opts.keep_forwarding {
-        dp.leave_running();
+        drop(dp);
         info!(
             "stopped; XDP keeps forwarding with the last state, and the next mgm run with pin \
              directory {} takes over",
             opts.pin_dir.display()
         );
     } else {
-        drop(dp);
+        if let Some(u) = upstream {
+            u.stop(router.now());
+        }
+        dp.detach();
         info!("XDP detached and pins removed");
     }
     Ok(())
@@ -525,30 +552,33 @@ fn follow_link(
     Ok(())
 }
 
-/// The proxy's host socket on the upstream interface, and the queue its changes come in.
-fn upstream_socket(
+/// The proxy's host side on its upstream interface.
+fn open_upstream(
     host: &UpstreamHost,
     interfaces: &[NetDev],
-) -> anyhow::Result<(HostMembership, UpstreamQueue)> {
+    igmp: &querier::Config,
+) -> anyhow::Result<UpstreamEdge> {
     let dev = interfaces
         .iter()
         .find(|d| d.name == host.interface)
         .context("the upstream interface is not managed")?;
-    let address = dev.ipv4.with_context(|| {
-        format!(
-            "{} has no IPv4 address; the proxy reports upstream from it",
-            dev.name
-        )
-    })?;
-    let socket = HostMembership::new(dev, address)
-        .with_context(|| format!("cannot open the upstream host socket on {}", dev.name))?;
-    match crate::sockets::raise_open_files_limit() {
-        Ok(limit) => debug!("open files limit {limit}: room for that many upstream sockets"),
-        Err(e) => warn!(
-            "cannot raise the open files limit: {e}; upstream memberships may run out of sockets"
-        ),
+    UpstreamEdge::open(dev, host.changes.clone(), igmp)
+}
+
+/// Hands an IGMP message heard on the upstream interface to the proxy's host side (the
+/// upstream's queries, which it answers).
+fn upstream_igmp(upstream: &mut Option<UpstreamEdge>, now: core::Instant, event: &Event) {
+    if let (
+        Some(u),
+        Event::Igmp {
+            ifindex, message, ..
+        },
+    ) = (upstream, event)
+    {
+        if *ifindex == u.ifindex() {
+            u.handle_message(now, message);
+        }
     }
-    Ok((socket, host.changes.clone()))
 }
 
 /// Adopted entries keep forwarding as they were until IGMP has had the time to hear every
@@ -593,25 +623,6 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Applies the proxy's upstream membership changes to the upstream host socket.
-fn apply_upstream(socket: &mut HostMembership, changes: &UpstreamQueue) {
-    let pending: Vec<UpstreamChange> = changes
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .drain(..)
-        .collect();
-    for change in pending {
-        let (verb, result) = match change {
-            UpstreamChange::Join(sg) => ("joins", socket.join(sg)),
-            UpstreamChange::Leave(sg) => ("leaves", socket.leave(sg)),
-        };
-        match result {
-            Ok(()) => info!("upstream: the proxy {verb} {change:?}"),
-            Err(e) => warn!("upstream: the proxy cannot apply {change:?}: {e}"),
-        }
     }
 }
 

@@ -100,6 +100,19 @@ impl Receiver {
         None
     }
 
+    /// Waits for the next lab datagram, up to the socket's 50 ms read timeout; returns its
+    /// group and sequence number.
+    pub fn next_datagram(&self) -> Option<(Ipv4Addr, u64)> {
+        let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
+        let n = self.sock.recv(&mut buf).ok()?;
+        // SAFETY: recv initialised the first `n` bytes.
+        let data: Vec<u8> = buf[..n]
+            .iter()
+            .map(|b| unsafe { b.assume_init() })
+            .collect();
+        Payload::decode(&data).map(|p| (p.group, p.seq))
+    }
+
     /// Reads for `window` and returns the lab datagrams that arrived, as (source, group).
     pub fn collect(&self, window: Duration) -> Vec<(Ipv4Addr, Ipv4Addr)> {
         let end = Instant::now() + window;
@@ -113,7 +126,7 @@ impl Receiver {
                         .iter()
                         .map(|b| unsafe { b.assume_init() })
                         .collect();
-                    if let (Some(Payload { group }), Some(src)) =
+                    if let (Some(Payload { group, .. }), Some(src)) =
                         (Payload::decode(&data), from.as_socket_ipv4())
                     {
                         got.push((*src.ip(), group));
@@ -131,6 +144,8 @@ impl Receiver {
 /// streams apart even though all share one port.
 struct Payload {
     group: Ipv4Addr,
+    /// The sender's count of datagrams sent, this one included.
+    seq: u64,
 }
 
 const MAGIC: &[u8; 4] = b"MGM1";
@@ -149,8 +164,11 @@ impl Payload {
         if data.len() < 16 || &data[..4] != MAGIC {
             return None;
         }
+        let mut seq = [0; 8];
+        seq.copy_from_slice(&data[8..16]);
         Some(Payload {
             group: Ipv4Addr::new(data[4], data[5], data[6], data[7]),
+            seq: u64::from_be_bytes(seq),
         })
     }
 }
@@ -173,6 +191,11 @@ impl Sender {
             Ok(s)
         })??;
         Ok(Sender { sock, seq: 0 })
+    }
+
+    /// The sequence number of the last datagram sent (they count from 1).
+    pub fn seq(&self) -> u64 {
+        self.seq
     }
 
     /// Sends one datagram of `size` bytes to `group`.
