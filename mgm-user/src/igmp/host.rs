@@ -123,6 +123,9 @@ pub struct Host {
     v2_querier_until: Option<Instant>,
     /// When to answer a general query with every group's current state (v3 only).
     general_due: Option<Instant>,
+    /// When each group has a change or an answer due; entries may be stale (the group's own
+    /// times decide), so a deadline is found without walking every group.
+    due: BTreeSet<(Instant, Ipv4Addr)>,
     out: VecDeque<Transmit>,
     /// xorshift64 state for the random delays.
     rng: u64,
@@ -137,6 +140,7 @@ impl Host {
             v1_querier_until: None,
             v2_querier_until: None,
             general_due: None,
+            due: BTreeSet::new(),
             out: VecDeque::new(),
             rng: seed | 1,
         }
@@ -231,6 +235,7 @@ impl Host {
             left: robustness,
             due: now,
         });
+        self.due.insert((now, group));
         self.send_due(now);
     }
 
@@ -242,14 +247,16 @@ impl Host {
             self.set(now, g, FilterMode::Include, BTreeSet::new());
         }
         for _ in 1..self.config.robustness.max(1) {
-            for g in self.groups.values_mut() {
+            for (address, g) in &mut self.groups {
                 if let Some(c) = &mut g.change {
                     c.due = now;
+                    self.due.insert((now, *address));
                 }
             }
             self.send_due(now);
         }
         self.groups.clear();
+        self.due.clear();
         self.general_due = None;
     }
 
@@ -318,6 +325,7 @@ impl Host {
         let Some(g) = self.groups.get_mut(&group) else {
             return;
         };
+        self.due.insert((due, group));
         g.response = Some(match g.response.take() {
             None => (due, sources),
             Some((at, pending)) => {
@@ -340,14 +348,8 @@ impl Host {
 
     /// When [`Host::handle_timeout`] must run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let groups = self.groups.values().flat_map(|g| {
-            g.change
-                .as_ref()
-                .map(|c| c.due)
-                .into_iter()
-                .chain(g.response.as_ref().map(|r| r.0))
-        });
-        groups.chain(self.general_due).min()
+        let first = self.due.first().map(|(at, _)| *at);
+        first.into_iter().chain(self.general_due).min()
     }
 
     /// The next report to send.
@@ -364,7 +366,27 @@ impl Host {
         }
         let uri = self.config.unsolicited_report_interval;
         let mut next_delays = Vec::new();
-        for (&address, g) in &mut self.groups {
+        // Only the groups with something due, unless a general query makes it every group:
+        // a join among 100k groups must not walk them all.
+        let mut due = Vec::new();
+        while let Some(&(at, address)) = self.due.first() {
+            if at > now {
+                break;
+            }
+            self.due.pop_first();
+            due.push(address);
+        }
+        let todo: Vec<Ipv4Addr> = if general {
+            self.groups.keys().copied().collect()
+        } else {
+            due.sort_unstable();
+            due.dedup();
+            due
+        };
+        for address in todo {
+            let Some(g) = self.groups.get_mut(&address) else {
+                continue;
+            };
             let mut report = false;
             let empty = g.is_empty();
             if let Some(c) = g.change.as_mut().filter(|c| c.due <= now) {
@@ -418,6 +440,9 @@ impl Host {
             if answer || general {
                 g.response = None;
             }
+            if g.is_empty() && g.change.is_none() {
+                self.groups.remove(&address);
+            }
         }
         for address in next_delays {
             let due = now + self.random_delay(uri);
@@ -427,10 +452,9 @@ impl Host {
                 .and_then(|g| g.change.as_mut())
             {
                 c.due = due;
+                self.due.insert((due, address));
             }
         }
-        self.groups
-            .retain(|_, g| !g.is_empty() || g.change.is_some());
         for message in split_reports(records) {
             self.out.push_back(Transmit {
                 destination: ALL_IGMPV3_ROUTERS,
