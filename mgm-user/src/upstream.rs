@@ -78,7 +78,7 @@ impl UpstreamEdge {
         self.state.adopt(now, upstream);
         let n = self.state.groups().count();
         info!(
-            "upstream: announcing the {n} groups adopted entries receive on {}",
+            "upstream: announcing {n} groups of adopted entries on {}",
             self.name
         );
         self.pump(now);

@@ -335,7 +335,7 @@ fn a_restart_behind_a_pruning_switch_loses_under_one_percent() {
     assert!(
         d.log()
             .iter()
-            .any(|l| l.contains("announcing the 1 groups")),
+            .any(|l| l.contains("announcing 1 groups of adopted entries")),
         "{:?}",
         d.log()
     );
