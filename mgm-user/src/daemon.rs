@@ -31,11 +31,12 @@ use crate::{
     managed::{Change, Managed, Names},
     protocols::{
         igmp::Igmp,
-        igmp_proxy::{self, ProxyUpstream, UpstreamChange, UpstreamQueue},
+        igmp_proxy::{self, ProxyUpstream, UpstreamQueue},
         remote::ModuleServer,
     },
     routes,
-    sockets::{HostMembership, QuerySocket},
+    sockets::QuerySocket,
+    upstream::UpstreamEdge,
 };
 
 /// One routing-protocol client to register with MGM, and the interfaces it owns.
@@ -235,7 +236,7 @@ impl Router {
     }
 }
 
-/// Where a proxy's upstream memberships go: the host stack of one interface.
+/// Where a proxy's upstream memberships go: its host side on one interface.
 pub struct UpstreamHost {
     pub interface: String,
     pub changes: UpstreamQueue,
@@ -260,7 +261,8 @@ pub struct Options {
     pub socket_access: crate::protocols::remote::access::Access,
     /// How long a callback waits for a module's answer (rpf, creation and prune alerts).
     pub answer_within: Duration,
-    /// IGMP querier settings, the same on every interface.
+    /// IGMP querier settings, the same on every interface (the proxy's host side upstream
+    /// takes its robustness and intervals too).
     pub igmp_config: querier::Config,
     pub mode: XdpMode,
     pub pin_dir: PathBuf,
@@ -272,13 +274,14 @@ pub struct Options {
     pub rpf_routes: Vec<core::Route>,
     /// Lifetime of an MFE before it is refreshed or deleted (spec §5.6).
     pub mfe_lifetime_s: u32,
-    /// On stop, leave XDP forwarding with the last state for the next daemon to adopt.
+    /// On SIGTERM/SIGINT, leave XDP forwarding with the last state for the next daemon to
+    /// adopt, and the proxy's groups joined upstream. An error or a panic always does that.
     pub keep_forwarding: bool,
 }
 
 impl Options {
-    /// The IGMP proxy: the proxy owns `upstream` and its upstream memberships are applied on
-    /// `upstream`'s host stack; IGMP alone owns each downstream.
+    /// The IGMP proxy: the proxy owns `upstream` and reports its memberships there as a host;
+    /// IGMP alone owns each downstream.
     pub fn proxy(upstream: String) -> (Vec<ClientPlan>, Option<UpstreamHost>) {
         let queue = UpstreamQueue::default();
         let proxy = ClientPlan {
@@ -326,7 +329,9 @@ struct Seen {
     map_errors: u64,
 }
 
-/// Loads the data plane, runs until `shutdown` resolves, then detaches.
+/// Loads the data plane, runs until `shutdown` resolves, then detaches (unless
+/// `keep_forwarding`). An error return, like a panic or a kill, leaves XDP forwarding with
+/// the last state and the proxy's groups joined upstream, for the next daemon to adopt.
 ///
 /// # Errors
 /// Loading or attaching failed, or a protocol refused an interface at start. Interfaces that
@@ -388,9 +393,12 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
     );
 
     let mut upstream = match &opts.upstream_host {
-        Some(h) => Some(upstream_socket(h, &interfaces)?),
+        Some(h) => Some(open_upstream(h, &interfaces, &opts.igmp_config)?),
         None => None,
     };
+    if let (Some(u), true) = (&mut upstream, dp.adopted > 0) {
+        u.adopt(router.now(), &dp.forwarding.snapshot());
+    }
     let mut reconcile_at = (dp.adopted > 0).then(|| reconcile_deadline(&opts.igmp_config));
     let mut handover = Handover::default();
     let mut seen = Seen::default();
@@ -400,11 +408,16 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
     loop {
         let deadline = router.next_deadline();
         let hold_ends = handover.poll_timeout().map(|at| router.deadline(at));
+        let upstream_deadline = upstream
+            .as_ref()
+            .and_then(UpstreamEdge::poll_timeout)
+            .map(|at| router.deadline(at));
         tokio::select! {
             guard = events.readable_mut() => {
                 let mut guard = guard.context("event ring buffer poll failed")?;
                 while let Some(record) = guard.get_inner_mut().next() {
                     let event = ringbuf::decode(&record);
+                    upstream_igmp(&mut upstream, router.now(), &event);
                     handle(&mut dp, &mut router, &mut seen, &name, event);
                 }
                 guard.clear_ready();
@@ -420,12 +433,20 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
                 let ops = handover.expire(router.now(), &router.mgm.forwarding_table());
                 write_map_ops(&mut dp, ops, &mut seen);
             }
+            () = sleep_until(upstream_deadline) => {
+                if let Some(u) = &mut upstream {
+                    u.handle_timeout(router.now());
+                }
+            }
             () = sleep_until(reconcile_at) => {
                 reconcile_at = None;
                 let entries = dp.forwarding.snapshot();
                 info!("reconciling {} adopted or installed entries with the core", entries.len());
                 let now = router.now();
                 router.mgm.reconcile(entries, now);
+                if let Some(u) = &mut upstream {
+                    u.end_adoption(now);
+                }
             }
             _ = counters.tick() => {
                 let all = router.mgm.forwarding_table().into_keys().collect();
@@ -461,8 +482,8 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         let ops = std::iter::from_fn(|| router.mgm.poll_map_op()).collect();
         write_map_ops(&mut dp, handover.filter(now, ops), &mut seen);
         ifs.detach_vanished(&mut dp);
-        if let Some((socket, changes)) = &mut upstream {
-            apply_upstream(socket, changes);
+        if let Some(u) = &mut upstream {
+            u.pump(router.now());
         }
     }
     modules.shutdown();
@@ -476,14 +497,17 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         }
     }
     if opts.keep_forwarding {
-        dp.leave_running();
+        drop(dp);
         info!(
             "stopped; XDP keeps forwarding with the last state, and the next mgm run with pin \
              directory {} takes over",
             opts.pin_dir.display()
         );
     } else {
-        drop(dp);
+        if let Some(u) = upstream {
+            u.stop(router.now());
+        }
+        dp.detach_all();
         info!("XDP detached and pins removed");
     }
     Ok(())
@@ -715,30 +739,33 @@ fn follow_link(dp: &mut Dataplane, name: &impl Fn(u32) -> String, event: links::
     }
 }
 
-/// The proxy's host socket on the upstream interface, and the queue its changes come in.
-fn upstream_socket(
+/// The proxy's host side on its upstream interface.
+fn open_upstream(
     host: &UpstreamHost,
     interfaces: &[NetDev],
-) -> anyhow::Result<(HostMembership, UpstreamQueue)> {
+    igmp: &querier::Config,
+) -> anyhow::Result<UpstreamEdge> {
     let dev = interfaces
         .iter()
         .find(|d| d.name == host.interface)
         .context("the upstream interface is not managed")?;
-    let address = dev.ipv4.with_context(|| {
-        format!(
-            "{} has no IPv4 address; the proxy reports upstream from it",
-            dev.name
-        )
-    })?;
-    let socket = HostMembership::new(dev, address)
-        .with_context(|| format!("cannot open the upstream host socket on {}", dev.name))?;
-    match crate::sockets::raise_open_files_limit() {
-        Ok(limit) => debug!("open files limit {limit}: room for that many upstream sockets"),
-        Err(e) => warn!(
-            "cannot raise the open files limit: {e}; upstream memberships may run out of sockets"
-        ),
+    UpstreamEdge::open(dev, host.changes.clone(), igmp)
+}
+
+/// Hands an IGMP message heard on the upstream interface to the proxy's host side (the
+/// upstream's queries, which it answers).
+fn upstream_igmp(upstream: &mut Option<UpstreamEdge>, now: core::Instant, event: &Event) {
+    if let (
+        Some(u),
+        Event::Igmp {
+            ifindex, message, ..
+        },
+    ) = (upstream, event)
+    {
+        if *ifindex == u.ifindex() {
+            u.handle_message(now, message);
+        }
     }
-    Ok((socket, host.changes.clone()))
 }
 
 /// Adopted entries keep forwarding as they were until IGMP has had the time to hear every
@@ -783,25 +810,6 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Applies the proxy's upstream membership changes to the upstream host socket.
-fn apply_upstream(socket: &mut HostMembership, changes: &UpstreamQueue) {
-    let pending: Vec<UpstreamChange> = changes
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .drain(..)
-        .collect();
-    for change in pending {
-        let (verb, result) = match change {
-            UpstreamChange::Join(sg) => ("joins", socket.join(sg)),
-            UpstreamChange::Leave(sg) => ("leaves", socket.leave(sg)),
-        };
-        match result {
-            Ok(()) => info!("upstream: the proxy {verb} {change:?}"),
-            Err(e) => warn!("upstream: the proxy cannot apply {change:?}: {e}"),
-        }
     }
 }
 

@@ -24,5 +24,7 @@ pub mod managed;
 pub mod protocols;
 /// The kernel's unicast routes as the RPF table (rtnetlink).
 pub mod routes;
-/// The daemon's own sockets (IGMP queries out).
+/// The daemon's own sockets (IGMP queries and reports out, the upstream's link-layer filter).
 pub mod sockets;
+/// The IGMP proxy's host side on the upstream interface, with its sockets.
+pub mod upstream;

@@ -1,8 +1,9 @@
-//! The daemon's own packets on the wire: IGMP queries downstream, sent with IP TTL 1 and the
-//! Router Alert option (RFC 3376 §4, RFC 2236 §2), and the proxy's host memberships upstream.
+//! The daemon's own packets on the wire: IGMP queries downstream and the proxy's reports
+//! upstream, sent with IP TTL 1 and the Router Alert option (RFC 3376 §4, RFC 2236 §2), and
+//! the upstream interface's link-layer multicast filter.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::HashMap,
     io,
     net::{Ipv4Addr, SocketAddrV4},
     os::fd::AsRawFd,
@@ -10,12 +11,12 @@ use std::{
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::{core::SourceGroupEntry, dataplane::netdev::NetDev};
+use crate::dataplane::netdev::NetDev;
 
 /// IPv4 Router Alert (RFC 2113): type 148, length 4, value 0.
 const ROUTER_ALERT: [u8; 4] = [0x94, 0x04, 0x00, 0x00];
 
-/// A raw IGMP socket bound to one interface, for sending queries.
+/// A raw IGMP socket bound to one interface, for sending queries or reports.
 pub struct QuerySocket {
     sock: Socket,
 }
@@ -65,247 +66,171 @@ impl QuerySocket {
     }
 }
 
-/// Most memberships on one socket, whatever the kernel allows: with the limit raised to 100k
-/// and one socket, 100k upstream joins took minutes, all of it in the kernel's walk of the
-/// socket's list.
-const SOCKET_MEMBERSHIPS: usize = 64;
-
-/// Host memberships of the router itself on one interface, kept by the kernel's IGMP host
-/// stack: joining here makes the kernel report the group and answer queries for it.
+/// The link-layer multicast filter of the proxy's upstream interface: the groups' MAC
+/// addresses (RFC 1112 §6.4), added with `SIOCADDMULTI` as `ip maddr add` does.
 ///
-/// The kernel caps the memberships of one socket (`net.ipv4.igmp_max_memberships`, 20 by
-/// default; `igmp_max_msf` sources per group; `optmem_max` bytes) and looks a join up in a
-/// list of the socket's memberships, so one socket would stop at 20 groups and a raised
-/// limit would make each join cost as much as the groups before it. Memberships are spread
-/// over sockets instead: a socket takes joins until it holds [`SOCKET_MEMBERSHIPS`] or the
-/// kernel refuses one with `ENOBUFS`, then a new one is opened.
-pub struct HostMembership {
+/// With no socket membership in the kernel, nothing else tells the NIC to take these frames
+/// in. `SIOCADDMULTI` entries are the interface's own ("global" users in the kernel), not a
+/// socket's, so they outlive a daemon that dies and the frames keep reaching XDP until the
+/// next one takes over; a plain stop removes them ([`LinkFilter::clear`]). IFF_ALLMULTI would
+/// survive as well, but would hand every multicast stream on the upstream link to XDP and the
+/// host stack. Groups share MACs 32 to one, so each MAC is counted and removed with its last
+/// group. Entries a dead daemon added for groups its successor never reports stay until the
+/// interface goes (the successor cannot tell them from an administrator's).
+pub struct LinkFilter {
     dev: String,
-    iface: Ipv4Addr,
-    sockets: Vec<Socket>,
-    /// Indexes of the sockets that may take another join: holding fewer than
-    /// [`SOCKET_MEMBERSHIPS`], and not refused by the kernel since a membership there was
-    /// last left.
-    room: BTreeSet<usize>,
-    /// Which socket holds each membership.
-    held: HashMap<SourceGroupEntry, usize>,
-    /// How many memberships each socket holds.
-    counts: Vec<usize>,
+    /// Any socket will do for the ioctls.
+    sock: Socket,
+    /// How many groups use each MAC.
+    macs: HashMap<[u8; 6], usize>,
 }
 
-impl HostMembership {
-    /// Memberships on `dev` that use the address `iface`; opens its first socket.
+impl LinkFilter {
+    /// The filter of `dev`, with nothing of this daemon's in it yet.
     ///
     /// # Errors
-    /// The socket cannot be opened.
-    pub fn new(dev: &NetDev, iface: Ipv4Addr) -> io::Result<HostMembership> {
-        let mut host = HostMembership {
+    /// The socket for the ioctls cannot be opened.
+    pub fn new(dev: &NetDev) -> io::Result<LinkFilter> {
+        Ok(LinkFilter {
             dev: dev.name.clone(),
-            iface,
-            sockets: Vec::new(),
-            room: BTreeSet::new(),
-            held: HashMap::new(),
-            counts: Vec::new(),
-        };
-        host.open()?;
-        Ok(host)
+            sock: Socket::new(Domain::IPV4, Type::DGRAM, None)?,
+            macs: HashMap::new(),
+        })
     }
 
-    /// Opens one more socket on the interface; returns its index.
-    fn open(&mut self) -> io::Result<usize> {
-        let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-        sock.bind_device(Some(self.dev.as_bytes()))?;
-        self.sockets.push(sock);
-        self.counts.push(0);
-        let i = self.sockets.len() - 1;
-        self.room.insert(i);
-        Ok(i)
-    }
-
-    /// Joins (\*,G) (IP_ADD_MEMBERSHIP) or (S,G) (IP_ADD_SOURCE_MEMBERSHIP), on a socket
-    /// with room for it.
+    /// Lets `group`'s frames in (kept if already there: a dead daemon's entries are reused).
     ///
     /// # Errors
-    /// The kernel refused (already joined, or a fresh socket cannot take it either), or no
-    /// socket could be opened.
-    pub fn join(&mut self, sg: SourceGroupEntry) -> io::Result<()> {
-        if let Some(&i) = self.held.get(&sg) {
-            // Already joined: the kernel says so.
-            return join(&self.sockets[i], sg, self.iface);
+    /// The kernel refused the entry.
+    pub fn add(&mut self, group: Ipv4Addr) -> io::Result<()> {
+        let mac = multicast_mac(group);
+        if self.macs.get(&mac).is_none_or(|n| *n == 0) {
+            self.ioctl(libc::SIOCADDMULTI, mac)?;
         }
-        while let Some(&i) = self.room.last() {
-            match join(&self.sockets[i], sg, self.iface) {
-                Ok(()) => {
-                    self.joined(sg, i);
-                    return Ok(());
-                }
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                    self.room.remove(&i);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        let i = self.open()?;
-        join(&self.sockets[i], sg, self.iface)?;
-        self.joined(sg, i);
+        *self.macs.entry(mac).or_default() += 1;
         Ok(())
     }
 
-    fn joined(&mut self, sg: SourceGroupEntry, i: usize) {
-        self.held.insert(sg, i);
-        self.counts[i] += 1;
-        if self.counts[i] >= SOCKET_MEMBERSHIPS {
-            self.room.remove(&i);
-        }
-    }
-
-    /// Leaves what [`HostMembership::join`] joined.
+    /// Stops letting `group`'s frames in, unless another group shares its MAC.
     ///
     /// # Errors
-    /// Not joined (`EADDRNOTAVAIL`, as the kernel says it), or the kernel refused.
-    pub fn leave(&mut self, sg: SourceGroupEntry) -> io::Result<()> {
-        let i = self
-            .held
-            .remove(&sg)
-            .ok_or_else(|| io::Error::from_raw_os_error(libc::EADDRNOTAVAIL))?;
-        self.counts[i] -= 1;
-        self.room.insert(i);
-        let sock = &self.sockets[i];
-        if sg.source.is_unspecified() {
-            sock.leave_multicast_v4(&sg.group, &self.iface)
-        } else {
-            sock.leave_ssm_v4(&sg.source, &sg.group, &self.iface)
+    /// The kernel refused to remove the entry.
+    pub fn remove(&mut self, group: Ipv4Addr) -> io::Result<()> {
+        let mac = multicast_mac(group);
+        match self.macs.get_mut(&mac) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                Ok(())
+            }
+            Some(_) => {
+                self.macs.remove(&mac);
+                self.ioctl(libc::SIOCDELMULTI, mac)
+            }
+            None => Ok(()),
         }
     }
 
-    /// How many sockets hold the memberships.
-    #[cfg(test)]
-    fn sockets(&self) -> usize {
-        self.sockets.len()
-    }
-}
-
-impl Drop for HostMembership {
-    /// Closes the newest socket first. The kernel keeps an interface's groups in a list, newest
-    /// first, and walks it for every membership a closing socket drops: oldest first, a
-    /// daemon with 100k memberships needed more than 10 s to stop; newest first, each is
-    /// found near the head.
-    fn drop(&mut self) {
-        while let Some(sock) = self.sockets.pop() {
-            drop(sock);
+    /// Removes every entry this daemon holds, for a plain stop.
+    ///
+    /// # Errors
+    /// The first entry the kernel refused to remove (the others are still removed).
+    pub fn clear(&mut self) -> io::Result<()> {
+        let mut result = Ok(());
+        for (mac, _) in std::mem::take(&mut self.macs) {
+            let r = self.ioctl(libc::SIOCDELMULTI, mac);
+            if result.is_ok() {
+                result = r;
+            }
         }
+        result
     }
-}
 
-/// Raises the soft limit of open files to the hard one, as upstream memberships take a socket
-/// per [`SOCKET_MEMBERSHIPS`] (100k of them, 1,563 sockets); returns the limit in force.
-///
-/// # Errors
-/// The kernel refused to read or set the limit.
-pub fn raise_open_files_limit() -> io::Result<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `limit` is a live rlimit for the kernel to fill.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if limit.rlim_cur < limit.rlim_max {
-        limit.rlim_cur = limit.rlim_max;
-        // SAFETY: as above; only the soft limit changes, up to the hard one.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+    fn ioctl(&self, request: libc::c_ulong, mac: [u8; 6]) -> io::Result<()> {
+        // SAFETY: ifreq is plain data; zero is valid.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (d, s) in req.ifr_name.iter_mut().zip(self.dev.bytes()) {
+            *d = s as libc::c_char;
+        }
+        // The kernel wants the address in sa_data with family AF_UNSPEC.
+        // SAFETY: sockaddr is plain data; zero is valid.
+        let mut hwaddr: libc::sockaddr = unsafe { std::mem::zeroed() };
+        hwaddr.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+        for (d, s) in hwaddr.sa_data.iter_mut().zip(mac) {
+            *d = s as libc::c_char;
+        }
+        req.ifr_ifru.ifru_hwaddr = hwaddr;
+        // SAFETY: `req` is a valid ifreq that outlives the call.
+        if unsafe { libc::ioctl(self.sock.as_raw_fd(), request, &mut req) } < 0 {
             return Err(io::Error::last_os_error());
         }
+        Ok(())
     }
-    Ok(limit.rlim_cur)
 }
 
-fn join(sock: &Socket, sg: SourceGroupEntry, iface: Ipv4Addr) -> io::Result<()> {
-    if sg.source.is_unspecified() {
-        sock.join_multicast_v4(&sg.group, &iface)
-    } else {
-        sock.join_ssm_v4(&sg.source, &sg.group, &iface)
-    }
+/// The Ethernet address of an IPv4 group: 01:00:5e and its low 23 bits (RFC 1112 §6.4).
+fn multicast_mac(group: Ipv4Addr) -> [u8; 6] {
+    let o = group.octets();
+    [0x01, 0x00, 0x5e, o[1] & 0x7f, o[2], o[3]]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Joins more groups on `lo` than one socket may hold: each one is joined, left and
-    /// joined again, and the sockets of the first round are reused.
     #[test]
-    fn host_memberships_go_past_the_per_socket_limit() {
-        let per_socket: usize = std::fs::read_to_string("/proc/sys/net/ipv4/igmp_max_memberships")
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(20);
-        let lo = NetDev::lookup("lo").expect("lo exists");
-        let mut host = match HostMembership::new(&lo, Ipv4Addr::LOCALHOST) {
-            Ok(h) => h,
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-                eprintln!("skipped: binding a socket to lo needs CAP_NET_RAW");
-                return;
-            }
-            Err(e) => panic!("socket on lo: {e}"),
-        };
-        let groups: Vec<SourceGroupEntry> = (0..2 * SOCKET_MEMBERSHIPS + 5)
-            .map(|i| SourceGroupEntry::star_g(Ipv4Addr::new(239, 254, (i / 256) as u8, i as u8)))
-            .collect();
-        for g in &groups {
-            host.join(*g).expect("join");
-        }
-        let opened = host.sockets();
-        let fits = per_socket.min(SOCKET_MEMBERSHIPS);
-        assert!(
-            opened >= groups.len().div_ceil(fits),
-            "{} groups on {opened} sockets of at most {fits}",
-            groups.len()
+    fn rfc1112_group_macs_keep_the_low_23_bits() {
+        assert_eq!(
+            multicast_mac(Ipv4Addr::new(239, 129, 2, 3)),
+            [0x01, 0x00, 0x5e, 0x01, 0x02, 0x03]
         );
-        for g in &groups {
-            host.leave(*g).expect("leave");
-        }
-        let again = host.leave(groups[0]).unwrap_err();
-        assert_eq!(again.raw_os_error(), Some(libc::EADDRNOTAVAIL));
-        for g in &groups {
-            host.join(*g).expect("join again");
-        }
-        assert_eq!(host.sockets(), opened);
     }
 
-    /// With the kernel's per-socket limit raised far above the cap (in a namespace of this
-    /// thread's own, where the sysctl is private), memberships still fill sockets of
-    /// [`SOCKET_MEMBERSHIPS`]; a membership left makes room in its socket again.
+    /// On a veth of a namespace of this thread's own: the entries appear in the
+    /// interface's list, two groups of one MAC keep it until both are gone, and they stay
+    /// when the filter is dropped (as a dying daemon leaves them) until cleared.
     #[test]
-    fn host_memberships_keep_to_the_cap_when_the_kernel_allows_more() {
+    fn link_filter_entries_are_counted_per_mac_and_outlive_the_filter() {
         std::thread::spawn(|| {
             // SAFETY: unshare affects only this thread, which ends with the test.
             if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
                 eprintln!("skipped: a network namespace needs root");
                 return;
             }
-            let up = std::process::Command::new("ip")
-                .args(["link", "set", "lo", "up"])
-                .status()
-                .expect("ip runs");
-            assert!(up.success(), "ip link set lo up");
-            std::fs::write("/proc/sys/net/ipv4/igmp_max_memberships", "1000")
-                .expect("the namespace's own sysctl");
-            let lo = NetDev::lookup("lo").expect("lo exists");
-            let mut host = HostMembership::new(&lo, Ipv4Addr::LOCALHOST).expect("socket on lo");
-            let groups: Vec<SourceGroupEntry> = (0..3 * SOCKET_MEMBERSHIPS)
-                .map(|i| SourceGroupEntry::star_g(Ipv4Addr::new(239, 253, 0, i as u8)))
-                .collect();
-            for g in &groups {
-                host.join(*g).expect("join");
-            }
-            assert_eq!(host.sockets(), 3, "three full sockets");
-            // Every socket is full: the next join goes where a membership was left.
-            host.leave(groups[0]).expect("leave");
-            host.join(SourceGroupEntry::star_g(Ipv4Addr::new(239, 253, 1, 0)))
-                .expect("join into the room left");
-            assert_eq!(host.sockets(), 3, "no fourth socket");
+            let ip = |args: &[&str]| {
+                let ok = std::process::Command::new("ip")
+                    .args(args)
+                    .status()
+                    .expect("ip runs")
+                    .success();
+                assert!(ok, "ip {args:?}");
+            };
+            ip(&["link", "add", "up0", "type", "veth", "peer", "name", "up1"]);
+            ip(&["link", "set", "up0", "up"]);
+            let listed = |mac: &str| -> bool {
+                let out = std::process::Command::new("ip")
+                    .args(["maddr", "show", "dev", "up0"])
+                    .output()
+                    .expect("ip runs");
+                String::from_utf8_lossy(&out.stdout).contains(mac)
+            };
+            let dev = NetDev::lookup("up0").expect("up0 exists");
+            let mut filter = LinkFilter::new(&dev).expect("socket");
+            // 239.1.2.3 and 239.129.2.3 share 01:00:5e:01:02:03.
+            let (a, b) = (Ipv4Addr::new(239, 1, 2, 3), Ipv4Addr::new(239, 129, 2, 3));
+            filter.add(a).expect("add");
+            filter.add(b).expect("add");
+            assert!(listed("01:00:5e:01:02:03"));
+            filter.remove(a).expect("remove");
+            assert!(listed("01:00:5e:01:02:03"), "b still uses the MAC");
+            filter.remove(b).expect("remove");
+            assert!(!listed("01:00:5e:01:02:03"));
+            filter.add(a).expect("add");
+            drop(filter);
+            assert!(listed("01:00:5e:01:02:03"), "the entry outlives its owner");
+            let mut next = LinkFilter::new(&dev).expect("socket");
+            next.add(a).expect("a dead daemon's entry is taken over");
+            next.clear().expect("clear");
+            assert!(!listed("01:00:5e:01:02:03"));
         })
         .join()
         .expect("the test thread");

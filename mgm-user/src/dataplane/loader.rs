@@ -1,9 +1,10 @@
 //! Loads the embedded XDP object, pins its maps, attaches the ingress program to every managed
-//! interface and hands out typed map handles. Dropping the [`Dataplane`] detaches the programs
-//! and removes the pins.
+//! interface and hands out typed map handles. Only [`Dataplane::detach`] detaches the programs
+//! and removes the pins: dropping the [`Dataplane`] (an error return, a panic) leaves XDP
+//! forwarding with the last state, as a crash does.
 //!
 //! Maps a crashed or killed daemon left pinned are adopted: their entries keep forwarding as
-//! soon as the programs are attached again. A clean stop detaches and removes the pins.
+//! soon as the programs are attached again.
 
 use std::{
     ffi::CString,
@@ -247,8 +248,8 @@ pub struct Dataplane {
     pub adopted: usize,
     /// An exclusive lock on the pin directory, so a second daemon cannot adopt it live.
     _pin_lock: fs::File,
-    /// Set by [`Dataplane::leave_running`]: dropping keeps the pins.
-    keep_pins: bool,
+    /// Set by [`Dataplane::detach_all`]: dropping removes the pins.
+    remove_pins: bool,
 }
 
 impl Dataplane {
@@ -296,7 +297,7 @@ impl Dataplane {
             attached,
             adopted,
             _pin_lock: pin_lock,
-            keep_pins: false,
+            remove_pins: false,
             ebpf: loaded.ebpf,
             mode: opts.mode,
             ttl_threshold: opts.ttl_threshold,
@@ -363,16 +364,17 @@ impl Dataplane {
         self.logger.take()
     }
 
-    /// Stops the data plane and leaves it forwarding: the pinned links and maps stay, so
-    /// traffic goes on with the last state until the next daemon adopts them.
-    pub fn leave_running(mut self) {
-        self.keep_pins = true;
+    /// Detaches the programs and removes the pins: the plain, intended stop. Without it the
+    /// pinned links and maps stay, so traffic goes on with the last state until the next
+    /// daemon adopts them.
+    pub fn detach_all(mut self) {
+        self.remove_pins = true;
     }
 }
 
 impl Drop for Dataplane {
     fn drop(&mut self) {
-        if self.keep_pins {
+        if !self.remove_pins {
             return;
         }
         // Removing the link pins detaches the programs; the map pins would keep stale maps.

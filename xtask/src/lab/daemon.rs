@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{bail, Context};
 
-use super::{Lab, UPSTREAM};
+use super::{Lab, Netns, UPSTREAM};
 
 /// A running `mgm run` for one lab.
 pub struct Daemon {
@@ -57,8 +57,23 @@ impl Daemon {
         extra: &[&str],
         echo: bool,
     ) -> anyhow::Result<Daemon> {
+        Self::start_in(mgm, &lab.router, pin_dir, roles, extra, echo)
+    }
+
+    /// Like [`Daemon::start_as`], in the namespace `router` of a topology of the test's own.
+    ///
+    /// # Errors
+    /// As for [`Daemon::start`].
+    pub fn start_in(
+        mgm: &Path,
+        router: &Netns,
+        pin_dir: &Path,
+        roles: &[&str],
+        extra: &[&str],
+        echo: bool,
+    ) -> anyhow::Result<Daemon> {
         let mut cmd = Command::new(mgm);
-        cmd.args(["run", "--netns", lab.router.name()])
+        cmd.args(["run", "--netns", router.name()])
             .args(roles)
             .arg("--pin-dir")
             .arg(pin_dir)
@@ -80,7 +95,7 @@ impl Daemon {
             log,
             pin_dir: pin_dir.to_owned(),
             mgm: mgm.to_owned(),
-            netns: lab.router.name().to_owned(),
+            netns: router.name().to_owned(),
             keep_pins: false,
         };
         daemon.wait_for("mgm running", Duration::from_secs(20))?;

@@ -10,6 +10,7 @@
 
 pub mod daemon;
 pub mod netns;
+pub mod stream;
 pub mod traffic;
 
 use std::net::Ipv4Addr;

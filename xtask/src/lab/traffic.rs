@@ -165,6 +165,19 @@ impl Receiver {
         got
     }
 
+    /// Waits for the next lab datagram, up to the socket's 50 ms read timeout; returns its
+    /// group and sequence number.
+    pub fn next_datagram(&self) -> Option<(Ipv4Addr, u64)> {
+        let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
+        let n = self.sock.recv(&mut buf).ok()?;
+        // SAFETY: recv initialised the first `n` bytes.
+        let data: Vec<u8> = buf[..n]
+            .iter()
+            .map(|b| unsafe { b.assume_init() })
+            .collect();
+        Payload::decode(&data).map(|p| (p.group, p.seq))
+    }
+
     /// Reads for `window` and returns the lab datagrams that arrived, as (source, group).
     pub fn collect(&self, window: Duration) -> Vec<(Ipv4Addr, Ipv4Addr)> {
         let end = Instant::now() + window;
@@ -206,6 +219,7 @@ pub struct Datagram {
 /// streams apart even though all share one port, and the sender's sequence number.
 struct Payload {
     group: Ipv4Addr,
+    /// The sender's count of datagrams sent, this one included.
     seq: u64,
 }
 
