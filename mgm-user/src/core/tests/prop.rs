@@ -7,7 +7,9 @@ use proptest::prelude::*;
 
 use super::harness::*;
 use super::model::{modelled, Model, CLIENTS};
-use crate::core::{InterfaceId, ProtocolHandle, ProtocolId, SourceGroupEntry, ALL_ONES};
+use crate::core::{
+    GroupFilter, InterfaceId, ProtocolHandle, ProtocolId, SourceGroupEntry, ALL_ONES,
+};
 
 const IFS: [InterfaceId; 5] = [ETH1, ETH2, ETH3, ETH4, NBMA_A];
 const SOURCES: [Ipv4Addr; 3] = [S1, S2, S_NOROUTE];
@@ -53,13 +55,19 @@ fn op() -> impl Strategy<Value = Op> {
         1 => c.clone().prop_map(Op::Deregister),
         3 => (c.clone(), i.clone()).prop_map(|(c, i)| Op::Take(c, i)),
         1 => (c.clone(), i.clone()).prop_map(|(c, i)| Op::Release(c, i)),
-        6 => (c.clone(), 0..7usize, i.clone(), 0..5u32).prop_map(|(c, k, i, f)| Op::Add(c, k, i, f)),
-        4 => (c.clone(), 0..7usize, i.clone(), 0..5u32)
+        6 => (c.clone(), 0..7usize, i.clone(), flags()).prop_map(|(c, k, i, f)| Op::Add(c, k, i, f)),
+        4 => (c.clone(), 0..7usize, i.clone(), flags())
             .prop_map(|(c, k, i, f)| Op::Delete(c, k, i, f)),
         3 => (0..3usize, 0..2usize, i.clone()).prop_map(|(s, g, i)| Op::Packet(s, g, i)),
         1 => (0..3usize, 0..2usize, i).prop_map(|(s, g, i)| Op::WrongIf(s, g, i)),
         1 => prop_oneof![0..10u64, 890..910u64].prop_map(Op::Advance),
     ]
+}
+
+/// Every combination of JOIN, FORWARD and EXCLUDE, one unknown bit, and extra weight on the
+/// valid single flags so that exclusions under a wildcard come up often.
+fn flags() -> impl Strategy<Value = u32> {
+    prop_oneof![0..9u32, Just(JOIN), Just(EXCLUDE)]
 }
 
 /// Runs `ops`, checking every invariant after every step; panics on the first violation.
@@ -141,6 +149,46 @@ fn check(t: &mut Harness, model: &mut Model, step: usize, op: &Op) {
         assert!(
             !oifs.contains(iif),
             "step {step}: ({s},{g}) forwards to its iif"
+        );
+    }
+    // Every OIF list is the model's membership part (spec §4.8, §5.3) plus the FORWARD pins,
+    // minus the vetoes and the iif (§4.7); the MFEs themselves and their pins and vetoes come
+    // from the core.
+    for (key, mfe) in &t.mgm.mfes {
+        let want: std::collections::BTreeSet<InterfaceId> = if mfe.forced_negative {
+            Default::default()
+        } else {
+            let pins = mfe.oif_state.iter().filter(|(_, s)| s.forward_pin);
+            model
+                .by_join(key.source, key.group)
+                .into_iter()
+                .chain(pins.map(|(id, _)| *id))
+                .filter(|id| *id != mfe.iif && !mfe.oif_state.get(id).is_some_and(|s| s.vetoed))
+                .collect()
+        };
+        assert_eq!(
+            table[&(key.source, key.group)].1,
+            want,
+            "step {step}: OIFs of ({},{}) after {op:?}",
+            key.source,
+            key.group
+        );
+        // The group's per-interface filters say the same as the OIF rule.
+        let allowed: std::collections::BTreeSet<InterfaceId> = t
+            .mgm
+            .group_filters(key.group)
+            .into_iter()
+            .filter(|(_, f)| match f {
+                GroupFilter::Include(a) => a.contains(&key.source),
+                GroupFilter::Exclude(y) => !y.contains(&key.source),
+            })
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(
+            allowed,
+            model.by_join(key.source, key.group),
+            "step {step}: filters of {} after {op:?}",
+            key.group
         );
     }
     // The ops emitted so far rebuild the core's table.
