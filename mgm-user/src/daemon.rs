@@ -14,7 +14,7 @@ use tokio::io::unix::AsyncFd;
 use crate::{
     core::{
         self, ComponentId, Config, InterfaceId, Mgm, ProtocolHandle, ProtocolId, RoutingProtocol,
-        SourceGroupEntry, MGM_JOIN_STATE_FLAG,
+        SourceGroupEntry, MGM_EXCLUDE_STATE_FLAG, MGM_JOIN_STATE_FLAG,
     },
     dataplane::{
         error::report,
@@ -174,24 +174,21 @@ impl Router {
                     None => SourceGroupEntry::star_g(m.group),
                 };
                 let if_id = InterfaceId::new(m.ifindex);
+                // Spec §4.8: an EXCLUDE-mode group's blocked sources are exclusions.
+                let (flags, verbs) = match m.exclude {
+                    true => (MGM_EXCLUDE_STATE_FLAG, ("excludes", "stops excluding")),
+                    false => (MGM_JOIN_STATE_FLAG, ("joins", "leaves")),
+                };
                 let (verb, result) = if m.join {
-                    let r = self.mgm.add_group_membership_entry(
-                        self.igmp,
-                        entry,
-                        if_id,
-                        MGM_JOIN_STATE_FLAG,
-                        now,
-                    );
-                    ("joins", r)
+                    let r = self
+                        .mgm
+                        .add_group_membership_entry(self.igmp, entry, if_id, flags, now);
+                    (verbs.0, r)
                 } else {
-                    let r = self.mgm.delete_group_membership_entry(
-                        self.igmp,
-                        entry,
-                        if_id,
-                        MGM_JOIN_STATE_FLAG,
-                        now,
-                    );
-                    ("leaves", r)
+                    let r = self
+                        .mgm
+                        .delete_group_membership_entry(self.igmp, entry, if_id, flags, now);
+                    (verbs.1, r)
                 };
                 let source = m.source.map_or("*".to_owned(), |s| s.to_string());
                 match result {
