@@ -37,6 +37,9 @@ const SENTINEL: Ipv4Addr = Ipv4Addr::new(239, 20, 0, 99);
 /// Rounds of one datagram per source and group after the MFEs exist.
 const BURST: usize = 3;
 const DEADLINE: Duration = Duration::from_secs(10);
+/// Datagrams sent before waiting for them: few enough for the capture sockets' buffers
+/// however late their threads run.
+const BATCH: usize = 8;
 /// How long one round of first datagrams waits for arrivals before the next round.
 const PRIME_ROUND: Duration = Duration::from_millis(200);
 
@@ -367,6 +370,7 @@ fn every_rfc3376_row_forwards_exactly_the_sources_the_state_allows(mode: &str) {
         let result = (|| {
             // The first datagram of each (S,G) makes its MFE; send until r2 has one of each.
             let start = Instant::now();
+            let mut first = true;
             loop {
                 let missing: Vec<_> = {
                     let s = seen.lock().unwrap();
@@ -382,21 +386,26 @@ fn every_rfc3376_row_forwards_exactly_the_sources_the_state_allows(mode: &str) {
                 if start.elapsed() > DEADLINE {
                     return Err(format!("r2 never got {missing:?}"));
                 }
-                missing.iter().for_each(|f| send(*f));
-                // A first datagram is dropped while its MFE is made: the next round resends.
-                // Rounds never overlap, so no two datagrams of one flow are in flight together
-                // (the receivers' GRO could merge them into one captured frame).
+                // A first datagram is dropped while its MFE is made: the next round resends, a
+                // batch at a time once MFEs forward. Rounds never overlap, so no two datagrams
+                // of one flow are in flight together (the receivers' GRO could merge them into
+                // one captured frame).
+                let batch = &missing[..missing.len().min(if first { usize::MAX } else { BATCH })];
+                first = false;
+                batch.iter().for_each(|f| send(*f));
                 wait(PRIME_ROUND, &|s: &Seen| {
-                    missing.iter().all(|f| s.r2.contains_key(f))
+                    batch.iter().all(|f| s.r2.contains_key(f))
                 });
             }
             // Then rounds of one datagram per flow, each waited for at r2, which wants them all.
             for round in 1..=BURST {
-                let base = seen.lock().unwrap().r2.clone();
-                flows.iter().for_each(|f| send(*f));
-                let arrived = |s: &Seen| flows.iter().all(|f| s.r2.get(f) > base.get(f));
-                if !wait(DEADLINE, &arrived) {
-                    return Err(format!("round {round}: r2 did not get every flow"));
+                for batch in flows.chunks(BATCH) {
+                    let base = seen.lock().unwrap().r2.clone();
+                    batch.iter().for_each(|f| send(*f));
+                    let arrived = |s: &Seen| batch.iter().all(|f| s.r2.get(f) > base.get(f));
+                    if !wait(DEADLINE, &arrived) {
+                        return Err(format!("round {round}: r2 did not get all of {batch:?}"));
+                    }
                 }
             }
             // Last, the sentinel: once r1 has it and matches r2 on every flow it wants, all
