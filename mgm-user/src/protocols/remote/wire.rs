@@ -472,6 +472,14 @@ mod tests {
         assert_eq!(m.group, Ipv4Addr::new(239, 1, 1, 1));
         assert_eq!(m.source_mask, None);
         assert_eq!(m.flags, [Flag::Join]);
+        let l = parse(
+            r#"{"op":"delete_membership","source":"10.1.1.1","group":"239.1.1.1","interface":"eth2","flags":["exclude"]}"#,
+        )
+        .unwrap();
+        let Op::DeleteMembership(m) = l.op else {
+            panic!("{l:?}")
+        };
+        assert_eq!(m.flags, [Flag::Exclude], "spec §4.8");
         assert_eq!(
             parse(r#"{"op":"groups"}"#).unwrap().op,
             Op::Groups { all_sources: false }
