@@ -211,7 +211,12 @@ impl Router {
         let now = self.now();
         for a in self.igmp.apply_memberships(&mut self.mgm, now) {
             let m = a.membership;
-            let verb = if m.join { "joins" } else { "leaves" };
+            let verb = match (m.exclude, m.join) {
+                (false, true) => "joins",
+                (false, false) => "leaves",
+                (true, true) => "excludes",
+                (true, false) => "stops excluding",
+            };
             let source = m.source.map_or("*".to_owned(), |s| s.to_string());
             match a.result {
                 Ok(()) => info!(

@@ -1,8 +1,13 @@
-//! The group-membership table: JOIN-state entries per key, client and interface, and IGMP's
-//! local (shadow) entries on interfaces a routing protocol owns (spec §4.1, §4.4).
+//! The group-membership table: JOIN-state entries per key, client and interface, the excluded
+//! sources under a client's wildcard entries, and IGMP's local (shadow) entries on interfaces a
+//! routing protocol owns (spec §4.1, §4.4, §4.8).
 //!
 //! Membership is a set, not a reference count (spec §4.1). The table answers the questions the
 //! alert rules and the OIF computation ask; it performs no I/O and invokes no callbacks.
+//!
+//! An exclusion lives only under a (*,G) or (*,*) entry of the same client on the same interface
+//! (spec §4.8). Removing the last such wildcard removes the exclusions it carried, silently: they
+//! no longer exclude anything, and a co-owner heard the wildcard's `local_leave` \[Dec\].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -11,7 +16,9 @@ use super::alerts;
 use super::error::MgmError;
 use super::mfe::OifState;
 use super::time::Instant;
-use super::types::{InterfaceId, MembershipKey, ProtocolHandle, SourceGroupEntry, StateFlags};
+use super::types::{
+    GroupFilter, InterfaceId, MembershipKey, ProtocolHandle, SourceGroupEntry, StateFlags,
+};
 use super::Mgm;
 
 #[derive(Debug, Default)]
@@ -19,9 +26,14 @@ pub(crate) struct MembershipTable {
     /// JOIN-state entries: key → holder → interfaces. Empty inner maps are removed, so the
     /// holders of a key are exactly its inner keys (spec §4.5).
     joins: BTreeMap<MembershipKey, BTreeMap<ProtocolHandle, BTreeSet<InterfaceId>>>,
+    /// EXCLUDE-state entries: (S,G) keys a client's wildcard entries do not forward on an
+    /// interface (spec §4.8).
+    excludes: BTreeSet<(MembershipKey, ProtocolHandle, InterfaceId)>,
     /// IGMP's local entries. They notify the owner but never forward (spec §4.4, §9 item 2).
     locals: BTreeSet<(InterfaceId, MembershipKey)>,
-    /// Entries in both sets, for the capacity limit.
+    /// IGMP's local exclusions, under its local wildcard entries (spec §4.8).
+    local_excludes: BTreeSet<(InterfaceId, MembershipKey)>,
+    /// Entries in all four sets, for the capacity limit.
     len: usize,
 }
 
@@ -76,14 +88,81 @@ impl MembershipTable {
             return Change::None;
         }
         self.len -= 1;
-        if !ids.is_empty() {
-            return Change::SameHolders;
+        let change = if ids.is_empty() {
+            by_client.remove(&h);
+            if by_client.is_empty() {
+                self.joins.remove(&key);
+            }
+            Change::HoldersChanged
+        } else {
+            Change::SameHolders
+        };
+        if !key.is_source_specific() {
+            self.drop_uncovered_excludes(h, id);
         }
-        by_client.remove(&h);
-        if by_client.is_empty() {
-            self.joins.remove(&key);
+        change
+    }
+
+    /// Whether `h` holds a (*,G) or (*,*) JOIN entry on `id` that covers the (S,G) `key`: what
+    /// an exclusion needs (spec §4.8).
+    fn wildcard_over(&self, key: MembershipKey, h: ProtocolHandle, id: InterfaceId) -> bool {
+        let [_, star_g, star_star] = MembershipKey::covering(key.source, key.group);
+        self.has_join(star_g, h, id) || self.has_join(star_star, h, id)
+    }
+
+    /// Adds an exclusion; `Ok(false)` if it existed.
+    ///
+    /// # Errors
+    /// `InvalidParameter` if `h` holds no wildcard over `key` on `id` (spec §4.8).
+    pub(crate) fn insert_exclude(
+        &mut self,
+        key: MembershipKey,
+        h: ProtocolHandle,
+        id: InterfaceId,
+    ) -> Result<bool, MgmError> {
+        if !self.wildcard_over(key, h, id) {
+            return Err(MgmError::InvalidParameter);
         }
-        Change::HoldersChanged
+        let added = self.excludes.insert((key, h, id));
+        if added {
+            self.len += 1;
+        }
+        Ok(added)
+    }
+
+    pub(crate) fn remove_exclude(
+        &mut self,
+        key: MembershipKey,
+        h: ProtocolHandle,
+        id: InterfaceId,
+    ) -> bool {
+        let removed = self.excludes.remove(&(key, h, id));
+        if removed {
+            self.len -= 1;
+        }
+        removed
+    }
+
+    pub(crate) fn has_exclude(
+        &self,
+        key: MembershipKey,
+        h: ProtocolHandle,
+        id: InterfaceId,
+    ) -> bool {
+        self.excludes.contains(&(key, h, id))
+    }
+
+    /// Removes the exclusions of `h` on `id` that no wildcard of `h` covers any more.
+    fn drop_uncovered_excludes(&mut self, h: ProtocolHandle, id: InterfaceId) {
+        let stale: Vec<MembershipKey> = self
+            .excludes
+            .iter()
+            .filter(|(k, eh, eid)| *eh == h && *eid == id && !self.wildcard_over(*k, h, id))
+            .map(|(k, _, _)| *k)
+            .collect();
+        for k in stale {
+            self.remove_exclude(k, h, id);
+        }
     }
 
     pub(crate) fn has_join(&self, key: MembershipKey, h: ProtocolHandle, id: InterfaceId) -> bool {
@@ -110,14 +189,76 @@ impl MembershipTable {
             .collect()
     }
 
-    /// The OIF candidates of an MFE (S,G): every interface of every JOIN entry that covers it
-    /// (spec §5.3).
+    /// The OIF candidates of an MFE (S,G) (spec §5.3, §4.8): every interface on which some
+    /// client holds (S,G) JOIN, or holds a covering (*,G)/(*,*) JOIN without an (S,G) EXCLUDE
+    /// of its own there. Exclusion is per client: another client's entry still wins.
     pub(crate) fn covering_ids(&self, source: Ipv4Addr, group: Ipv4Addr) -> BTreeSet<InterfaceId> {
-        MembershipKey::covering(source, group)
+        let [sg, star_g, star_star] = MembershipKey::covering(source, group);
+        let exact = self
+            .joins
+            .get(&sg)
+            .into_iter()
+            .flat_map(|m| m.values().flatten());
+        let wildcard = [star_g, star_star]
+            .into_iter()
+            .filter_map(|k| self.joins.get(&k))
+            .flat_map(|m| m.iter())
+            .flat_map(|(h, ids)| ids.iter().map(move |id| (*h, id)))
+            .filter(|(h, id)| !self.excludes.contains(&(sg, *h, **id)))
+            .map(|(_, id)| id);
+        exact.chain(wildcard).copied().collect()
+    }
+
+    /// The source filter of `group` on every interface with a JOIN entry covering it (spec
+    /// §4.8): what the OIF rule forwards there of any source.
+    pub(crate) fn filters(&self, group: Ipv4Addr) -> BTreeMap<InterfaceId, GroupFilter> {
+        let any = Ipv4Addr::UNSPECIFIED;
+        let star_star = MembershipKey::MIN;
+        let star_g = MembershipKey { group, source: any };
+        let mut joined: BTreeMap<InterfaceId, BTreeSet<Ipv4Addr>> = BTreeMap::new();
+        let mut wildcard: BTreeMap<InterfaceId, BTreeSet<ProtocolHandle>> = BTreeMap::new();
+        let keys = self.joins.range(
+            star_g..=MembershipKey {
+                group,
+                source: Ipv4Addr::BROADCAST,
+            },
+        );
+        for (key, by_client) in keys.chain(self.joins.get_key_value(&star_star)) {
+            for (h, ids) in by_client {
+                for id in ids {
+                    if key.is_source_specific() {
+                        joined.entry(*id).or_default().insert(key.source);
+                    } else {
+                        wildcard.entry(*id).or_default().insert(*h);
+                    }
+                }
+            }
+        }
+        let mut out: BTreeMap<InterfaceId, GroupFilter> = joined
             .iter()
-            .filter_map(|k| self.joins.get(k))
-            .flat_map(|m| m.values().flatten().copied())
-            .collect()
+            .map(|(id, sources)| (*id, GroupFilter::Include(sources.clone())))
+            .collect();
+        for (id, holders) in wildcard {
+            // A source is blocked only if every wildcard holder there excludes it, and no (S,G)
+            // join there wants it.
+            let mut blocked: Option<BTreeSet<Ipv4Addr>> = None;
+            for h in holders {
+                let mine: BTreeSet<Ipv4Addr> = self
+                    .excludes
+                    .iter()
+                    .filter(|(k, eh, eid)| k.group == group && *eh == h && *eid == id)
+                    .map(|(k, _, _)| k.source)
+                    .collect();
+                blocked = Some(match blocked {
+                    Some(b) => &b & &mine,
+                    None => mine,
+                });
+            }
+            let wanted = joined.get(&id).cloned().unwrap_or_default();
+            let blocked = &blocked.unwrap_or_default() - &wanted;
+            out.insert(id, GroupFilter::Exclude(blocked));
+        }
+        out
     }
 
     pub(crate) fn insert_local(&mut self, key: MembershipKey, id: InterfaceId) -> bool {
@@ -132,8 +273,63 @@ impl MembershipTable {
         let removed = self.locals.remove(&(id, key));
         if removed {
             self.len -= 1;
+            if !key.is_source_specific() {
+                let stale: Vec<MembershipKey> = self
+                    .local_excludes_on(id)
+                    .into_iter()
+                    .filter(|k| !self.local_wildcard_over(*k, id))
+                    .collect();
+                for k in stale {
+                    self.remove_local_exclude(k, id);
+                }
+            }
         }
         removed
+    }
+
+    /// Whether IGMP holds a local wildcard over the (S,G) `key` on `id` (spec §4.8).
+    fn local_wildcard_over(&self, key: MembershipKey, id: InterfaceId) -> bool {
+        let [_, star_g, star_star] = MembershipKey::covering(key.source, key.group);
+        self.locals.contains(&(id, star_g)) || self.locals.contains(&(id, star_star))
+    }
+
+    /// Adds a local exclusion; `Ok(false)` if it existed.
+    ///
+    /// # Errors
+    /// `InvalidParameter` without a local wildcard over `key` on `id` (spec §4.8).
+    pub(crate) fn insert_local_exclude(
+        &mut self,
+        key: MembershipKey,
+        id: InterfaceId,
+    ) -> Result<bool, MgmError> {
+        if !self.local_wildcard_over(key, id) {
+            return Err(MgmError::InvalidParameter);
+        }
+        let added = self.local_excludes.insert((id, key));
+        if added {
+            self.len += 1;
+        }
+        Ok(added)
+    }
+
+    pub(crate) fn remove_local_exclude(&mut self, key: MembershipKey, id: InterfaceId) -> bool {
+        let removed = self.local_excludes.remove(&(id, key));
+        if removed {
+            self.len -= 1;
+        }
+        removed
+    }
+
+    pub(crate) fn has_local_exclude(&self, key: MembershipKey, id: InterfaceId) -> bool {
+        self.local_excludes.contains(&(id, key))
+    }
+
+    fn local_excludes_on(&self, id: InterfaceId) -> Vec<MembershipKey> {
+        self.local_excludes
+            .range((id, MembershipKey::MIN)..)
+            .take_while(|(i, _)| *i == id)
+            .map(|(_, k)| *k)
+            .collect()
     }
 
     /// The local entries on `id`, in key order.
@@ -161,11 +357,13 @@ impl Mgm {
     /// Adding an entry that exists changes nothing except that the owner's add clears its own
     /// veto on covered MFEs (spec §4.7 \[Dec\], which overrides the "no MFE change" of §4.1).
     /// IGMP on an interface a routing protocol owns records a local entry whatever the flags
-    /// (spec §4.4): the owner alone decides about forwarding state there.
+    /// (spec §4.4): the owner alone decides about forwarding state there. An EXCLUDE entry
+    /// there reaches the owner as `local_leave` of the (S,G) (spec §4.8).
     ///
     /// # Errors
-    /// `InvalidParameter` for a bad handle, mask or flags, or an interface the caller does not
-    /// own; `NotEnoughMemory` when [`Config::max_memberships`](super::Config) is reached.
+    /// `InvalidParameter` for a bad handle, mask or flags, an interface the caller does not
+    /// own, or an EXCLUDE entry without the caller's (*,G) or (*,*) over it on the interface
+    /// (spec §4.8); `NotEnoughMemory` when [`Config::max_memberships`](super::Config) is reached.
     /// A request IGMP queued between disable and enable gets `CanNotComplete` (spec §3.1).
     pub fn add_group_membership_entry(
         &mut self,
@@ -184,7 +382,7 @@ impl Mgm {
     ///
     /// # Errors
     /// `InvalidParameter` for a bad handle, mask or flags, or an interface owned by another
-    /// client; `NotFound` for an unknown interface or a missing JOIN or local entry.
+    /// client; `NotFound` for an unknown interface or a missing JOIN, EXCLUDE or local entry.
     pub fn delete_group_membership_entry(
         &mut self,
         handle: ProtocolHandle,
@@ -198,6 +396,15 @@ impl Mgm {
         result
     }
 
+    /// The source filter of `group` on each interface whose JOIN entries cover it: what MGM
+    /// forwards of `group` there by membership (spec §4.8, §5.3), in the terms of an IGMPv3
+    /// report. IGMP's local entries are left out: they forward nothing (spec §4.4). A proxy
+    /// merges the downstream ones with [`GroupFilter::merge`] to report upstream
+    /// (RFC 4605 §4.1).
+    pub fn group_filters(&self, group: Ipv4Addr) -> BTreeMap<InterfaceId, GroupFilter> {
+        self.members.filters(group)
+    }
+
     pub(super) fn add_membership(
         &mut self,
         h: ProtocolHandle,
@@ -208,7 +415,7 @@ impl Mgm {
     ) -> Result<(), MgmError> {
         self.registration(h)?;
         let key = MembershipKey::parse(&sg)?;
-        let flags = StateFlags::parse(flags)?;
+        let flags = StateFlags::parse(flags, key)?;
         let owner = self
             .interfaces
             .get(&id)
@@ -218,6 +425,16 @@ impl Mgm {
         let full = self.members.len() >= self.config.max_memberships;
         if let (true, Some(routing)) = (owner.is_local_igmp(h), owner.routing) {
             // Step 1: a local join only tells the owner; it decides whether to forward.
+            if flags == StateFlags::Exclude {
+                // §4.8: the owner hears an exclusion as the (S,G) leaving.
+                if full && !self.members.has_local_exclude(key, id) {
+                    return Err(MgmError::NotEnoughMemory);
+                }
+                if self.members.insert_local_exclude(key, id)? {
+                    self.call(routing, now, |p, cx| p.local_leave(cx, key.entry(), id));
+                }
+                return Ok(());
+            }
             if full && !self.members.locals_on(id).contains(&key) {
                 return Err(MgmError::NotEnoughMemory);
             }
@@ -226,14 +443,27 @@ impl Mgm {
             }
             return Ok(());
         }
-        if flags.join && full && !self.members.has_join(key, h, id) {
+        let (join, forward) = match flags {
+            StateFlags::Forward { join, forward } => (join, forward),
+            StateFlags::Exclude => {
+                if full && !self.members.has_exclude(key, h, id) {
+                    return Err(MgmError::NotEnoughMemory);
+                }
+                // §4.8: only the OIF lists change, with their §4.7 alerts.
+                if self.members.insert_exclude(key, h, id)? {
+                    self.sync_mfes(now, true);
+                }
+                return Ok(());
+            }
+        };
+        if join && full && !self.members.has_join(key, h, id) {
             return Err(MgmError::NotEnoughMemory);
         }
         self.for_covered_mfes(key, id, |s| s.vetoed = false);
-        if flags.join && self.members.insert_join(key, h, id) == Change::HoldersChanged {
+        if join && self.members.insert_join(key, h, id) == Change::HoldersChanged {
             self.join_alerts(h, key, now);
         }
-        if flags.forward {
+        if forward {
             self.for_covered_mfes(key, id, |s| s.forward_pin = true);
         }
         self.sync_mfes(now, true);
@@ -250,7 +480,7 @@ impl Mgm {
     ) -> Result<(), MgmError> {
         self.registration(h)?;
         let key = MembershipKey::parse(&sg)?;
-        let flags = StateFlags::parse(flags)?;
+        let flags = StateFlags::parse(flags, key)?;
         let owner = self
             .interfaces
             .get(&id)
@@ -260,19 +490,37 @@ impl Mgm {
             return Err(MgmError::InvalidParameter);
         }
         if let (true, Some(routing)) = (owner.is_local_igmp(h), owner.routing) {
+            if flags == StateFlags::Exclude {
+                // §4.8: the end of an exclusion is the (S,G) joining again under the wildcard.
+                if !self.members.remove_local_exclude(key, id) {
+                    return Err(MgmError::NotFound);
+                }
+                self.call(routing, now, |p, cx| p.local_join(cx, key.entry(), id));
+                return Ok(());
+            }
             if !self.members.remove_local(key, id) {
                 return Err(MgmError::NotFound);
             }
             self.call(routing, now, |p, cx| p.local_leave(cx, key.entry(), id));
             return Ok(());
         }
-        if flags.join && !self.members.has_join(key, h, id) {
+        let (join, forward) = match flags {
+            StateFlags::Forward { join, forward } => (join, forward),
+            StateFlags::Exclude => {
+                if !self.members.remove_exclude(key, h, id) {
+                    return Err(MgmError::NotFound);
+                }
+                self.sync_mfes(now, true);
+                return Ok(());
+            }
+        };
+        if join && !self.members.has_join(key, h, id) {
             return Err(MgmError::NotFound);
         }
-        if flags.join {
+        if join {
             self.remove_join(h, key, id, now);
         }
-        if flags.forward {
+        if forward {
             self.for_covered_mfes(key, id, |s| s.forward_pin = false);
         }
         self.sync_mfes(now, true);

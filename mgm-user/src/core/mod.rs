@@ -44,8 +44,9 @@ pub use reconcile::DataPlaneEntry;
 pub use route::Route;
 pub use time::Instant;
 pub use types::{
-    ComponentId, EnumHandle, InterfaceId, ProtocolHandle, ProtocolId, SourceGroupEntry, ALL_ONES,
-    MGM_FORWARD_STATE_FLAG, MGM_JOIN_STATE_FLAG,
+    ComponentId, EnumHandle, GroupFilter, InterfaceId, ProtocolHandle, ProtocolId,
+    SourceGroupEntry, ALL_ONES, MGM_EXCLUDE_STATE_FLAG, MGM_FORWARD_STATE_FLAG,
+    MGM_JOIN_STATE_FLAG,
 };
 
 use enumerate::Enumeration;

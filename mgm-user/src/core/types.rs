@@ -3,6 +3,7 @@
 //!
 //! Pure data; nothing here performs I/O.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::net::Ipv4Addr;
 
@@ -15,6 +16,8 @@ pub const ALL_ONES: Ipv4Addr = Ipv4Addr::BROADCAST;
 pub const MGM_JOIN_STATE_FLAG: u32 = 0x1;
 /// Forwarding state only (spec §1, `MGM_FORWARD_STATE_FLAG`).
 pub const MGM_FORWARD_STATE_FLAG: u32 = 0x2;
+/// An excluded source under a (*,G) or (*,*) of the same client (spec §1, §4.8).
+pub const MGM_EXCLUDE_STATE_FLAG: u32 = 0x4;
 
 /// An interface as MGM sees it: the Linux ifindex plus a next hop that tells apart the peers of a
 /// point-to-multipoint interface; `next_hop` is 0.0.0.0 everywhere else (spec §0, §10).
@@ -197,21 +200,57 @@ impl MembershipKey {
     }
 }
 
-/// Validated Add/Delete flags (spec §4.2): non-zero and no unknown bits.
+/// Validated Add/Delete flags (spec §4.2, §4.8): non-zero, no unknown bits, and EXCLUDE alone
+/// on an (S,G) key.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub(crate) struct StateFlags {
-    pub(crate) join: bool,
-    pub(crate) forward: bool,
+pub(crate) enum StateFlags {
+    /// JOIN and/or FORWARD.
+    Forward { join: bool, forward: bool },
+    /// EXCLUDE: an (S,G) the client's wildcard entries must not forward on the interface.
+    Exclude,
 }
 
 impl StateFlags {
-    pub(crate) fn parse(flags: u32) -> Result<Self, MgmError> {
-        if flags == 0 || flags & !(MGM_JOIN_STATE_FLAG | MGM_FORWARD_STATE_FLAG) != 0 {
+    pub(crate) fn parse(flags: u32, key: MembershipKey) -> Result<Self, MgmError> {
+        let known = MGM_JOIN_STATE_FLAG | MGM_FORWARD_STATE_FLAG | MGM_EXCLUDE_STATE_FLAG;
+        if flags == 0 || flags & !known != 0 {
             return Err(MgmError::InvalidParameter);
         }
-        Ok(Self {
+        if flags & MGM_EXCLUDE_STATE_FLAG != 0 {
+            // §4.8: never with JOIN or FORWARD, and only for one source of one group.
+            if flags != MGM_EXCLUDE_STATE_FLAG || !key.is_source_specific() {
+                return Err(MgmError::InvalidParameter);
+            }
+            return Ok(Self::Exclude);
+        }
+        Ok(Self::Forward {
             join: flags & MGM_JOIN_STATE_FLAG != 0,
             forward: flags & MGM_FORWARD_STATE_FLAG != 0,
+        })
+    }
+}
+
+/// What an interface wants of one group, as an IGMPv3 source filter (RFC 3376 §3.2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GroupFilter {
+    /// Only these sources: (S,G) joins.
+    Include(BTreeSet<Ipv4Addr>),
+    /// Every source but these: a (*,G) or (*,*) join minus its exclusions (spec §4.8).
+    Exclude(BTreeSet<Ipv4Addr>),
+}
+
+impl GroupFilter {
+    /// The union of several filters, by the rules RFC 3376 §3.2 gives for merging socket
+    /// states into an interface state: EXCLUDE of the sources every EXCLUDE filter blocks and
+    /// no INCLUDE filter lists, if any filter is EXCLUDE; else INCLUDE of all listed sources.
+    /// `None` for no filters.
+    pub fn merge<'a>(filters: impl IntoIterator<Item = &'a GroupFilter>) -> Option<GroupFilter> {
+        filters.into_iter().cloned().reduce(|a, b| match (a, b) {
+            (Self::Include(a), Self::Include(b)) => Self::Include(&a | &b),
+            (Self::Include(i), Self::Exclude(x)) | (Self::Exclude(x), Self::Include(i)) => {
+                Self::Exclude(&x - &i)
+            }
+            (Self::Exclude(a), Self::Exclude(b)) => Self::Exclude(&a & &b),
         })
     }
 }

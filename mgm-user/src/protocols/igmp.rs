@@ -24,7 +24,7 @@ use log::warn;
 use crate::{
     core::{
         ComponentId, Cx, Instant, InterfaceId, Mgm, MgmError, ProtocolHandle, ProtocolId, Request,
-        RoutingProtocol, SourceGroupEntry, MGM_JOIN_STATE_FLAG,
+        RoutingProtocol, SourceGroupEntry, MGM_EXCLUDE_STATE_FLAG, MGM_JOIN_STATE_FLAG,
     },
     igmp::{
         codec::IgmpMessage,
@@ -182,10 +182,16 @@ impl Igmp {
             .map(|m| {
                 let sg = entry(m.group, m.source);
                 let id = InterfaceId::new(m.ifindex);
-                let result = if m.join {
-                    mgm.add_group_membership_entry(self.handle, sg, id, MGM_JOIN_STATE_FLAG, now)
+                // Spec §4.8: an EXCLUDE-mode group's blocked sources are exclusions.
+                let flags = if m.exclude {
+                    MGM_EXCLUDE_STATE_FLAG
                 } else {
-                    mgm.delete_group_membership_entry(self.handle, sg, id, MGM_JOIN_STATE_FLAG, now)
+                    MGM_JOIN_STATE_FLAG
+                };
+                let result = if m.join {
+                    mgm.add_group_membership_entry(self.handle, sg, id, flags, now)
+                } else {
+                    mgm.delete_group_membership_entry(self.handle, sg, id, flags, now)
                 };
                 Applied {
                     membership: m,
@@ -235,11 +241,16 @@ impl RoutingProtocol for IgmpClient {
         let Some(q) = queriers.get(&if_id.ifindex) else {
             return;
         };
-        for (group, source) in q.forwarding() {
+        // In order: a group's (*,G) comes before the exclusions that need it (spec §4.8).
+        for (group, (source, exclude)) in q.forwarding() {
             cx.queue(Request::AddGroupMembership {
                 sg: entry(group, source),
                 if_id,
-                flags: MGM_JOIN_STATE_FLAG,
+                flags: if exclude {
+                    MGM_EXCLUDE_STATE_FLAG
+                } else {
+                    MGM_JOIN_STATE_FLAG
+                },
             });
         }
     }

@@ -13,7 +13,7 @@ use crate::core::Instant;
 use crate::core::{
     ComponentId, Config, Cx, DataPlaneEntry, InterfaceId, MapOp, Mgm, MgmError, MgmIfEntry,
     ProtocolHandle, ProtocolId, Request, Route, RouteInfo, RoutingProtocol, SourceGroupEntry,
-    MGM_FORWARD_STATE_FLAG, MGM_JOIN_STATE_FLAG,
+    MGM_EXCLUDE_STATE_FLAG, MGM_FORWARD_STATE_FLAG, MGM_JOIN_STATE_FLAG,
 };
 use crate::igmp::{codec::IgmpMessage, querier};
 use crate::protocols::igmp::Igmp;
@@ -43,6 +43,7 @@ pub const IGMP: ProtocolId = ProtocolId::IGMP;
 
 pub const JOIN: u32 = MGM_JOIN_STATE_FLAG;
 pub const FORWARD: u32 = MGM_FORWARD_STATE_FLAG;
+pub const EXCLUDE: u32 = MGM_EXCLUDE_STATE_FLAG;
 
 pub fn sg(s: Ipv4Addr, g: Ipv4Addr) -> SourceGroupEntry {
     SourceGroupEntry::sg(s, g)

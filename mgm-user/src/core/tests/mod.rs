@@ -5,6 +5,7 @@ mod harness;
 mod sec02_registration;
 mod sec03_ownership;
 mod sec04_alerts;
+mod sec04_exclude;
 mod sec04_membership;
 mod sec05_mfe;
 mod sec05_refresh;

@@ -1,7 +1,8 @@
-//! An independent reference model of registration, ownership, membership results and the
+//! An independent reference model of registration, ownership, membership results, the
 //! membership-driven callbacks (join/prune alerts with `bMember* = TRUE`, local join/leave,
-//! disable/enable IGMP) of spec §2–§4. Written from the spec, sharing no code with the core:
-//! plain vectors and sets, clients named by index.
+//! disable/enable IGMP) of spec §2–§4 and the membership part of every OIF list (§4.8, §5.3).
+//! Written from the spec, sharing no code with the core: plain vectors and sets, clients named
+//! by index.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -30,7 +31,10 @@ pub struct Model {
     /// interface → (routing owner, igmp owner)
     owners: BTreeMap<InterfaceId, (Option<usize>, Option<usize>)>,
     joins: BTreeSet<(usize, Key, InterfaceId)>,
+    /// (S,G) exclusions under the same client's wildcard on the interface (§4.8).
+    excludes: BTreeSet<(usize, Key, InterfaceId)>,
     locals: BTreeSet<(Key, InterfaceId)>,
+    local_excludes: BTreeSet<(Key, InterfaceId)>,
     /// Callbacks predicted since the last drain.
     pub expected: Vec<(&'static str, Cb)>,
 }
@@ -60,6 +64,20 @@ fn parse(e: &SourceGroupEntry) -> Option<Key> {
     Some((u32::from(e.group), u32::from(e.source)))
 }
 
+/// The §4.2/§4.8 flag rules: `Some(true)` for EXCLUDE, `Some(false)` for JOIN and/or FORWARD.
+fn parse_flags(flags: u32, k: Key) -> Option<bool> {
+    match flags {
+        1..=3 => Some(false),
+        4 if k.1 != 0 => Some(true),
+        _ => None,
+    }
+}
+
+/// The wildcard keys that cover the (S,G) key `k`.
+fn wildcards(k: Key) -> [Key; 2] {
+    [(k.0, 0), (0, 0)]
+}
+
 impl Model {
     fn say(&mut self, to: usize, cb: Cb) {
         self.expected.push((CLIENTS[to].0, cb));
@@ -87,6 +105,19 @@ impl Model {
             .iter()
             .filter(|(_, key, _)| *key == k)
             .map(|(c, _, _)| *c)
+            .collect()
+    }
+
+    /// The interfaces whose membership puts them in the OIF list of an MFE (s,g): an (S,G) join
+    /// of anyone, or a wildcard join of a client without its own (S,G) exclusion there (§4.8).
+    pub fn by_join(&self, s: Ipv4Addr, g: Ipv4Addr) -> BTreeSet<InterfaceId> {
+        let sg: Key = (u32::from(g), u32::from(s));
+        self.joins
+            .iter()
+            .filter(|(c, k, id)| {
+                *k == sg || (wildcards(sg).contains(k) && !self.excludes.contains(&(*c, sg, *id)))
+            })
+            .map(|(_, _, id)| *id)
             .collect()
     }
 
@@ -190,6 +221,7 @@ impl Model {
                     },
                 );
             }
+            self.local_excludes.retain(|(_, at)| *at != id);
             self.owners.insert(id, (routing, None));
             return Ok(());
         }
@@ -207,6 +239,7 @@ impl Model {
             self.unjoin(c, k, id);
         }
         self.locals.retain(|(_, at)| *at != id);
+        self.local_excludes.retain(|(_, at)| *at != id);
         if let Some(i) = co_igmp {
             self.owners.insert(id, (None, Some(i)));
             self.say(i, Cb::EnableIgmp(id));
@@ -227,12 +260,25 @@ impl Model {
             return Err(MgmError::InvalidParameter);
         }
         let k = parse(e).ok_or(MgmError::InvalidParameter)?;
-        if flags == 0 || flags > 3 {
-            return Err(MgmError::InvalidParameter);
-        }
+        let exclude = parse_flags(flags, k).ok_or(MgmError::InvalidParameter)?;
         let (routing, igmp) = self.owners.get(&id).copied().unwrap_or((None, None));
         if routing != Some(c) && igmp != Some(c) {
             return Err(MgmError::InvalidParameter);
+        }
+        if igmp == Some(c) && routing.is_some() && exclude {
+            if !wildcards(k).iter().any(|w| self.locals.contains(&(*w, id))) {
+                return Err(MgmError::InvalidParameter);
+            }
+            if self.local_excludes.insert((k, id)) {
+                self.say(
+                    routing.unwrap_or_default(),
+                    Cb::LocalLeave {
+                        sg: entry(k),
+                        if_id: id,
+                    },
+                );
+            }
+            return Ok(());
         }
         if igmp == Some(c) && routing.is_some() {
             if self.locals.insert((k, id)) {
@@ -244,6 +290,16 @@ impl Model {
                     },
                 );
             }
+            return Ok(());
+        }
+        if exclude {
+            if !wildcards(k)
+                .iter()
+                .any(|w| self.joins.contains(&(c, *w, id)))
+            {
+                return Err(MgmError::InvalidParameter);
+            }
+            self.excludes.insert((c, k, id));
             return Ok(());
         }
         if flags & 1 == 0 || self.joins.contains(&(c, k, id)) {
@@ -290,19 +346,35 @@ impl Model {
             return Err(MgmError::InvalidParameter);
         }
         let k = parse(e).ok_or(MgmError::InvalidParameter)?;
-        if flags == 0 || flags > 3 {
-            return Err(MgmError::InvalidParameter);
-        }
+        let exclude = parse_flags(flags, k).ok_or(MgmError::InvalidParameter)?;
         let Some(&(routing, igmp)) = self.owners.get(&id) else {
             return Err(MgmError::NotFound);
         };
         if routing != Some(c) && igmp != Some(c) {
             return Err(MgmError::InvalidParameter);
         }
+        if igmp == Some(c) && routing.is_some() && exclude {
+            if !self.local_excludes.remove(&(k, id)) {
+                return Err(MgmError::NotFound);
+            }
+            self.say(
+                routing.unwrap_or_default(),
+                Cb::LocalJoin {
+                    sg: entry(k),
+                    if_id: id,
+                },
+            );
+            return Ok(());
+        }
         if igmp == Some(c) && routing.is_some() {
             if !self.locals.remove(&(k, id)) {
                 return Err(MgmError::NotFound);
             }
+            // Local exclusions without a local wildcard over them go silently.
+            let locals = &self.locals;
+            self.local_excludes.retain(|(x, at)| {
+                *at != id || wildcards(*x).iter().any(|w| locals.contains(&(*w, id)))
+            });
             self.say(
                 routing.unwrap_or_default(),
                 Cb::LocalLeave {
@@ -311,6 +383,12 @@ impl Model {
                 },
             );
             return Ok(());
+        }
+        if exclude {
+            return match self.excludes.remove(&(c, k, id)) {
+                true => Ok(()),
+                false => Err(MgmError::NotFound),
+            };
         }
         if flags & 1 == 0 {
             return Ok(());
@@ -325,6 +403,11 @@ impl Model {
     /// Removes one JOIN entry with the §4.6 prune rules.
     fn unjoin(&mut self, c: usize, k: Key, id: InterfaceId) {
         self.joins.remove(&(c, k, id));
+        // Exclusions without a wildcard of their client over them go silently.
+        let joins = &self.joins;
+        self.excludes.retain(|(xc, x, at)| {
+            *xc != c || *at != id || wildcards(*x).iter().any(|w| joins.contains(&(c, *w, id)))
+        });
         if self.holds(c, k) {
             return;
         }

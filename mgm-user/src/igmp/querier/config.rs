@@ -112,7 +112,8 @@ impl Default for Config {
 
 impl Config {
     /// Most memberships one interface's querier hands the MGM core at these limits: one
-    /// (\*,G) per group and one (S,G) per source record. `None` when either is unlimited.
+    /// (\*,G) per group and one (S,G) join or exclusion per source record. `None` when either
+    /// is unlimited.
     pub fn max_memberships(&self) -> Option<usize> {
         Some(self.max_groups?.saturating_add(self.max_sources?))
     }

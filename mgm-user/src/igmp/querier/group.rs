@@ -7,7 +7,7 @@ use std::{
     net::Ipv4Addr,
 };
 
-use super::{after, config::Params, Instant, Version};
+use super::{after, config::Params, Entry, Instant, Version};
 use crate::igmp::codec::RecordType;
 
 /// Router filter mode of a group (RFC 3376 §6.2.1).
@@ -15,8 +15,8 @@ use crate::igmp::codec::RecordType;
 pub enum FilterMode {
     /// Forward only the listed sources.
     Include,
-    /// Forward every source except those whose timer is 0. mgm forwards (*,G) then: the
-    /// excluded sources are not filtered (see [`super::Membership`]).
+    /// Forward every source except those whose timer is 0: (*,G) with those sources excluded
+    /// (see [`super::Membership`]).
     Exclude,
 }
 
@@ -146,12 +146,17 @@ impl Group {
         self.mode == FilterMode::Include && self.sources.is_empty()
     }
 
-    /// What this group asks the data plane to forward (RFC 3376 §6.3): (*,G) in EXCLUDE
-    /// mode, (S,G) for each source in INCLUDE mode.
-    pub(super) fn forwarding(&self) -> BTreeSet<Option<Ipv4Addr>> {
+    /// What this group asks MGM for (RFC 3376 §6.3, spec §4.8): (*,G) and an exclusion per
+    /// source whose timer is 0 in EXCLUDE mode, (S,G) for each source in INCLUDE mode.
+    pub(super) fn forwarding(&self) -> BTreeSet<Entry> {
         match self.mode {
-            FilterMode::Exclude => [None].into(),
-            FilterMode::Include => self.sources.keys().map(|s| Some(*s)).collect(),
+            FilterMode::Exclude => self
+                .excluded()
+                .into_iter()
+                .map(|s| (Some(s), true))
+                .chain([(None, false)])
+                .collect(),
+            FilterMode::Include => self.sources.keys().map(|s| (Some(*s), false)).collect(),
         }
     }
 

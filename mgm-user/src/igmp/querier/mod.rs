@@ -56,13 +56,18 @@ pub struct Transmit {
     pub message: IgmpMessage,
 }
 
-/// One membership of this interface to add to (`join`) or delete from the MGM core.
+/// One membership of this interface to add to (`join`) or delete from the MGM core: the
+/// group's RFC 3376 router state mapped as spec §4.8 says.
 ///
-/// `source: None` is (*,G), joined while the group is in EXCLUDE mode (every v1/v2 report
-/// puts it there). MGM memberships can only say "forward", so the sources an EXCLUDE filter
-/// excludes are still forwarded: the data plane never sees them. `source: Some(S)` is (S,G),
-/// one per forwarded source of an INCLUDE-mode group (RFC 3376 §6.3). For one input, joins
-/// come before leaves, so a mode switch leaves no gap.
+/// - INCLUDE(A): `source: Some(S)`, `exclude: false`, an (S,G) JOIN for each S in A.
+/// - EXCLUDE(X, Y): `source: None`, a (*,G) JOIN, plus `source: Some(S)`, `exclude: true`, an
+///   (S,G) EXCLUDE for each S in Y (the sources whose timer is 0); the sources of X are
+///   forwarded by the (*,G).
+///
+/// For one input the changes come in an order that never forwards what neither the old nor
+/// the new state forwards, and that keeps every exclusion under its (*,G): joins, then new
+/// exclusions, then ended exclusions, then leaves. When the (*,G) goes, its exclusions go with
+/// it in the core (spec §4.8), so they are not deleted one by one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Membership {
     /// The interface the querier runs on.
@@ -71,9 +76,15 @@ pub struct Membership {
     pub source: Option<Ipv4Addr>,
     /// The group.
     pub group: Ipv4Addr,
+    /// `true` for an excluded source (`MGM_EXCLUDE_STATE_FLAG`), `false` for a JOIN.
+    pub exclude: bool,
     /// `true` to add the membership, `false` to delete it.
     pub join: bool,
 }
+
+/// One entry a group asks of MGM: `(source, exclude)` as in [`Membership`]; `(None, false)` is
+/// the (*,G) JOIN.
+pub type Entry = (Option<Ipv4Addr>, bool);
 
 /// What the querier has done and seen since it started, for `mgm show`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -163,8 +174,8 @@ pub struct Querier {
     groups_due: Option<Instant>,
     /// Source records in use over all groups, against [`Config::max_sources`].
     budget: SourceBudget,
-    /// The memberships already handed out: the next output is the difference.
-    published: BTreeSet<(Ipv4Addr, Option<Ipv4Addr>)>,
+    /// The memberships already handed out, by group: the next output is the difference.
+    published: BTreeSet<(Ipv4Addr, Entry)>,
     /// Groups whose forwarding may have changed since the last [`Self::flush`].
     dirty: BTreeSet<Ipv4Addr>,
     transmits: VecDeque<Transmit>,
@@ -350,9 +361,10 @@ impl Querier {
         })
     }
 
-    /// The (group, source) memberships the current state asks for, `None` being (*,G):
-    /// what all [`Membership`]s output so far add up to once drained.
-    pub fn forwarding(&self) -> BTreeSet<(Ipv4Addr, Option<Ipv4Addr>)> {
+    /// The (group, entry) memberships the current state asks for: what all [`Membership`]s
+    /// output so far add up to once drained, in the core, where deleting a (*,G) deletes its
+    /// exclusions.
+    pub fn forwarding(&self) -> BTreeSet<(Ipv4Addr, Entry)> {
         self.groups
             .iter()
             .flat_map(|(g, state)| state.forwarding().into_iter().map(|s| (*g, s)))
@@ -733,40 +745,58 @@ impl Querier {
         }
     }
 
-    /// Hands out the membership changes of every group touched since the last call:
-    /// all joins, then all leaves.
+    /// Hands out the membership changes of every group touched since the last call, in the
+    /// order [`Membership`] describes.
     fn flush(&mut self) {
-        let mut joins = Vec::new();
-        let mut leaves = Vec::new();
+        let (mut joins, mut excludes, mut unexcludes, mut leaves): (
+            Vec<_>,
+            Vec<_>,
+            Vec<_>,
+            Vec<_>,
+        ) = Default::default();
         for group in std::mem::take(&mut self.dirty) {
-            let now: BTreeSet<Option<Ipv4Addr>> = self
+            let now: BTreeSet<Entry> = self
                 .groups
                 .get(&group)
                 .map(Group::forwarding)
                 .unwrap_or_default();
-            let before: BTreeSet<Option<Ipv4Addr>> = self
+            let before: BTreeSet<Entry> = self
                 .published
-                .range((group, None)..=(group, Some(Ipv4Addr::BROADCAST)))
-                .map(|(_, s)| *s)
+                .range((group, (None, false))..=(group, (Some(Ipv4Addr::BROADCAST), true)))
+                .map(|(_, e)| *e)
                 .collect();
-            for source in now.difference(&before) {
-                self.published.insert((group, *source));
-                joins.push(self.membership(group, *source, true));
+            let star_stays = now.contains(&(None, false));
+            for &(source, exclude) in now.difference(&before) {
+                self.published.insert((group, (source, exclude)));
+                let out: &mut Vec<Membership> = if exclude { &mut excludes } else { &mut joins };
+                out.push(self.membership(group, source, exclude, true));
             }
-            for source in before.difference(&now) {
-                self.published.remove(&(group, *source));
-                leaves.push(self.membership(group, *source, false));
+            for &(source, exclude) in before.difference(&now) {
+                self.published.remove(&(group, (source, exclude)));
+                match (exclude, star_stays) {
+                    (false, _) => leaves.push(self.membership(group, source, false, false)),
+                    (true, true) => unexcludes.push(self.membership(group, source, true, false)),
+                    // The (*,G) leave takes it along.
+                    (true, false) => {}
+                }
             }
         }
-        self.memberships.extend(joins);
-        self.memberships.extend(leaves);
+        let all: [Vec<Membership>; 4] = [joins, excludes, unexcludes, leaves];
+        self.memberships.extend(all.into_iter().flatten());
     }
 
-    fn membership(&self, group: Ipv4Addr, source: Option<Ipv4Addr>, join: bool) -> Membership {
+    fn membership(
+        &self,
+        group: Ipv4Addr,
+        source: Option<Ipv4Addr>,
+        exclude: bool,
+        join: bool,
+    ) -> Membership {
         Membership {
             ifindex: self.ifindex,
             source,
             group,
+            exclude,
             join,
         }
     }

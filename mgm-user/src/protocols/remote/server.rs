@@ -21,8 +21,8 @@ use super::{
 };
 use crate::core::{
     self, ComponentId, InterfaceId, Mgm, MgmError, ProtocolHandle, ProtocolId, SourceGroupEntry,
-    ALL_ONES, ALL_SOURCES, ANY_SOURCE, MGM_FORWARD_STATE_FLAG, MGM_JOIN_STATE_FLAG,
-    MGM_MFE_STATS_1,
+    ALL_ONES, ALL_SOURCES, ANY_SOURCE, MGM_EXCLUDE_STATE_FLAG, MGM_FORWARD_STATE_FLAG,
+    MGM_JOIN_STATE_FLAG, MGM_MFE_STATS_1,
 };
 
 /// Requests waiting for the daemon before a module's reader stops reading.
@@ -478,6 +478,7 @@ impl Requests<'_> {
             f | match flag {
                 Flag::Join => MGM_JOIN_STATE_FLAG,
                 Flag::Forward => MGM_FORWARD_STATE_FLAG,
+                Flag::Exclude => MGM_EXCLUDE_STATE_FLAG,
             }
         });
         let (result, verb) = if add {

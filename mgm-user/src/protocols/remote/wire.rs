@@ -147,7 +147,8 @@ pub struct Membership {
         skip_serializing_if = "Ipv4Addr::is_unspecified"
     )]
     pub next_hop: Ipv4Addr,
-    /// `MGM_JOIN_STATE_FLAG` ("join") and/or `MGM_FORWARD_STATE_FLAG` ("forward").
+    /// `MGM_JOIN_STATE_FLAG` ("join") and/or `MGM_FORWARD_STATE_FLAG` ("forward"), or
+    /// `MGM_EXCLUDE_STATE_FLAG` ("exclude") alone on an (S,G) (spec §4.8).
     pub flags: Vec<Flag>,
 }
 
@@ -169,12 +170,14 @@ impl Membership {
     }
 }
 
-/// A membership state flag (spec §4.1).
+/// A membership state flag (spec §1, §4.1, §4.8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Flag {
     Join,
     Forward,
+    /// An (S,G) not to forward on the interface under the caller's own (*,G) or (*,*).
+    Exclude,
 }
 
 /// Out-parameters of a callback, by the callback they answer.
@@ -469,6 +472,14 @@ mod tests {
         assert_eq!(m.group, Ipv4Addr::new(239, 1, 1, 1));
         assert_eq!(m.source_mask, None);
         assert_eq!(m.flags, [Flag::Join]);
+        let l = parse(
+            r#"{"op":"delete_membership","source":"10.1.1.1","group":"239.1.1.1","interface":"eth2","flags":["exclude"]}"#,
+        )
+        .unwrap();
+        let Op::DeleteMembership(m) = l.op else {
+            panic!("{l:?}")
+        };
+        assert_eq!(m.flags, [Flag::Exclude], "spec §4.8");
         assert_eq!(
             parse(r#"{"op":"groups"}"#).unwrap().op,
             Op::Groups { all_sources: false }

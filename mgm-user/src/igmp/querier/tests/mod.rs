@@ -3,6 +3,7 @@
 
 mod compat;
 mod election;
+mod exclude;
 mod fast_leave;
 mod limits;
 mod prop;
@@ -220,15 +221,30 @@ pub(super) fn join(source: Option<Ipv4Addr>, group: Ipv4Addr) -> Membership {
         ifindex: IF,
         source,
         group,
+        exclude: false,
         join: true,
     }
 }
 
 pub(super) fn leave(source: Option<Ipv4Addr>, group: Ipv4Addr) -> Membership {
     Membership {
-        ifindex: IF,
-        source,
-        group,
         join: false,
+        ..join(source, group)
+    }
+}
+
+/// An exclusion of `source` under the (*,G) starts (spec §4.8).
+pub(super) fn exclusion(source: Ipv4Addr, group: Ipv4Addr) -> Membership {
+    Membership {
+        exclude: true,
+        ..join(Some(source), group)
+    }
+}
+
+/// An exclusion of `source` ends while the (*,G) stays.
+pub(super) fn end_exclusion(source: Ipv4Addr, group: Ipv4Addr) -> Membership {
+    Membership {
+        exclude: true,
+        ..leave(Some(source), group)
     }
 }

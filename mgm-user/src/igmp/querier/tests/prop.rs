@@ -161,7 +161,8 @@ fn run(config: Config, ops: &[Op]) -> Result<(), TestCaseError> {
     let max_sources = config.max_sources;
     let mut now = Instant::from_millis(5_000);
     let mut q = Querier::new(IF, OWN, config, now).unwrap();
-    let mut replayed: BTreeSet<(Ipv4Addr, Option<Ipv4Addr>)> = BTreeSet::new();
+    // What the core holds after every membership so far (spec §4.8).
+    let mut replayed: BTreeSet<(Ipv4Addr, crate::igmp::querier::Entry)> = BTreeSet::new();
     for op in ops {
         match op {
             Op::Jump(ms) => {
@@ -182,11 +183,20 @@ fn run(config: Config, ops: &[Op]) -> Result<(), TestCaseError> {
         while q.poll_transmit().is_some() {}
         while let Some(m) = q.poll_membership() {
             prop_assert_eq!(m.ifindex, IF);
-            let key = (m.group, m.source);
+            let key = (m.group, (m.source, m.exclude));
+            let star = (m.group, (None, false));
+            if m.exclude {
+                // An exclusion is only ever added or removed under its (*,G), as MGM requires.
+                prop_assert!(replayed.contains(&star), "{:?} without its (*,G)", m);
+            }
             if m.join {
                 prop_assert!(replayed.insert(key), "join of {:?} twice", key);
             } else {
                 prop_assert!(replayed.remove(&key), "leave of {:?} never joined", key);
+            }
+            if !m.join && key == star {
+                // MGM drops the exclusions with their (*,G).
+                replayed.retain(|(g, (_, exclude))| *g != m.group || !exclude);
             }
         }
         prop_assert_eq!(&replayed, &q.forwarding());
@@ -195,6 +205,23 @@ fn run(config: Config, ops: &[Op]) -> Result<(), TestCaseError> {
         }
         let mut sources = 0;
         for g in q.groups() {
+            // Spec §4.8: INCLUDE(A) is (S,G) for A; EXCLUDE(X, Y) is (*,G) minus Y, the
+            // sources whose timer is 0.
+            let want: BTreeSet<_> = match g.filter_mode() {
+                FilterMode::Include => g.sources().map(|(s, _)| (Some(s), false)).collect(),
+                FilterMode::Exclude => g
+                    .sources()
+                    .filter(|(_, t)| t.is_none())
+                    .map(|(s, _)| (Some(s), true))
+                    .chain([(None, false)])
+                    .collect(),
+            };
+            let got: BTreeSet<_> = replayed
+                .iter()
+                .filter(|(group, _)| *group == g.address())
+                .map(|(_, e)| *e)
+                .collect();
+            prop_assert_eq!(got, want, "memberships of {}", g.address());
             let timers: Vec<Option<Instant>> = g.sources().map(|(_, t)| t).collect();
             sources += timers.len();
             match g.filter_mode() {

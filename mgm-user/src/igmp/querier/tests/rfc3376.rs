@@ -52,7 +52,12 @@ fn rfc3376_6_4_1_is_ex_in_include_mode() {
     assert_eq!(t.group_timer(G), Some(1_000 + GMI));
     assert_eq!(
         t.members(),
-        [join(None, G), leave(Some(S1), G), leave(Some(S2), G)]
+        [
+            join(None, G),
+            exclusion(S3, G),
+            leave(Some(S1), G),
+            leave(Some(S2), G)
+        ]
     );
     assert_eq!(t.sent(), []);
 }
@@ -66,7 +71,7 @@ fn rfc3376_6_4_1_is_in_in_exclude_mode() {
     assert_eq!(t.sources(G), Some(vec![(S1, true), (S2, true)]));
     assert_eq!(t.source_timer(G, S1), Some(1_000 + GMI));
     assert_eq!(t.group_timer(G), Some(GMI));
-    assert_eq!(t.members(), []);
+    assert_eq!(t.members(), [end_exclusion(S1, G)]);
 }
 
 #[test]
@@ -141,7 +146,12 @@ fn rfc3376_6_4_2_to_ex_in_include_mode() {
     assert_eq!(t.group_timer(G), Some(1_000 + GMI));
     assert_eq!(
         t.members(),
-        [join(None, G), leave(Some(S1), G), leave(Some(S2), G)]
+        [
+            join(None, G),
+            exclusion(S3, G),
+            leave(Some(S1), G),
+            leave(Some(S2), G)
+        ]
     );
     t.advance(10_000);
     assert_eq!(
@@ -151,9 +161,9 @@ fn rfc3376_6_4_2_to_ex_in_include_mode() {
             (1_000 + LMQI, source_query(G, &[S2], false)),
         ]
     );
-    // The unanswered source joins the exclude list; (*,G) forwarding is unchanged.
+    // The unanswered source joins the exclude list, and stops being forwarded.
     assert_eq!(t.sources(G), Some(vec![(S2, false), (S3, false)]));
-    assert_eq!(t.members(), []);
+    assert_eq!(t.take_members(), [(1_000 + LMQT, exclusion(S2, G))]);
 }
 
 #[test]
@@ -185,7 +195,7 @@ fn rfc3376_6_4_2_allow_in_exclude_mode() {
     // EXCLUDE(X+A, Y-A); (A)=GMI.
     assert_eq!(t.sources(G), Some(vec![(S1, true)]));
     assert_eq!(t.source_timer(G, S1), Some(1_000 + GMI));
-    assert_eq!(t.members(), []);
+    assert_eq!(t.members(), [end_exclusion(S1, G)]);
     assert_eq!(t.sent(), []);
 }
 
@@ -213,7 +223,13 @@ fn rfc3376_6_4_2_block_in_exclude_mode() {
         t.sources(G),
         Some(vec![(S1, false), (S2, false), (S3, false)])
     );
-    assert_eq!(t.members(), []);
+    assert_eq!(
+        t.take_members(),
+        [
+            (1_000 + LMQT, exclusion(S1, G)),
+            (1_000 + LMQT, exclusion(S3, G))
+        ]
+    );
 }
 
 #[test]
@@ -249,7 +265,13 @@ fn rfc3376_6_4_2_to_ex_in_exclude_mode() {
             (1_000 + LMQI, source_query(G, &[S2, S4], false)),
         ]
     );
-    assert_eq!(t.members(), []);
+    assert_eq!(
+        t.take_members(),
+        [
+            (1_000 + LMQT, exclusion(S2, G)),
+            (1_000 + LMQT, exclusion(S4, G))
+        ]
+    );
 }
 
 #[test]
@@ -272,10 +294,12 @@ fn rfc3376_6_4_2_to_in_in_exclude_mode_queries_group_and_sources() {
             (1_000 + LMQI, source_query(G, &[S1], false)),
         ]
     );
-    // §6.5: nobody answered, so the group switches to INCLUDE with S2 only.
+    // S2 is wanted at once; §6.5: nobody answered, so the group switches to INCLUDE with S2
+    // only.
     assert_eq!(
         t.take_members(),
         [
+            (1_000, end_exclusion(S2, G)),
             (1_000 + LMQT, join(Some(S2), G)),
             (1_000 + LMQT, leave(None, G))
         ]

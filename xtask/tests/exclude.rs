@@ -1,0 +1,472 @@
+//! End-to-end: IGMPv3 source filtering (RFC 3376 §6.4, spec §4.8). A host on dn1 drives every
+//! row of the router state tables with reports this test builds and sends from a raw socket
+//! (the host's kernel joined none of the groups, so it adds nothing of its own). Then sources
+//! behind the upstream send to every group, and captures on the wire count every datagram: dn1
+//! must get exactly the sources the RFC state forwards, while r2, a kernel IGMPv3 host that
+//! joined every group, gets all of them, so a blocked source is cut only where it is blocked.
+//! Needs root; run through `cargo xtask test`.
+
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, SocketAddrV4},
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Condvar, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use xtask::lab::{
+    receiver_addr,
+    traffic::{Capture, Receiver, Sender},
+    unique_tag, Daemon, IgmpVersion, Lab, Netns, HOST_IF, SENDER_ADDR,
+};
+
+/// Sources behind the upstream: extra addresses of the sender host.
+const S1: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
+const S2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 12);
+const S3: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 13);
+const S4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 14);
+const S20: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 20);
+const S21: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 21);
+const SOURCES: [Ipv4Addr; 6] = [S1, S2, S3, S4, S20, S21];
+/// The group whose datagram, sent last from [`SENDER_ADDR`], marks the end of the traffic.
+const SENTINEL: Ipv4Addr = Ipv4Addr::new(239, 20, 0, 99);
+/// Rounds of one datagram per source and group after the MFEs exist.
+const BURST: usize = 3;
+const DEADLINE: Duration = Duration::from_secs(10);
+/// Datagrams sent before waiting for them: few enough for the capture sockets' buffers
+/// however late their threads run.
+const BATCH: usize = 8;
+/// How long one round of first datagrams waits for arrivals before the next round.
+const PRIME_ROUND: Duration = Duration::from_millis(200);
+
+/// IGMPv3 group record types (RFC 3376 §4.2.12).
+#[derive(Clone, Copy, Debug)]
+enum Record {
+    IsIn = 1,
+    IsEx = 2,
+    ToIn = 3,
+    ToEx = 4,
+    Allow = 5,
+    Block = 6,
+}
+use Record::*;
+
+/// One row of RFC 3376 §6.4.1 on its own group: the reports that reach the starting state,
+/// the report of the row, the sources dn1 must get once the router has settled, and the log
+/// lines that say it has (the membership changes its unanswered queries end in).
+struct Row {
+    name: &'static str,
+    group: Ipv4Addr,
+    reports: Vec<(Record, Vec<Ipv4Addr>)>,
+    forwarded: Vec<Ipv4Addr>,
+    settled: Vec<String>,
+}
+
+/// INCLUDE({S1,S2}).
+fn include_a() -> Vec<(Record, Vec<Ipv4Addr>)> {
+    vec![(IsIn, vec![S1, S2])]
+}
+
+/// EXCLUDE(X = {S1,S2}, Y = {S20,S21}).
+fn exclude_xy() -> Vec<(Record, Vec<Ipv4Addr>)> {
+    vec![(IsIn, vec![S1, S2]), (IsEx, vec![S1, S2, S20, S21])]
+}
+
+fn rows() -> Vec<Row> {
+    let all_but = |out: &[Ipv4Addr]| -> Vec<Ipv4Addr> {
+        SOURCES
+            .iter()
+            .filter(|s| !out.contains(s))
+            .copied()
+            .collect()
+    };
+    let mut rows = Vec::new();
+    let mut row = |name, start: Vec<_>, report: (Record, Vec<Ipv4Addr>), fwd: Vec<_>, settled| {
+        let group = Ipv4Addr::new(239, 20, 0, rows.len() as u8 + 1);
+        let mut reports = start;
+        reports.push(report);
+        let settled = settled_lines(group, settled);
+        rows.push(Row {
+            name,
+            group,
+            reports,
+            forwarded: fwd,
+            settled,
+        });
+    };
+    // INCLUDE(A) + IS_IN(B) → INCLUDE(A+B).
+    row(
+        "INCLUDE + IS_IN",
+        include_a(),
+        (IsIn, vec![S2, S3]),
+        vec![S1, S2, S3],
+        vec![("joins", "S3")],
+    );
+    // INCLUDE(A) + IS_EX(B) → EXCLUDE(A*B, B-A).
+    row(
+        "INCLUDE + IS_EX",
+        include_a(),
+        (IsEx, vec![S2, S3]),
+        all_but(&[S3]),
+        vec![("excludes", "S3")],
+    );
+    // INCLUDE(A) + ALLOW(B) → INCLUDE(A+B).
+    row(
+        "INCLUDE + ALLOW",
+        include_a(),
+        (Allow, vec![S3]),
+        vec![S1, S2, S3],
+        vec![("joins", "S3")],
+    );
+    // INCLUDE(A) + BLOCK(B) → INCLUDE(A), Q(G, A*B) goes unanswered: INCLUDE(A-B).
+    row(
+        "INCLUDE + BLOCK",
+        include_a(),
+        (Block, vec![S2, S3]),
+        vec![S1],
+        vec![("leaves", "S2")],
+    );
+    // INCLUDE(A) + TO_IN(B) → INCLUDE(A+B), Q(G, A-B) goes unanswered: INCLUDE(B).
+    row(
+        "INCLUDE + TO_IN",
+        include_a(),
+        (ToIn, vec![S3]),
+        vec![S3],
+        vec![("leaves", "S1"), ("leaves", "S2")],
+    );
+    // INCLUDE(A) + TO_EX(B) → EXCLUDE(A*B, B-A), Q(G, A*B) unanswered: EXCLUDE({}, B).
+    row(
+        "INCLUDE + TO_EX",
+        include_a(),
+        (ToEx, vec![S2, S3]),
+        all_but(&[S2, S3]),
+        vec![("excludes", "S2"), ("excludes", "S3")],
+    );
+    // EXCLUDE(X,Y) + IS_IN(A) → EXCLUDE(X+A, Y-A).
+    row(
+        "EXCLUDE + IS_IN",
+        exclude_xy(),
+        (IsIn, vec![S3, S20]),
+        all_but(&[S21]),
+        vec![("stops excluding", "S20")],
+    );
+    // EXCLUDE(X,Y) + IS_EX(A) → EXCLUDE(A-Y, Y*A).
+    row(
+        "EXCLUDE + IS_EX",
+        exclude_xy(),
+        (IsEx, vec![S2, S3, S20]),
+        all_but(&[S20]),
+        vec![("stops excluding", "S21")],
+    );
+    // EXCLUDE(X,Y) + ALLOW(A) → EXCLUDE(X+A, Y-A).
+    row(
+        "EXCLUDE + ALLOW",
+        exclude_xy(),
+        (Allow, vec![S20]),
+        all_but(&[S21]),
+        vec![("stops excluding", "S20")],
+    );
+    // EXCLUDE(X,Y) + BLOCK(A) → EXCLUDE(X+(A-Y), Y), Q(G, A-Y) unanswered: those join Y.
+    row(
+        "EXCLUDE + BLOCK",
+        exclude_xy(),
+        (Block, vec![S2, S3, S21]),
+        vec![S1, S4],
+        vec![("excludes", "S2"), ("excludes", "S3")],
+    );
+    // EXCLUDE(X,Y) + TO_IN(A) → EXCLUDE(X+A, Y-A), Q(G, X-A) and Q(G) unanswered: the group
+    // timer runs out and INCLUDE(A) remains.
+    row(
+        "EXCLUDE + TO_IN",
+        exclude_xy(),
+        (ToIn, vec![S20]),
+        vec![S20],
+        vec![("leaves", "*")],
+    );
+    // EXCLUDE(X,Y) + TO_EX(A) → EXCLUDE(A-Y, Y*A), Q(G, A-Y) unanswered: EXCLUDE({}, A).
+    row(
+        "EXCLUDE + TO_EX",
+        exclude_xy(),
+        (ToEx, vec![S2, S3, S20]),
+        vec![S1, S4, S21],
+        vec![("excludes", "S2"), ("excludes", "S3")],
+    );
+    rows
+}
+
+/// The daemon's log lines for membership changes on dn1 (see `daemon.rs`).
+fn settled_lines(group: Ipv4Addr, changes: Vec<(&str, &str)>) -> Vec<String> {
+    let name = |s: &str| match s {
+        "*" => "*".to_owned(),
+        s => SOURCES[["S1", "S2", "S3", "S4", "S20", "S21"]
+            .iter()
+            .position(|n| *n == s)
+            .expect("a source name")]
+        .to_string(),
+    };
+    changes
+        .into_iter()
+        .map(|(verb, s)| format!("membership: dn1 {verb} ({}, {group})", name(s)))
+        .collect()
+}
+
+/// An IGMPv3 membership report with one group record (RFC 3376 §4.2).
+fn report(kind: Record, group: Ipv4Addr, sources: &[Ipv4Addr]) -> Vec<u8> {
+    let mut m = vec![0x22, 0, 0, 0, 0, 0, 0, 1];
+    m.extend_from_slice(&[kind as u8, 0]);
+    m.extend_from_slice(&(sources.len() as u16).to_be_bytes());
+    m.extend_from_slice(&group.octets());
+    for s in sources {
+        m.extend_from_slice(&s.octets());
+    }
+    let mut sum: u32 = m
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    m[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    m
+}
+
+/// A raw IGMP socket on a host: reports go out exactly as built, with TTL 1, to
+/// 224.0.0.22 (RFC 3376 §4.2.14).
+fn reporter(ns: &Netns, iface: Ipv4Addr) -> Socket {
+    ns.run(|| -> std::io::Result<Socket> {
+        let s = Socket::new(
+            Domain::IPV4,
+            Type::RAW,
+            Some(Protocol::from(libc::IPPROTO_IGMP)),
+        )?;
+        s.set_multicast_if_v4(&iface)?;
+        s.set_multicast_ttl_v4(1)?;
+        s.set_multicast_loop_v4(false)?;
+        Ok(s)
+    })
+    .and_then(|r| Ok(r?))
+    .expect("raw IGMP socket")
+}
+
+/// Datagrams seen on one host's wire, by (source, group).
+type Counts = BTreeMap<(Ipv4Addr, Ipv4Addr), usize>;
+
+/// Both receivers' counts, updated by the capture threads.
+#[derive(Default)]
+struct Seen {
+    r1: Counts,
+    r2: Counts,
+}
+
+fn mgm_bin() -> PathBuf {
+    let path = std::env::var_os("MGM_BIN").map(PathBuf::from).expect(
+        "MGM_BIN is not set: run these tests with `cargo xtask test`, which builds mgm first",
+    );
+    assert!(path.is_file(), "MGM_BIN={} does not exist", path.display());
+    path
+}
+
+fn fail(daemon: &Daemon, what: &str) -> ! {
+    let show = daemon
+        .show()
+        .map_or_else(|e| format!("{e:#}"), |v| format!("{v:#}"));
+    panic!(
+        "{what}\nmgm log:\n{}\nmgm show:\n{show}",
+        daemon.log().join("\n")
+    );
+}
+
+fn every_rfc3376_row_forwards_exactly_the_sources_the_state_allows(mode: &str) {
+    let tag = unique_tag("t");
+    let lab = Lab::up(&tag, &[IgmpVersion::V3, IgmpVersion::V3]).expect("lab up");
+    for s in SOURCES {
+        lab.sender
+            .ip(&["addr", "add", &format!("{s}/24"), "dev", HOST_IF])
+            .expect("source address");
+    }
+    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{tag}"));
+    // Last-member queries 100 ms apart: an unanswered one settles within 200 ms.
+    let args = ["--xdp-mode", mode, "--igmp-last-member-interval-ms", "100"];
+    let mut daemon = Daemon::start(&mgm_bin(), &lab, &pin_dir, &args, false).expect("mgm starts");
+    let rows = rows();
+
+    // r2's kernel joins every group (IGMPv3 TO_EX{}): it must get every source.
+    let r2 = Receiver::new(&lab.receivers[1], receiver_addr(1)).expect("receiver socket");
+    for g in rows.iter().map(|r| r.group).chain([SENTINEL]) {
+        r2.join(g).expect("kernel join");
+    }
+    // r1 reports from a raw socket: every row, then EXCLUDE({}) for the sentinel.
+    let raw = reporter(&lab.receivers[0], receiver_addr(0));
+    let to = SocketAddrV4::new(Ipv4Addr::new(224, 0, 0, 22), 0).into();
+    for row in &rows {
+        for (kind, sources) in &row.reports {
+            raw.send_to(&report(*kind, row.group, sources), &to)
+                .expect("send report");
+        }
+    }
+    raw.send_to(&report(IsEx, SENTINEL, &[]), &to)
+        .expect("send report");
+    let mut settled: Vec<String> = rows.iter().flat_map(|r| r.settled.clone()).collect();
+    settled.push(format!("membership: dn1 joins (*, {SENTINEL})"));
+    settled.push(format!("membership: dn2 joins (*, {SENTINEL})"));
+    for line in &settled {
+        if let Err(e) = daemon.wait_for(line, DEADLINE) {
+            panic!("the router did not settle: {e:#}");
+        }
+    }
+
+    let caps = [
+        Capture::new(&lab.receivers[0], HOST_IF).expect("capture r1"),
+        Capture::new(&lab.receivers[1], HOST_IF).expect("capture r2"),
+    ];
+    let seen = Mutex::new(Seen::default());
+    let changed = Condvar::new();
+    let done = AtomicBool::new(false);
+    let mut flows: Vec<(Ipv4Addr, Ipv4Addr)> = rows
+        .iter()
+        .flat_map(|r| SOURCES.map(|s| (s, r.group)))
+        .collect();
+    flows.push((SENDER_ADDR, SENTINEL));
+    let mut senders: BTreeMap<Ipv4Addr, Sender> = SOURCES
+        .iter()
+        .chain([&SENDER_ADDR])
+        .map(|s| (*s, Sender::new(&lab.sender, *s, 8).expect("sender socket")))
+        .collect();
+    let mut send = |(s, g): (Ipv4Addr, Ipv4Addr)| {
+        senders
+            .get_mut(&s)
+            .expect("a sender")
+            .send(g, 100)
+            .expect("send");
+    };
+    // Waits until `cond` holds of the counts; false after `limit`.
+    let wait = |limit: Duration, cond: &dyn Fn(&Seen) -> bool| {
+        let guard = seen.lock().unwrap();
+        let (_guard, timeout) = changed
+            .wait_timeout_while(guard, limit, |s| !cond(s))
+            .unwrap();
+        !timeout.timed_out()
+    };
+    let outcome = std::thread::scope(|scope| {
+        for (i, cap) in caps.iter().enumerate() {
+            let (seen, changed, done) = (&seen, &changed, &done);
+            scope.spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    let frames = cap.frames(Duration::from_millis(20));
+                    let mut s = seen.lock().unwrap();
+                    let counts = if i == 0 { &mut s.r1 } else { &mut s.r2 };
+                    for f in frames {
+                        let ip = |at: usize| Ipv4Addr::new(f[at], f[at + 1], f[at + 2], f[at + 3]);
+                        *counts.entry((ip(26), ip(30))).or_default() += 1;
+                    }
+                    changed.notify_all();
+                }
+            });
+        }
+        let result = (|| {
+            // The first datagram of each (S,G) makes its MFE; send until r2 has one of each.
+            let start = Instant::now();
+            let mut first = true;
+            loop {
+                let missing: Vec<_> = {
+                    let s = seen.lock().unwrap();
+                    flows
+                        .iter()
+                        .filter(|f| !s.r2.contains_key(f))
+                        .copied()
+                        .collect()
+                };
+                if missing.is_empty() {
+                    break;
+                }
+                if start.elapsed() > DEADLINE {
+                    return Err(format!("r2 never got {missing:?}"));
+                }
+                // A first datagram is dropped while its MFE is made: the next round resends, a
+                // batch at a time once MFEs forward. Rounds never overlap, so no two datagrams
+                // of one flow are in flight together (the receivers' GRO could merge them into
+                // one captured frame).
+                let batch = &missing[..missing.len().min(if first { usize::MAX } else { BATCH })];
+                first = false;
+                batch.iter().for_each(|f| send(*f));
+                wait(PRIME_ROUND, &|s: &Seen| {
+                    batch.iter().all(|f| s.r2.contains_key(f))
+                });
+            }
+            // Then rounds of one datagram per flow, each waited for at r2, which wants them all.
+            for round in 1..=BURST {
+                for batch in flows.chunks(BATCH) {
+                    let base = seen.lock().unwrap().r2.clone();
+                    batch.iter().for_each(|f| send(*f));
+                    let arrived = |s: &Seen| batch.iter().all(|f| s.r2.get(f) > base.get(f));
+                    if !wait(DEADLINE, &arrived) {
+                        return Err(format!("round {round}: r2 did not get all of {batch:?}"));
+                    }
+                }
+            }
+            // Last, the sentinel: once r1 has it and matches r2 on every flow it wants, all
+            // that was sent to r1 has arrived.
+            let sentinel = (SENDER_ADDR, SENTINEL);
+            let before = seen.lock().unwrap().r2[&sentinel];
+            send(sentinel);
+            let complete = |s: &Seen| {
+                s.r2[&sentinel] > before
+                    && s.r1.get(&sentinel) == s.r2.get(&sentinel)
+                    && rows.iter().all(|row| {
+                        row.forwarded
+                            .iter()
+                            .all(|src| s.r1.get(&(*src, row.group)) == s.r2.get(&(*src, row.group)))
+                    })
+            };
+            if !wait(DEADLINE, &complete) {
+                return Err("r1 never caught up with r2 on the sources it wants".to_owned());
+            }
+            Ok(())
+        })();
+        done.store(true, Ordering::Relaxed);
+        result
+    });
+    if let Err(e) = outcome {
+        let s = seen.lock().unwrap();
+        fail(&daemon, &format!("{e}\nr1: {:?}\nr2: {:?}", s.r1, s.r2));
+    }
+
+    let s = seen.lock().unwrap();
+    let mut wrong = Vec::new();
+    for row in &rows {
+        let got: Vec<Ipv4Addr> = SOURCES
+            .iter()
+            .filter(|src| s.r1.contains_key(&(**src, row.group)))
+            .copied()
+            .collect();
+        if got != row.forwarded {
+            wrong.push(format!(
+                "{} ({}): dn1 got {got:?}, the RFC state forwards {:?}",
+                row.name, row.group, row.forwarded
+            ));
+        }
+        for src in SOURCES {
+            let n = s.r2.get(&(src, row.group)).copied().unwrap_or_default();
+            if n <= BURST {
+                wrong.push(format!("{}: r2 got {n} of {src}", row.name));
+            }
+        }
+    }
+    if !wrong.is_empty() {
+        fail(&daemon, &wrong.join("\n"));
+    }
+}
+
+#[test]
+fn rfc3376_6_4_every_row_forwards_exactly_the_allowed_sources_native() {
+    every_rfc3376_row_forwards_exactly_the_sources_the_state_allows("native");
+}
+
+#[test]
+fn rfc3376_6_4_every_row_forwards_exactly_the_allowed_sources_skb() {
+    every_rfc3376_row_forwards_exactly_the_sources_the_state_allows("skb");
+}
