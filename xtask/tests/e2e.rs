@@ -833,7 +833,7 @@ fn proxy_reports_downstream_membership_upstream() {
     r1.join(G1).unwrap();
     r2.join(G1).unwrap();
     let joined = records(Duration::from_millis(1500));
-    // CHANGE_TO_EXCLUDE_MODE {}: the router's host stack joined G1 (RFC 3376 §4.2.12).
+    // CHANGE_TO_EXCLUDE_MODE {}: mgm's upstream host side joined G1 (RFC 3376 §4.2.12).
     if !joined.contains(&4) {
         t.fail(&format!("no upstream join for {G1}: records {joined:?}"));
     }
@@ -925,7 +925,9 @@ fn proxy_interoperates_with_igmpproxy_upstream() {
     src.disable_tx_checksum("eth0").unwrap();
     core.sysctl("net.ipv4.conf.all.rp_filter", "0").unwrap();
     core.sysctl("net.ipv4.conf.c_up.rp_filter", "0").unwrap();
-    // mgm's RPF toward the source is its upstream; its host stack reports in v2 to igmpproxy.
+    // mgm's RPF toward the source is its upstream. mgm's own host side reports there, in v2
+    // once it hears igmpproxy's v2 queries (RFC 3376 §7.2.1); the sysctl keeps the router's
+    // kernel from answering in v3 for anything it joins itself.
     lab.router
         .ip(&["route", "add", "198.18.50.0/24", "via", "198.18.0.2"])
         .unwrap();

@@ -113,27 +113,49 @@ impl Router {
         }
     }
 
-    /// How many groups the router's own host stack has joined on the upstream interface: the
-    /// `Count` of `up0` in the router namespace's /proc/net/igmp. Both routers join upstream
-    /// for every group a downstream receiver wants (IP_ADD_MEMBERSHIP), so this is where a
-    /// report's processing ends. Reads only up to that line: the kernel formats the file as
-    /// it is read, and the groups listed after it would cost time on every poll.
+    /// How many groups the router has joined on the upstream interface: where a report's
+    /// processing ends. igmpproxy joins on its host stack (IP_ADD_MEMBERSHIP), so that is the
+    /// `Count` of `up0` in the router namespace's /proc/net/igmp, read only up to that line
+    /// (the kernel formats the file as it is read). mgm is the host side itself and puts each
+    /// group's MAC into the upstream's link-layer filter once its report went out: the users of
+    /// the IPv4 multicast entries of `up0` in /proc/net/dev_mcast (the run's groups differ in
+    /// their low 23 bits, so one MAC is one group; the caller subtracts those present before).
     fn upstream_groups(&self) -> anyhow::Result<usize> {
-        let path = format!("/proc/{}/net/igmp", self.pid());
-        let file = fs::File::open(&path).with_context(|| format!("open {path}"))?;
-        for line in BufReader::new(file).lines() {
+        let file = match self {
+            Router::Mgm(_) => "dev_mcast",
+            Router::Igmpproxy(_) => "igmp",
+        };
+        let path = format!("/proc/{}/net/{file}", self.pid());
+        let reader = BufReader::new(fs::File::open(&path).with_context(|| format!("open {path}"))?);
+        let mut users = 0;
+        for line in reader.lines() {
             let line = line.with_context(|| format!("read {path}"))?;
-            // "3\tup0       :     5      V3": index, device, colon, count, version.
-            if let Some((dev, rest)) = line.split_once(':') {
-                if dev.split_whitespace().nth(1) == Some(UPSTREAM) {
-                    let count = rest.split_whitespace().next().unwrap_or_default();
-                    return count
-                        .parse()
-                        .with_context(|| format!("bad count in {path}: {line:?}"));
+            match self {
+                // "2    up0    1     0     01005e800001": index, device, users, global, MAC.
+                // Users, not lines: a group whose MAC the kernel already holds (239.128.0.1
+                // shares 224.0.0.1's) adds a user to that line.
+                Router::Mgm(_) => {
+                    let f: Vec<&str> = line.split_whitespace().collect();
+                    if f.get(1) == Some(&UPSTREAM)
+                        && f.get(4).is_some_and(|m| m.starts_with("01005e"))
+                    {
+                        users += f.get(2).and_then(|u| u.parse::<usize>().ok()).unwrap_or(0);
+                    }
+                }
+                // "3\tup0       :     5      V3": index, device, colon, count, version.
+                Router::Igmpproxy(_) => {
+                    if let Some((dev, rest)) = line.split_once(':') {
+                        if dev.split_whitespace().nth(1) == Some(UPSTREAM) {
+                            let count = rest.split_whitespace().next().unwrap_or_default();
+                            return count
+                                .parse()
+                                .with_context(|| format!("bad count in {path}: {line:?}"));
+                        }
+                    }
                 }
             }
         }
-        Ok(0)
+        Ok(users)
     }
 
     /// IGMP messages lost on the way in: for mgm, those the XDP program could not queue
