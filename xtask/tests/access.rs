@@ -8,18 +8,11 @@ use std::{
     path::{Path, PathBuf},
     process::Command,
 };
+use xtask::lab::mgm_bin;
 
 use xtask::lab::{daemon::socket_for, unique_tag, Daemon, IgmpVersion, Lab};
 
 const NOBODY: u32 = 65534;
-
-fn mgm_bin() -> PathBuf {
-    let path = std::env::var_os("MGM_BIN").map(PathBuf::from).expect(
-        "MGM_BIN is not set: run these tests with `cargo xtask test`, which builds mgm first",
-    );
-    assert!(path.is_file(), "MGM_BIN={} does not exist", path.display());
-    path
-}
 
 /// The first line the socket sends to a client running as `uid` (root when `None`), or
 /// `connect failed: …`.

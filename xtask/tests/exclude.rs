@@ -16,6 +16,7 @@ use std::{
     },
     time::{Duration, Instant},
 };
+use xtask::lab::mgm_bin;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use xtask::lab::{
@@ -260,14 +261,6 @@ type Counts = BTreeMap<(Ipv4Addr, Ipv4Addr), usize>;
 struct Seen {
     r1: Counts,
     r2: Counts,
-}
-
-fn mgm_bin() -> PathBuf {
-    let path = std::env::var_os("MGM_BIN").map(PathBuf::from).expect(
-        "MGM_BIN is not set: run these tests with `cargo xtask test`, which builds mgm first",
-    );
-    assert!(path.is_file(), "MGM_BIN={} does not exist", path.display());
-    path
 }
 
 fn fail(daemon: &Daemon, what: &str) -> ! {

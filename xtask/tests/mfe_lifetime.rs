@@ -12,6 +12,7 @@ use std::{
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
+use xtask::lab::mgm_bin;
 
 use xtask::lab::{
     downstream, receiver_addr,
@@ -21,14 +22,6 @@ use xtask::lab::{
 
 const G1: Ipv4Addr = Ipv4Addr::new(239, 1, 1, 1);
 const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
-
-fn mgm_bin() -> PathBuf {
-    let path = std::env::var_os("MGM_BIN").map(PathBuf::from).expect(
-        "MGM_BIN is not set: run these tests with `cargo xtask test`, which builds mgm first",
-    );
-    assert!(path.is_file(), "MGM_BIN={} does not exist", path.display());
-    path
-}
 
 /// A running daemon and its lab; the daemon stops first when this drops.
 struct Setup {

@@ -5,14 +5,7 @@ use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
 };
-
-fn mgm_bin() -> PathBuf {
-    let path = std::env::var_os("MGM_BIN").map(PathBuf::from).expect(
-        "MGM_BIN is not set: run these tests with `cargo xtask test`, which builds mgm first",
-    );
-    assert!(path.is_file(), "MGM_BIN={} does not exist", path.display());
-    path
-}
+use xtask::lab::mgm_bin;
 
 fn repo(path: &str) -> PathBuf {
     xtask::workspace_root().join(path)

@@ -10,6 +10,7 @@ use std::{
     process::{Command, Stdio},
     time::Duration,
 };
+use xtask::lab::mgm_bin;
 
 use xtask::lab::{
     stream::{wait_until, Stream, Tally},
@@ -39,14 +40,6 @@ const IGMP: [&str; 8] = [
     "--igmp-query-response-ms",
     "500",
 ];
-
-fn mgm_bin() -> PathBuf {
-    let path = std::env::var_os("MGM_BIN").map(PathBuf::from).expect(
-        "MGM_BIN is not set: run these tests with `cargo xtask test`, which builds mgm first",
-    );
-    assert!(path.is_file(), "MGM_BIN={} does not exist", path.display());
-    path
-}
 
 /// ```text
 ///  sender eth0 ── s1 [br0] p0 ── up0 router1 dn1 ── up0 router2 dn1 ── eth0 receiver

@@ -13,6 +13,18 @@ use anyhow::{bail, Context};
 
 use super::{Lab, Netns, UPSTREAM};
 
+/// The `mgm` binary the tests run: `MGM_BIN`, which `cargo xtask test` sets after building.
+///
+/// # Panics
+/// `MGM_BIN` is not set or names no file: the message says how to run the tests.
+pub fn mgm_bin() -> PathBuf {
+    let path = std::env::var_os("MGM_BIN").map(PathBuf::from).expect(
+        "MGM_BIN is not set: run these tests with `cargo xtask test`, which builds mgm first",
+    );
+    assert!(path.is_file(), "MGM_BIN={} does not exist", path.display());
+    path
+}
+
 /// A running `mgm run` for one lab.
 pub struct Daemon {
     child: Child,

@@ -19,13 +19,7 @@ use xtask::lab::{
     Lab, SENDER_ADDR,
 };
 
-pub fn mgm_bin() -> PathBuf {
-    let path = std::env::var_os("MGM_BIN").map(PathBuf::from).expect(
-        "MGM_BIN is not set: run these tests with `cargo xtask test`, which builds mgm first",
-    );
-    assert!(path.is_file(), "MGM_BIN={} does not exist", path.display());
-    path
-}
+pub use xtask::lab::mgm_bin;
 
 /// Native XDP, fast last-member queries, and general queries every 2 s, so that a host
 /// whose membership was lost would report again within the test (and show as a gap).
