@@ -122,14 +122,14 @@ pub fn fuzz(target: Option<&str>, seconds: u64) -> anyhow::Result<()> {
             .arg(root.join("target/fuzz"));
         cmd
     };
-    run_cmd(fuzz_cargo("build").arg("--locked")).context("building the fuzz targets failed")?;
+    run_cmd(&mut fuzz_cargo("build")).context("building the fuzz targets failed")?;
     for t in targets {
         let corpus = root.join("target/fuzz/corpus").join(t);
         std::fs::create_dir_all(&corpus).with_context(|| format!("create {}", corpus.display()))?;
         println!("fuzz: {t} for {seconds} s");
         run_cmd(
             fuzz_cargo("run")
-                .args(["--locked", t])
+                .arg(t)
                 .arg(&corpus)
                 .arg(fuzz_dir.join("seeds").join(t))
                 .arg("--")
