@@ -40,6 +40,14 @@ pub fn test() -> anyhow::Result<()> {
     let mgm = build()?;
     run_cmd(cargo().args(["fmt", "--all", "--check"]))
         .context("formatting differs; run `cargo fmt --all`")?;
+    // The fuzz crate is a workspace of its own, which `--all` does not reach.
+    run_cmd(cargo().args([
+        "fmt",
+        "--check",
+        "--manifest-path",
+        "mgm-user/fuzz/Cargo.toml",
+    ]))
+    .context("formatting differs; run `cargo fmt --manifest-path mgm-user/fuzz/Cargo.toml`")?;
     run_cmd(
         cargo()
             .args([

@@ -14,7 +14,11 @@ fuzz_target!(|data: &[u8]| {
         assert!(!problems.is_empty(), "refused without a problem");
         let lines = text.lines().count().max(1);
         for p in &problems {
-            assert!(p.line <= lines + 1, "problem on line {} of {lines}: {p:?}", p.line);
+            assert!(
+                p.line <= lines + 1,
+                "problem on line {} of {lines}: {p:?}",
+                p.line
+            );
             assert!(!p.message.is_empty(), "problem without a message");
         }
     }

@@ -18,7 +18,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let truncated = bytes.len() < igmp_len;
     let message = match message {
-        IgmpMessage::V3Report { records, truncated: t } => {
+        IgmpMessage::V3Report {
+            records,
+            truncated: t,
+        } => {
             assert_eq!(t, truncated, "truncation flag");
             IgmpMessage::V3Report {
                 records,

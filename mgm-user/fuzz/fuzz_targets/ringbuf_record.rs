@@ -19,7 +19,11 @@ fuzz_target!(|record: &[u8]| {
         (Event::NoCache { .. }, EVENT_NO_CACHE) | (Event::WrongIf { .. }, EVENT_WRONG_IF)
             if record.len() >= size_of::<UpcallEvent>() => {}
         (Event::Unknown { kind: k, len }, _) => {
-            assert_eq!((*k, *len), (kind, record.len()), "unknown record described wrongly");
+            assert_eq!(
+                (*k, *len),
+                (kind, record.len()),
+                "unknown record described wrongly"
+            );
             let whole = match kind {
                 EVENT_IGMP => record.len() >= size_of::<IgmpEvent>(),
                 EVENT_NO_CACHE | EVENT_WRONG_IF => record.len() >= size_of::<UpcallEvent>(),
@@ -27,6 +31,9 @@ fuzz_target!(|record: &[u8]| {
             };
             assert!(!whole, "a whole record of kind {kind} was not decoded");
         }
-        _ => panic!("record of kind {kind}, {} bytes, decoded as {event:?}", record.len()),
+        _ => panic!(
+            "record of kind {kind}, {} bytes, decoded as {event:?}",
+            record.len()
+        ),
     }
 });
