@@ -756,3 +756,206 @@ fn unicast_link_local_groups_and_non_ipv4_are_passed_untouched() {
     );
     assert_eq!(h.if_stats().malformed, 0);
 }
+
+// ---- random and mutated frames ---------------------------------------------------------
+
+/// What the ingress program must do with `frame` (arriving on `lo`, (*,G1) installed from
+/// `lo` to the veth), worked out from the bytes the way the parser reads them: the verdict,
+/// whether the frame counts as malformed, and whether it raises an IGMP event.
+fn expected(frame: &[u8]) -> (u32, bool, bool) {
+    const MALFORMED: (u32, bool, bool) = (XDP_PASS, true, false);
+    let be16 = |at: usize| {
+        frame
+            .get(at..at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+    };
+    let Some(mut proto) = be16(12) else {
+        return MALFORMED;
+    };
+    let mut at = 14;
+    // At most two tags (802.1Q, 802.1ad); a third leaves a tag type where IPv4 would be.
+    for _ in 0..2 {
+        if proto != 0x8100 && proto != 0x88a8 {
+            break;
+        }
+        let Some(next) = be16(at + 2) else {
+            return MALFORMED;
+        };
+        proto = next;
+        at += 4;
+    }
+    if proto != 0x0800 {
+        return (XDP_PASS, false, false);
+    }
+    let Some(ip) = frame.get(at..at + 20) else {
+        return MALFORMED;
+    };
+    let hdr_len = usize::from(ip[0] & 0x0f) * 4;
+    let tot_len = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    if ip[0] >> 4 != 4 || hdr_len < 20 || tot_len < hdr_len || at + tot_len > frame.len() {
+        return MALFORMED;
+    }
+    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+    if !dst.is_multicast() {
+        return (XDP_PASS, false, false);
+    }
+    if ip[9] == 2 {
+        return if tot_len - hdr_len < 8 {
+            MALFORMED
+        } else {
+            (XDP_PASS, false, true)
+        };
+    }
+    if dst.octets()[..3] == [224, 0, 0] {
+        return (XDP_PASS, false, false);
+    }
+    // Fragments are forwarded like whole datagrams, as the kernel's multicast routing does.
+    let verdict = if dst == G1 && ip[8] > 1 {
+        XDP_REDIRECT
+    } else {
+        XDP_DROP
+    };
+    (verdict, false, false)
+}
+
+/// A frame built to sit near the parser's edges, then mutated: VLAN stacks of 0 to 3 tags, any
+/// IHL and version, a total length off by up to ±40 bytes, fragment bits, an IGMPv3 report
+/// whose record and source counts may point past the end, a cut, and flipped bytes.
+fn mutated_frame() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    let report = IgmpMessage::V3Report {
+        records: vec![
+            GroupRecord {
+                kind: RecordType::ModeIsInclude,
+                group: G1,
+                sources: vec![S1, S2],
+            },
+            GroupRecord {
+                kind: RecordType::ChangeToExclude,
+                group: Ipv4Addr::new(239, 2, 2, 2),
+                sources: vec![],
+            },
+        ],
+        truncated: false,
+    };
+    // Which frame: the report, a v2 report, or data with a TTL and a group (0 and 1 expire,
+    // 239.9.9.9 has no entry, 224.0.0.251 is link-local).
+    // Which frame: the report, a v2 report, or data with a TTL and a group (0 and 1 expire,
+    // 239.9.9.9 has no entry, 224.0.0.251 is link-local).
+    let base = (0usize..3, 0usize..4, 0usize..3);
+    let frame_of = move |(kind, ttl, dst): (usize, usize, usize)| match kind {
+        0 => Frame::igmp(&report),
+        1 => Frame::igmp(&IgmpMessage::V2Report { group: G1 }),
+        _ => {
+            let dst = [
+                G1,
+                Ipv4Addr::new(239, 9, 9, 9),
+                Ipv4Addr::new(224, 0, 0, 251),
+            ][dst];
+            Frame::udp(S1, dst, [0, 1, 2, 64][ttl])
+        }
+    };
+    (
+        base,
+        proptest::collection::vec(
+            (prop_oneof![Just(0x8100u16), Just(0x88a8)], 0u16..4096),
+            0..=3,
+        ),
+        (
+            any::<u16>(),
+            any::<u16>(),
+            0u8..=16,
+            0u8..=16,
+            -40i32..=40,
+            any::<u16>(),
+        ),
+        proptest::option::of(any::<u16>()),
+        proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4),
+    )
+        .prop_map(
+            move |(base, vlans, (records, sources, ihl, version, delta, frag), cut, flips)| {
+                let mut frame = frame_of(base);
+                frame.vlans = vlans;
+                if frame.proto == 2 && frame.payload[0] == 0x22 {
+                    // Counts past the end (or short of it); the program copies, the daemon decides.
+                    if records % 3 == 0 {
+                        frame.payload[6..8].copy_from_slice(&records.to_be_bytes());
+                    }
+                    if sources % 3 == 0 {
+                        frame.payload[10..12].copy_from_slice(&sources.to_be_bytes());
+                    }
+                }
+                let mut bytes = frame.bytes();
+                let ip = 14 + 4 * frame.vlans.len();
+                if ihl < 16 {
+                    bytes[ip] = (bytes[ip] & 0xf0) | ihl;
+                }
+                if version < 16 {
+                    bytes[ip] = (version << 4) | (bytes[ip] & 0x0f);
+                }
+                let tot_len = i32::from(u16::from_be_bytes([bytes[ip + 2], bytes[ip + 3]]));
+                let tot_len = (tot_len + delta).clamp(0, 0xffff) as u16;
+                bytes[ip + 2..ip + 4].copy_from_slice(&tot_len.to_be_bytes());
+                bytes[ip + 6..ip + 8].copy_from_slice(&(frag & 0x3fff).to_be_bytes());
+                if let Some(cut) = cut {
+                    // The kernel test-runs nothing shorter than an Ethernet header.
+                    bytes.truncate(14 + usize::from(cut) % (bytes.len() - 13));
+                }
+                for (at, value) in flips {
+                    let at = at % bytes.len();
+                    bytes[at] = value;
+                }
+                bytes
+            },
+        )
+}
+
+#[test]
+fn random_and_mutated_frames_get_their_verdict_and_every_malformed_one_is_counted() {
+    use proptest::{
+        prelude::*,
+        test_runner::{Config, TestRunner},
+    };
+    let mut h = harness();
+    h.install(Ipv4Addr::UNSPECIFIED, G1, LO, &[h.out]);
+    let h = std::cell::RefCell::new(h);
+    let frames = prop_oneof![
+        3 => mutated_frame(),
+        1 => proptest::collection::vec(any::<u8>(), 14..200),
+    ];
+    let mut runner = TestRunner::new(Config {
+        cases: 2000,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&frames, |frame| {
+            let mut h = h.borrow_mut();
+            let (verdict, malformed, event) = expected(&frame);
+            let before = h.if_stats().malformed;
+            let (got, _) = h.run(&frame);
+            prop_assert_eq!(got, verdict, "verdict of {:02x?}", frame);
+            let counted = h.if_stats().malformed - before;
+            prop_assert_eq!(
+                counted,
+                u64::from(malformed),
+                "malformed count of {:02x?}",
+                frame
+            );
+            // Every IGMP message the program copies reaches the daemon, which decodes it or
+            // says why not; nothing else raises an IGMP event.
+            let igmp_events = h
+                .events()
+                .into_iter()
+                .filter(|e| matches!(e, Event::Igmp { .. } | Event::BadIgmp { .. }))
+                .count();
+            prop_assert_eq!(
+                igmp_events,
+                usize::from(event),
+                "IGMP events of {:02x?}",
+                frame
+            );
+            Ok(())
+        })
+        .unwrap();
+}

@@ -54,24 +54,23 @@ pub fn build_ebpf() -> anyhow::Result<()> {
 
 /// `cargo <subcommand>` on the eBPF crate with nightly, for the BPF target.
 pub fn ebpf_cargo(subcommand: &str) -> Command {
+    let mut cmd = nightly_cargo(subcommand);
+    cmd.args(["-p", "mgm-ebpf", "--release"])
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+        .arg("--target-dir")
+        .arg(ebpf_target_dir())
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            ["-Cdebuginfo=2", "-Clink-arg=--btf"].join("\x1f"),
+        );
+    cmd
+}
+
+/// `cargo <subcommand>` with the pinned nightly, from the workspace root.
+pub fn nightly_cargo(subcommand: &str) -> Command {
     let mut cmd = Command::new("rustup");
-    cmd.args([
-        "run",
-        NIGHTLY,
-        "cargo",
-        subcommand,
-        "-p",
-        "mgm-ebpf",
-        "--release",
-    ])
-    .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
-    .arg("--target-dir")
-    .arg(ebpf_target_dir())
-    .current_dir(workspace_root())
-    .env(
-        "CARGO_ENCODED_RUSTFLAGS",
-        ["-Cdebuginfo=2", "-Clink-arg=--btf"].join("\x1f"),
-    );
+    cmd.args(["run", NIGHTLY, "cargo", subcommand])
+        .current_dir(workspace_root());
     // Variables cargo sets for the xtask run would pin the stable toolchain.
     for var in [
         "RUSTUP_TOOLCHAIN",

@@ -59,6 +59,15 @@ enum Task {
         #[arg(long, value_parser = clap::value_parser!(u8).range(1..=8))]
         fanout: Vec<u8>,
     },
+    /// Fuzz the decoders (IGMP codec, ring-buffer records, module lines, config file) with
+    /// cargo-fuzz, installed if missing. `cargo xtask test` runs each for 15 s.
+    Fuzz {
+        /// One target (igmp_codec, ringbuf_record, module_line, config); default: each in turn.
+        target: Option<String>,
+        /// Seconds of fuzzing per target.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+    },
     /// Create or remove the lab topology (namespaces mgm-lab-*).
     Lab {
         #[command(subcommand)]
@@ -89,6 +98,7 @@ fn main() -> ExitCode {
             profile,
             fanout,
         } => xtask::bench::bench(quick, &only, profile, &fanout),
+        Task::Fuzz { target, seconds } => tasks::fuzz(target.as_deref(), seconds),
         Task::Lab { action } => match action {
             LabAction::Up => tasks::lab_up(),
             LabAction::Down => tasks::lab_down(),

@@ -152,3 +152,19 @@ fn bpf_linker() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// cargo-fuzz, which runs the fuzz targets in mgm-user/fuzz with the nightly toolchain (its
+/// sanitizers need nightly; `rust_src` keeps that toolchain installed).
+pub fn cargo_fuzz() -> anyhow::Result<()> {
+    let installed = output(Command::new("cargo").args(["fuzz", "--version"]))
+        .is_ok_and(|v| v.starts_with("cargo-fuzz"));
+    if installed {
+        println!("setup: cargo-fuzz present");
+        return Ok(());
+    }
+    println!("setup: installing cargo-fuzz (once)");
+    run(Command::new("cargo")
+        .args(["install", "cargo-fuzz", "--locked"])
+        .env_remove("RUSTUP_TOOLCHAIN"))
+    .context("installing cargo-fuzz failed; run: cargo install cargo-fuzz --locked")
+}

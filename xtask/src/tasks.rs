@@ -4,11 +4,12 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 use xtask::{
-    build::{build, cargo, mgm_binary},
+    build::{build, cargo, mgm_binary, nightly_cargo},
     is_root,
     lab::{IgmpVersion, Lab},
     run as run_cmd,
-    setup::setup,
+    setup::{cargo_fuzz, setup},
+    workspace_root,
 };
 
 use crate::demo;
@@ -39,6 +40,14 @@ pub fn test() -> anyhow::Result<()> {
     let mgm = build()?;
     run_cmd(cargo().args(["fmt", "--all", "--check"]))
         .context("formatting differs; run `cargo fmt --all`")?;
+    // The fuzz crate is a workspace of its own, which `--all` does not reach.
+    run_cmd(cargo().args([
+        "fmt",
+        "--check",
+        "--manifest-path",
+        "mgm-user/fuzz/Cargo.toml",
+    ]))
+    .context("formatting differs; run `cargo fmt --manifest-path mgm-user/fuzz/Cargo.toml`")?;
     run_cmd(
         cargo()
             .args([
@@ -85,7 +94,57 @@ pub fn test() -> anyhow::Result<()> {
     );
     report_skips(&skips);
     tests.context("tests failed")?;
+    fuzz(None, FUZZ_SHORT_SECONDS)?;
     println!("all checks and tests passed ({})", mgm_binary().display());
+    Ok(())
+}
+
+/// The fuzz targets in mgm-user/fuzz, one per decoder.
+pub const FUZZ_TARGETS: [&str; 4] = ["igmp_codec", "ringbuf_record", "module_line", "config"];
+/// Seconds each target runs in `cargo xtask test`: enough to shake out shallow crashes, short
+/// enough that the four stay near a minute.
+const FUZZ_SHORT_SECONDS: u64 = 15;
+
+/// Runs `target` (or each target in turn) for `seconds` seconds of fuzzing. The corpus grows in
+/// target/fuzz/corpus/<target>, started from the committed seeds; a crash fails the run, and
+/// cargo-fuzz prints the reproducer's path and how to replay it.
+pub fn fuzz(target: Option<&str>, seconds: u64) -> anyhow::Result<()> {
+    let targets: Vec<&str> = match target {
+        None => FUZZ_TARGETS.to_vec(),
+        Some(t) if FUZZ_TARGETS.contains(&t) => vec![t],
+        Some(t) => bail!(
+            "no fuzz target {t}; the targets: {}",
+            FUZZ_TARGETS.join(", ")
+        ),
+    };
+    setup()?;
+    cargo_fuzz()?;
+    let root = workspace_root();
+    let fuzz_dir = root.join("mgm-user/fuzz");
+    let fuzz_cargo = |subcommand: &str| {
+        let mut cmd = nightly_cargo("fuzz");
+        cmd.arg(subcommand)
+            .arg("--fuzz-dir")
+            .arg(&fuzz_dir)
+            .arg("--target-dir")
+            .arg(root.join("target/fuzz"));
+        cmd
+    };
+    run_cmd(&mut fuzz_cargo("build")).context("building the fuzz targets failed")?;
+    for t in targets {
+        let corpus = root.join("target/fuzz/corpus").join(t);
+        std::fs::create_dir_all(&corpus).with_context(|| format!("create {}", corpus.display()))?;
+        println!("fuzz: {t} for {seconds} s");
+        run_cmd(
+            fuzz_cargo("run")
+                .arg(t)
+                .arg(&corpus)
+                .arg(fuzz_dir.join("seeds").join(t))
+                .arg("--")
+                .arg(format!("-max_total_time={seconds}")),
+        )
+        .with_context(|| format!("fuzz target {t} failed (its reproducer is named above)"))?;
+    }
     Ok(())
 }
 

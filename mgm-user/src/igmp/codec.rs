@@ -110,6 +110,14 @@ pub fn decode(bytes: &[u8], igmp_len: usize) -> Result<IgmpMessage, DecodeError>
     let truncated = bytes.len() < igmp_len;
     let msg = &bytes[..bytes.len().min(igmp_len)];
     need(msg, 8)?;
+    // Only a v3 report is worth reading in part: any other type is whole within a copy, so a
+    // short copy of one is oversized, and its checksum could not be verified.
+    if truncated && msg[0] != TYPE_V3_REPORT {
+        return Err(DecodeError::TooShort {
+            len: msg.len(),
+            needed: igmp_len,
+        });
+    }
     if !truncated {
         let found = u16::from_be_bytes([msg[2], msg[3]]);
         let expected = checksum_with_zeroed_field(msg);
@@ -119,7 +127,7 @@ pub fn decode(bytes: &[u8], igmp_len: usize) -> Result<IgmpMessage, DecodeError>
     }
     let group = addr(msg, 4);
     match msg[0] {
-        TYPE_QUERY => decode_query(msg, group, truncated),
+        TYPE_QUERY => decode_query(msg, group),
         TYPE_V1_REPORT => Ok(IgmpMessage::V1Report { group }),
         TYPE_V2_REPORT => Ok(IgmpMessage::V2Report { group }),
         TYPE_V2_LEAVE => Ok(IgmpMessage::V2Leave { group }),
@@ -128,10 +136,10 @@ pub fn decode(bytes: &[u8], igmp_len: usize) -> Result<IgmpMessage, DecodeError>
     }
 }
 
-fn decode_query(msg: &[u8], group: Ipv4Addr, truncated: bool) -> Result<IgmpMessage, DecodeError> {
+fn decode_query(msg: &[u8], group: Ipv4Addr) -> Result<IgmpMessage, DecodeError> {
     let max_resp_code = msg[1];
     match msg.len() {
-        8 if !truncated => Ok(IgmpMessage::Query {
+        8 => Ok(IgmpMessage::Query {
             max_resp_code,
             group,
             v3: None,
@@ -364,6 +372,28 @@ mod tests {
             decode(&bytes, bytes.len()),
             Err(DecodeError::BadQueryLength { len: 9 })
         );
+    }
+
+    #[test]
+    fn a_short_copy_of_anything_but_a_v3_report_is_refused() {
+        // Its checksum covers bytes that were not copied, so it cannot be trusted.
+        for msg in [
+            IgmpMessage::V2Report { group: G },
+            IgmpMessage::Query {
+                max_resp_code: 100,
+                group: G,
+                v3: None,
+            },
+        ] {
+            let bytes = encode(&msg);
+            assert_eq!(
+                decode(&bytes, 256),
+                Err(DecodeError::TooShort {
+                    len: 8,
+                    needed: 256
+                })
+            );
+        }
     }
 
     #[test]
