@@ -265,6 +265,8 @@ impl Drop for Daemon {
         // mgm removes its pins on a clean exit; after a kill they would be left behind.
         if !self.keep_pins {
             let _ = std::fs::remove_dir_all(&self.pin_dir);
+            // A killed daemon leaves its socket file behind; a clean exit removed it already.
+            let _ = std::fs::remove_file(self.socket());
         }
     }
 }
