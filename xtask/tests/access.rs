@@ -8,9 +8,8 @@ use std::{
     path::{Path, PathBuf},
     process::Command,
 };
-use xtask::lab::mgm_bin;
 
-use xtask::lab::{daemon::socket_for, unique_tag, Daemon, IgmpVersion, Lab};
+use xtask::lab::{daemon::socket_for, mgm_bin, unique_tag, Daemon, IgmpVersion, Lab};
 
 const NOBODY: u32 = 65534;
 

@@ -8,11 +8,10 @@ use std::{
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
-use xtask::lab::mgm_bin;
 
 use xtask::lab::{
     daemon::keep_output,
-    downstream, lan_host_addr, receiver_addr,
+    downstream, lan_host_addr, mgm_bin, receiver_addr,
     traffic::{Capture, Receiver, Sender},
     unique_tag, Daemon, IgmpVersion, Lab, HOST_IF, SENDER_ADDR, SWITCHED_SOURCE_ADDR,
     SWITCH_MEMBERSHIP_INTERVAL, SWITCH_QUERY_INTERVAL, SWITCH_ROUTER_PORT, UPSTREAM,

@@ -16,11 +16,10 @@ use std::{
     },
     time::{Duration, Instant},
 };
-use xtask::lab::mgm_bin;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use xtask::lab::{
-    receiver_addr,
+    mgm_bin, receiver_addr,
     traffic::{Capture, Receiver, Sender},
     unique_tag, Daemon, IgmpVersion, Lab, Netns, HOST_IF, SENDER_ADDR,
 };

@@ -12,10 +12,9 @@ use std::{
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
-use xtask::lab::mgm_bin;
 
 use xtask::lab::{
-    downstream, receiver_addr,
+    downstream, mgm_bin, receiver_addr,
     traffic::{Datagram, Receiver, Sender},
     unique_tag, Daemon, IgmpVersion, Lab, HOST_IF, SENDER_ADDR, UPSTREAM,
 };

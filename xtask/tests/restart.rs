@@ -10,9 +10,8 @@ use std::{
     process::{Command, Stdio},
     time::Duration,
 };
-use xtask::lab::mgm_bin;
-
 use xtask::lab::{
+    mgm_bin,
     stream::{wait_until, Stream, Tally},
     traffic::{Receiver, Sender},
     unique_tag, veth, Daemon, Netns, HOST_IF, UPSTREAM,
@@ -474,7 +473,8 @@ fn an_error_exit_leaves_forwarding_like_a_crash() {
     check(stream.finish(), "error exit", &[]);
 }
 
-/// Removes a pin directory a test left (a crashed daemon's), on every exit path.
+/// Removes a pin directory a test left (a crashed daemon's), and its socket file, on every
+/// exit path.
 struct RemovePins(PathBuf);
 
 impl Drop for RemovePins {
@@ -485,4 +485,5 @@ impl Drop for RemovePins {
 
 fn remove_pins(dir: &Path) {
     let _ = std::fs::remove_dir_all(dir);
+    xtask::lab::daemon::remove_stale_socket(&xtask::lab::daemon::socket_for(dir));
 }

@@ -265,8 +265,16 @@ impl Drop for Daemon {
         // mgm removes its pins on a clean exit; after a kill they would be left behind.
         if !self.keep_pins {
             let _ = std::fs::remove_dir_all(&self.pin_dir);
-            // A killed daemon leaves its socket file behind; a clean exit removed it already.
-            let _ = std::fs::remove_file(self.socket());
+            remove_stale_socket(&self.socket());
         }
+    }
+}
+
+/// Removes the socket file a killed daemon left at `path` (a clean exit removed it already).
+/// Anything else there is left alone: mgm refused to start over it, and so must the lab.
+pub fn remove_stale_socket(path: &Path) {
+    use std::os::unix::fs::FileTypeExt;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        let _ = std::fs::remove_file(path);
     }
 }
