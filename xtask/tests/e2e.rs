@@ -13,7 +13,7 @@ use xtask::lab::{
     daemon::keep_output,
     downstream, lan_host_addr, mgm_bin, receiver_addr,
     traffic::{Capture, Receiver, Sender},
-    unique_tag, Daemon, IgmpVersion, Lab, HOST_IF, SENDER_ADDR, SWITCHED_SOURCE_ADDR,
+    unique_tag, Daemon, IgmpVersion, Lab, FAST_IGMP, HOST_IF, SENDER_ADDR, SWITCHED_SOURCE_ADDR,
     SWITCH_MEMBERSHIP_INTERVAL, SWITCH_QUERY_INTERVAL, SWITCH_ROUTER_PORT, UPSTREAM,
 };
 
@@ -129,18 +129,6 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// unanswered group-specific queries, about 200 ms.
 const LEAVE_LATENCY: Duration = Duration::from_millis(600);
 const QUIET_WINDOW: Duration = Duration::from_secs(1);
-/// Native XDP and short IGMP timers: startup queries every 0.5 s, then every 2 s, so hosts
-/// report again soon when a report was lost or state must be re-learned.
-const FAST_IGMP: [&str; 8] = [
-    "--xdp-mode",
-    "native",
-    "--igmp-last-member-interval-ms",
-    "100",
-    "--igmp-query-interval",
-    "2",
-    "--igmp-query-response-ms",
-    "500",
-];
 
 fn join_then_leave(version: IgmpVersion, mode: &str) {
     let t = setup(&[version, version], mode);

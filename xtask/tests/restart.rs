@@ -14,7 +14,7 @@ use xtask::lab::{
     mgm_bin,
     stream::{wait_until, Stream, Tally},
     traffic::{Receiver, Sender},
-    unique_tag, veth, Daemon, Netns, HOST_IF, UPSTREAM,
+    unique_tag, veth, Daemon, Netns, FAST_IGMP, HOST_IF, UPSTREAM,
 };
 
 const G: Ipv4Addr = Ipv4Addr::new(239, 1, 1, 1);
@@ -28,17 +28,6 @@ const INTERVAL: Duration = Duration::from_millis(2);
 const MAX_LOSS: f64 = 0.01;
 /// How long a join may take to bring the stream.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Native XDP and short IGMP timers downstream, as in e2e.rs.
-const IGMP: [&str; 8] = [
-    "--xdp-mode",
-    "native",
-    "--igmp-last-member-interval-ms",
-    "100",
-    "--igmp-query-interval",
-    "2",
-    "--igmp-query-response-ms",
-    "500",
-];
 
 /// ```text
 ///  sender eth0 ── s1 [br0] p0 ── up0 router1 dn1 ── up0 router2 dn1 ── eth0 receiver
@@ -313,14 +302,14 @@ fn a_restart_behind_a_pruning_switch_loses_under_one_percent() {
     let net = Net::up(1, "2", 400);
     let router = &net.routers[0];
     let _pins = RemovePins(pin_dir(router));
-    let d = start(router, &IGMP);
+    let d = start(router, &FAST_IGMP);
     let (_rx, stream) = net.stream();
     if !stream.wait_received(1, JOIN_TIMEOUT) {
         net.fail("no stream before the restart", &[&d]);
     }
     // The switch heard mgm answer a query: the membership is mgm's own, not a report's echo.
     sit_through_queries(&d, 2);
-    let d = crash_and_restart(d, router, &IGMP);
+    let d = crash_and_restart(d, router, &FAST_IGMP);
     // Past the switch's membership interval: the new daemon answers its queries.
     sit_through_queries(&d, 5);
     check(stream.finish(), "SIGKILL and restart", &[&d]);
@@ -353,7 +342,7 @@ fn the_switch_keeps_forwarding_while_mgm_answers_and_stops_after_the_last_leave(
     let net = Net::up(1, "3", 300);
     let router = &net.routers[0];
     let _pins = RemovePins(pin_dir(router));
-    let d = start(router, &IGMP);
+    let d = start(router, &FAST_IGMP);
     let (rx, stream) = net.stream();
     assert!(
         stream.wait_received(1, JOIN_TIMEOUT),
@@ -403,7 +392,7 @@ fn a_chain_of_two_proxies_forwards_and_survives_a_restart_of_either() {
         "--igmp-query-response-ms",
         "3000",
     ];
-    let d1 = start(r1, &IGMP);
+    let d1 = start(r1, &FAST_IGMP);
     let d2 = start(r2, &slow_hosts);
     let (_rx, stream) = net.stream();
     assert!(
@@ -427,7 +416,7 @@ fn a_chain_of_two_proxies_forwards_and_survives_a_restart_of_either() {
 
     let (_rx, stream) = net.stream();
     assert!(stream.wait_received(1, JOIN_TIMEOUT), "no stream");
-    let d1 = crash_and_restart(d1, r1, &IGMP);
+    let d1 = crash_and_restart(d1, r1, &FAST_IGMP);
     sit_through_queries(&d1, 5);
     check(
         stream.finish(),
@@ -444,14 +433,14 @@ fn an_error_exit_leaves_forwarding_like_a_crash() {
     let net = Net::up(1, "3", 1000);
     let router = &net.routers[0];
     let pins = RemovePins(pin_dir(router));
-    let d = start(router, &IGMP);
+    let d = start(router, &FAST_IGMP);
     let (_rx, stream) = net.stream();
     assert!(stream.wait_received(1, JOIN_TIMEOUT), "no stream");
     d.crash();
     let out = Command::new(mgm_bin())
         .args(["run", "--netns", router.name()])
         .args(["--upstream", UPSTREAM, "--downstream", "dn1"])
-        .args(IGMP)
+        .args(FAST_IGMP)
         .arg("--pin-dir")
         .arg(&pins.0)
         .args(["--socket", "/proc/mgm-no-such-dir/mgm.sock"])

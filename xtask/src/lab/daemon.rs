@@ -13,6 +13,20 @@ use anyhow::{bail, Context};
 
 use super::{Lab, Netns, UPSTREAM};
 
+/// Native XDP and short IGMP timers for the tests' daemons: startup queries every 0.5 s, then
+/// every 2 s, and leaves after two 100 ms last-member queries, so a host whose report was lost
+/// reports again within a test.
+pub const FAST_IGMP: [&str; 8] = [
+    "--xdp-mode",
+    "native",
+    "--igmp-last-member-interval-ms",
+    "100",
+    "--igmp-query-interval",
+    "2",
+    "--igmp-query-response-ms",
+    "500",
+];
+
 /// The `mgm` binary the tests run: `MGM_BIN`, which `cargo xtask test` sets after building.
 ///
 /// # Panics

@@ -16,7 +16,7 @@ pub mod traffic;
 use std::net::Ipv4Addr;
 
 use anyhow::Context;
-pub use daemon::{mgm_bin, Daemon};
+pub use daemon::{mgm_bin, Daemon, FAST_IGMP};
 pub use netns::{unique_tag, Netns};
 
 /// Router's interface towards the sender.

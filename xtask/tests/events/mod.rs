@@ -19,20 +19,7 @@ use xtask::lab::{
     Lab, SENDER_ADDR,
 };
 
-pub use xtask::lab::mgm_bin;
-
-/// Native XDP, fast last-member queries, and general queries every 2 s, so that a host
-/// whose membership was lost would report again within the test (and show as a gap).
-pub const FAST_IGMP: [&str; 8] = [
-    "--xdp-mode",
-    "native",
-    "--igmp-last-member-interval-ms",
-    "100",
-    "--igmp-query-interval",
-    "2",
-    "--igmp-query-response-ms",
-    "500",
-];
+pub use xtask::lab::{mgm_bin, FAST_IGMP};
 
 /// How long anything the tests wait for may take.
 pub const PATIENCE: Duration = Duration::from_secs(10);
