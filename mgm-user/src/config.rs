@@ -6,12 +6,12 @@
 //! Every value keeps where it stood in the file, so `mgm check` can say on which line an error
 //! is and what to write instead.
 
-use std::{fmt, ops::Range, path::Path};
+use std::{collections::BTreeMap, fmt, ops::Range, path::Path, time::Duration};
 
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::protocols::static_routes::StaticRoute;
+use crate::{igmp::querier, protocols::static_routes::StaticRoute};
 
 /// A value from the file, with its place there.
 pub type Value<T> = Option<Spanned<T>>;
@@ -49,10 +49,14 @@ pub struct Interfaces {
     pub external: Option<Vec<Spanned<String>>>,
 }
 
-/// `[igmp]`: the `--igmp-*` flags, the same on every downstream.
+/// `[igmp]`: the `--igmp-*` flags, the default of every downstream; `[igmp.interface.IF]`
+/// takes the same keys for one downstream, and what it sets overrides the default there.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Igmp {
+    /// Per-downstream settings by interface name. Only `[igmp]` itself may have them.
+    #[serde(default)]
+    pub interface: BTreeMap<String, Spanned<Igmp>>,
     pub version: Value<u8>,
     pub query_interval: Value<u64>,
     pub query_response_ms: Value<u64>,
@@ -231,34 +235,32 @@ impl Config {
                 );
             }
         }
-        if let Some(v) = &self.igmp.version {
-            if !(2..=3).contains(v.get_ref()) {
-                at(
-                    v.span(),
-                    format!("version = {} is not served: write 3 or 2", v.get_ref()),
-                );
-            }
-        }
-        for (value, key) in [
-            (self.igmp.query_interval.as_ref(), "query-interval"),
-            (self.igmp.query_response_ms.as_ref(), "query-response-ms"),
-            (
-                self.igmp.last_member_interval_ms.as_ref(),
-                "last-member-interval-ms",
-            ),
-        ] {
-            if let Some(v) = value.filter(|v| *v.get_ref() == 0) {
-                at(v.span(), format!("{key} = 0: it must be at least 1"));
-            }
-        }
+        self.igmp.check("", &mut at);
         if let Some(v) = self.rpf.mfe_lifetime.as_ref().filter(|v| *v.get_ref() == 0) {
             at(
                 v.span(),
                 "mfe-lifetime = 0: it must be at least 1".to_owned(),
             );
         }
-        if let Some(v) = self.igmp.robustness.as_ref().filter(|v| *v.get_ref() == 0) {
-            at(v.span(), "robustness = 0: it must be at least 1".to_owned());
+        self.igmp.check_timing(&self.igmp, "", 0..0, &mut at);
+        for (name, table) in &self.igmp.interface {
+            let here = format!("[igmp.interface.{name}] ");
+            let span = table.span();
+            let table = table.get_ref();
+            if !table.interface.is_empty() {
+                at(
+                    span.clone(),
+                    format!(
+                        "{here}has its own interface tables: only [igmp] has them; write \
+                         [igmp.interface.IF] for each interface"
+                    ),
+                );
+            }
+            if let Some(why) = self.interfaces.igmp_problem(name) {
+                at(span.clone(), format!("{here}{why}"));
+            }
+            table.check(&here, &mut at);
+            table.check_timing(&self.igmp, &here, span, &mut at);
         }
         if let Some(v) = &self.modules.answer_ms {
             if !(1..=10_000).contains(v.get_ref()) {
@@ -294,6 +296,103 @@ impl Config {
     }
 }
 
+impl Igmp {
+    /// The values each key allows, each problem reported as `{here}KEY = VALUE: ...`.
+    fn check(&self, here: &str, at: &mut impl FnMut(Range<usize>, String)) {
+        if let Some(v) = &self.version {
+            if !(2..=3).contains(v.get_ref()) {
+                at(
+                    v.span(),
+                    format!(
+                        "{here}version = {} is not served: write 3 or 2",
+                        v.get_ref()
+                    ),
+                );
+            }
+        }
+        for (value, key) in [
+            (self.query_interval.as_ref(), "query-interval"),
+            (self.query_response_ms.as_ref(), "query-response-ms"),
+            (
+                self.last_member_interval_ms.as_ref(),
+                "last-member-interval-ms",
+            ),
+        ] {
+            if let Some(v) = value.filter(|v| *v.get_ref() == 0) {
+                at(v.span(), format!("{here}{key} = 0: it must be at least 1"));
+            }
+        }
+        if let Some(v) = self.robustness.as_ref().filter(|v| *v.get_ref() == 0) {
+            at(
+                v.span(),
+                format!("{here}robustness = 0: it must be at least 1"),
+            );
+        }
+    }
+
+    /// The query response interval must end before the next general query (RFC 3376 §8.3),
+    /// where the file sets both, here or in `[igmp]` (`global`); with a flag or a default in
+    /// play, `mgm run` checks the values it runs with. The problem is placed at the key of
+    /// this table that set one of the two, or at `span`.
+    fn check_timing(
+        &self,
+        global: &Igmp,
+        here: &str,
+        span: Range<usize>,
+        at: &mut impl FnMut(Range<usize>, String),
+    ) {
+        let set = |mine: &Value<u64>, global: &Value<u64>| value(mine).or(value(global));
+        let (Some(qri), Some(qi)) = (
+            set(&self.query_response_ms, &global.query_response_ms),
+            set(&self.query_interval, &global.query_interval),
+        ) else {
+            return;
+        };
+        let (qri, qi) = (Duration::from_millis(qri), Duration::from_secs(qi));
+        if qri.is_zero() || qi.is_zero() || qri < qi {
+            return;
+        }
+        let place = match (&self.query_response_ms, &self.query_interval) {
+            (Some(v), _) => v.span(),
+            (None, Some(v)) => v.span(),
+            (None, None) if span.is_empty() => return,
+            (None, None) => span,
+        };
+        at(
+            place,
+            format!(
+                "{here}query-response-ms = {} is not below query-interval = {} s: write \
+                 query-response-ms below {}, or a longer query-interval",
+                qri.as_millis(),
+                qi.as_secs(),
+                qi.as_millis()
+            ),
+        );
+    }
+
+    /// `base` with what this table sets.
+    pub fn over(&self, base: querier::Config) -> querier::Config {
+        querier::Config {
+            version: match value(&self.version) {
+                Some(2) => querier::Version::V2,
+                Some(_) => querier::Version::V3,
+                None => base.version,
+            },
+            robustness: value(&self.robustness).unwrap_or(base.robustness),
+            query_interval: value(&self.query_interval)
+                .map_or(base.query_interval, Duration::from_secs),
+            query_response_interval: value(&self.query_response_ms)
+                .map_or(base.query_response_interval, Duration::from_millis),
+            last_member_query_interval: value(&self.last_member_interval_ms)
+                .map_or(base.last_member_query_interval, Duration::from_millis),
+            fast_leave: value(&self.fast_leave).unwrap_or(base.fast_leave),
+            max_groups: value(&self.max_groups).or(base.max_groups),
+            max_sources: value(&self.max_sources).or(base.max_sources),
+            ..base
+        }
+    }
+}
+
 impl Interfaces {
     /// Every interface named, with its role, in the file's order of roles.
     fn named(&self) -> Vec<(&'static str, &Spanned<String>)> {
@@ -303,6 +402,18 @@ impl Interfaces {
             .chain(self.downstream.iter().flatten().map(|n| ("downstream", n)))
             .chain(self.external.iter().flatten().map(|n| ("external", n)))
             .collect()
+    }
+
+    /// Why IGMP settings for `name` cannot apply: it must be a downstream, where the file
+    /// names the downstreams.
+    fn igmp_problem(&self, name: &str) -> Option<String> {
+        let downstream = self.downstream.as_ref()?;
+        (!downstream.iter().any(|d| d.get_ref() == name)).then(|| {
+            format!(
+                "{name} is not a downstream, and IGMP runs on downstreams only: add \"{name}\" \
+                 to [interfaces] downstream, or remove this table"
+            )
+        })
     }
 
     /// Why `route` does not fit these roles, where the file names the roles it needs.
@@ -489,6 +600,83 @@ mod tests {
         assert!(p[0].starts_with("line 7: ") && p[0].contains("not a multicast group"));
         assert!(p[1].starts_with("line 8: ") && p[1].contains("eth9 is not a downstream"));
         assert!(p[2].starts_with("line 9: ") && p[2].contains("eth7 is neither"));
+    }
+
+    #[test]
+    fn per_interface_igmp_settings_override_the_default_there_only() {
+        let c = parse(
+            "[interfaces]\ndownstream = [\"dn1\", \"dn2\"]\n[igmp]\nquery-interval = 60\n\
+             robustness = 3\n[igmp.interface.dn2]\nquery-interval = 20\nfast-leave = true\n",
+        )
+        .unwrap();
+        let base = c.igmp.over(querier::Config::default());
+        assert_eq!(base.query_interval, Duration::from_secs(60));
+        assert_eq!(base.robustness, 3);
+        let dn2 = c.igmp.interface["dn2"].get_ref().over(base.clone());
+        assert_eq!(dn2.query_interval, Duration::from_secs(20));
+        assert!(dn2.fast_leave);
+        assert_eq!(dn2.robustness, 3, "what dn2 does not set comes from [igmp]");
+        assert!(!c.igmp.interface.contains_key("dn1"));
+    }
+
+    #[test]
+    fn per_interface_igmp_problems_name_the_table_and_their_line() {
+        let p = problems(
+            "[interfaces]\ndownstream = [\"dn1\"]\n[igmp.interface.dn1]\nversion = 1\n\
+             robustness = 0\n[igmp.interface.dn9]\nfast-leave = true\n",
+        );
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(
+            p.iter().any(
+                |m| m.starts_with("line 4: [igmp.interface.dn1] version = 1")
+                    && m.contains("write 3 or 2")
+            ),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("line 5: [igmp.interface.dn1] robustness = 0")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter().any(
+                |m| m.contains("[igmp.interface.dn9] dn9 is not a downstream")
+                    && m.contains("add \"dn9\" to [interfaces] downstream")
+            ),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn a_response_interval_not_below_the_query_interval_says_what_to_write() {
+        let p = problems("[igmp]\nquery-interval = 5\nquery-response-ms = 5000\n");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("line 3: query-response-ms = 5000 is not below query-interval = 5 s")
+                && p[0].contains("below 5000"),
+            "{p:?}"
+        );
+        // [igmp]'s response interval against one interface's short query interval.
+        let p = problems(
+            "[igmp]\nquery-response-ms = 9000\n[igmp.interface.dn1]\n\nquery-interval = 8\n",
+        );
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("line 5: [igmp.interface.dn1] query-response-ms = 9000"),
+            "{p:?}"
+        );
+        // Where a flag or the default gives one of the two, `mgm run` checks what runs.
+        assert_eq!(
+            problems("[igmp.interface.dn1]\nquery-interval = 3\n"),
+            [] as [String; 0]
+        );
+    }
+
+    #[test]
+    fn interface_tables_do_not_nest() {
+        let p = problems("[igmp.interface.dn1.interface.dn2]\nrobustness = 3\n");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("only [igmp] has them"), "{p:?}");
     }
 
     #[test]

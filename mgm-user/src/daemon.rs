@@ -34,10 +34,15 @@ use crate::{
         igmp_proxy::{self, ProxyUpstream, UpstreamQueue},
         remote::ModuleServer,
     },
+    ratelimit::{suppressed, RateLimit},
+    reload::{self, Diff, Reader, ReloadRequest, Settings},
     routes,
     sockets::QuerySocket,
     upstream::UpstreamEdge,
 };
+
+/// Where the daemon takes reload requests from.
+pub type ReloadRequests = tokio::sync::mpsc::UnboundedReceiver<ReloadRequest>;
 
 /// One routing-protocol client to register with MGM, and the interfaces it owns.
 pub struct ClientPlan {
@@ -77,14 +82,13 @@ impl Router {
     /// core's membership table). Nobody owns an interface yet: see [`Router::manage`].
     fn new(
         plans: Vec<ClientPlan>,
-        igmp_count: usize,
-        igmp_config: &querier::Config,
+        igmp: &BTreeMap<String, querier::Config>,
         mfe_lifetime_s: u32,
     ) -> anyhow::Result<Router> {
         // The core holds every membership IGMP's limits let in, on every interface.
-        let igmp_memberships = igmp_config
-            .max_memberships()
-            .map_or(usize::MAX, |n| n.saturating_mul(igmp_count));
+        let igmp_memberships = igmp.values().fold(0usize, |sum, c| {
+            sum.saturating_add(c.max_memberships().unwrap_or(usize::MAX))
+        });
         let defaults = Config::default();
         let mut mgm = Mgm::new(Config {
             max_mfes: FWD_CAPACITY as usize,
@@ -110,8 +114,7 @@ impl Router {
                 memberships,
             });
         }
-        let igmp =
-            Igmp::register(&mut mgm, igmp_config.clone()).context("registering IGMP with MGM")?;
+        let igmp = Igmp::register(&mut mgm).context("registering IGMP with MGM")?;
         Ok(Router {
             mgm,
             igmp,
@@ -132,7 +135,7 @@ impl Router {
     ///
     /// # Errors
     /// MGM refused an ownership or membership, or IGMP's query socket cannot be opened.
-    fn manage(&mut self, dev: &NetDev, igmp: bool) -> anyhow::Result<bool> {
+    fn manage(&mut self, dev: &NetDev, igmp: Option<&querier::Config>) -> anyhow::Result<bool> {
         let now = self.now();
         let id = InterfaceId::new(dev.ifindex);
         for c in &self.clients {
@@ -148,14 +151,15 @@ impl Router {
                     .with_context(|| format!("protocol {:#x} joining {sg:?}", c.protocol_id.0))?;
             }
         }
-        if igmp {
-            return self.start_igmp(dev);
+        if let Some(config) = igmp {
+            return self.start_igmp(dev, config);
         }
         Ok(true)
     }
 
-    /// Starts IGMP on `dev`; `Ok(false)` if it has no IPv4 address to query from yet.
-    fn start_igmp(&mut self, dev: &NetDev) -> anyhow::Result<bool> {
+    /// Starts IGMP on `dev` with `config`; `Ok(false)` if it has no IPv4 address to query
+    /// from yet.
+    fn start_igmp(&mut self, dev: &NetDev, config: &querier::Config) -> anyhow::Result<bool> {
         let Some(address) = dev.ipv4 else {
             return Ok(false);
         };
@@ -163,7 +167,7 @@ impl Router {
             .with_context(|| format!("cannot open the IGMP query socket on {}", dev.name))?;
         let now = self.now();
         self.igmp
-            .start(&mut self.mgm, dev.ifindex, address, now)
+            .start(&mut self.mgm, dev.ifindex, address, config.clone(), now)
             .with_context(|| format!("IGMP on {}", dev.name))?;
         self.sockets.insert(dev.ifindex, sock);
         Ok(true)
@@ -199,16 +203,19 @@ impl Router {
     }
 
     /// Moves what IGMP decided to the wire (queries) and to the core (memberships).
-    fn pump_igmp(&mut self, name: &impl Fn(u32) -> String) {
+    fn pump_igmp(&mut self, name: &impl Fn(u32) -> String, seen: &mut Seen) {
+        let now = self.now();
         while let Some((ifindex, t)) = self.igmp.poll_transmit() {
             let bytes = crate::igmp::codec::encode(&t.message);
             if let Some(sock) = self.sockets.get(&ifindex) {
                 if let Err(e) = sock.send(t.destination, &bytes) {
-                    warn!("cannot send an IGMP query on {}: {e}", name(ifindex));
+                    seen.query_send_errors += 1;
+                    limited(&mut seen.limits.query_send, now, log::Level::Warn, || {
+                        format!("cannot send an IGMP query on {}: {e}", name(ifindex))
+                    });
                 }
             }
         }
-        let now = self.now();
         for a in self.igmp.apply_memberships(&mut self.mgm, now) {
             let m = a.membership;
             let verb = match (m.exclude, m.join) {
@@ -224,11 +231,16 @@ impl Router {
                     name(m.ifindex),
                     m.group
                 ),
-                Err(e) => warn!(
-                    "membership: {} {verb} ({source}, {}) refused by MGM: {e}",
-                    name(m.ifindex),
-                    m.group
-                ),
+                Err(e) => {
+                    seen.refused += 1;
+                    limited(&mut seen.limits.refused, now, log::Level::Warn, || {
+                        format!(
+                            "membership: {} {verb} ({source}, {}) refused by MGM: {e}",
+                            name(m.ifindex),
+                            m.group
+                        )
+                    });
+                }
             }
         }
         for (ifindex, groups, sources) in self.igmp.new_limit_hits() {
@@ -266,9 +278,14 @@ pub struct Options {
     pub socket_access: crate::protocols::remote::access::Access,
     /// How long a callback waits for a module's answer (rpf, creation and prune alerts).
     pub answer_within: Duration,
-    /// IGMP querier settings, the same on every interface (the proxy's host side upstream
-    /// takes its robustness and intervals too).
+    /// IGMP querier settings of `[igmp]` and the flags: the proxy's host side upstream takes
+    /// its robustness and intervals, and adopted entries wait for its startup queries.
     pub igmp_config: querier::Config,
+    /// The settings in force, with each downstream's IGMP settings, for reloads to compare.
+    pub settings: Settings,
+    /// Reloads: how the settings are read again, and where requests come from (SIGHUP, and
+    /// `mgm reload` through a [`ReloadSender`](crate::reload::ReloadSender)).
+    pub reload: Option<(Reader, ReloadRequests)>,
     pub mode: XdpMode,
     pub pin_dir: PathBuf,
     pub ttl_threshold: u8,
@@ -323,7 +340,7 @@ impl Options {
 }
 
 /// Counts of what the daemon saw that the XDP counters cannot: IGMP it rejected after
-/// decoding, and upcalls.
+/// decoding, upcalls, and every other cause of a warning, whose log lines are rate-limited.
 #[derive(Debug, Default)]
 struct Seen {
     igmp: u64,
@@ -332,6 +349,56 @@ struct Seen {
     wrong_if: u64,
     unknown: u64,
     map_errors: u64,
+    /// No-cache upcalls MGM could not resolve.
+    unresolved: u64,
+    /// Membership changes IGMP decided that MGM refused.
+    refused: u64,
+    /// IGMP queries the socket did not send.
+    query_send_errors: u64,
+    /// Routing-table routes the core's RPF table refused.
+    rpf_refused: u64,
+    limits: Limits,
+}
+
+/// Least time between two log lines of one kind of warning a peer can repeat per packet.
+const WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The rate limit of each warning a peer can repeat.
+#[derive(Debug)]
+struct Limits {
+    bad_igmp: RateLimit,
+    unresolved: RateLimit,
+    refused: RateLimit,
+    query_send: RateLimit,
+    unknown: RateLimit,
+    map_errors: RateLimit,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let limit = RateLimit::new(WARN_INTERVAL);
+        Limits {
+            bad_igmp: limit.clone(),
+            unresolved: limit.clone(),
+            refused: limit.clone(),
+            query_send: limit.clone(),
+            unknown: limit.clone(),
+            map_errors: limit,
+        }
+    }
+}
+
+/// Logs `message` at `level` unless `limit` leaves it out; a line logged after some were
+/// left out says how many.
+fn limited(
+    limit: &mut RateLimit,
+    now: core::Instant,
+    level: log::Level,
+    message: impl FnOnce() -> String,
+) {
+    if let Some(n) = limit.allow(now) {
+        log::log!(level, "{}{}", message(), suppressed(n, WARN_INTERVAL));
+    }
 }
 
 /// Loads the data plane, runs until `shutdown` resolves, then detaches (unless
@@ -371,12 +438,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         Some(l) => Some(watch(l).context("cannot poll the XDP log ring buffer")?),
         None => None,
     };
-    let mut router = Router::new(
-        opts.clients,
-        opts.igmp.len(),
-        &opts.igmp_config,
-        opts.mfe_lifetime_s,
-    )?;
+    let mut router = Router::new(opts.clients, &opts.settings.igmp, opts.mfe_lifetime_s)?;
     for dev in &interfaces {
         ifs.start(&mut router, dev)?;
     }
@@ -407,6 +469,12 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
     let mut reconcile_at = (dp.adopted > 0).then(|| reconcile_deadline(&opts.igmp_config));
     let mut handover = Handover::default();
     let mut seen = Seen::default();
+    let mut settings = opts.settings;
+    let mut keep_forwarding = opts.keep_forwarding;
+    let (reader, mut reload_requests) = match opts.reload {
+        Some((reader, requests)) => (Some(reader), Some(requests)),
+        None => (None, None),
+    };
     let mut counters = tokio::time::interval(COUNTER_SYNC);
     counters.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -435,8 +503,9 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
                 router.handle_timeout(now);
             }
             () = sleep_until(hold_ends) => {
-                let ops = handover.expire(router.now(), &router.mgm.forwarding_table());
-                write_map_ops(&mut dp, ops, &mut seen);
+                let now = router.now();
+                let ops = handover.expire(now, &router.mgm.forwarding_table());
+                write_map_ops(&mut dp, ops, &mut seen, now);
             }
             () = sleep_until(upstream_deadline) => {
                 if let Some(u) = &mut upstream {
@@ -459,7 +528,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
             }
             change = route_watch.next() => {
                 let now = router.now();
-                follow_route(&mut router.mgm, change, now)?;
+                follow_route(&mut router.mgm, change, now, &mut seen)?;
             }
             change = link_watch.next() => {
                 let change = change.context("the link-change subscription closed")?;
@@ -475,9 +544,29 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
                 let now = router.now();
                 modules.handle(event, &mut router.mgm, now);
             }
+            request = next_reload(&mut reload_requests) => {
+                let Some(request) = request else {
+                    reload_requests = None;
+                    continue;
+                };
+                let outcome = match reader.as_ref().map(|read| read()) {
+                    Some(Ok(read)) => {
+                        let mut cx = Running { dp: &mut dp, router: &mut router, ifs: &mut ifs, modules: &mut modules };
+                        Ok(cx.reload(&mut settings, read, &mut keep_forwarding))
+                    }
+                    Some(Err(e)) => {
+                        error!("reload refused, nothing changed: {e:#}");
+                        Err(format!("{e:#}"))
+                    }
+                    None => Err("this daemon was started without reloads".to_owned()),
+                };
+                if let Some(reply) = request.reply {
+                    let _ = reply.send(outcome);
+                }
+            }
             () = &mut shutdown => break,
         }
-        router.pump_igmp(&name);
+        router.pump_igmp(&name, &mut seen);
         let now = router.now();
         let owners = names.all().into_iter().map(|(i, _)| {
             let id = InterfaceId::new(i);
@@ -485,7 +574,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         });
         handover.owners(now, owners);
         let ops = std::iter::from_fn(|| router.mgm.poll_map_op()).collect();
-        write_map_ops(&mut dp, handover.filter(now, ops), &mut seen);
+        write_map_ops(&mut dp, handover.filter(now, ops), &mut seen, now);
         ifs.detach_vanished(&mut dp);
         if let Some(u) = &mut upstream {
             u.pump(router.now());
@@ -493,15 +582,26 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
     }
     modules.shutdown();
     info!(
-        "shutting down: {} IGMP messages, {} rejected, {} no-cache and {} wrong-interface upcalls, {} unknown records, {} map errors",
-        seen.igmp, seen.bad_igmp, seen.no_cache, seen.wrong_if, seen.unknown, seen.map_errors
+        "shutting down: {} IGMP messages, {} rejected, {} no-cache ({} unresolved) and {} \
+         wrong-interface upcalls, {} memberships refused by MGM, {} IGMP queries not sent, {} \
+         RPF routes refused, {} unknown records, {} map errors",
+        seen.igmp,
+        seen.bad_igmp,
+        seen.no_cache,
+        seen.unresolved,
+        seen.wrong_if,
+        seen.refused,
+        seen.query_send_errors,
+        seen.rpf_refused,
+        seen.unknown,
+        seen.map_errors
     );
     for (ifindex, name) in names.all() {
         if let Ok(Some(s)) = dp.interfaces.stats(ifindex) {
-            info!("{name}: {s:?}");
+            info!("{name}: {}", if_stats(&s));
         }
     }
-    if opts.keep_forwarding {
+    if keep_forwarding {
         drop(dp);
         info!(
             "stopped; XDP keeps forwarding with the last state, and the next mgm run with pin \
@@ -518,13 +618,78 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
     Ok(())
 }
 
+/// What a reload changes: the data plane, the core with its protocols, the managed
+/// interfaces and the module socket, borrowed from [`run`]'s loop for one reload.
+struct Running<'a> {
+    dp: &'a mut Dataplane,
+    router: &'a mut Router,
+    ifs: &'a mut Interfaces,
+    modules: &'a mut ModuleServer,
+}
+
+impl Running<'_> {
+    /// Applies what changed from `settings` to `read` and makes `settings` what runs now.
+    /// Downstreams removed go first, so a name moved between roles is free; what the diff does
+    /// not name is not touched, and keeps forwarding.
+    fn reload(&mut self, settings: &mut Settings, read: Settings, keep: &mut bool) -> Diff {
+        let mut diff = reload::diff(settings, &read);
+        info!("reload: {diff}");
+        for name in &diff.downstream_removed {
+            self.ifs.remove_downstream(self.router, self.modules, name);
+        }
+        for (name, config) in &diff.downstream_added {
+            self.ifs
+                .add_downstream(self.dp, self.router, name, config.clone());
+        }
+        for (name, config) in &diff.igmp_changed {
+            self.ifs.reconfigure(self.router, name, config.clone());
+        }
+        if let Some(k) = diff.keep_forwarding {
+            *keep = k;
+        }
+        // Static routes belong to a protocol registered at start.
+        for (verb, routes) in [
+            ("added", &diff.routes_added),
+            ("removed", &diff.routes_removed),
+        ] {
+            for r in routes {
+                diff.needs_restart.push(reload::NeedsRestart {
+                    key: "static",
+                    running: format!("without \"{r}\""),
+                    configured: format!("route {verb}"),
+                });
+            }
+        }
+        for n in &diff.needs_restart {
+            warn!("reload: needs restart: {n}");
+        }
+        // What waits for a restart stays as it runs, so the next reload reports it again.
+        *settings = Settings {
+            upstream: settings.upstream.take(),
+            external: std::mem::take(&mut settings.external),
+            static_routes: std::mem::take(&mut settings.static_routes),
+            fixed: std::mem::take(&mut settings.fixed),
+            ..read
+        };
+        diff
+    }
+}
+
+/// The next reload request, or never when there is no source of them.
+async fn next_reload(requests: &mut Option<ReloadRequests>) -> Option<ReloadRequest> {
+    match requests {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The interfaces mgm was told to manage, as they come and go (spec §10), and what runs on
 /// each: every managed interface gets XDP; a routing protocol naming it takes it; IGMP, where
 /// it runs, starts with startup queries once the interface has an IPv4 address.
 struct Interfaces {
     managed: Managed,
-    /// Names IGMP runs on.
-    igmp: BTreeSet<String>,
+    /// Names IGMP runs on, with its settings there.
+    igmp: BTreeMap<String, querier::Config>,
     /// Managed interfaces by ifindex, shared with the module socket.
     names: Names,
     /// IGMP interfaces waiting for an IPv4 address, by ifindex.
@@ -539,7 +704,14 @@ impl Interfaces {
     fn new(opts: &Options) -> Interfaces {
         Interfaces {
             managed: Managed::new(opts.interfaces()),
-            igmp: opts.igmp.iter().cloned().collect(),
+            igmp: opts
+                .igmp
+                .iter()
+                .map(|n| {
+                    let config = opts.settings.igmp.get(n).unwrap_or(&opts.igmp_config);
+                    (n.clone(), config.clone())
+                })
+                .collect(),
             names: opts.names.clone(),
             no_address: BTreeSet::new(),
             to_detach: Vec::new(),
@@ -552,7 +724,7 @@ impl Interfaces {
     /// A protocol refused it (see [`Router::manage`]).
     fn start(&mut self, router: &mut Router, dev: &NetDev) -> anyhow::Result<()> {
         self.names.set(dev.ifindex, &dev.name);
-        if !router.manage(dev, self.igmp.contains(&dev.name))? {
+        if !router.manage(dev, self.igmp.get(&dev.name))? {
             warn!(
                 "{} has no IPv4 address; IGMP starts there when it gets one",
                 dev.name
@@ -611,6 +783,59 @@ impl Interfaces {
         );
     }
 
+    /// Manages `name` as a downstream running IGMP with `config` (a reload added it): at once
+    /// if it exists, else when it appears.
+    fn add_downstream(
+        &mut self,
+        dp: &mut Dataplane,
+        router: &mut Router,
+        name: &str,
+        config: querier::Config,
+    ) {
+        self.igmp.insert(name.to_owned(), config);
+        self.managed.add(name);
+        match NetDev::lookup(name) {
+            Ok(dev) => {
+                for change in self.managed.link(dev.ifindex, name) {
+                    if let Change::Appeared { name, ifindex } = change {
+                        self.appeared(dp, router, &name, ifindex);
+                    }
+                }
+            }
+            Err(e) => warn!("{}; mgm manages {name} once it appears", report(&e)),
+        }
+    }
+
+    /// Stops managing downstream `name` (a reload removed it): released by every owner, its
+    /// entries and querier removed, XDP detached once the maps no longer copy to it.
+    fn remove_downstream(&mut self, router: &mut Router, modules: &mut ModuleServer, name: &str) {
+        self.igmp.remove(name);
+        let Some(ifindex) = self.managed.forget(name) else {
+            return;
+        };
+        router.unmanage(ifindex);
+        modules.interface_removed(ifindex);
+        self.names.remove(ifindex);
+        self.no_address.remove(&ifindex);
+        self.to_detach.push((name.to_owned(), ifindex));
+        info!("{name} is no longer managed: released, its entries and querier removed");
+    }
+
+    /// Gives downstream `name`'s querier `config` (a reload changed it); used from then on
+    /// if IGMP waits for it to appear or get an address.
+    fn reconfigure(&mut self, router: &mut Router, name: &str, config: querier::Config) {
+        self.igmp.insert(name.to_owned(), config.clone());
+        let Some(ifindex) = self.managed.ifindex(name) else {
+            return;
+        };
+        let now = router.now();
+        match router.igmp.reconfigure(ifindex, config, now) {
+            Ok(true) => info!("{name}: IGMP runs with the new settings"),
+            Ok(false) => {}
+            Err(e) => error!("{name}: the new IGMP settings cannot run, the old ones stay: {e}"),
+        }
+    }
+
     /// Removes the interfaces that vanished from the maps; call once the core's map
     /// operations of their release are written.
     fn detach_vanished(&mut self, dp: &mut Dataplane) {
@@ -656,7 +881,10 @@ impl Interfaces {
             Ok(dev) if dev.ifindex == ifindex => dev,
             Ok(_) | Err(_) => return,
         };
-        match router.start_igmp(&dev) {
+        let Some(config) = self.igmp.get(name) else {
+            return;
+        };
+        match router.start_igmp(&dev, config) {
             Ok(true) => {
                 self.no_address.remove(&ifindex);
                 info!("{name} has an IPv4 address now: IGMP started there");
@@ -699,12 +927,14 @@ fn follow_route(
     mgm: &mut Mgm,
     change: Option<routes::RouteChange>,
     now: core::Instant,
+    seen: &mut Seen,
 ) -> anyhow::Result<()> {
     match change {
         Some(routes::RouteChange::Added(r)) => {
-            debug!("RPF route added: {r:?}");
+            debug!("RPF route added: {r}");
             if let Err(e) = mgm.add_route(r, now) {
-                warn!("RPF route {r:?} refused: {e}");
+                seen.rpf_refused += 1;
+                warn!("RPF route {r} refused: {e}");
             }
         }
         Some(routes::RouteChange::Deleted {
@@ -851,12 +1081,14 @@ fn sync_counters(dp: &Dataplane, mgm: &mut Mgm, keys: Vec<(Ipv4Addr, Ipv4Addr)>)
 }
 
 /// Writes map operations to the data plane, in order.
-fn write_map_ops(dp: &mut Dataplane, ops: Vec<core::MapOp>, seen: &mut Seen) {
+fn write_map_ops(dp: &mut Dataplane, ops: Vec<core::MapOp>, seen: &mut Seen, now: core::Instant) {
     for op in ops {
-        debug!("map op: {op:?}");
+        debug!("map op: {op}");
         if let Err(e) = dp.forwarding.apply(&op) {
             seen.map_errors += 1;
-            error!("cannot apply {op:?}: {}", report(&e));
+            limited(&mut seen.limits.map_errors, now, log::Level::Error, || {
+                format!("cannot {op}: {}", report(&e))
+            });
         }
     }
 }
@@ -886,7 +1118,7 @@ fn handle(
             ..
         } => {
             seen.igmp += 1;
-            info!("IGMP on {} from {reporter}: {message:?}", name(ifindex));
+            debug!("IGMP on {} from {reporter}: {message}", name(ifindex));
             if !router.igmp.handle_message(ifindex, now, reporter, &message) {
                 debug!("IGMP does not run on {}: message ignored", name(ifindex));
             }
@@ -897,10 +1129,12 @@ fn handle(
             error,
         } => {
             seen.bad_igmp += 1;
-            warn!(
-                "IGMP from {reporter} on {} rejected: {error}",
-                name(ifindex)
-            );
+            limited(&mut seen.limits.bad_igmp, now, log::Level::Warn, || {
+                format!(
+                    "IGMP from {reporter} on {} rejected: {error}",
+                    name(ifindex)
+                )
+            });
         }
         Event::NoCache {
             ifindex,
@@ -915,17 +1149,22 @@ fn handle(
             );
             if let Err(e) = dp.forwarding.on_no_cache(key(source, group)) {
                 seen.map_errors += 1;
-                error!(
-                    "cannot clear the placeholder of ({source}, {group}): {}",
-                    report(&e)
-                );
+                limited(&mut seen.limits.map_errors, now, log::Level::Error, || {
+                    format!(
+                        "cannot clear the placeholder of ({source}, {group}): {}",
+                        report(&e)
+                    )
+                });
             }
             if let Err(e) =
                 router
                     .mgm
                     .no_cache_upcall(source, group, InterfaceId::new(ifindex), &header, now)
             {
-                warn!("MGM could not resolve ({source}, {group}): {e}");
+                seen.unresolved += 1;
+                limited(&mut seen.limits.unresolved, now, log::Level::Warn, || {
+                    format!("MGM could not resolve ({source}, {group}): {e}")
+                });
             }
         }
         Event::WrongIf {
@@ -947,9 +1186,35 @@ fn handle(
         }
         Event::Unknown { kind, len } => {
             seen.unknown += 1;
-            warn!("unknown ring-buffer record (kind {kind}, {len} bytes) ignored");
+            limited(&mut seen.limits.unknown, now, log::Level::Warn, || {
+                format!("unknown ring-buffer record (kind {kind}, {len} bytes) ignored")
+            });
         }
     }
+}
+
+/// An interface's data-plane counters in words, for the log: "IGMP received: 3 queries, ...".
+fn if_stats(s: &mgm_common::counters::IfStats) -> String {
+    format!(
+        "IGMP received: {} queries, {} v1, {} v2 and {} v3 reports, {} leaves, {} other; \
+         {} copies sent ({} bytes), {} below the TTL threshold; {} packets without an entry; \
+         passed to the host: {} malformed, {} VLAN-tagged; {} IGMP messages truncated, {} \
+         events lost to a full ring",
+        s.igmp_query,
+        s.igmp_v1_report,
+        s.igmp_v2_report,
+        s.igmp_v3_report,
+        s.igmp_v2_leave,
+        s.igmp_other,
+        s.tx_pkts,
+        s.tx_bytes,
+        s.ttl_too_low,
+        s.no_entry,
+        s.malformed,
+        s.vlan_tagged,
+        s.truncated,
+        s.ring_full
+    )
 }
 
 fn key(source: Ipv4Addr, group: Ipv4Addr) -> FwdKey {

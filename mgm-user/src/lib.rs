@@ -22,6 +22,10 @@ pub mod links;
 pub mod managed;
 /// Routing-protocol modules (IGMP and the IGMP proxy today).
 pub mod protocols;
+/// Warnings a peer could repeat with every packet, logged at most once per interval.
+pub mod ratelimit;
+/// Reload: the settings in force against the ones read again, as a diff (sans-IO).
+pub mod reload;
 /// The kernel's unicast routes as the RPF table (rtnetlink).
 pub mod routes;
 /// The daemon's own sockets (IGMP queries and reports out, the upstream's link-layer filter).

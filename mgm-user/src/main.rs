@@ -5,11 +5,12 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::{bail, Context};
 use clap::{parser::ValueSource, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use mgm_user::{
-    daemon,
+    config, daemon,
     dataplane::{loader, Tunables, XdpMode},
     igmp::querier,
     managed::Names,
     protocols::{remote::access::Access, static_routes::StaticRoute},
+    reload::{ReloadRequest, ReloadSender, Settings},
 };
 
 /// XDP-accelerated IPv4 multicast forwarding.
@@ -225,28 +226,23 @@ enum Mode {
 
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
-    let mut cli = match Cli::from_arg_matches(&matches) {
+    let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    if let Command::Run(args) = &mut cli.command {
-        let run = matches.subcommand_matches("run").unwrap_or(&matches);
-        let given = |id: &str| {
-            [&matches, run]
-                .iter()
-                .any(|m| m.value_source(id) == Some(ValueSource::CommandLine))
-        };
-        if let Err(e) = apply_config(args, &mut cli.log_level, given) {
+    let (cli, file) = match resolve(cli, &matches) {
+        Ok(resolved) => resolved,
+        Err(e) => {
             eprintln!("mgm: error: {e:#}");
             return ExitCode::FAILURE;
         }
-    }
+    };
     env_logger::Builder::new()
         .filter_level(cli.log_level)
         .parse_default_env()
         .format_timestamp_millis()
         .init();
-    match try_main(cli) {
+    match try_main(cli, file) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mgm: error: {e:#}");
@@ -255,16 +251,39 @@ fn main() -> ExitCode {
     }
 }
 
+/// The command line with, for `mgm run`, the `--config` file's values where no flag was
+/// given, and the file itself.
+///
+/// # Errors
+/// The command line does not parse, or the file has problems.
+fn resolve(
+    mut cli: Cli,
+    matches: &clap::ArgMatches,
+) -> anyhow::Result<(Cli, Option<config::Config>)> {
+    let mut file = None;
+    if let Command::Run(args) = &mut cli.command {
+        let run = matches.subcommand_matches("run").unwrap_or(matches);
+        let given = |id: &str| {
+            [matches, run]
+                .iter()
+                .any(|m| m.value_source(id) == Some(ValueSource::CommandLine))
+        };
+        file = apply_config(args, &mut cli.log_level, given)?;
+    }
+    Ok((cli, file))
+}
+
 /// Fills in from the `--config` file what the command line did not give (`given` says which
-/// flags it did), so flags override the file and the file overrides the defaults.
+/// flags it did), so flags override the file and the file overrides the defaults. Returns
+/// the file, whose per-interface IGMP tables [`settings`] applies.
 fn apply_config(
     args: &mut RunArgs,
     log_level: &mut log::LevelFilter,
     given: impl Fn(&str) -> bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<config::Config>> {
     use mgm_user::config::{names, value};
     let Some(path) = &args.config else {
-        return Ok(());
+        return Ok(None);
     };
     let c = mgm_user::config::load(path)?;
     let level = |v: &Option<toml::Spanned<String>>| -> anyhow::Result<Option<log::LevelFilter>> {
@@ -319,10 +338,127 @@ fn apply_config(
             *log_level = l;
         }
     }
-    Ok(())
+    Ok(Some(c))
 }
 
-fn try_main(cli: Cli) -> anyhow::Result<()> {
+/// The IGMP settings of the flags and `[igmp]`: every downstream's default.
+fn igmp_default(args: &RunArgs) -> querier::Config {
+    querier::Config {
+        version: if args.igmp_version == 2 {
+            querier::Version::V2
+        } else {
+            querier::Version::V3
+        },
+        robustness: args.igmp_robustness,
+        query_interval: Duration::from_secs(args.igmp_query_interval),
+        query_response_interval: Duration::from_millis(args.igmp_query_response_ms),
+        last_member_query_interval: Duration::from_millis(args.igmp_last_member_interval_ms),
+        fast_leave: args.igmp_fast_leave,
+        max_groups: Some(args.igmp_max_groups),
+        max_sources: Some(args.igmp_max_sources),
+        ..querier::Config::default()
+    }
+}
+
+/// The settings a reload compares, from the resolved command line and the file: each
+/// downstream's IGMP settings are the default with its `[igmp.interface.IF]` table over it.
+///
+/// # Errors
+/// A table names no downstream, settings cannot run, or a static route does not fit the
+/// roles.
+fn settings(
+    args: &RunArgs,
+    log_level: log::LevelFilter,
+    file: Option<&config::Config>,
+) -> anyhow::Result<Settings> {
+    check_roles(args)?;
+    let base = igmp_default(args);
+    base.validate().context("invalid IGMP settings")?;
+    let tables = file.map(|f| &f.igmp.interface);
+    if let Some(name) = tables
+        .into_iter()
+        .flat_map(|t| t.keys())
+        .find(|n| !args.downstream.contains(n))
+    {
+        bail!(
+            "[igmp.interface.{name}]: {name} is not a downstream, and IGMP runs on downstreams \
+             only"
+        );
+    }
+    let mut igmp = std::collections::BTreeMap::new();
+    for name in &args.downstream {
+        let config = match tables.and_then(|t| t.get(name)) {
+            Some(table) => table.get_ref().over(base.clone()),
+            None => base.clone(),
+        };
+        config
+            .validate()
+            .with_context(|| format!("invalid IGMP settings on {name}"))?;
+        igmp.insert(name.clone(), config);
+    }
+    let downstream: Vec<&str> = args.downstream.iter().map(String::as_str).collect();
+    for r in &args.static_route {
+        if let Some(why) = config::static_route_problem(r, args.upstream.as_deref(), &downstream) {
+            bail!("static route \"{r}\": {why}");
+        }
+    }
+    let path = |p: &std::path::Path| p.display().to_string();
+    let fixed = [
+        ("log-level", log_level.as_str().to_lowercase()),
+        ("netns", format!("{:?}", args.netns)),
+        ("metrics", format!("{:?}", args.metrics)),
+        ("socket", path(&args.socket)),
+        ("socket-group", format!("{:?}", args.socket_group)),
+        ("answer-ms", args.module_answer_ms.to_string()),
+        ("xdp-mode", format!("{:?}", args.xdp_mode).to_lowercase()),
+        ("pin-dir", path(&args.pin_dir)),
+        ("ttl-threshold", args.ttl_threshold.to_string()),
+        ("pending-retry-ms", args.pending_retry_ms.to_string()),
+        (
+            "wrong-if-interval-ms",
+            args.wrong_if_interval_ms.to_string(),
+        ),
+        (
+            "ebpf-log-level",
+            args.ebpf_log_level.as_str().to_lowercase(),
+        ),
+        ("table", args.rpf_table.to_string()),
+        ("mfe-lifetime", args.mfe_lifetime.to_string()),
+        // The proxy's host side upstream runs with the default's robustness and intervals.
+        (
+            "[igmp] on the upstream",
+            format!(
+                "robustness {}, query-interval {}, query-response-ms {}",
+                base.robustness,
+                base.query_interval.as_secs(),
+                base.query_response_interval.as_millis()
+            ),
+        ),
+    ];
+    Ok(Settings {
+        upstream: args.upstream.clone(),
+        downstream: args.downstream.clone(),
+        external: args.external.clone(),
+        igmp,
+        static_routes: args.static_route.clone(),
+        keep_forwarding: args.keep_forwarding,
+        fixed: fixed.into_iter().collect(),
+    })
+}
+
+/// Reads the settings again as `mgm run` was started: its command line, with the
+/// `--config` file as it is now.
+fn read_again() -> anyhow::Result<Settings> {
+    let matches = Cli::command().try_get_matches()?;
+    let (cli, file) = resolve(Cli::from_arg_matches(&matches)?, &matches)?;
+    let Command::Run(args) = &cli.command else {
+        bail!("not started as mgm run");
+    };
+    settings(args, cli.log_level, file.as_ref())
+}
+
+fn try_main(cli: Cli, file: Option<config::Config>) -> anyhow::Result<()> {
+    let log_level = cli.log_level;
     match cli.command {
         Command::Check(args) => {
             mgm_user::config::load(&args.config)?;
@@ -356,7 +492,7 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => {
-            check_roles(&args)?;
+            let settings = settings(&args, log_level, file.as_ref())?;
             if let Some(ns) = &args.netns {
                 enter_netns(ns)?;
             }
@@ -372,24 +508,8 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
                 &names,
             )?;
             clients.extend(statics);
-            let igmp_config = querier::Config {
-                version: if args.igmp_version == 2 {
-                    querier::Version::V2
-                } else {
-                    querier::Version::V3
-                },
-                robustness: args.igmp_robustness,
-                query_interval: Duration::from_secs(args.igmp_query_interval),
-                query_response_interval: Duration::from_millis(args.igmp_query_response_ms),
-                last_member_query_interval: Duration::from_millis(
-                    args.igmp_last_member_interval_ms,
-                ),
-                fast_leave: args.igmp_fast_leave,
-                max_groups: Some(args.igmp_max_groups),
-                max_sources: Some(args.igmp_max_sources),
-                ..querier::Config::default()
-            };
-            igmp_config.validate().context("invalid IGMP settings")?;
+            let igmp_config = igmp_default(&args);
+            let (reloads, requests) = tokio::sync::mpsc::unbounded_channel();
             let opts = daemon::Options {
                 upstream_host,
                 clients,
@@ -403,6 +523,8 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
                 },
                 answer_within: Duration::from_millis(args.module_answer_ms),
                 igmp_config,
+                settings,
+                reload: Some((Box::new(read_again), requests)),
                 mode: match args.xdp_mode {
                     Mode::Native => XdpMode::Native,
                     Mode::Skb => XdpMode::Skb,
@@ -427,7 +549,10 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            runtime.block_on(daemon::run(opts, shutdown_signal()))
+            runtime.block_on(async {
+                forward_hangups(reloads);
+                daemon::run(opts, shutdown_signal()).await
+            })
         }
     }
 }
@@ -512,6 +637,26 @@ fn static_routes(
         memberships,
     };
     Ok((Some(plan), rpf))
+}
+
+/// Turns every SIGHUP into a reload request, from a task of its own.
+fn forward_hangups(reloads: ReloadSender) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!("cannot watch SIGHUP ({e}); reload with a restart");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            log::info!("SIGHUP: reloading the configuration");
+            if reloads.send(ReloadRequest { reply: None }).is_err() {
+                break;
+            }
+        }
+    });
 }
 
 /// Resolves on SIGINT or SIGTERM.

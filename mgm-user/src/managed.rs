@@ -32,6 +32,16 @@ impl Managed {
         }
     }
 
+    /// Manages `name` from now on (a reload added it); [`Managed::link`] says when it exists.
+    pub fn add(&mut self, name: &str) {
+        self.present.entry(name.to_owned()).or_insert(None);
+    }
+
+    /// Stops managing `name` (a reload removed it); the ifindex it had, if it existed.
+    pub fn forget(&mut self, name: &str) -> Option<u32> {
+        self.present.remove(name).flatten()
+    }
+
     /// The managed name of `ifindex`, if it is managed.
     pub fn name(&self, ifindex: u32) -> Option<&str> {
         self.present
@@ -156,6 +166,18 @@ mod tests {
             name: name.into(),
             ifindex,
         }
+    }
+
+    #[test]
+    fn a_name_added_is_managed_when_announced_and_a_name_forgotten_no_longer() {
+        let mut m = Managed::new(["dn1".to_owned()]);
+        assert_eq!(m.link(6, "dn2"), []);
+        m.add("dn2");
+        assert_eq!(m.link(6, "dn2"), [appeared("dn2", 6)]);
+        assert_eq!(m.forget("dn2"), Some(6));
+        assert_eq!((m.ifindex("dn2"), m.name(6)), (None, None));
+        assert_eq!(m.link(6, "dn2"), []);
+        assert_eq!(m.forget("dn1"), None);
     }
 
     #[test]

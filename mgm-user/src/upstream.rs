@@ -113,7 +113,7 @@ impl UpstreamEdge {
             .drain(..)
             .collect();
         for change in pending {
-            info!("upstream: the proxy {change:?}");
+            info!("upstream: {change}");
             self.state.apply(now, change);
         }
         while let Some(t) = self.state.poll_transmit() {
@@ -128,7 +128,14 @@ impl UpstreamEdge {
                 FilterChange::Remove(g) => self.filter.remove(g),
             };
             if let Err(e) = result {
-                warn!("{}: link-layer filter {change:?} failed: {e}", self.name);
+                let (verb, group) = match change {
+                    FilterChange::Add(g) => ("adding", g),
+                    FilterChange::Remove(g) => ("removing", g),
+                };
+                warn!(
+                    "{}: {verb} {group} to the link-layer filter failed: {e}",
+                    self.name
+                );
             }
         }
     }

@@ -114,6 +114,8 @@ fn spec4_4_igmp_on_shared_interfaces_becomes_local_joins_into_each_owner() {
         rpf_routes: Vec::new(),
         mfe_lifetime_s: 900,
         keep_forwarding: false,
+        settings: Default::default(),
+        reload: None,
     };
     let netns = File::open(format!("/run/netns/{}", lab.router.name())).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

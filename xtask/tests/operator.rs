@@ -69,6 +69,31 @@ fn mgm_check_lists_every_problem_with_its_line_and_exits_1() {
 }
 
 #[test]
+fn mgm_check_places_per_interface_igmp_problems_at_their_table() {
+    let file = TempFile::new(
+        "per-if.toml",
+        "[interfaces]\ndownstream = [\"eth1\"]\n[igmp]\nquery-response-ms = 9000\n\
+         [igmp.interface.eth1]\nquery-interval = 5\n[igmp.interface.eth2]\nfast-leave = true\n",
+    );
+    let out = check(&file.0);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("2 problems"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "line 6: [igmp.interface.eth1] query-response-ms = 9000 is not below \
+             query-interval = 5 s: write query-response-ms below 5000, or a longer query-interval"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("[igmp.interface.eth2] eth2 is not a downstream")
+            && stderr.contains("add \"eth2\" to [interfaces] downstream, or remove this table"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn mgm_run_refuses_a_bad_configuration_before_touching_anything() {
     let file = TempFile::new("unknown.toml", "[igmp]\nquery-intervall = 10\n");
     let out = Command::new(mgm_bin())

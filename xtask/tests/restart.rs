@@ -8,12 +8,12 @@ use std::{
     net::Ipv4Addr,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 use xtask::lab::{
     mgm_bin,
     stream::{wait_until, Stream, Tally},
-    traffic::{Receiver, Sender},
+    traffic::{Capture, Receiver, Sender},
     unique_tag, veth, Daemon, Netns, FAST_IGMP, HOST_IF, UPSTREAM,
 };
 
@@ -229,21 +229,25 @@ fn start(router: &Netns, args: &[&str]) -> Daemon {
     Daemon::start_in(&mgm_bin(), router, &pin_dir(router), &roles, args, false).expect("mgm starts")
 }
 
-/// Queries from the upstream that `d` has logged.
-fn upstream_queries(d: &Daemon) -> usize {
-    d.log()
-        .iter()
-        .filter(|l| l.contains(&format!("IGMP on {UPSTREAM} ")) && l.contains("Query"))
-        .count()
+/// Whether an Ethernet frame holds an IGMP membership query.
+fn is_query(frame: &[u8]) -> bool {
+    let ihl = usize::from(frame[14] & 0x0f) * 4;
+    frame[23] == 2 && frame.get(14 + ihl) == Some(&0x11)
 }
 
-/// Waits until `d` has heard `n` more upstream queries than it has now.
-fn sit_through_queries(d: &Daemon, n: usize) {
-    let seen = upstream_queries(d);
+/// Waits until `n` more queries from the upstream reach `router`'s upstream interface, where
+/// `d` hears them (it logs each IGMP message at debug only).
+fn sit_through_queries(router: &Netns, d: &Daemon, n: usize) {
+    let capture = Capture::new(router, UPSTREAM).expect("capture on the upstream");
+    let end = Instant::now() + Duration::from_secs(3 * n as u64 + 5);
+    let mut seen = 0;
+    while seen < n && Instant::now() < end {
+        seen += capture
+            .frames_where(Duration::from_millis(200), is_query)
+            .len();
+    }
     assert!(
-        wait_until(Duration::from_secs(3 * n as u64 + 5), || upstream_queries(
-            d
-        ) >= seen + n),
+        seen >= n,
         "the switch sent no {n} queries:\n{}",
         d.log().join("\n")
     );
@@ -308,10 +312,10 @@ fn a_restart_behind_a_pruning_switch_loses_under_one_percent() {
         net.fail("no stream before the restart", &[&d]);
     }
     // The switch heard mgm answer a query: the membership is mgm's own, not a report's echo.
-    sit_through_queries(&d, 2);
+    sit_through_queries(router, &d, 2);
     let d = crash_and_restart(d, router, &FAST_IGMP);
     // Past the switch's membership interval: the new daemon answers its queries.
-    sit_through_queries(&d, 5);
+    sit_through_queries(router, &d, 5);
     check(stream.finish(), "SIGKILL and restart", &[&d]);
     assert!(
         d.log()
@@ -350,7 +354,7 @@ fn the_switch_keeps_forwarding_while_mgm_answers_and_stops_after_the_last_leave(
         d.log().join("\n")
     );
     // Eight queries a second apart: more than two membership intervals of 3 s.
-    sit_through_queries(&d, 8);
+    sit_through_queries(router, &d, 8);
     assert!(net.switch_forwards());
     check(stream.finish(), "eight switch queries", &[&d]);
     rx.leave(G).expect("leave");
@@ -417,7 +421,7 @@ fn a_chain_of_two_proxies_forwards_and_survives_a_restart_of_either() {
     let (_rx, stream) = net.stream();
     assert!(stream.wait_received(1, JOIN_TIMEOUT), "no stream");
     let d1 = crash_and_restart(d1, r1, &FAST_IGMP);
-    sit_through_queries(&d1, 5);
+    sit_through_queries(r1, &d1, 5);
     check(
         stream.finish(),
         "restart of the upstream proxy",

@@ -3,6 +3,7 @@
 //! it performs no I/O.
 
 use std::collections::BTreeSet;
+use std::fmt;
 use std::net::Ipv4Addr;
 
 use super::types::InterfaceId;
@@ -20,4 +21,47 @@ pub enum MapOp {
     },
     /// Remove the entry for (source, group); the next matching packet raises a fresh no-cache upcall.
     DeleteMfe { source: Ipv4Addr, group: Ipv4Addr },
+}
+
+/// "install (*, 239.1.1.1) from ifindex 2 to 3, 4", "delete (198.18.0.2, 232.1.1.1)".
+impl fmt::Display for MapOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sg = |source: &Ipv4Addr, group: &Ipv4Addr| {
+            let source = if source.is_unspecified() {
+                "*".to_owned()
+            } else {
+                source.to_string()
+            };
+            format!("({source}, {group})")
+        };
+        match self {
+            MapOp::InstallMfe {
+                source,
+                group,
+                iif,
+                oifs,
+            } if oifs.is_empty() => write!(
+                f,
+                "install {} from ifindex {} as negative",
+                sg(source, group),
+                iif.ifindex
+            ),
+            MapOp::InstallMfe {
+                source,
+                group,
+                iif,
+                oifs,
+            } => {
+                let oifs: Vec<String> = oifs.iter().map(|o| o.ifindex.to_string()).collect();
+                write!(
+                    f,
+                    "install {} from ifindex {} to {}",
+                    sg(source, group),
+                    iif.ifindex,
+                    oifs.join(", ")
+                )
+            }
+            MapOp::DeleteMfe { source, group } => write!(f, "delete {}", sg(source, group)),
+        }
+    }
 }

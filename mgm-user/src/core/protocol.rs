@@ -83,6 +83,29 @@ pub enum Request {
     },
 }
 
+/// "add (*, 239.1.1.1) on ifindex 3", for the log.
+impl std::fmt::Display for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::TakeInterfaceOwnership(i) => write!(f, "take ifindex {}", i.ifindex),
+            Request::ReleaseInterfaceOwnership(i) => {
+                write!(f, "release ifindex {}", i.ifindex)
+            }
+            Request::AddGroupMembership { sg, if_id, .. } => {
+                write!(f, "add {sg} on ifindex {}", if_id.ifindex)
+            }
+            Request::DeleteGroupMembership { sg, if_id, .. } => {
+                write!(f, "delete {sg} on ifindex {}", if_id.ifindex)
+            }
+            Request::SetMfe {
+                source,
+                group,
+                upstream,
+            } => write!(f, "set ({source}, {group}) upstream {upstream}"),
+        }
+    }
+}
+
 /// The context handed to every callback. It tells the callee who it is and when the callback
 /// happens, and collects the requests it wants MGM to run afterwards (spec §10).
 #[derive(Debug)]

@@ -3,6 +3,7 @@
 //! longest-prefix matches on it and performs no I/O.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::Ipv4Addr;
 
 use super::error::MgmError;
@@ -25,6 +26,21 @@ pub struct Route {
     /// The route's metric (`RTA_PRIORITY`): of several routes to one prefix, the lowest
     /// counts, as in the kernel's forwarding.
     pub metric: u32,
+}
+
+/// "198.18.0.0/24 via ifindex 2 metric 0" (and "next hop A" when there is one).
+impl fmt::Display for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{} via ifindex {}",
+            self.network, self.prefix_len, self.if_id.ifindex
+        )?;
+        if !self.upstream.is_unspecified() {
+            write!(f, " next hop {}", self.upstream)?;
+        }
+        write!(f, " metric {}", self.metric)
+    }
 }
 
 impl Route {

@@ -86,6 +86,28 @@ pub struct SourceGroupEntry {
     pub group_mask: Ipv4Addr,
 }
 
+/// "(*, 239.1.1.1)", "(198.18.0.2, 232.1.1.1)", "(*, *)": the operator's notation. A mask
+/// other than none or all bits (not made by mgm's own protocols) shows as ADDR/MASK.
+impl fmt::Display for SourceGroupEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let part = |addr: Ipv4Addr, mask: Ipv4Addr| {
+            if mask.is_unspecified() {
+                "*".to_owned()
+            } else if mask == ALL_ONES {
+                addr.to_string()
+            } else {
+                format!("{addr}/{mask}")
+            }
+        };
+        write!(
+            f,
+            "({}, {})",
+            part(self.source, self.source_mask),
+            part(self.group, self.group_mask)
+        )
+    }
+}
+
 impl SourceGroupEntry {
     /// Size of the Windows record, used by the enumeration byte budget (spec §6.3).
     pub const WIRE_SIZE: usize = 16;

@@ -145,7 +145,8 @@ impl Forwarding {
                 let ok = o.next_hop.is_unspecified();
                 if !ok {
                     warn!(
-                        "outgoing interface {o:?} has a next hop; XDP serves broadcast links only"
+                        "outgoing interface {} has next hop {}; XDP serves broadcast links only",
+                        o.ifindex, o.next_hop
                     );
                 }
                 ok
@@ -455,8 +456,10 @@ impl Forwarding {
                 if shared.id == e.oif_set {
                     shared.users += 1;
                 } else {
+                    let list: Vec<String> = oifs.iter().map(ToString::to_string).collect();
                     warn!(
-                        "two outgoing sets hold {oifs:?}; set {} stays unshared",
+                        "two outgoing sets hold ifindexes {}; set {} stays unshared",
+                        list.join(", "),
                         e.oif_set
                     );
                 }

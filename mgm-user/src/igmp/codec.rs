@@ -89,6 +89,63 @@ pub enum IgmpMessage {
     },
 }
 
+/// One line per message for the debug log: "v3 report: 239.1.1.1 change-to-exclude [],
+/// 239.1.1.2 allow [198.18.0.2]", "v2 query for 239.1.1.1".
+impl std::fmt::Display for IgmpMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IgmpMessage::Query {
+                max_resp_code,
+                group,
+                v3,
+            } => {
+                let version = match (v3, max_resp_code) {
+                    (Some(_), _) => "v3",
+                    (None, 0) => "v1",
+                    (None, _) => "v2",
+                };
+                if group.is_unspecified() {
+                    write!(f, "{version} general query")?;
+                } else {
+                    write!(f, "{version} query for {group}")?;
+                }
+                if let Some(v3) = v3.as_ref().filter(|v| !v.sources.is_empty()) {
+                    write!(f, " and sources {}", addresses(&v3.sources))?;
+                }
+                Ok(())
+            }
+            IgmpMessage::V1Report { group } => write!(f, "v1 report for {group}"),
+            IgmpMessage::V2Report { group } => write!(f, "v2 report for {group}"),
+            IgmpMessage::V2Leave { group } => write!(f, "v2 leave of {group}"),
+            IgmpMessage::V3Report { records, truncated } => {
+                f.write_str("v3 report:")?;
+                for (i, r) in records.iter().enumerate() {
+                    let kind = match r.kind {
+                        RecordType::ModeIsInclude => "is-include",
+                        RecordType::ModeIsExclude => "is-exclude",
+                        RecordType::ChangeToInclude => "change-to-include",
+                        RecordType::ChangeToExclude => "change-to-exclude",
+                        RecordType::AllowNewSources => "allow",
+                        RecordType::BlockOldSources => "block",
+                    };
+                    let sep = if i == 0 { " " } else { ", " };
+                    write!(f, "{sep}{} {kind} {}", r.group, addresses(&r.sources))?;
+                }
+                if *truncated {
+                    f.write_str(" (truncated)")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// "[198.18.0.2 198.18.0.3]".
+fn addresses(list: &[Ipv4Addr]) -> String {
+    let words: Vec<String> = list.iter().map(ToString::to_string).collect();
+    format!("[{}]", words.join(" "))
+}
+
 /// The v3-only fields of a query (RFC 3376 §4.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryV3 {
@@ -294,6 +351,39 @@ mod tests {
     const G: Ipv4Addr = Ipv4Addr::new(239, 1, 2, 3);
     const S1: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
     const S2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
+
+    #[test]
+    fn messages_read_as_operator_words_without_braces() {
+        let report = IgmpMessage::V3Report {
+            records: vec![
+                GroupRecord {
+                    kind: RecordType::ChangeToExclude,
+                    group: G,
+                    sources: vec![],
+                },
+                GroupRecord {
+                    kind: RecordType::AllowNewSources,
+                    group: G,
+                    sources: vec![S1],
+                },
+            ],
+            truncated: false,
+        };
+        assert_eq!(
+            report.to_string(),
+            "v3 report: 239.1.2.3 change-to-exclude [], 239.1.2.3 allow [198.18.0.2]"
+        );
+        let query = IgmpMessage::Query {
+            max_resp_code: 100,
+            group: Ipv4Addr::UNSPECIFIED,
+            v3: None,
+        };
+        assert_eq!(query.to_string(), "v2 general query");
+        assert_eq!(
+            IgmpMessage::V2Leave { group: G }.to_string(),
+            "v2 leave of 239.1.2.3"
+        );
+    }
 
     fn roundtrip(msg: IgmpMessage) {
         let bytes = encode(&msg);

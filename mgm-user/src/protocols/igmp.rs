@@ -61,7 +61,6 @@ pub struct Applied {
 pub struct Igmp {
     handle: ProtocolHandle,
     queriers: Queriers,
-    config: querier::Config,
     /// Querier limit hits already reported, by ifindex, so each new one is reported once.
     limit_hits: BTreeMap<u32, u64>,
 }
@@ -71,7 +70,7 @@ impl Igmp {
     ///
     /// # Errors
     /// What `MgmRegisterMProtocol` returns (IGMP already registered, no room).
-    pub fn register(mgm: &mut Mgm, config: querier::Config) -> Result<Igmp, MgmError> {
+    pub fn register(mgm: &mut Mgm) -> Result<Igmp, MgmError> {
         let queriers = Queriers::default();
         let client = IgmpClient {
             queriers: queriers.clone(),
@@ -80,7 +79,6 @@ impl Igmp {
         Ok(Igmp {
             handle,
             queriers,
-            config,
             limit_hits: BTreeMap::new(),
         })
     }
@@ -90,9 +88,9 @@ impl Igmp {
         self.handle
     }
 
-    /// Starts IGMP on `ifindex`, whose address is `address`: takes the interface (as sole
-    /// owner, or co-owner beside a routing protocol) and starts its querier, whose first
-    /// startup query is then ready in [`Igmp::poll_transmit`].
+    /// Starts IGMP on `ifindex`, whose address is `address`, with the settings `config`:
+    /// takes the interface (as sole owner, or co-owner beside a routing protocol) and starts
+    /// its querier, whose first startup query is then ready in [`Igmp::poll_transmit`].
     ///
     /// # Errors
     /// The settings are invalid, or MGM refuses the interface.
@@ -101,10 +99,10 @@ impl Igmp {
         mgm: &mut Mgm,
         ifindex: u32,
         address: Ipv4Addr,
+        config: querier::Config,
         now: Instant,
     ) -> Result<(), StartError> {
-        let q =
-            Querier::new(ifindex, address, self.config.clone(), now).map_err(StartError::Config)?;
+        let q = Querier::new(ifindex, address, config, now).map_err(StartError::Config)?;
         mgm.take_interface_ownership(self.handle, InterfaceId::new(ifindex), now)
             .map_err(StartError::Take)?;
         lock(&self.queriers).insert(ifindex, q);
@@ -121,6 +119,23 @@ impl Igmp {
         let _ = mgm.release_interface_ownership(self.handle, InterfaceId::new(ifindex), now);
         self.limit_hits.remove(&ifindex);
         running
+    }
+
+    /// Gives the querier on `ifindex` new settings (a reload), keeping its groups. `Ok(false)`
+    /// if IGMP does not run there.
+    ///
+    /// # Errors
+    /// The settings are invalid; the querier keeps its old ones.
+    pub fn reconfigure(
+        &mut self,
+        ifindex: u32,
+        config: querier::Config,
+        now: Instant,
+    ) -> Result<bool, ConfigError> {
+        match lock(&self.queriers).get_mut(&ifindex) {
+            Some(q) => q.reconfigure(now, config).map(|()| true),
+            None => Ok(false),
+        }
     }
 
     /// Whether IGMP runs on `ifindex`.
@@ -257,7 +272,7 @@ impl RoutingProtocol for IgmpClient {
 
     fn request_done(&mut self, _cx: &mut Cx, request: &Request, result: Result<(), MgmError>) {
         if let Err(e) = result {
-            warn!("IGMP: MGM refused {request:?} after an ownership change: {e}");
+            warn!("IGMP: MGM refused to {request} after an ownership change: {e}");
         }
     }
 }
@@ -272,13 +287,14 @@ mod tests {
     #[test]
     fn a_second_start_on_one_interface_is_refused_and_stop_forgets_it() {
         let mut mgm = Mgm::new(Config::default());
-        let mut igmp = Igmp::register(&mut mgm, querier::Config::default()).unwrap();
+        let mut igmp = Igmp::register(&mut mgm).unwrap();
         let now = Instant::from_millis(0);
         let addr = Ipv4Addr::new(198, 18, 1, 1);
-        igmp.start(&mut mgm, 3, addr, now).unwrap();
+        igmp.start(&mut mgm, 3, addr, querier::Config::default(), now)
+            .unwrap();
         assert!(igmp.poll_transmit().is_some_and(|(i, _)| i == 3));
         assert!(matches!(
-            igmp.start(&mut mgm, 3, addr, now),
+            igmp.start(&mut mgm, 3, addr, querier::Config::default(), now),
             Err(StartError::Take(MgmError::AlreadyExists))
         ));
         let report = IgmpMessage::V2Report { group: G };
@@ -298,11 +314,12 @@ mod tests {
     #[test]
     fn spec10_an_interface_that_comes_back_gets_a_fresh_querier_and_forwards_again() {
         let mut mgm = Mgm::new(Config::default());
-        let mut igmp = Igmp::register(&mut mgm, querier::Config::default()).unwrap();
+        let mut igmp = Igmp::register(&mut mgm).unwrap();
         let now = Instant::from_millis(0);
         let (addr, host) = (Ipv4Addr::new(198, 18, 1, 1), Ipv4Addr::new(198, 18, 1, 2));
         let report = IgmpMessage::V2Report { group: G };
-        igmp.start(&mut mgm, 3, addr, now).unwrap();
+        igmp.start(&mut mgm, 3, addr, querier::Config::default(), now)
+            .unwrap();
         while igmp.poll_transmit().is_some() {}
         igmp.handle_message(3, now, host, &report);
         igmp.apply_memberships(&mut mgm, now);
@@ -311,7 +328,8 @@ mod tests {
         igmp.stop(&mut mgm, 3, now);
         assert_eq!(igmp.poll_timeout(), None);
         // It comes back as ifindex 7: startup queries, and the host's report forwards there.
-        igmp.start(&mut mgm, 7, addr, now).unwrap();
+        igmp.start(&mut mgm, 7, addr, querier::Config::default(), now)
+            .unwrap();
         assert!(igmp.poll_transmit().is_some_and(|(i, _)| i == 7));
         igmp.handle_message(7, now, host, &report);
         let applied = igmp.apply_memberships(&mut mgm, now);

@@ -38,6 +38,16 @@ pub enum UpstreamChange {
     Leave(SourceGroupEntry),
 }
 
+/// "join (198.18.0.2, 232.1.1.1)", "leave (*, 239.1.1.1)".
+impl std::fmt::Display for UpstreamChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamChange::Join(sg) => write!(f, "join {sg}"),
+            UpstreamChange::Leave(sg) => write!(f, "leave {sg}"),
+        }
+    }
+}
+
 /// Upstream membership changes the proxy decided and the daemon has not applied yet.
 pub type UpstreamQueue = Arc<Mutex<VecDeque<UpstreamChange>>>;
 
@@ -249,6 +259,30 @@ mod tests {
     const D1: InterfaceId = InterfaceId::new(2);
     const D2: InterfaceId = InterfaceId::new(3);
 
+    #[test]
+    fn upstream_changes_and_entries_read_as_the_operator_writes_them() {
+        let sg = SourceGroupEntry::sg(Ipv4Addr::new(198, 18, 0, 2), Ipv4Addr::new(232, 1, 1, 1));
+        assert_eq!(
+            UpstreamChange::Join(sg).to_string(),
+            "join (198.18.0.2, 232.1.1.1)"
+        );
+        assert_eq!(
+            UpstreamChange::Leave(SourceGroupEntry::star_g(G)).to_string(),
+            "leave (*, 239.1.1.1)"
+        );
+        assert_eq!(SourceGroupEntry::star_star().to_string(), "(*, *)");
+        let op = crate::core::MapOp::InstallMfe {
+            source: Ipv4Addr::UNSPECIFIED,
+            group: G,
+            iif: UP,
+            oifs: [InterfaceId::new(3), InterfaceId::new(4)].into(),
+        };
+        assert_eq!(
+            op.to_string(),
+            "install (*, 239.1.1.1) from ifindex 1 to 3, 4"
+        );
+    }
+
     /// The proxy on UP and IGMP on D1 and D2, as `mgm run` registers them.
     fn setup() -> (Mgm, crate::core::ProtocolHandle, UpstreamQueue) {
         let queue = UpstreamQueue::default();
@@ -262,7 +296,7 @@ mod tests {
             )
             .unwrap();
         mgm.take_interface_ownership(proxy, UP, now).unwrap();
-        let igmp = crate::protocols::igmp::Igmp::register(&mut mgm, Default::default())
+        let igmp = crate::protocols::igmp::Igmp::register(&mut mgm)
             .unwrap()
             .handle();
         for d in [D1, D2] {

@@ -245,7 +245,7 @@ mod tests {
         mgm.take_interface_ownership(st, dn, now).unwrap();
         mgm.add_group_membership_entry(st, star, dn, MGM_JOIN_STATE_FLAG, now)
             .unwrap();
-        let igmp = crate::protocols::igmp::Igmp::register(&mut mgm, Default::default())
+        let igmp = crate::protocols::igmp::Igmp::register(&mut mgm)
             .unwrap()
             .handle();
         mgm.take_interface_ownership(igmp, dn, now).unwrap();

@@ -178,6 +178,12 @@ impl Daemon {
         self.child.id()
     }
 
+    /// Asks the daemon to reload its configuration file (SIGHUP).
+    pub fn hang_up(&self) {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGHUP) };
+    }
+
     /// Where the maps are pinned.
     pub fn pin_dir(&self) -> &Path {
         &self.pin_dir

@@ -435,14 +435,20 @@ impl Harness {
     /// Registers the real IGMP module (protocol 10, component 0), not a fake: its callbacks
     /// are not logged; what it does shows in the other clients' callbacks and in the map.
     pub fn real_igmp(&mut self) -> Igmp {
-        Igmp::register(&mut self.mgm, querier::Config::default()).unwrap()
+        Igmp::register(&mut self.mgm).unwrap()
     }
 
     /// Starts the real IGMP on `id` (owning it, or co-owning beside a routing protocol).
     pub fn start_igmp(&mut self, igmp: &mut Igmp, id: InterfaceId) {
         let now = self.now;
-        igmp.start(&mut self.mgm, id.ifindex, Ipv4Addr::new(192, 0, 2, 1), now)
-            .unwrap();
+        igmp.start(
+            &mut self.mgm,
+            id.ifindex,
+            Ipv4Addr::new(192, 0, 2, 1),
+            querier::Config::default(),
+            now,
+        )
+        .unwrap();
     }
 
     /// A host on `id` sends an IGMPv2 report for `g`; IGMP's querier hears it and adds its

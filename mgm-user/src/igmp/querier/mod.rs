@@ -225,6 +225,26 @@ impl Querier {
         Ok(querier)
     }
 
+    /// Runs on with `config` from `now` on (a reload): the state of every group stays. A
+    /// querier that waits longer than the new query interval for its next general query
+    /// sends it at the new interval instead, so a shorter interval shows on the wire within
+    /// one new interval; every other timer takes the new values when it is next set.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when `config` fails [`Config::validate`]; the old one stays then.
+    pub fn reconfigure(&mut self, now: Instant, config: Config) -> Result<(), ConfigError> {
+        config.validate()?;
+        let now = self.tick(now);
+        self.budget.max = config.max_sources;
+        self.config = config;
+        let next = after(now, self.params().query_interval);
+        if self.is_querier() && self.startup_queries_left == 0 {
+            let timer = &mut self.timers[Timer::GeneralQuery as usize];
+            *timer = Some(timer.map_or(next, |t| t.min(next)));
+        }
+        Ok(())
+    }
+
     /// Handles one IGMP message heard on the interface from `from` (the IP source).
     ///
     /// Reports and leaves drive the filter state (RFC 3376 §6.4, §7.3.2); queries from

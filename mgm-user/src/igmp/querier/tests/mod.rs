@@ -7,6 +7,7 @@ mod exclude;
 mod fast_leave;
 mod limits;
 mod prop;
+mod reload;
 mod rfc2236;
 mod rfc3376;
 
