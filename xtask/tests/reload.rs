@@ -1,8 +1,9 @@
 //! Reload under the real `mgm` binary: the configuration file changes under a running stream
 //! and SIGHUP applies it. A downstream is added (the kernel IGMP host behind it then gets the
 //! stream), one downstream's IGMP settings change (its queries carry the new query interval),
-//! and a setting that needs a restart is named in the log; the receiver of the untouched
-//! stream counts every datagram across the reload and misses none. The log speaks in
+//! and a setting that needs a restart is named in the log; a second reload back to the first
+//! file removes the downstream again (released, XDP detached). The receiver of the untouched
+//! stream counts every datagram across both reloads and misses none. The log speaks in
 //! operator words: joins as `dn1 joins (*, G)`, never a Rust debug structure. Needs root; run
 //! through `cargo xtask test`.
 
@@ -17,6 +18,7 @@ use std::{
 use events::{gaps, mgm_bin, Counter, Stream, FAST_IGMP, PATIENCE};
 use xtask::lab::{
     receiver_addr,
+    stream::wait_until,
     traffic::{Capture, Receiver},
     unique_tag, Daemon, IgmpVersion, Lab, HOST_IF,
 };
@@ -132,6 +134,32 @@ fn sighup_applies_a_changed_file_and_the_untouched_stream_loses_nothing() {
         "the MFE lifetime change is not reported as needing a restart:\n{}",
         log.join("\n")
     );
+
+    // Back to the first file: dn2 is released and its XDP program detached, dn1 queries at
+    // the flags' interval again.
+    std::fs::write(&config, BEFORE).unwrap();
+    daemon.hang_up();
+    if let Err(e) = daemon.wait_for("reload: downstream removed: dn2", PATIENCE) {
+        panic!("{e:#}");
+    }
+    let attached = || {
+        lab.router
+            .ip_output(&["link", "show", "dn2"])
+            .unwrap()
+            .contains("xdp")
+    };
+    if !wait_until(PATIENCE, || !attached()) {
+        fail(
+            &daemon,
+            "dn2 kept its XDP program after the reload removed it",
+        );
+    }
+    if !query_with_qqic(&capture, 2, PATIENCE) {
+        fail(
+            &daemon,
+            "dn1 never went back to the flags' query interval (2 s)",
+        );
+    }
 
     let last = stream.stop();
     let (missing, got) = stays.missing(from, last, PATIENCE);
