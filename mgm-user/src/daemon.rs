@@ -243,12 +243,15 @@ impl Router {
                 }
             }
         }
+        // The queriers count every refusal; each line gives the totals so far.
         for (ifindex, groups, sources) in self.igmp.new_limit_hits() {
-            warn!(
-                "IGMP on {}: {groups} groups and {sources} sources refused so far at the \
-                 configured limits",
-                name(ifindex)
-            );
+            limited(&mut seen.limits.limit_hits, now, log::Level::Warn, || {
+                format!(
+                    "IGMP on {}: {groups} groups and {sources} sources refused so far at the \
+                     configured limits",
+                    name(ifindex)
+                )
+            });
         }
     }
 }
@@ -372,6 +375,7 @@ struct Limits {
     query_send: RateLimit,
     unknown: RateLimit,
     map_errors: RateLimit,
+    limit_hits: RateLimit,
 }
 
 impl Default for Limits {
@@ -383,7 +387,8 @@ impl Default for Limits {
             refused: limit.clone(),
             query_send: limit.clone(),
             unknown: limit.clone(),
-            map_errors: limit,
+            map_errors: limit.clone(),
+            limit_hits: limit,
         }
     }
 }
