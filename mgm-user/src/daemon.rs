@@ -16,6 +16,7 @@ use mgm_common::{fwd::FwdKey, maps::FWD_CAPACITY};
 use tokio::io::unix::AsyncFd;
 
 use crate::{
+    control::{self, server::ControlServer},
     core::{
         self, ComponentId, Config, InterfaceId, Mgm, ProtocolHandle, ProtocolId, RoutingProtocol,
         SourceGroupEntry, MGM_JOIN_STATE_FLAG,
@@ -33,6 +34,7 @@ use crate::{
         igmp::Igmp,
         igmp_proxy::{self, ProxyUpstream, UpstreamQueue},
         remote::ModuleServer,
+        static_routes,
     },
     routes,
     sockets::QuerySocket,
@@ -266,6 +268,11 @@ pub struct Options {
     pub socket_access: crate::protocols::remote::access::Access,
     /// How long a callback waits for a module's answer (rpf, creation and prune alerts).
     pub answer_within: Duration,
+    /// Where operators' commands (`mgm show`, `mgm route`...) connect, and who may.
+    pub control_socket: PathBuf,
+    pub control_access: crate::protocols::remote::access::Access,
+    /// The static-routes module's routes and joins, which `mgm route` and `mgm join` change.
+    pub statics: crate::protocols::static_routes::StaticTable,
     /// IGMP querier settings, the same on every interface (the proxy's host side upstream
     /// takes its robustness and intervals too).
     pub igmp_config: querier::Config,
@@ -322,6 +329,13 @@ impl Options {
     }
 }
 
+/// `mgm reload`: what SIGHUP does.
+fn reload() -> control::proto::Answer {
+    control::proto::Answer::error(
+        "reload is not supported yet: restart mgm to apply a changed configuration",
+    )
+}
+
 /// Counts of what the daemon saw that the XDP counters cannot: IGMP it rejected after
 /// decoding, and upcalls.
 #[derive(Debug, Default)]
@@ -332,6 +346,19 @@ struct Seen {
     wrong_if: u64,
     unknown: u64,
     map_errors: u64,
+}
+
+impl Seen {
+    fn counters(&self) -> control::Counters {
+        control::Counters {
+            igmp: self.igmp,
+            igmp_rejected: self.bad_igmp,
+            no_cache: self.no_cache,
+            wrong_if: self.wrong_if,
+            unknown: self.unknown,
+            map_errors: self.map_errors,
+        }
+    }
 }
 
 /// Loads the data plane, runs until `shutdown` resolves, then detaches (unless
@@ -357,6 +384,11 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
     }
     let names = ifs.names.clone();
     let summary = describe(&opts);
+    let roles = control::Roles {
+        upstream: opts.upstream_host.as_ref().map(|h| h.interface.clone()),
+        downstream: opts.igmp.clone(),
+        external: opts.external.clone(),
+    };
     let mut dp = Dataplane::load(&LoadOptions {
         interfaces: interfaces.clone(),
         mode: opts.mode,
@@ -387,14 +419,17 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         opts.answer_within,
     )
     .context("cannot open the module socket")?;
+    let mut control = ControlServer::bind(&opts.control_socket, opts.control_access.clone())
+        .context("cannot open the control socket")?;
     let mut route_watch = routes::RouteWatch::start(opts.rpf_table)?;
     let now = router.now();
     load_rpf_table(&mut router.mgm, opts.rpf_table, &opts.rpf_routes, now).await?;
     let name = |i: u32| names.get(i).unwrap_or_else(|| format!("ifindex {i}"));
     info!(
-        "mgm running: {summary}; maps pinned in {}; modules connect to {}",
+        "mgm running: {summary}; maps pinned in {}; modules connect to {}; control socket {}",
         opts.pin_dir.display(),
-        opts.socket.display()
+        opts.socket.display(),
+        opts.control_socket.display()
     );
 
     let mut upstream = match &opts.upstream_host {
@@ -475,6 +510,32 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
                 let now = router.now();
                 modules.handle(event, &mut router.mgm, now);
             }
+            call = control.next() => {
+                let answer = match call.request.clone() {
+                    control::proto::Request::Reload {} => reload(),
+                    request => {
+                        let if_stats = |i: u32| dp.interfaces.stats(i).ok().flatten();
+                        let mut d = control::Daemon {
+                            now: router.now(),
+                            mgm: &mut router.mgm,
+                            igmp: &router.igmp,
+                            names: &names,
+                            roles: &roles,
+                            statics: &opts.statics,
+                            static_handle: router
+                                .clients
+                                .iter()
+                                .find(|c| c.protocol_id == static_routes::PROTOCOL_ID)
+                                .map(|c| c.handle),
+                            modules: modules.modules(),
+                            counters: seen.counters(),
+                            if_stats: &if_stats,
+                        };
+                        control::answer(request, &mut d)
+                    }
+                };
+                call.answer(answer);
+            }
             () = &mut shutdown => break,
         }
         router.pump_igmp(&name);
@@ -492,6 +553,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         }
     }
     modules.shutdown();
+    drop(control);
     info!(
         "shutting down: {} IGMP messages, {} rejected, {} no-cache and {} wrong-interface upcalls, {} unknown records, {} map errors",
         seen.igmp, seen.bad_igmp, seen.no_cache, seen.wrong_if, seen.unknown, seen.map_errors
