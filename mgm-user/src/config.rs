@@ -35,6 +35,8 @@ pub struct Config {
     #[serde(default)]
     pub modules: Modules,
     #[serde(default)]
+    pub control: Control,
+    #[serde(default)]
     pub dataplane: Dataplane,
     #[serde(default)]
     pub rpf: Rpf,
@@ -82,6 +84,14 @@ pub struct Modules {
     pub socket: Value<String>,
     pub socket_group: Value<String>,
     pub answer_ms: Value<u64>,
+}
+
+/// `[control]`: the socket operators' commands (`mgm show`, `mgm route`...) connect to.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Control {
+    pub socket: Value<String>,
+    pub group: Value<String>,
 }
 
 /// `[dataplane]`: how XDP is attached and what it is told.

@@ -16,6 +16,7 @@ use mgm_common::{fwd::FwdKey, maps::FWD_CAPACITY};
 use tokio::io::unix::AsyncFd;
 
 use crate::{
+    control::{self, server::ControlServer},
     core::{
         self, ComponentId, Config, InterfaceId, Mgm, ProtocolHandle, ProtocolId, RoutingProtocol,
         SourceGroupEntry, MGM_JOIN_STATE_FLAG,
@@ -33,6 +34,7 @@ use crate::{
         igmp::Igmp,
         igmp_proxy::{self, ProxyUpstream, UpstreamQueue},
         remote::ModuleServer,
+        static_routes,
     },
     ratelimit::{suppressed, RateLimit},
     reload::{self, Diff, Reader, ReloadRequest, Settings},
@@ -281,6 +283,11 @@ pub struct Options {
     pub socket_access: crate::protocols::remote::access::Access,
     /// How long a callback waits for a module's answer (rpf, creation and prune alerts).
     pub answer_within: Duration,
+    /// Where operators' commands (`mgm show`, `mgm route`...) connect, and who may.
+    pub control_socket: PathBuf,
+    pub control_access: crate::protocols::remote::access::Access,
+    /// The static-routes module's routes and joins, which `mgm route` and `mgm join` change.
+    pub statics: crate::protocols::static_routes::StaticTable,
     /// IGMP querier settings of `[igmp]` and the flags: the proxy's host side upstream takes
     /// its robustness and intervals, and adopted entries wait for its startup queries.
     pub igmp_config: querier::Config,
@@ -406,6 +413,19 @@ fn limited(
     }
 }
 
+impl Seen {
+    fn counters(&self) -> control::Counters {
+        control::Counters {
+            igmp: self.igmp,
+            igmp_rejected: self.bad_igmp,
+            no_cache: self.no_cache,
+            wrong_if: self.wrong_if,
+            unknown: self.unknown,
+            map_errors: self.map_errors,
+        }
+    }
+}
+
 /// Loads the data plane, runs until `shutdown` resolves, then detaches (unless
 /// `keep_forwarding`). An error return, like a panic or a kill, leaves XDP forwarding with
 /// the last state and the proxy's groups joined upstream, for the next daemon to adopt.
@@ -429,6 +449,11 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
     }
     let names = ifs.names.clone();
     let summary = describe(&opts);
+    let roles = control::Roles {
+        upstream: opts.upstream_host.as_ref().map(|h| h.interface.clone()),
+        downstream: opts.igmp.clone(),
+        external: opts.external.clone(),
+    };
     let mut dp = Dataplane::load(&LoadOptions {
         interfaces: interfaces.clone(),
         mode: opts.mode,
@@ -454,14 +479,17 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         opts.answer_within,
     )
     .context("cannot open the module socket")?;
+    let mut control = ControlServer::bind(&opts.control_socket, opts.control_access.clone())
+        .context("cannot open the control socket")?;
     let mut route_watch = routes::RouteWatch::start(opts.rpf_table)?;
     let now = router.now();
     load_rpf_table(&mut router.mgm, opts.rpf_table, &opts.rpf_routes, now).await?;
     let name = |i: u32| names.get(i).unwrap_or_else(|| format!("ifindex {i}"));
     info!(
-        "mgm running: {summary}; maps pinned in {}; modules connect to {}",
+        "mgm running: {summary}; maps pinned in {}; modules connect to {}; control socket {}",
         opts.pin_dir.display(),
-        opts.socket.display()
+        opts.socket.display(),
+        opts.control_socket.display()
     );
 
     let mut upstream = match &opts.upstream_host {
@@ -554,20 +582,43 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
                     reload_requests = None;
                     continue;
                 };
-                let outcome = match reader.as_ref().map(|read| read()) {
-                    Some(Ok(read)) => {
-                        let mut cx = Running { dp: &mut dp, router: &mut router, ifs: &mut ifs, modules: &mut modules };
-                        Ok(cx.reload(&mut settings, read, &mut keep_forwarding))
-                    }
-                    Some(Err(e)) => {
-                        error!("reload refused, nothing changed: {e:#}");
-                        Err(format!("{e:#}"))
-                    }
-                    None => Err("this daemon was started without reloads".to_owned()),
-                };
+                let cx = Running { dp: &mut dp, router: &mut router, ifs: &mut ifs, modules: &mut modules };
+                let outcome = reload_now(reader.as_ref(), cx, &mut settings, &mut keep_forwarding);
                 if let Some(reply) = request.reply {
                     let _ = reply.send(outcome);
                 }
+            }
+            call = control.next() => {
+                let answer = match call.request.clone() {
+                    control::proto::Request::Reload {} => {
+                        let cx = Running { dp: &mut dp, router: &mut router, ifs: &mut ifs, modules: &mut modules };
+                        match reload_now(reader.as_ref(), cx, &mut settings, &mut keep_forwarding) {
+                            Ok(diff) => control::proto::Answer::done(diff.to_string()),
+                            Err(e) => control::proto::Answer::error(e),
+                        }
+                    }
+                    request => {
+                        let if_stats = |i: u32| dp.interfaces.stats(i).ok().flatten();
+                        let mut d = control::Daemon {
+                            now: router.now(),
+                            mgm: &mut router.mgm,
+                            igmp: &router.igmp,
+                            names: &names,
+                            roles: &roles,
+                            statics: &opts.statics,
+                            static_handle: router
+                                .clients
+                                .iter()
+                                .find(|c| c.protocol_id == static_routes::PROTOCOL_ID)
+                                .map(|c| c.handle),
+                            modules: modules.modules(),
+                            counters: seen.counters(),
+                            if_stats: &if_stats,
+                        };
+                        control::answer(request, &mut d)
+                    }
+                };
+                call.answer(answer);
             }
             () = &mut shutdown => break,
         }
@@ -586,6 +637,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         }
     }
     modules.shutdown();
+    drop(control);
     info!(
         "shutting down: {} IGMP messages, {} rejected, {} no-cache ({} unresolved) and {} \
          wrong-interface upcalls, {} memberships refused by MGM, {} IGMP queries not sent, {} \
@@ -677,6 +729,23 @@ impl Running<'_> {
             ..read
         };
         diff
+    }
+}
+
+/// Reads the settings again and applies them: SIGHUP and `mgm reload` both come here.
+fn reload_now(
+    reader: Option<&Reader>,
+    mut cx: Running<'_>,
+    settings: &mut Settings,
+    keep: &mut bool,
+) -> Result<Diff, String> {
+    match reader.map(|read| read()) {
+        Some(Ok(read)) => Ok(cx.reload(settings, read, keep)),
+        Some(Err(e)) => {
+            error!("reload refused, nothing changed: {e:#}");
+            Err(format!("{e:#}"))
+        }
+        None => Err("this daemon was started without reloads".to_owned()),
     }
 }
 

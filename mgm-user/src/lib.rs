@@ -6,6 +6,8 @@
 pub mod cli;
 /// The configuration file (`mgm run --config`, `mgm check`).
 pub mod config;
+/// The operators' control socket: `mgm show` from the daemon's state, run-time changes.
+pub mod control;
 /// The Multicast Group Manager core: sans-IO, no clock, no sockets.
 pub mod core;
 /// The daemon's driver loop: ring buffer, signals, shutdown.

@@ -5,7 +5,9 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::{bail, Context};
 use clap::{parser::ValueSource, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use mgm_user::{
-    config, daemon,
+    config,
+    control::proto::{Request, View},
+    daemon,
     dataplane::{loader, Tunables, XdpMode},
     igmp::querier,
     managed::Names,
@@ -41,11 +43,38 @@ enum Command {
     ///
     /// Example: mgm run --external eth0 --downstream eth1   (a module owns eth0)
     Run(Box<RunArgs>),
-    /// Print the forwarding entries and interface counters of a running daemon, read from its
-    /// pinned maps (works while the daemon runs; needs root).
+    /// Show what the running daemon knows, asked over its control socket: `interfaces`,
+    /// `groups` (IGMP and static memberships), `mfe` (forwarding entries with per-interface
+    /// counters), `protocols` or `stats`. Tables by default, --json for scripts (the schema is
+    /// mgm-user/docs/control-schema.json). When no daemon answers, the entries and interface
+    /// counters are read from the pinned maps instead, and a note on stderr says so. Without a
+    /// view: the pinned maps, as the data plane has them.
     ///
-    /// Example: mgm show --netns router
+    /// Example: mgm show groups
+    ///
+    /// Example: mgm show mfe --json
     Show(ShowArgs),
+    /// Add or delete a static route in the running daemon, in --static-route's words. It lasts
+    /// until mgm stops or reloads: put it in the configuration file to keep it.
+    ///
+    /// Example: mgm route add "from eth0 group 239.1.2.3 to eth1 eth2"
+    ///
+    /// Example: mgm route del "from eth0 group 239.1.2.3 to eth1 eth2"
+    Route(RouteArgs),
+    /// Forward a group to a downstream interface as if a host there had joined it (a static
+    /// membership), until `mgm leave`, or until mgm stops or reloads: put a static route in the
+    /// configuration file to keep it.
+    ///
+    /// Example: mgm join eth1 239.1.2.3
+    ///
+    /// Example: mgm join eth1 232.1.1.1 --source 198.51.100.7
+    Join(MembershipArgs),
+    /// Undo an `mgm join`.
+    ///
+    /// Example: mgm leave eth1 239.1.2.3
+    Leave(MembershipArgs),
+    /// Ask the running daemon to read its configuration file again, as SIGHUP does.
+    Reload(ControlArgs),
     /// Check a configuration file without running anything: every problem is printed with
     /// its line and what to write instead; the exit code is 1 when there is one.
     ///
@@ -57,8 +86,56 @@ enum Command {
     Verify,
 }
 
+/// Where the running daemon takes operators' commands.
+#[derive(Debug, clap::Args)]
+struct ControlArgs {
+    /// The daemon's control socket (as given to `mgm run --control-socket`).
+    #[arg(long, value_name = "PATH", default_value = mgm_user::control::DEFAULT_SOCKET)]
+    control_socket: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct RouteArgs {
+    #[arg(value_enum)]
+    action: RouteAction,
+    /// The route: "from IF [source ADDR] group ADDR to IF [IF...]" (one argument, quoted, or
+    /// several words).
+    #[arg(value_name = "ROUTE", required = true, num_args = 1..)]
+    route: Vec<String>,
+    #[command(flatten)]
+    control: ControlArgs,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum RouteAction {
+    Add,
+    Del,
+}
+
+#[derive(Debug, clap::Args)]
+struct MembershipArgs {
+    /// A downstream interface.
+    #[arg(value_name = "IF")]
+    interface: String,
+    /// The multicast group.
+    #[arg(value_name = "GROUP")]
+    group: std::net::Ipv4Addr,
+    /// Only this source's traffic (an (S,G) membership); without it, every source's.
+    #[arg(long, value_name = "ADDR")]
+    source: Option<std::net::Ipv4Addr>,
+    #[command(flatten)]
+    control: ControlArgs,
+}
+
 #[derive(Debug, clap::Args)]
 struct ShowArgs {
+    /// What to show; without it, the pinned maps as the data plane has them.
+    #[arg(value_enum)]
+    view: Option<View>,
+
+    #[command(flatten)]
+    control: ControlArgs,
+
     /// The daemon's pin directory (as given to `mgm run --pin-dir`).
     #[arg(long, value_name = "DIR", default_value = mgm_common::maps::PIN_DIR)]
     pin_dir: PathBuf,
@@ -114,6 +191,17 @@ struct RunArgs {
     /// Example: --socket-group mgm
     #[arg(long, value_name = "GROUP")]
     socket_group: Option<String>,
+
+    /// Unix socket where operators' commands connect (`mgm show`, `mgm route`, `mgm join`,
+    /// `mgm reload`; JSON lines, see mgm-user/docs/control-schema.json). Root only.
+    #[arg(long, value_name = "PATH", default_value = mgm_user::control::DEFAULT_SOCKET)]
+    control_socket: PathBuf,
+
+    /// Let the members of this group use --control-socket too (mode 0660): they can then
+    /// change static routes and joins. Without it, root only.
+    /// Example: --control-group mgm
+    #[arg(long, value_name = "GROUP")]
+    control_group: Option<String>,
 
     /// Milliseconds a callback that needs a module's answer (rpf, creation alert, prune
     /// alert of a negative entry) waits; after that MGM's own proposal stands.
@@ -310,6 +398,8 @@ fn apply_config(
         socket = value(&c.modules.socket).map(PathBuf::from);
         socket_group = value(&c.modules.socket_group).map(Some);
         module_answer_ms = value(&c.modules.answer_ms);
+        control_socket = value(&c.control.socket).map(PathBuf::from);
+        control_group = value(&c.control.group).map(Some);
         xdp_mode = value(&c.dataplane.xdp_mode)
             .map(|m| Mode::from_str(&m, false).map_err(anyhow::Error::msg))
             .transpose()?;
@@ -476,21 +566,32 @@ fn try_main(cli: Cli, file: Option<config::Config>) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Show(args) => {
-            if let Some(ns) = &args.netns {
-                enter_netns(ns)?;
-            }
-            let state =
-                mgm_user::dataplane::inspect::read_pinned(&args.pin_dir).with_context(|| {
-                    format!("no mgm data plane pinned in {}", args.pin_dir.display())
-                })?;
-            if args.json {
-                print!("{}", mgm_user::cli::show::render_json(&state));
-            } else {
-                print!("{}", mgm_user::cli::show::render(&state));
-            }
-            Ok(())
+        Command::Show(args) => show(args),
+        Command::Route(args) => {
+            let route = args.route.join(" ");
+            let request = match args.action {
+                RouteAction::Add => Request::RouteAdd { route },
+                RouteAction::Del => Request::RouteDel { route },
+            };
+            change(&args.control, &request)
         }
+        Command::Join(a) => change(
+            &a.control,
+            &Request::Join {
+                interface: a.interface,
+                group: a.group,
+                source: a.source,
+            },
+        ),
+        Command::Leave(a) => change(
+            &a.control,
+            &Request::Leave {
+                interface: a.interface,
+                group: a.group,
+                source: a.source,
+            },
+        ),
+        Command::Reload(c) => change(&c, &Request::Reload {}),
         Command::Run(args) => {
             let settings = settings(&args, log_level, file.as_ref())?;
             if let Some(ns) = &args.netns {
@@ -501,13 +602,13 @@ fn try_main(cli: Cli, file: Option<config::Config>) -> anyhow::Result<()> {
                 None => (Vec::new(), None),
             };
             let names = Names::default();
-            let (statics, rpf_routes) = static_routes(
+            let (statics, rpf_routes, static_table) = static_routes(
                 &args.static_route,
                 args.upstream.as_deref(),
                 &args.downstream,
                 &names,
             )?;
-            clients.extend(statics);
+            clients.push(statics);
             let igmp_config = igmp_default(&args);
             let (reloads, requests) = tokio::sync::mpsc::unbounded_channel();
             let opts = daemon::Options {
@@ -522,6 +623,12 @@ fn try_main(cli: Cli, file: Option<config::Config>) -> anyhow::Result<()> {
                     None => Access::root_only(),
                 },
                 answer_within: Duration::from_millis(args.module_answer_ms),
+                control_socket: args.control_socket.clone(),
+                control_access: match &args.control_group {
+                    Some(g) => Access::root_and_group(g).context("--control-group")?,
+                    None => Access::root_only(),
+                },
+                statics: static_table,
                 igmp_config,
                 settings,
                 reload: Some((Box::new(read_again), requests)),
@@ -557,6 +664,62 @@ fn try_main(cli: Cli, file: Option<config::Config>) -> anyhow::Result<()> {
     }
 }
 
+/// `mgm show`: asks the daemon for a view; falls back to the pinned maps when none answers.
+fn show(args: ShowArgs) -> anyhow::Result<()> {
+    use mgm_user::control::{client, render};
+    if let Some(view) = args.view {
+        match client::ask(&args.control.control_socket, &Request::Show { view }) {
+            Ok(answer) => {
+                let Some(doc) = answer.document.as_ref().filter(|_| answer.ok) else {
+                    bail!("{}", answer.error.unwrap_or_else(|| "no document".into()));
+                };
+                if args.json {
+                    println!("{:#}", serde_json::to_value(&answer)?);
+                } else {
+                    print!("{}", render::render(doc));
+                }
+                return Ok(());
+            }
+            Err(e @ client::ClientError::NoDaemon { .. }) => {
+                let what = if matches!(view, View::Groups | View::Protocols) {
+                    "groups and protocols are known only to a running daemon; "
+                } else {
+                    ""
+                };
+                eprintln!(
+                    "mgm: {e}; {what}showing the forwarding entries and interface counters \
+                     of the pinned maps in {} instead",
+                    args.pin_dir.display()
+                );
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if let Some(ns) = &args.netns {
+        enter_netns(ns)?;
+    }
+    let state = mgm_user::dataplane::inspect::read_pinned(&args.pin_dir)
+        .with_context(|| format!("no mgm data plane pinned in {}", args.pin_dir.display()))?;
+    if args.json {
+        print!("{}", mgm_user::cli::show::render_json(&state));
+    } else {
+        print!("{}", mgm_user::cli::show::render(&state));
+    }
+    Ok(())
+}
+
+/// Sends a run-time change to the daemon and prints its answer.
+fn change(control: &ControlArgs, request: &Request) -> anyhow::Result<()> {
+    let answer = mgm_user::control::client::ask(&control.control_socket, request)?;
+    if !answer.ok {
+        bail!("{}", answer.error.unwrap_or_default());
+    }
+    if let Some(m) = answer.message {
+        println!("{m}");
+    }
+    Ok(())
+}
+
 /// Refuses a run without downstreams, and an interface named in two roles.
 fn check_roles(args: &RunArgs) -> anyhow::Result<()> {
     if args.downstream.is_empty() {
@@ -581,25 +744,26 @@ fn check_roles(args: &RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The static-routes client and the RPF host routes of its (S,G) routes, after checking the
-/// routes name managed interfaces in the right roles.
+/// The static-routes client (always registered: `mgm route` and `mgm join` add to it at run
+/// time), the RPF host routes of its (S,G) routes, and its table, after checking the routes
+/// name managed interfaces in the right roles.
 fn static_routes(
     routes: &[StaticRoute],
     upstream: Option<&str>,
     downstream: &[String],
     names: &Names,
-) -> anyhow::Result<(Option<daemon::ClientPlan>, Vec<mgm_user::core::Route>)> {
+) -> anyhow::Result<(
+    daemon::ClientPlan,
+    Vec<mgm_user::core::Route>,
+    mgm_user::protocols::static_routes::StaticTable,
+)> {
     use mgm_user::{
         core::{InterfaceId, Route},
         dataplane::netdev::NetDev,
         protocols::static_routes as st,
     };
-    if routes.is_empty() {
-        return Ok((None, Vec::new()));
-    }
     let mut interfaces: Vec<String> = Vec::new();
     let mut memberships = Vec::new();
-    let mut configured = Vec::new();
     let mut rpf = Vec::new();
     let downstream_names: Vec<&str> = downstream.iter().map(String::as_str).collect();
     for r in routes {
@@ -615,7 +779,6 @@ fn static_routes(
                 }
             };
             memberships.push((r.entry(), i));
-            configured.push((r.entry(), oif.clone()));
         }
         if let Some(source) = r.source {
             rpf.push(Route {
@@ -629,14 +792,16 @@ fn static_routes(
             });
         }
     }
+    let module = st::StaticRoutes::new(routes, names.clone());
+    let table = module.table();
     let plan = daemon::ClientPlan {
-        protocol: Box::new(st::StaticRoutes::new(configured, names.clone())),
+        protocol: Box::new(module),
         protocol_id: st::PROTOCOL_ID,
         component_id: st::COMPONENT_ID,
         interfaces,
         memberships,
     };
-    Ok((Some(plan), rpf))
+    Ok((plan, rpf, table))
 }
 
 /// Turns every SIGHUP into a reload request, from a task of its own.

@@ -102,6 +102,9 @@ fn spec4_4_igmp_on_shared_interfaces_becomes_local_joins_into_each_owner() {
         socket: PathBuf::from(format!("/run/mgm/mgm-{tag}.sock")),
         socket_access: mgm_user::protocols::remote::access::Access::root_only(),
         answer_within: Duration::from_millis(100),
+        control_socket: PathBuf::from(format!("/run/mgm/mgm-{tag}.ctl.sock")),
+        control_access: mgm_user::protocols::remote::access::Access::root_only(),
+        statics: Default::default(),
         igmp_config: mgm_user::igmp::querier::Config {
             last_member_query_interval: Duration::from_millis(100),
             ..Default::default()

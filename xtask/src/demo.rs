@@ -72,7 +72,7 @@ pub fn demo(mgm: &Path, seconds: u64) -> anyhow::Result<()> {
                 println!("== r1 leaves {G1}; r3 joins {G3}");
                 rx[0].leave(G1)?;
                 rx[2].join(G3)?;
-                show(mgm, &lab, pin_dir);
+                show(&daemon, mgm, &lab, pin_dir);
             }
             let counts: Vec<String> = std::thread::scope(|s| {
                 let handles: Vec<_> = rx
@@ -96,7 +96,7 @@ pub fn demo(mgm: &Path, seconds: u64) -> anyhow::Result<()> {
         Ok(())
     })?;
     println!("== what mgm holds at the end");
-    show(mgm, &lab, pin_dir);
+    show(&daemon, mgm, &lab, pin_dir);
     let (status, _) = daemon.stop()?;
     println!("== mgm stopped ({status}); removing the lab");
     drop(lab);
@@ -119,7 +119,9 @@ fn summary(got: &[(Ipv4Addr, Ipv4Addr)]) -> String {
     parts.join(" ")
 }
 
-fn show(mgm: &Path, lab: &Lab, pin_dir: &Path) {
+/// The entries as the data plane has them (`mgm show`, from the pins), and beside them the
+/// groups the daemon's IGMP holds (`mgm show groups`, over its control socket).
+fn show(daemon: &Daemon, mgm: &Path, lab: &Lab, pin_dir: &Path) {
     let out = std::process::Command::new(mgm)
         .args(["show", "--netns", lab.router.name(), "--pin-dir"])
         .arg(pin_dir)
@@ -130,6 +132,13 @@ fn show(mgm: &Path, lab: &Lab, pin_dir: &Path) {
             eprint!("{}", String::from_utf8_lossy(&o.stderr));
         }
         Err(e) => eprintln!("mgm show: {e}"),
+    }
+    match daemon.control(&["show", "groups"]) {
+        Ok((_, out, err)) => {
+            print!("{out}");
+            eprint!("{err}");
+        }
+        Err(e) => eprintln!("mgm show groups: {e}"),
     }
 }
 

@@ -137,8 +137,14 @@ fn sighup_applies_a_changed_file_and_the_untouched_stream_loses_nothing() {
 
     // Back to the first file: dn2 is released and its XDP program detached, dn1 queries at
     // the flags' interval again.
+    // This time through the control socket: `mgm reload` answers with what changed.
     std::fs::write(&config, BEFORE).unwrap();
-    daemon.hang_up();
+    let (ok, out, err) = daemon.control(&["reload"]).expect("mgm runs");
+    assert!(
+        ok && out.contains("dn2"),
+        "mgm reload: {out} {err}\n{}",
+        daemon.log().join("\n")
+    );
     if let Err(e) = daemon.wait_for("reload: downstream removed: dn2", PATIENCE) {
         panic!("{e:#}");
     }

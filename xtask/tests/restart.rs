@@ -478,5 +478,5 @@ impl Drop for RemovePins {
 
 fn remove_pins(dir: &Path) {
     let _ = std::fs::remove_dir_all(dir);
-    xtask::lab::daemon::remove_stale_socket(&xtask::lab::daemon::socket_for(dir));
+    xtask::lab::daemon::remove_stale_sockets(dir);
 }

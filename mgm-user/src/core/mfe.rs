@@ -41,6 +41,8 @@ pub struct OifCounters {
     pub frag_needed: u64,
     /// Sent.
     pub out_packets: u64,
+    /// Bytes sent (IP total length).
+    pub out_octets: u64,
     /// Other egress drops.
     pub out_discards: u64,
 }

@@ -16,6 +16,7 @@ mod action;
 mod alerts;
 mod enumerate;
 mod error;
+mod inspect;
 mod membership;
 mod mfe;
 mod owner;

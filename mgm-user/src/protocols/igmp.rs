@@ -138,6 +138,11 @@ impl Igmp {
         }
     }
 
+    /// Runs `f` over every querier, by ifindex: what `mgm show` reads.
+    pub fn queriers<R>(&self, f: impl FnOnce(&BTreeMap<u32, Querier>) -> R) -> R {
+        f(&lock(&self.queriers))
+    }
+
     /// Whether IGMP runs on `ifindex`.
     pub fn runs_on(&self, ifindex: u32) -> bool {
         lock(&self.queriers).contains_key(&ifindex)

@@ -6,12 +6,18 @@
 //! For (S,G) routes the daemon adds a host route S/32 via the incoming interface to the RPF
 //! table; (\*,G) routes take their incoming interface from unicast routing.
 
-use std::{collections::BTreeSet, fmt, net::Ipv4Addr, str::FromStr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    net::Ipv4Addr,
+    str::FromStr,
+    sync::{Arc, Mutex, MutexGuard},
+};
 
 use crate::{
     core::{
-        ComponentId, Cx, InterfaceId, ProtocolId, Request, RoutingProtocol, SourceGroupEntry,
-        MGM_JOIN_STATE_FLAG,
+        ComponentId, Cx, Instant, InterfaceId, Mgm, ProtocolHandle, ProtocolId, Request,
+        RoutingProtocol, SourceGroupEntry, MGM_JOIN_STATE_FLAG,
     },
     managed::Names,
 };
@@ -118,43 +124,188 @@ impl fmt::Display for StaticRoute {
     }
 }
 
-/// The module's MGM client.
+/// The routes and joins the module holds, shared between its registration in the core (called
+/// back by MGM) and the daemon, which adds and deletes them at run time (`mgm route`, `mgm
+/// join`). Both run on the daemon's one thread; the lock is never held across a call into MGM,
+/// because MGM may call back.
+#[derive(Debug, Clone, Default)]
+pub struct StaticTable(Arc<Mutex<Table>>);
+
 #[derive(Debug, Default)]
-pub struct StaticRoutes {
-    /// Memberships the routes hold, by outgoing interface name; local leaves never remove
-    /// these.
-    configured: BTreeSet<(SourceGroupEntry, String)>,
-    /// The managed interfaces' names now: an outgoing interface created again has another
-    /// ifindex but the same name (spec §10).
-    names: Names,
+struct Table {
+    routes: Vec<StaticRoute>,
+    /// Static memberships (`mgm join`), by interface name.
+    joins: BTreeSet<(SourceGroupEntry, String)>,
+    /// How many routes and joins hold each membership, by interface name; local leaves never
+    /// remove these.
+    held: BTreeMap<(SourceGroupEntry, String), usize>,
     /// Memberships passed on for IGMP's hosts.
     passed: BTreeSet<(SourceGroupEntry, InterfaceId)>,
 }
 
-impl StaticRoutes {
-    /// A module that holds `configured` memberships (entry, outgoing interface name), whose
-    /// interfaces `names` names.
-    pub fn new(
-        configured: impl IntoIterator<Item = (SourceGroupEntry, String)>,
-        names: Names,
-    ) -> Self {
-        StaticRoutes {
-            configured: configured.into_iter().collect(),
-            names,
-            passed: BTreeSet::new(),
-        }
+impl StaticTable {
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn is_configured(&self, sg: SourceGroupEntry, if_id: InterfaceId) -> bool {
+    /// The routes held now, in the order they were added.
+    pub fn routes(&self) -> Vec<StaticRoute> {
+        self.lock().routes.clone()
+    }
+
+    /// The static memberships (`mgm join`) held now, by interface name.
+    pub fn joins(&self) -> Vec<(SourceGroupEntry, String)> {
+        self.lock().joins.iter().cloned().collect()
+    }
+
+    /// Every membership routes and joins hold, by interface name.
+    pub fn held(&self) -> Vec<(SourceGroupEntry, String)> {
+        self.lock().held.keys().cloned().collect()
+    }
+
+    /// Records `route` as held; the caller has made its memberships with [`StaticTable::hold`].
+    pub fn add_route(&self, route: StaticRoute) {
+        self.lock().routes.push(route);
+    }
+
+    /// Forgets `route`; `false` if it was not held.
+    pub fn remove_route(&self, route: &StaticRoute) -> bool {
+        let mut t = self.lock();
+        let before = t.routes.len();
+        t.routes.retain(|r| r != route);
+        t.routes.len() < before
+    }
+
+    /// Records a static membership; `false` if it was held already.
+    pub fn add_join(&self, sg: SourceGroupEntry, interface: &str) -> bool {
+        self.lock().joins.insert((sg, interface.to_owned()))
+    }
+
+    /// Forgets a static membership; `false` if it was not held.
+    pub fn remove_join(&self, sg: SourceGroupEntry, interface: &str) -> bool {
+        self.lock().joins.remove(&(sg, interface.to_owned()))
+    }
+
+    /// Holds `sg` on `interface` (ifindex `ifindex`) once more. The first hold takes the
+    /// interface for the module (beside IGMP) unless it owns it already, and adds the
+    /// membership unless a host's join made it already.
+    ///
+    /// # Errors
+    /// MGM refused the interface (another routing protocol owns it) or the membership.
+    pub fn hold(
+        &self,
+        mgm: &mut Mgm,
+        handle: ProtocolHandle,
+        sg: SourceGroupEntry,
+        interface: &str,
+        ifindex: u32,
+        now: Instant,
+    ) -> Result<(), String> {
+        let key = (sg, interface.to_owned());
+        let id = InterfaceId::new(ifindex);
+        if self.lock().held.get(&key).is_none_or(|n| *n == 0) {
+            let owned = mgm
+                .protocols()
+                .iter()
+                .any(|(p, _, ids)| *p == PROTOCOL_ID && ids.contains(&id));
+            if !owned {
+                mgm.take_interface_ownership(handle, id, now).map_err(|e| {
+                    match mgm.get_protocol_on_interface(id) {
+                        Ok((p, _)) if p != ProtocolId::IGMP => format!(
+                            "{interface} belongs to routing protocol {:#x}; static routes and \
+                             joins use only interfaces no other routing protocol owns",
+                            p.0
+                        ),
+                        _ => format!("MGM refused {interface} to the static routes: {e}"),
+                    }
+                })?;
+            }
+            if !self.lock().passed.contains(&(sg, id)) {
+                mgm.add_group_membership_entry(handle, sg, id, MGM_JOIN_STATE_FLAG, now)
+                    .map_err(|e| format!("MGM refused the membership on {interface}: {e}"))?;
+            }
+        }
+        *self.lock().held.entry(key).or_default() += 1;
+        Ok(())
+    }
+
+    /// Undoes one [`StaticTable::hold`]; the last one deletes the membership unless a host
+    /// there still wants it. `ifindex` is `None` while the interface does not exist.
+    pub fn release(
+        &self,
+        mgm: &mut Mgm,
+        handle: ProtocolHandle,
+        sg: SourceGroupEntry,
+        interface: &str,
+        ifindex: Option<u32>,
+        now: Instant,
+    ) {
+        let key = (sg, interface.to_owned());
+        let last = {
+            let mut t = self.lock();
+            match t.held.get_mut(&key) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                Some(_) => {
+                    t.held.remove(&key);
+                    true
+                }
+                None => false,
+            }
+        };
+        if let (true, Some(ifindex)) = (last, ifindex) {
+            let id = InterfaceId::new(ifindex);
+            if !self.lock().passed.contains(&(sg, id)) {
+                // NotFound when the interface vanished and came back since: nothing to delete.
+                let _ = mgm.delete_group_membership_entry(handle, sg, id, MGM_JOIN_STATE_FLAG, now);
+            }
+        }
+    }
+}
+
+/// The module's MGM client.
+#[derive(Debug, Default)]
+pub struct StaticRoutes {
+    table: StaticTable,
+    /// The managed interfaces' names now: an outgoing interface created again has another
+    /// ifindex but the same name (spec §10).
+    names: Names,
+}
+
+impl StaticRoutes {
+    /// A module that holds `routes` from the start (the caller adds their memberships on each
+    /// outgoing interface), whose interfaces `names` names.
+    pub fn new(routes: &[StaticRoute], names: Names) -> Self {
+        let table = StaticTable::default();
+        {
+            let mut t = table.lock();
+            for r in routes {
+                for oif in &r.oifs {
+                    *t.held.entry((r.entry(), oif.clone())).or_default() += 1;
+                }
+            }
+            t.routes = routes.to_vec();
+        }
+        StaticRoutes { table, names }
+    }
+
+    /// The table the daemon changes at run time.
+    pub fn table(&self) -> StaticTable {
+        self.table.clone()
+    }
+
+    fn is_held(&self, sg: SourceGroupEntry, if_id: InterfaceId) -> bool {
         self.names
             .get(if_id.ifindex)
-            .is_some_and(|name| self.configured.contains(&(sg, name)))
+            .is_some_and(|name| self.table.lock().held.contains_key(&(sg, name)))
     }
 }
 
 impl RoutingProtocol for StaticRoutes {
     fn local_join(&mut self, cx: &mut Cx, sg: SourceGroupEntry, if_id: InterfaceId) {
-        if !self.is_configured(sg, if_id) && self.passed.insert((sg, if_id)) {
+        if !self.is_held(sg, if_id) && self.table.lock().passed.insert((sg, if_id)) {
             cx.queue(Request::AddGroupMembership {
                 sg,
                 if_id,
@@ -164,7 +315,7 @@ impl RoutingProtocol for StaticRoutes {
     }
 
     fn local_leave(&mut self, cx: &mut Cx, sg: SourceGroupEntry, if_id: InterfaceId) {
-        if self.passed.remove(&(sg, if_id)) && !self.is_configured(sg, if_id) {
+        if self.table.lock().passed.remove(&(sg, if_id)) && !self.is_held(sg, if_id) {
             cx.queue(Request::DeleteGroupMembership {
                 sg,
                 if_id,
@@ -235,7 +386,7 @@ mod tests {
         let st = mgm
             .register(
                 Box::new(StaticRoutes::new(
-                    [(star, "dn2".to_owned())],
+                    &["from up0 group 239.6.6.6 to dn2".parse().unwrap()],
                     Names::new([(2, "dn2".to_owned())].into()),
                 )),
                 PROTOCOL_ID,

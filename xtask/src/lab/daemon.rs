@@ -105,6 +105,8 @@ impl Daemon {
             .arg(pin_dir)
             .arg("--socket")
             .arg(socket_for(pin_dir))
+            .arg("--control-socket")
+            .arg(control_socket_for(pin_dir))
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -171,6 +173,43 @@ impl Daemon {
                 .arg(&self.pin_dir),
         )?;
         serde_json::from_str(&out).context("mgm show --json printed invalid JSON")
+    }
+
+    /// Asks the daemon over its control socket: `mgm ARGS --control-socket PATH`, e.g.
+    /// `["show", "groups", "--json"]` or `["join", "dn1", "239.1.1.1"]`. Returns whether it
+    /// succeeded, and what it printed on stdout and stderr.
+    ///
+    /// # Errors
+    /// `mgm` could not be run.
+    pub fn control(&self, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+        let out = Command::new(&self.mgm)
+            .args(args)
+            .arg("--control-socket")
+            .arg(self.control_socket())
+            .output()
+            .with_context(|| format!("cannot run {}", self.mgm.display()))?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
+    /// What `mgm show VIEW --json` answers.
+    ///
+    /// # Errors
+    /// `mgm show` failed or printed something that is not JSON.
+    pub fn show_view(&self, view: &str) -> anyhow::Result<serde_json::Value> {
+        let (ok, out, err) = self.control(&["show", view, "--json"])?;
+        if !ok {
+            bail!("mgm show {view} failed: {err}");
+        }
+        serde_json::from_str(&out).with_context(|| format!("mgm show {view} --json: {out}"))
+    }
+
+    /// Where operators' commands reach this daemon.
+    pub fn control_socket(&self) -> PathBuf {
+        control_socket_for(&self.pin_dir)
     }
 
     /// The daemon's process id, for reading its /proc entries.
@@ -285,9 +324,21 @@ impl Drop for Daemon {
         // mgm removes its pins on a clean exit; after a kill they would be left behind.
         if !self.keep_pins {
             let _ = std::fs::remove_dir_all(&self.pin_dir);
-            remove_stale_socket(&self.socket());
+            remove_stale_sockets(&self.pin_dir);
         }
     }
+}
+
+/// One control socket per pin directory, like [`socket_for`].
+pub fn control_socket_for(pin_dir: &Path) -> PathBuf {
+    let name = pin_dir.file_name().unwrap_or_default().to_string_lossy();
+    PathBuf::from(format!("/run/mgm/{name}.ctl.sock"))
+}
+
+/// Removes the module and control sockets a killed daemon pinning in `pin_dir` left.
+pub fn remove_stale_sockets(pin_dir: &Path) {
+    remove_stale_socket(&socket_for(pin_dir));
+    remove_stale_socket(&control_socket_for(pin_dir));
 }
 
 /// Removes the socket file a killed daemon left at `path` (a clean exit removed it already).

@@ -107,6 +107,8 @@ pub(super) struct Group {
     pub(super) source_queries_left: BTreeMap<Ipv4Addr, u32>,
     /// Reporting hosts, with fast leave only.
     pub(super) hosts: BTreeMap<Ipv4Addr, Host>,
+    /// The host whose report about the group came last, for the operator.
+    pub(super) last_reporter: Option<Ipv4Addr>,
 }
 
 impl Group {
@@ -119,6 +121,7 @@ impl Group {
             group_queries_left: 0,
             source_queries_left: BTreeMap::new(),
             hosts: BTreeMap::new(),
+            last_reporter: None,
         }
     }
 

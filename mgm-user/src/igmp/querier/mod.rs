@@ -284,6 +284,16 @@ impl Querier {
                 }
             }
         }
+        let reported: Vec<Ipv4Addr> = match msg {
+            IgmpMessage::V1Report { group } | IgmpMessage::V2Report { group } => vec![*group],
+            IgmpMessage::V3Report { records, .. } => records.iter().map(|r| r.group).collect(),
+            IgmpMessage::Query { .. } | IgmpMessage::V2Leave { .. } => Vec::new(),
+        };
+        for g in &reported {
+            if let Some(state) = self.groups.get_mut(g) {
+                state.last_reporter = Some(from);
+            }
+        }
         // A message changes the timers of the groups it names, and no others.
         match msg {
             IgmpMessage::Query { group, .. }
@@ -1005,5 +1015,10 @@ impl GroupView<'_> {
     /// The hosts tracked for fast leave.
     pub fn reporters(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
         self.group.hosts.keys().copied()
+    }
+
+    /// The host whose report about the group came last.
+    pub fn last_reporter(&self) -> Option<Ipv4Addr> {
+        self.group.last_reporter
     }
 }

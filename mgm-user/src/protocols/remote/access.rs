@@ -1,8 +1,8 @@
-//! Who may use the module socket, and how its file is put in place. A module can take
-//! interfaces and decide forwarding, so only root, or the members of one group the operator
-//! names, may connect: the file's mode says so to the kernel, and each connection's peer
-//! credentials (SO_PEERCRED) are checked again, so a descriptor passed to another process
-//! or a loosened mode does not widen it.
+//! Who may use the module socket (and the control socket, by the same rules), and how its
+//! file is put in place. A module can take interfaces and decide forwarding, so only root, or
+//! the members of one group the operator names, may connect: the file's mode says so to the
+//! kernel, and each connection's peer credentials (SO_PEERCRED) are checked again, so a
+//! descriptor passed to another process or a loosened mode does not widen it.
 
 use std::{
     ffi::CString,
@@ -113,7 +113,7 @@ impl Access {
         }
         match std::os::unix::net::UnixStream::connect(path) {
             Ok(_) => bail!(
-                "another mgm serves modules on {}; give this one another socket path",
+                "another mgm listens on {}; give this one another socket path",
                 path.display()
             ),
             Err(e) if e.kind() == ErrorKind::ConnectionRefused => std::fs::remove_file(path)

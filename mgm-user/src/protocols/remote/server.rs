@@ -252,6 +252,14 @@ impl ModuleServer {
         }
     }
 
+    /// The registered modules: (connection number, protocol id), for `mgm show`.
+    pub fn modules(&self) -> Vec<(ConnId, u32)> {
+        self.sessions
+            .iter()
+            .filter_map(|(c, s)| s.registration.as_ref().map(|r| (*c, r.protocol_id)))
+            .collect()
+    }
+
     /// Closes every connection and removes the socket file.
     pub fn shutdown(self) {
         for s in self.sessions.values() {

@@ -1,0 +1,103 @@
+//! The control socket: how an operator asks a running daemon what it knows (`mgm show`) and
+//! changes it at run time (`mgm route`, `mgm join`, `mgm leave`, `mgm reload`).
+//!
+//! Separate from the module socket: a module takes interfaces and decides forwarding over a
+//! long session; an operator's command is one request and one answer. Its protocol is one JSON
+//! object per line ([`proto`]; `docs/control-schema.json` is its schema): the client sends a
+//! [`proto::Request`], the daemon answers one [`proto::Answer`] and closes. Who may connect is
+//! decided as for the module socket ([`crate::protocols::remote::access`]).
+//!
+//! [`server`] is the I/O edge; [`answer`] turns a request into its answer over the daemon's
+//! state, with no I/O of its own (data-plane counters come through a function the daemon
+//! passes); [`render`] draws the tables.
+
+mod changes;
+pub mod client;
+pub mod proto;
+pub mod render;
+pub mod server;
+mod snapshot;
+pub mod view;
+
+use crate::{
+    core::{Instant, Mgm, ProtocolHandle},
+    managed::Names,
+    protocols::{igmp::Igmp, static_routes::StaticTable},
+};
+use proto::{Answer, Request};
+
+/// The default path of the control socket.
+pub const DEFAULT_SOCKET: &str = "/run/mgm/control.sock";
+
+/// The interfaces mgm was told to manage, by role.
+#[derive(Debug, Clone, Default)]
+pub struct Roles {
+    pub upstream: Option<String>,
+    pub downstream: Vec<String>,
+    pub external: Vec<String>,
+}
+
+impl Roles {
+    /// Every named interface with its role, upstream first.
+    fn all(&self) -> Vec<(&str, &'static str)> {
+        self.upstream
+            .iter()
+            .map(|n| (n.as_str(), "upstream"))
+            .chain(self.downstream.iter().map(|n| (n.as_str(), "downstream")))
+            .chain(self.external.iter().map(|n| (n.as_str(), "external")))
+            .collect()
+    }
+}
+
+/// The daemon's own counters, besides the data plane's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counters {
+    pub igmp: u64,
+    pub igmp_rejected: u64,
+    pub no_cache: u64,
+    pub wrong_if: u64,
+    pub unknown: u64,
+    pub map_errors: u64,
+}
+
+/// Everything a request reads or changes, lent by the daemon for one request.
+pub struct Daemon<'a> {
+    pub now: Instant,
+    pub mgm: &'a mut Mgm,
+    pub igmp: &'a Igmp,
+    pub names: &'a Names,
+    pub roles: &'a Roles,
+    pub statics: &'a StaticTable,
+    /// The static-routes module's registration.
+    pub static_handle: Option<ProtocolHandle>,
+    /// Connected modules: (connection number, protocol id).
+    pub modules: Vec<(u64, u32)>,
+    pub counters: Counters,
+    /// The data plane's counters of an interface, by ifindex.
+    pub if_stats: &'a dyn Fn(u32) -> Option<mgm_common::counters::IfStats>,
+}
+
+/// Runs `request` on the daemon's state. `reload` is the daemon's to answer: it goes to the
+/// same place SIGHUP does.
+pub fn answer(request: Request, d: &mut Daemon<'_>) -> Answer {
+    let result = match request {
+        Request::Show { view } => Ok(Answer::document(snapshot::document(view, d))),
+        Request::RouteAdd { route } => changes::route_add(&route, d),
+        Request::RouteDel { route } => changes::route_del(&route, d),
+        Request::Join {
+            interface,
+            group,
+            source,
+        } => changes::join(&interface, group, source, d),
+        Request::Leave {
+            interface,
+            group,
+            source,
+        } => changes::leave(&interface, group, source, d),
+        Request::Reload {} => Err("reload is handled by the daemon, not here".to_owned()),
+    };
+    result.unwrap_or_else(Answer::error)
+}
+
+#[cfg(test)]
+mod tests;

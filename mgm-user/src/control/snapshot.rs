@@ -1,0 +1,285 @@
+//! The `mgm show` documents, filled from the daemon's state at the moment of the request.
+
+use std::net::Ipv4Addr;
+
+use super::{
+    proto::{Document, View},
+    view, Daemon,
+};
+use crate::{
+    cli::show::addr,
+    core::{Instant, InterfaceId, ProtocolId},
+    igmp::querier::{FilterMode, Version},
+    protocols::{igmp_proxy, static_routes},
+};
+
+pub(super) fn document(which: View, d: &Daemon<'_>) -> Document {
+    match which {
+        View::Interfaces => Document::Interfaces {
+            interfaces: interfaces(d),
+        },
+        View::Groups => Document::Groups { groups: groups(d) },
+        View::Mfe => Document::Mfe { mfes: mfes(d) },
+        View::Protocols => Document::Protocols {
+            protocols: protocols(d),
+        },
+        View::Stats => Document::Stats { stats: stats(d) },
+    }
+}
+
+/// Whole seconds from `now` until `at`, rounded up, so a running timer never shows 0.
+fn until(at: Instant, now: Instant) -> u64 {
+    at.as_millis()
+        .saturating_sub(now.as_millis())
+        .div_ceil(1000)
+}
+
+fn version(v: Version) -> u8 {
+    match v {
+        Version::V1 => 1,
+        Version::V2 => 2,
+        Version::V3 => 3,
+    }
+}
+
+fn name(d: &Daemon<'_>, ifindex: u32) -> String {
+    d.names
+        .get(ifindex)
+        .unwrap_or_else(|| format!("#{ifindex}"))
+}
+
+fn protocol_name(d: &Daemon<'_>, id: ProtocolId) -> String {
+    if id == ProtocolId::IGMP {
+        "igmp".to_owned()
+    } else if id == igmp_proxy::PROTOCOL_ID {
+        "igmp-proxy".to_owned()
+    } else if id == static_routes::PROTOCOL_ID {
+        "static".to_owned()
+    } else if d.modules.iter().any(|(_, p)| *p == id.0) {
+        "module".to_owned()
+    } else {
+        format!("protocol {:#x}", id.0)
+    }
+}
+
+fn interfaces(d: &Daemon<'_>) -> Vec<view::Interface> {
+    let protocols = d.mgm.protocols();
+    d.roles
+        .all()
+        .into_iter()
+        .map(|(n, role)| {
+            let ifindex = d.names.ifindex(n);
+            let mut owners: Vec<(bool, String)> = protocols
+                .iter()
+                .filter(|(_, _, ids)| ifindex.is_some_and(|i| ids.contains(&InterfaceId::new(i))))
+                .map(|(p, _, _)| (*p == ProtocolId::IGMP, protocol_name(d, *p)))
+                .collect();
+            // The routing protocol first: it is the one callbacks go to (spec §3.3).
+            owners.sort();
+            let igmp = ifindex.and_then(|i| {
+                d.igmp.queriers(|qs| {
+                    qs.get(&i).map(|q| view::Querier {
+                        version: version(q.config().version),
+                        querier: q.is_querier(),
+                        querier_address: q.querier_address().to_string(),
+                        groups: q.groups().count(),
+                    })
+                })
+            });
+            let tx = ifindex.and_then(|i| (d.if_stats)(i)).unwrap_or_default();
+            view::Interface {
+                name: n.to_owned(),
+                ifindex,
+                role: role.to_owned(),
+                owners: owners.into_iter().map(|(_, o)| o).collect(),
+                igmp,
+                tx_packets: tx.tx_pkts,
+                tx_bytes: tx.tx_bytes,
+            }
+        })
+        .collect()
+}
+
+fn groups(d: &Daemon<'_>) -> Vec<view::Group> {
+    let now = d.now;
+    let mut out: Vec<view::Group> = d.igmp.queriers(|qs| {
+        qs.iter()
+            .flat_map(|(ifindex, q)| {
+                let interface = name(d, *ifindex);
+                q.groups()
+                    .map(|g| {
+                        let sources: Vec<view::Source> = g
+                            .sources()
+                            .map(|(s, t)| view::Source {
+                                address: s.to_string(),
+                                expires_s: t.map(|t| until(t, now)),
+                            })
+                            .collect();
+                        let expires = match g.filter_mode() {
+                            FilterMode::Exclude => g.group_timer(),
+                            // An INCLUDE-mode group lasts as long as its last source.
+                            FilterMode::Include => g.sources().filter_map(|(_, t)| t).max(),
+                        };
+                        view::Group {
+                            interface: interface.clone(),
+                            group: g.address().to_string(),
+                            origin: "igmp".to_owned(),
+                            filter_mode: mode(g.filter_mode()).to_owned(),
+                            version: Some(version(g.compatibility())),
+                            sources,
+                            reporter: g.last_reporter().map(|r| r.to_string()),
+                            expires_s: expires.map(|t| until(t, now)),
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    });
+    for (sg, interface) in d.statics.held() {
+        let wildcard = sg.source == Ipv4Addr::UNSPECIFIED;
+        out.push(view::Group {
+            interface,
+            group: sg.group.to_string(),
+            origin: "static".to_owned(),
+            filter_mode: if wildcard { "exclude" } else { "include" }.to_owned(),
+            version: None,
+            sources: if wildcard {
+                Vec::new()
+            } else {
+                vec![view::Source {
+                    address: sg.source.to_string(),
+                    expires_s: None,
+                }]
+            },
+            reporter: None,
+            expires_s: None,
+        });
+    }
+    out.sort_by(|a, b| {
+        (&a.interface, group_key(&a.group), &a.origin).cmp(&(
+            &b.interface,
+            group_key(&b.group),
+            &b.origin,
+        ))
+    });
+    out
+}
+
+fn group_key(g: &str) -> Option<Ipv4Addr> {
+    g.parse().ok()
+}
+
+fn mode(m: FilterMode) -> &'static str {
+    match m {
+        FilterMode::Include => "include",
+        FilterMode::Exclude => "exclude",
+    }
+}
+
+fn mfes(d: &Daemon<'_>) -> Vec<view::Mfe> {
+    let records = match d.mgm.get_first_mfe(usize::MAX, d.now) {
+        Ok(batch) => batch.records,
+        // Only an empty table answers with no record at all.
+        Err(_) => Vec::new(),
+    };
+    records
+        .into_iter()
+        .map(|r| {
+            let counters = d.mgm.mfe_counters(r.source, r.group);
+            let oifs: Vec<view::Oif> = r
+                .oifs
+                .iter()
+                .map(|id| {
+                    let c = counters
+                        .and_then(|c| c.oifs.get(id))
+                        .copied()
+                        .unwrap_or_default();
+                    view::Oif {
+                        interface: name(d, id.ifindex),
+                        packets: c.out_packets,
+                        bytes: c.out_octets,
+                    }
+                })
+                .collect();
+            let c = counters.cloned().unwrap_or_default();
+            view::Mfe {
+                source: addr(r.source),
+                group: r.group.to_string(),
+                iif: name(d, r.in_if.ifindex),
+                upstream: r.upstream.to_string(),
+                total_out_packets: oifs.iter().map(|o| o.packets).sum(),
+                oifs,
+                packets: c.in_pkts,
+                bytes: c.in_octets,
+                wrong_if: c.different_if,
+                discards: c.in_discards,
+                uptime_s: u64::from(r.up_time_s),
+                expires_s: u64::from(r.expiry_time_s),
+            }
+        })
+        .collect()
+}
+
+fn protocols(d: &Daemon<'_>) -> Vec<view::Protocol> {
+    d.mgm
+        .protocols()
+        .into_iter()
+        .map(|(p, c, ids)| {
+            let mut interfaces: Vec<String> = ids.iter().map(|id| name(d, id.ifindex)).collect();
+            interfaces.sort();
+            interfaces.dedup();
+            let detail = if p == static_routes::PROTOCOL_ID {
+                d.statics
+                    .routes()
+                    .iter()
+                    .map(|r| format!("route {r}"))
+                    .chain(
+                        d.statics
+                            .joins()
+                            .iter()
+                            .map(|(sg, i)| format!("join {i} ({}, {})", addr(sg.source), sg.group)),
+                    )
+                    .collect()
+            } else {
+                d.modules
+                    .iter()
+                    .filter(|(_, id)| *id == p.0)
+                    .map(|(conn, _)| format!("module connection {conn}"))
+                    .collect()
+            };
+            view::Protocol {
+                name: protocol_name(d, p),
+                protocol_id: p.0,
+                component_id: c.0,
+                interfaces,
+                detail,
+            }
+        })
+        .collect()
+}
+
+fn stats(d: &Daemon<'_>) -> view::Stats {
+    let c = d.counters;
+    view::Stats {
+        uptime_s: d.now.as_millis() / 1000,
+        igmp_messages: c.igmp,
+        igmp_rejected: c.igmp_rejected,
+        no_cache_upcalls: c.no_cache,
+        wrong_if_upcalls: c.wrong_if,
+        unknown_records: c.unknown,
+        map_errors: c.map_errors,
+        mfes: d.mgm.forwarding_table().len(),
+        interfaces: d
+            .roles
+            .all()
+            .into_iter()
+            .filter_map(|(n, _)| {
+                let i = d.names.ifindex(n)?;
+                Some(view::InterfaceStats::new(
+                    n.to_owned(),
+                    &(d.if_stats)(i).unwrap_or_default(),
+                ))
+            })
+            .collect(),
+    }
+}

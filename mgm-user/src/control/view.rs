@@ -1,0 +1,184 @@
+//! What `mgm show` shows: plain values the daemon fills from its state at the moment of the
+//! request, serialised as the `--json` documents and rendered as the tables. These types are
+//! the schema of the documents (`docs/control-schema.json` is generated from them).
+//!
+//! Times are whole seconds; a timer that is not running is `null`. Addresses are dotted quads,
+//! `*` for a wildcard source.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// One interface mgm was told to manage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Interface {
+    pub name: String,
+    /// The kernel's index; `null` while the interface does not exist.
+    pub ifindex: Option<u32>,
+    /// `upstream`, `downstream` or `external`.
+    pub role: String,
+    /// The protocols that own it, by name (a routing protocol first, then IGMP).
+    pub owners: Vec<String>,
+    /// IGMP's querier there, if IGMP runs there.
+    pub igmp: Option<Querier>,
+    /// Copies sent out of it, and their bytes (the data plane's counters).
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+}
+
+/// IGMP on one interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Querier {
+    /// The version of the queries sent there: 2 or 3.
+    pub version: u8,
+    /// Whether this router is the querier there (RFC 3376 §6.6.2).
+    pub querier: bool,
+    /// The querier's address: this router's, or the other router's that won the election.
+    pub querier_address: String,
+    /// Groups with members there.
+    pub groups: usize,
+}
+
+/// One group with members on one interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    pub interface: String,
+    pub group: String,
+    /// `igmp` (hosts reported it) or `static` (`mgm join` or a static route).
+    pub origin: String,
+    /// `include` or `exclude` (RFC 3376 §6.2.1); `exclude` for a static (*,G).
+    pub filter_mode: String,
+    /// The group's compatibility mode, 1 to 3 (RFC 3376 §7.3.2); `null` for a static one.
+    pub version: Option<u8>,
+    /// The source records: in INCLUDE mode the sources forwarded, in EXCLUDE mode those
+    /// blocked ones whose timer is 0 have `expires_s` `null`.
+    pub sources: Vec<Source>,
+    /// The host that reported last; `null` for a static group.
+    pub reporter: Option<String>,
+    /// Seconds until the group goes without another report; `null` if it does not expire.
+    pub expires_s: Option<u64>,
+}
+
+/// One source record of a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    pub address: String,
+    pub expires_s: Option<u64>,
+}
+
+/// One forwarding entry (MFE).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Mfe {
+    /// The source, `*` for a wildcard.
+    pub source: String,
+    pub group: String,
+    /// The incoming interface.
+    pub iif: String,
+    /// The upstream neighbour, 0.0.0.0 when none is known.
+    pub upstream: String,
+    /// The outgoing interfaces, each with its own counters; empty for a negative entry.
+    pub oifs: Vec<Oif>,
+    /// Packets and bytes that arrived on the incoming interface.
+    pub packets: u64,
+    pub bytes: u64,
+    /// Packets of the flow that arrived on another interface.
+    pub wrong_if: u64,
+    /// Copies sent, over every outgoing interface.
+    pub total_out_packets: u64,
+    /// Packets dropped: no outgoing interface, TTL expired, or no outgoing set.
+    pub discards: u64,
+    pub uptime_s: u64,
+    /// Seconds until it is resolved again (refreshed if it carried traffic, else deleted).
+    pub expires_s: u64,
+}
+
+/// One outgoing interface of an entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Oif {
+    pub interface: String,
+    /// Copies sent there for this entry, and their bytes.
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// One routing protocol registered with MGM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Protocol {
+    /// `igmp`, `igmp-proxy`, `static`, or `module` for one connected over the module socket.
+    pub name: String,
+    pub protocol_id: u32,
+    pub component_id: u32,
+    /// The interfaces it owns (or co-owns, for IGMP).
+    pub interfaces: Vec<String>,
+    /// What it holds: static routes and joins for `static`, the module connection for a
+    /// module.
+    pub detail: Vec<String>,
+}
+
+/// The counters: the daemon's own, and the data plane's per interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Stats {
+    pub uptime_s: u64,
+    pub igmp_messages: u64,
+    /// IGMP messages the daemon rejected after decoding.
+    pub igmp_rejected: u64,
+    pub no_cache_upcalls: u64,
+    pub wrong_if_upcalls: u64,
+    /// Ring-buffer records of an unknown kind.
+    pub unknown_records: u64,
+    /// Map writes that failed.
+    pub map_errors: u64,
+    pub mfes: usize,
+    pub interfaces: Vec<InterfaceStats>,
+}
+
+/// The data plane's counters of one interface.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InterfaceStats {
+    pub interface: String,
+    pub igmp_query: u64,
+    pub igmp_v1_report: u64,
+    pub igmp_v2_report: u64,
+    pub igmp_v2_leave: u64,
+    pub igmp_v3_report: u64,
+    pub igmp_other: u64,
+    pub malformed: u64,
+    pub truncated: u64,
+    pub ring_full: u64,
+    pub no_entry: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub ttl_too_low: u64,
+    pub vlan_tagged: u64,
+}
+
+impl InterfaceStats {
+    /// The named interface's counters as the data plane keeps them.
+    pub fn new(interface: String, s: &mgm_common::counters::IfStats) -> Self {
+        InterfaceStats {
+            interface,
+            igmp_query: s.igmp_query,
+            igmp_v1_report: s.igmp_v1_report,
+            igmp_v2_report: s.igmp_v2_report,
+            igmp_v2_leave: s.igmp_v2_leave,
+            igmp_v3_report: s.igmp_v3_report,
+            igmp_other: s.igmp_other,
+            malformed: s.malformed,
+            truncated: s.truncated,
+            ring_full: s.ring_full,
+            no_entry: s.no_entry,
+            tx_packets: s.tx_pkts,
+            tx_bytes: s.tx_bytes,
+            ttl_too_low: s.ttl_too_low,
+            vlan_tagged: s.vlan_tagged,
+        }
+    }
+}
