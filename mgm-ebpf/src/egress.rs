@@ -9,7 +9,8 @@
 //! Each copy counts twice: on its interface (`IfStats`, an array slot) and on its entry's
 //! outgoing interface (`OifStats`, a per-CPU hash lookup). `mgm_egress` learns the entry from
 //! the counter slot the ingress program put in front of the frame as XDP metadata ([`tag`]),
-//! which the broadcast clones with each copy.
+//! which the broadcast clones with each copy; where the kernel drops metadata (generic XDP),
+//! it looks the entry up again.
 
 use core::ptr::addr_of_mut;
 
@@ -25,6 +26,7 @@ use mgm_common::{
 
 use crate::{
     counters::{if_stats, oif_stats},
+    forward,
     maps::{if_config, MGM_SET_MEMBERS},
     parse::{
         cursor::Cursor,
@@ -40,8 +42,7 @@ const VLAN_HLEN: i32 = 4;
 const SLOT_META_LEN: usize = 4;
 
 /// Puts the entry's counter `slot` in front of the frame as XDP metadata, for `mgm_egress` to
-/// count each copy on its entry. Where the kernel keeps no metadata across the redirect
-/// (generic XDP), the copies count on their interface only.
+/// count each copy on its entry without looking the entry up again.
 #[inline(always)]
 pub fn tag(ctx: &XdpContext, slot: u32) {
     // SAFETY: `ctx` is this program's context.
@@ -67,6 +68,15 @@ fn tagged_slot(ctx: &XdpContext) -> u32 {
     unsafe { (meta as *const u32).read_unaligned() }
 }
 
+/// The counter slot of the entry a copy without a tag belongs to, found as the ingress
+/// program found it: generic XDP (`skb` mode) keeps no metadata across the redirect. Slower
+/// (up to three hash lookups), but only there. A subprogram, so the verifier walks it once.
+#[inline(never)]
+fn untagged_slot(saddr: u32, daddr: u32) -> u32 {
+    // SAFETY: a map value pointer, read once while valid.
+    forward::lookup(saddr, daddr).map_or(0, |e| unsafe { (*e).stats_slot })
+}
+
 /// `mgm_egress`: the MTU needs no check here, the devmap drops copies larger than the
 /// device's MTU before this runs. `None` drops the copy: the ingress program only redirects
 /// frames it parsed, so a copy we cannot read again is not ours to send.
@@ -75,12 +85,17 @@ pub fn egress(ctx: &XdpContext) -> Option<u32> {
     // SAFETY: the devmap program context carries the egress ifindex.
     let ifindex = unsafe { (*ctx.ctx).egress_ifindex };
     let cfg = if_config(ifindex)?;
-    let slot = tagged_slot(ctx);
+    let tagged = tagged_slot(ctx);
     let mut cur = Cursor::new(ctx);
     let eth = eth::parse(&mut cur)?;
     let ip = ipv4::parse(&mut cur)?;
     // SAFETY: the parser bounds-checked the header.
-    let ttl = unsafe { (*ip.hdr).ttl };
+    let (ttl, saddr, daddr) = unsafe { ((*ip.hdr).ttl, (*ip.hdr).saddr, (*ip.hdr).daddr) };
+    let slot = if tagged != 0 {
+        tagged
+    } else {
+        untagged_slot(saddr, daddr)
+    };
     let stats = admit(cfg, ttl, oif_stats(slot, ifindex))?;
     stamp(cfg, stats, eth.hdr, ip.tot_len);
     Some(xdp_action::XDP_PASS)

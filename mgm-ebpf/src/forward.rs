@@ -183,7 +183,7 @@ enum Copies {
 
 /// (S,G), then (*,G), then (*,*).
 #[inline(always)]
-fn lookup(saddr: u32, daddr: u32) -> Option<*mut FwdEntry> {
+pub fn lookup(saddr: u32, daddr: u32) -> Option<*mut FwdEntry> {
     MGM_FWD
         .get_ptr_mut(FwdKey {
             source: saddr,
