@@ -858,6 +858,7 @@ fn sync_counters(dp: &Dataplane, mgm: &mut Mgm, keys: Vec<(Ipv4Addr, Ipv4Addr)>)
                     let c = core::OifCounters {
                         ttl_too_low: o.ttl_too_low,
                         out_packets: o.packets,
+                        out_bytes: o.bytes,
                         ..core::OifCounters::default()
                     };
                     (InterfaceId::new(ifindex), c)
