@@ -21,8 +21,40 @@ pub struct EntryStats {
     /// Packets dropped because the entry had nowhere to send them: its outgoing set was
     /// missing, or held only the interface they arrived on.
     pub no_oif_set: u64,
+    /// Packets of the flow that arrived while its entry was still a placeholder, being
+    /// resolved, and were dropped (`ulUninitMfe`). The placeholder counts them
+    /// ([`crate::fwd::FwdEntry::pending_pkts`]); the daemon writes that count here when it
+    /// installs the entry in the placeholder's place. The XDP programs never write it.
+    pub uninit: u64,
 }
-const _: () = assert!(core::mem::size_of::<EntryStats>() == 48);
+const _: () = assert!(core::mem::size_of::<EntryStats>() == 56);
+
+/// Key of the counters of one outgoing interface of one forwarding entry: the entry's counter
+/// slot ([`crate::fwd::FwdEntry::stats_slot`]) and the interface.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OifStatsKey {
+    pub slot: u32,
+    pub ifindex: u32,
+}
+const _: () = assert!(core::mem::size_of::<OifStatsKey>() == 8);
+
+/// Counters of one outgoing interface of one forwarding entry (spec §6.3
+/// `MIB_IPMCAST_OIF_STATS`). A copy counts here when the XDP program hands it to the kernel
+/// for that interface: after the TTL threshold and the MTU check, before the driver's
+/// transmit. So `packets` is what left unless the driver dropped it (a full veth or NIC ring,
+/// counted by the device, not here); a copy longer than the MTU is not counted at all.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OifStats {
+    /// Copies handed to the kernel for this interface (`ulOutPackets`).
+    pub packets: u64,
+    /// Bytes of those copies, counting the IPv4 packet.
+    pub bytes: u64,
+    /// Copies not made because their TTL was below the interface's threshold (`ulTtlTooLow`).
+    pub ttl_too_low: u64,
+}
+const _: () = assert!(core::mem::size_of::<OifStats>() == 24);
 
 /// Counters of one interface, on both its receive and its send side.
 #[repr(C)]
@@ -77,7 +109,13 @@ impl_accumulate!(EntryStats {
     wrong_if,
     ttl_expired,
     negative,
-    no_oif_set
+    no_oif_set,
+    uninit
+});
+impl_accumulate!(OifStats {
+    packets,
+    bytes,
+    ttl_too_low
 });
 impl_accumulate!(IfStats {
     igmp_query,
@@ -96,4 +134,4 @@ impl_accumulate!(IfStats {
     vlan_tagged
 });
 
-user_pod!(EntryStats, IfStats);
+user_pod!(EntryStats, IfStats, OifStatsKey, OifStats);

@@ -33,8 +33,12 @@ pub struct FwdEntry {
     pub created_ns: u64,
     /// Last wrong-interface upcall, for its rate limit.
     pub last_upcall_ns: u64,
+    /// A placeholder's count of the packets that matched it, all dropped; the daemon carries
+    /// it into [`crate::counters::EntryStats::uninit`] when it installs the entry. 0 in an
+    /// installed entry.
+    pub pending_pkts: u64,
 }
-const _: () = assert!(core::mem::size_of::<FwdEntry>() == 32);
+const _: () = assert!(core::mem::size_of::<FwdEntry>() == 40);
 
 /// What the ingress program knows about an outgoing set besides its devmap, by set id.
 ///

@@ -8,8 +8,9 @@ pub const PIN_DIR: &str = "/sys/fs/bpf/mgm";
 
 /// Version of the layout of every pinned map. A daemon only adopts pinned maps whose
 /// [`META`] map holds the same version. (4: interface counters count VLAN-tagged frames, and
-/// upcall records carry the packet's first bytes.)
-pub const LAYOUT_VERSION: u32 = 4;
+/// upcall records carry the packet's first bytes. 5: counters per outgoing interface per
+/// entry ([`OIF_STATS`]), and placeholders count the packets they drop.)
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// `HASH` [`crate::fwd::FwdKey`] → [`crate::fwd::FwdEntry`]: the forwarding entries.
 pub const FWD: &str = "MGM_FWD";
@@ -34,11 +35,15 @@ pub const EVENTS: &str = "MGM_EVENTS";
 pub const ENTRY_STATS: &str = "MGM_ENTRY_STATS";
 /// `PERCPU_ARRAY` slot → [`crate::counters::IfStats`]: per interface counters.
 pub const IF_STATS: &str = "MGM_IF_STATS";
+/// `PERCPU_HASH` [`crate::counters::OifStatsKey`] → [`crate::counters::OifStats`]: per
+/// outgoing interface of each forwarding entry. The daemon creates an entry's keys when it
+/// installs it and removes them with it; the XDP programs only count into existing keys.
+pub const OIF_STATS: &str = "MGM_OIF_STATS";
 /// `ARRAY` with one [`crate::fwd::Meta`]: layout version of the pinned maps.
 pub const META: &str = "MGM_META";
 
 /// Every map the daemon pins, in the order the README lists them.
-pub const ALL: [&str; 10] = [
+pub const ALL: [&str; 11] = [
     FWD,
     OIF_SETS,
     SET_INFO,
@@ -48,6 +53,7 @@ pub const ALL: [&str; 10] = [
     EVENTS,
     ENTRY_STATS,
     IF_STATS,
+    OIF_STATS,
     META,
 ];
 
@@ -65,5 +71,9 @@ pub const IF_CAPACITY: u32 = 256;
 pub const IFCFG_DIRECT_LIMIT: u32 = 4096;
 /// Per-entry counter slots; slot 0 collects packets that matched no installed entry.
 pub const ENTRY_STATS_CAPACITY: u32 = FWD_CAPACITY;
+/// (Entry, outgoing interface) counter pairs: two per entry at the 100k-entry scale target.
+/// An entry whose pair finds the map full still forwards; that copy is counted on its
+/// interface only (the daemon logs it).
+pub const OIF_STATS_CAPACITY: u32 = 2 * FWD_CAPACITY;
 /// Ring buffer size in bytes (a power of two, a multiple of the page size).
 pub const EVENTS_BYTES: u32 = 1 << 21;

@@ -139,19 +139,24 @@ fn forward(
     stats.pkts += 1;
     stats.bytes += tot_len as u64;
     match copies {
-        Copies::One(oif) => {
-            egress::one_copy(ctx, eth, ttl - 1, tot_len, oif).unwrap_or_else(|| {
+        Copies::One(oif) => egress::one_copy(ctx, eth, ttl - 1, tot_len, oif, e.stats_slot)
+            .unwrap_or_else(|| {
                 stats.no_oif_set += 1;
                 xdp_action::XDP_DROP
-            })
-        }
+            }),
         Copies::Set(set, prepared) => {
             // The broadcast skips the incoming interface, so its copy needs no work; 0 is none.
             if prepared != 0 && prepared != ifindex {
-                match egress::prepared_copy(ctx, eth, ttl - 1, tot_len, prepared) {
+                match egress::prepared_copy(ctx, eth, ttl - 1, tot_len, prepared, e.stats_slot) {
                     Some(true) => {}
                     Some(false) => {
-                        egress::below_threshold(e.oif_set, ttl - 1, prepared, ifindex);
+                        egress::below_threshold(
+                            e.oif_set,
+                            ttl - 1,
+                            prepared,
+                            ifindex,
+                            e.stats_slot,
+                        );
                         return xdp_action::XDP_DROP;
                     }
                     None => {
@@ -160,6 +165,7 @@ fn forward(
                     }
                 }
             }
+            egress::tag(ctx, e.stats_slot);
             set.redirect(0, (BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS) as u64)
                 .unwrap_or(xdp_action::XDP_DROP)
         }
@@ -177,7 +183,7 @@ enum Copies {
 
 /// (S,G), then (*,G), then (*,*).
 #[inline(always)]
-fn lookup(saddr: u32, daddr: u32) -> Option<*mut FwdEntry> {
+pub fn lookup(saddr: u32, daddr: u32) -> Option<*mut FwdEntry> {
     MGM_FWD
         .get_ptr_mut(FwdKey {
             source: saddr,
@@ -229,9 +235,13 @@ fn no_cache(ctx: *mut xdp_md, saddr: u32, daddr: u32, ifindex: u32) {
         // SAFETY: no preconditions.
         created_ns: unsafe { bpf_ktime_get_ns() },
         last_upcall_ns: 0,
+        pending_pkts: 1,
     };
     if MGM_FWD.insert(key, placeholder, BPF_NOEXIST as u64).is_ok() {
         upcall(ctx, EVENT_NO_CACHE, saddr, daddr, 0);
+    } else if let Some(e) = MGM_FWD.get_ptr_mut(key) {
+        // Another CPU's packet made the placeholder first: count this one on it too.
+        count_pending(e);
     }
 }
 
@@ -240,12 +250,25 @@ fn no_cache(ctx: *mut xdp_md, saddr: u32, daddr: u32, ifindex: u32) {
 fn pending(ctx: *mut xdp_md, e: &mut FwdEntry, saddr: u32, daddr: u32, ifindex: u32) {
     let slot = if_slot(ifindex);
     bump_if(slot, |s| &mut s.no_entry);
+    count_pending(e);
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     if now.wrapping_sub(e.created_ns) > PENDING_RETRY_NS.load() {
         // SAFETY: `e` is a live map value; a racing CPU at worst raises one extra upcall.
         unsafe { addr_of_mut!(e.created_ns).write_volatile(now) };
         upcall(ctx, EVENT_NO_CACHE, saddr, daddr, 0);
+    }
+}
+
+/// One more packet dropped by placeholder `e`. Every CPU shares it, and the BPF target has
+/// no atomic add in Rust: two CPUs hitting one placeholder at the same instant may count one.
+/// A flow's packets mostly arrive on one receive queue, so on one CPU.
+#[inline(always)]
+fn count_pending(e: *mut FwdEntry) {
+    // SAFETY: `e` is a live map value.
+    unsafe {
+        let n = addr_of_mut!((*e).pending_pkts);
+        n.write_volatile(n.read_volatile() + 1);
     }
 }
 

@@ -2,11 +2,11 @@
 //! come from `mgm_common::maps`; the daemon pins them under its pin directory.
 
 use aya_ebpf::{
-    btf_maps::{Array, ArrayOfMaps, DevMapHash, HashMap, PerCpuArray, RingBuf},
+    btf_maps::{Array, ArrayOfMaps, DevMapHash, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     macros::btf_map,
 };
 use mgm_common::{
-    counters::{EntryStats, IfStats},
+    counters::{EntryStats, IfStats, OifStats, OifStatsKey},
     fwd::{FwdEntry, FwdKey, IfConfig, Meta, SetInfo, SetMembers, IF_ENABLED},
     maps as m,
 };
@@ -59,6 +59,17 @@ pub static MGM_ENTRY_STATS: PerCpuArray<EntryStats, { m::ENTRY_STATS_CAPACITY as
 
 #[btf_map]
 pub static MGM_IF_STATS: PerCpuArray<IfStats, { m::IF_CAPACITY as usize }> = PerCpuArray::new();
+
+/// Not preallocated: memory follows the (entry, interface) pairs the daemon creates, not the
+/// capacity times the CPU count. Programs only look keys up, so no allocation happens per
+/// packet.
+#[btf_map]
+pub static MGM_OIF_STATS: PerCpuHashMap<
+    OifStatsKey,
+    OifStats,
+    { m::OIF_STATS_CAPACITY as usize },
+    { aya_ebpf::bindings::BPF_F_NO_PREALLOC as usize },
+> = PerCpuHashMap::new();
 
 #[btf_map]
 pub static MGM_META: Array<Meta, 1> = Array::new();

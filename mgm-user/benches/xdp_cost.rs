@@ -187,6 +187,7 @@ fn installs(fwd: &mut Forwarding, n: u32, rounds: u32) {
                 stats_slot: i,
                 created_ns: 0,
                 last_upcall_ns: 0,
+                pending_pkts: 0,
             };
             raw.insert(k, v, 0).unwrap();
         }

@@ -1129,7 +1129,12 @@ const COUNTER_SYNC: Duration = Duration::from_secs(5);
 /// Gives the core the data plane's counters of the MFEs `keys` names, as (source, group).
 fn sync_counters(dp: &Dataplane, mgm: &mut Mgm, keys: Vec<(Ipv4Addr, Ipv4Addr)>) {
     for (source, group) in keys {
-        let stats = match dp.forwarding.stats(key(source, group)) {
+        let k = key(source, group);
+        let read = dp.forwarding.stats(k).and_then(|s| match s {
+            Some(s) => Ok(Some((s, dp.forwarding.oif_stats(k)?))),
+            None => Ok(None),
+        });
+        let (stats, oifs) = match read {
             Ok(Some(s)) => s,
             Ok(None) => continue,
             Err(e) => {
@@ -1147,7 +1152,22 @@ fn sync_counters(dp: &Dataplane, mgm: &mut Mgm, keys: Vec<(Ipv4Addr, Ipv4Addr)>)
             negative_mfe: stats.negative,
             in_hdr_errors: stats.ttl_expired,
             in_discards: stats.negative + stats.ttl_expired + stats.no_oif_set,
-            ..core::MfeCounters::default()
+            uninit_mfe: stats.uninit,
+            // mgm queues nothing while an MFE is resolved (spec §6.3 makes the queue optional):
+            // every packet that finds it unresolved overflows a queue of length 0.
+            queue_overflow: stats.uninit,
+            oifs: oifs
+                .into_iter()
+                .map(|(ifindex, o)| {
+                    let c = core::OifCounters {
+                        ttl_too_low: o.ttl_too_low,
+                        out_packets: o.packets,
+                        out_bytes: o.bytes,
+                        ..core::OifCounters::default()
+                    };
+                    (InterfaceId::new(ifindex), c)
+                })
+                .collect(),
         };
         // The MFE can only be missing if it expired between the two calls.
         let _ = mgm.set_mfe_counters(source, group, counters);

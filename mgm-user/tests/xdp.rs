@@ -10,7 +10,11 @@ mod frame;
 #[path = "common/netns.rs"]
 mod netns;
 
-use std::{collections::BTreeSet, net::Ipv4Addr, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+    time::Duration,
+};
 
 use frame::{checksum, ipv4_header_ok, Frame, HOST, ROUTER_ALERT};
 
@@ -19,7 +23,7 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use mgm_common::{
-    counters::{EntryStats, IfStats},
+    counters::{EntryStats, IfStats, OifStats},
     fwd::{FwdKey, FWD_PENDING},
     maps as m,
 };
@@ -92,6 +96,13 @@ impl Harness {
 
     /// [`Harness::run`] with `frame` arriving on `ifindex`.
     fn run_on(&mut self, ifindex: u32, frame: &[u8]) -> (u32, Vec<u8>) {
+        let (verdict, _, out) = self.run_with_meta(ifindex, frame);
+        (verdict, out)
+    }
+
+    /// [`Harness::run_on`], also returning the XDP metadata the program left in front of the
+    /// frame.
+    fn run_with_meta(&mut self, ifindex: u32, frame: &[u8]) -> (u32, Vec<u8>, Vec<u8>) {
         let prog: &mut Xdp = self
             .loaded
             .ebpf
@@ -103,16 +114,21 @@ impl Harness {
         let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
         let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
         let mut out = vec![0u8; frame.len() + 256];
+        let mut ctx_out = [0u8; 24];
         let res = prog
             .test_run(TestRunOptions {
                 data_in: Some(frame),
                 data_out: Some(&mut out),
                 ctx_in: Some(&ctx),
+                ctx_out: Some(&mut ctx_out),
                 ..TestRunOptions::new()
             })
             .expect("test run");
         out.truncate(res.data_size_out as usize);
-        (res.return_value, out)
+        // The output starts with the metadata; the context's `data` is its length.
+        let meta_len = u32::from_ne_bytes(ctx_out[..4].try_into().unwrap()) as usize;
+        let frame_out = out.split_off(meta_len);
+        (res.return_value, out, frame_out)
     }
 
     fn events(&mut self) -> Vec<Event> {
@@ -140,6 +156,10 @@ impl Harness {
             .stats(key(source, group))
             .unwrap()
             .expect("an installed entry")
+    }
+
+    fn oif_stats(&self, source: Ipv4Addr, group: Ipv4Addr) -> BTreeMap<u32, OifStats> {
+        self.fwd.oif_stats(key(source, group)).unwrap()
     }
 
     fn install(&mut self, source: Ipv4Addr, group: Ipv4Addr, iif: u32, oifs: &[u32]) {
@@ -487,6 +507,73 @@ fn a_one_interface_set_gets_the_copys_mac_and_counters_in_the_ingress_program() 
     assert_eq!(h.entry_stats(S1, G1).pkts, 3);
 }
 
+/// Each copy counts on its entry's outgoing interface too (spec §6.3 `ulOutPackets`): the one
+/// copy of a one-interface set, and a larger set's prepared copy, in the ingress program, which
+/// then tags the frame with the entry's counter slot for `mgm_egress` to count the other
+/// copies. The incoming interface gets no copy and counts none; entries sharing a set count
+/// apart, and an entry deleted and installed again starts from zero.
+#[test]
+fn each_copy_counts_on_its_entrys_outgoing_interface() {
+    let mut h = harness();
+    let frame = Frame::udp(S1, G1, 64).bytes();
+    let ip_len = (frame.len() - 14) as u64;
+    h.install(S1, G1, LO, &[h.out]);
+    h.install(S2, G1, LO, &[h.out]);
+    let (verdict, meta, _) = h.run_with_meta(LO, &frame);
+    assert_eq!(verdict, XDP_REDIRECT);
+    assert!(meta.is_empty(), "a plain redirect needs no tag");
+    for _ in 0..2 {
+        h.run(&Frame::udp(S2, G1, 64).bytes());
+    }
+    let one = OifStats {
+        packets: 1,
+        bytes: ip_len,
+        ttl_too_low: 0,
+    };
+    assert_eq!(h.oif_stats(S1, G1), BTreeMap::from([(h.out, one)]));
+    assert_eq!(h.oif_stats(S2, G1)[&h.out].packets, 2);
+
+    h.install(S1, G1, LO, &[LO, h.out]);
+    h.install(S2, G1, LO, &[LO, h.out]);
+    let (verdict, tag1, _) = h.run_with_meta(LO, &frame);
+    assert_eq!(verdict, XDP_REDIRECT);
+    let (_, tag2, _) = h.run_with_meta(LO, &Frame::udp(S2, G1, 64).bytes());
+    assert_eq!(
+        (tag1.len(), tag2.len()),
+        (4, 4),
+        "a counter slot for mgm_egress"
+    );
+    assert_ne!(tag1, tag2, "each entry's own slot");
+    let s = h.oif_stats(S1, G1);
+    assert_eq!((s[&h.out].packets, s[&LO].packets), (2, 0));
+
+    h.fwd
+        .apply(&MapOp::DeleteMfe {
+            source: S2,
+            group: G1,
+        })
+        .unwrap();
+    h.install(S2, G1, LO, &[h.out]);
+    assert_eq!(h.oif_stats(S2, G1)[&h.out], OifStats::default());
+}
+
+/// Packets that find only a placeholder are dropped and counted on it; the entry installed in
+/// its place starts with that count (spec §6.3 `ulUninitMfe`).
+#[test]
+fn packets_dropped_while_the_entry_was_resolved_count_as_uninit() {
+    let mut h = harness();
+    for _ in 0..7 {
+        assert_eq!(h.run(&Frame::udp(S1, G1, 8).bytes()).0, XDP_DROP);
+    }
+    let placeholder = h.fwd.read_entry(key(S1, G1)).unwrap().unwrap();
+    assert_eq!(placeholder.pending_pkts, 7);
+    assert!(!h.fwd.on_no_cache(key(S1, G1)).unwrap());
+    h.install(S1, G1, LO, &[h.out]);
+    assert_eq!(h.run(&Frame::udp(S1, G1, 8).bytes()).0, XDP_REDIRECT);
+    let s = h.entry_stats(S1, G1);
+    assert_eq!((s.uninit, s.pkts), (7, 1));
+}
+
 /// A larger set's prepared copy keeps the egress rules too: under the TTL threshold (the same
 /// on every interface) no copy leaves, counted on the prepared member; a copy longer than its
 /// MTU is left for the devmap to skip, so the others still go and it is not counted as sent.
@@ -507,6 +594,12 @@ fn a_sets_prepared_copy_keeps_the_ttl_threshold_and_the_mtu_of_its_interface() {
     );
     let tx = h.if_stats_of(h.out);
     assert_eq!((tx.ttl_too_low, tx.tx_pkts), (1, 1));
+    let flow = h.oif_stats(S1, G1)[&h.out];
+    assert_eq!(
+        (flow.ttl_too_low, flow.packets),
+        (1, 1),
+        "the entry's counters agree"
+    );
 }
 
 /// The one-copy path keeps the egress rules: the TTL threshold (counted on the outgoing
@@ -533,6 +626,12 @@ fn a_one_interface_set_keeps_the_ttl_threshold_and_the_mtu_of_its_interface() {
     assert_eq!(h.run(&big.bytes()).0, XDP_REDIRECT, "the MTU grew");
     let tx = h.if_stats_of(h.out);
     assert_eq!((tx.ttl_too_low, tx.tx_pkts), (1, 3));
+    let flow = h.oif_stats(S1, G1)[&h.out];
+    assert_eq!(
+        (flow.ttl_too_low, flow.packets),
+        (1, 3),
+        "the entry's counters agree"
+    );
 }
 
 /// A link change the daemon follows reaches the next copy: it leaves with the interface's new

@@ -5,13 +5,15 @@
 //! Names follow Prometheus' conventions: `mgm_` prefix, `_total` on counters, bytes as the
 //! unit. Labels are bounded: per interface (the managed ones), and per forwarding entry only
 //! for the first [`MAX_ENTRY_SERIES`] entries by (group, source); how many were left out is a
-//! metric of its own.
+//! metric of its own. Those entries also get series per outgoing interface (`oif`), one for
+//! each interface the entry has forwarded to, so at most [`MAX_ENTRY_SERIES`] times the
+//! managed interfaces.
 
 use std::{fmt::Write, net::SocketAddr, path::PathBuf};
 
 use anyhow::Context;
 use log::{info, warn};
-use mgm_common::counters::{EntryStats, IfStats};
+use mgm_common::counters::{EntryStats, IfStats, OifStats};
 
 use super::show::{addr, entry_state, ifname};
 use crate::dataplane::inspect::{read_pinned, PinnedState};
@@ -94,7 +96,7 @@ const INTERFACE_COUNTERS: [Family<IfStats>; 13] = [
     ),
 ];
 
-const ENTRY_COUNTERS: [Family<EntryStats>; 6] = [
+const ENTRY_COUNTERS: [Family<EntryStats>; 7] = [
     family(
         "mgm_entry_packets_total",
         "Packets that arrived on the entry's incoming interface.",
@@ -122,6 +124,29 @@ const ENTRY_COUNTERS: [Family<EntryStats>; 6] = [
         "mgm_entry_no_outgoing_set_packets_total",
         "Packets dropped because their entry's outgoing set was gone.",
         |s| s.no_oif_set,
+    ),
+    family(
+        "mgm_entry_uninitialized_packets_total",
+        "Packets of the flow dropped while its entry was being resolved.",
+        |s| s.uninit,
+    ),
+];
+
+const ENTRY_OIF_COUNTERS: [Family<OifStats>; 3] = [
+    family(
+        "mgm_entry_outgoing_packets_total",
+        "Copies of the entry's packets handed to the kernel for an outgoing interface.",
+        |s| s.packets,
+    ),
+    family(
+        "mgm_entry_outgoing_bytes_total",
+        "Bytes of those copies.",
+        |s| s.bytes,
+    ),
+    family(
+        "mgm_entry_outgoing_ttl_too_low_total",
+        "Copies not sent on the interface because their TTL was below its threshold.",
+        |s| s.ttl_too_low,
     ),
 ];
 
@@ -182,6 +207,23 @@ pub fn render(state: &PinnedState) -> String {
                 escape(&ifname(e.entry.iif)),
                 (f.value)(&e.stats)
             );
+        }
+    }
+    for f in &ENTRY_OIF_COUNTERS {
+        header(&mut out, f.name, f.help, "counter");
+        for e in &state.entries[..shown] {
+            for (oif, s) in &e.oif_stats {
+                let _ = writeln!(
+                    out,
+                    "{}{{source=\"{}\",group=\"{}\",iif=\"{}\",oif=\"{}\"}} {}",
+                    f.name,
+                    addr(e.source),
+                    addr(e.group),
+                    escape(&ifname(e.entry.iif)),
+                    escape(&ifname(*oif)),
+                    (f.value)(s)
+                );
+            }
         }
     }
     out
@@ -276,12 +318,22 @@ mod tests {
                         stats_slot: 0,
                         created_ns: 0,
                         last_upcall_ns: 0,
+                        pending_pkts: 0,
                     },
                     oifs: vec![1],
                     stats: EntryStats {
                         pkts: 3,
                         ..EntryStats::default()
                     },
+                    oif_stats: [(
+                        1,
+                        OifStats {
+                            packets: 2,
+                            bytes: 200,
+                            ttl_too_low: 1,
+                        },
+                    )]
+                    .into(),
                 })
                 .collect(),
         }
@@ -295,6 +347,12 @@ mod tests {
         assert!(text.contains("mgm_interface_transmitted_bytes_total{interface=\"lo\"} 700\n"));
         assert!(text
             .contains("mgm_entry_packets_total{source=\"*\",group=\"239.0.0.0\",iif=\"lo\"} 3\n"));
+        assert!(text.contains(
+            "mgm_entry_outgoing_packets_total{source=\"*\",group=\"239.0.0.0\",iif=\"lo\",oif=\"lo\"} 2\n"
+        ));
+        assert!(text.contains(
+            "mgm_entry_outgoing_bytes_total{source=\"*\",group=\"239.0.0.0\",iif=\"lo\",oif=\"lo\"} 200\n"
+        ));
         assert!(text.contains("mgm_entries{state=\"forward\"} 1\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap();
@@ -309,11 +367,13 @@ mod tests {
     #[test]
     fn entries_past_the_cap_are_counted_not_exported() {
         let text = render(&state(MAX_ENTRY_SERIES + 5));
-        let series = text
-            .lines()
-            .filter(|l| l.starts_with("mgm_entry_packets_total{"))
-            .count();
-        assert_eq!(series, MAX_ENTRY_SERIES);
+        for family in [
+            "mgm_entry_packets_total{",
+            "mgm_entry_outgoing_packets_total{",
+        ] {
+            let series = text.lines().filter(|l| l.starts_with(family)).count();
+            assert_eq!(series, MAX_ENTRY_SERIES, "{family}");
+        }
         assert!(text.contains("mgm_entry_series_omitted 5\n"));
     }
 

@@ -27,8 +27,13 @@ pub fn render_json(state: &PinnedState) -> String {
                 "stats": {
                     "pkts": s.pkts, "bytes": s.bytes, "wrong_if": s.wrong_if,
                     "ttl_expired": s.ttl_expired, "negative": s.negative,
-                    "no_oif_set": s.no_oif_set,
+                    "no_oif_set": s.no_oif_set, "uninit": s.uninit,
+                    "total_out_packets": e.total_out_packets(),
                 },
+                "oif_stats": e.oif_stats.iter().map(|(i, o)| json!({
+                    "interface": ifname(*i), "ifindex": i, "packets": o.packets,
+                    "bytes": o.bytes, "ttl_too_low": o.ttl_too_low,
+                })).collect::<Vec<_>>(),
             })
         })
         .collect();

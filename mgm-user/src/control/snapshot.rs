@@ -197,7 +197,7 @@ fn mfes(d: &Daemon<'_>) -> Vec<view::Mfe> {
                     view::Oif {
                         interface: name(d, id.ifindex),
                         packets: c.out_packets,
-                        bytes: c.out_octets,
+                        bytes: c.out_bytes,
                     }
                 })
                 .collect();

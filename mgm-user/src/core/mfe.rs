@@ -41,8 +41,9 @@ pub struct OifCounters {
     pub frag_needed: u64,
     /// Sent.
     pub out_packets: u64,
-    /// Bytes sent (IP total length).
-    pub out_octets: u64,
+    /// Bytes of the copies sent (IPv4 total length), for operator views; the Windows-shaped
+    /// records have no field for it.
+    pub out_bytes: u64,
     /// Other egress drops.
     pub out_discards: u64,
 }

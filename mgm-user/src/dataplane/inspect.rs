@@ -1,11 +1,13 @@
 //! Reads the pinned maps of a running (or crashed) daemon into plain values, without loading
 //! anything: what `mgm show` prints, and what adopting a data plane will start from.
 
-use std::{net::Ipv4Addr, path::Path};
+use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
 
-use aya::maps::{xdp::DevMapHash, Array, ArrayOfMaps, HashMap, Map, MapData, PerCpuArray};
+use aya::maps::{
+    xdp::DevMapHash, Array, ArrayOfMaps, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap,
+};
 use mgm_common::{
-    counters::{EntryStats, IfStats},
+    counters::{EntryStats, IfStats, OifStats, OifStatsKey},
     fwd::{FwdEntry, FwdKey, IfConfig, Meta, SetInfo},
     maps as m,
 };
@@ -21,6 +23,16 @@ pub struct EntryView {
     /// Outgoing ifindexes, sorted; empty for negative and pending entries.
     pub oifs: Vec<u32>,
     pub stats: EntryStats,
+    /// Counters of every outgoing interface the entry has had, by ifindex: the current ones
+    /// and those it forwarded to before.
+    pub oif_stats: BTreeMap<u32, OifStats>,
+}
+
+impl EntryView {
+    /// `ulTotalOutPackets` (spec §6.3): copies sent, summed over the outgoing interfaces.
+    pub fn total_out_packets(&self) -> u64 {
+        self.oif_stats.values().map(|s| s.packets).sum()
+    }
 }
 
 /// One managed interface, its settings and counters.
@@ -62,6 +74,18 @@ pub fn read_pinned(dir: &Path) -> Result<PinnedState, DataplaneError> {
     let entry_stats: PerCpuArray<MapData, EntryStats> = open(dir, m::ENTRY_STATS)?;
     let ifcfg: HashMap<MapData, u32, IfConfig> = open(dir, m::IFCFG)?;
     let if_stats: PerCpuArray<MapData, IfStats> = open(dir, m::IF_STATS)?;
+    let oif_stats: PerCpuHashMap<MapData, OifStatsKey, OifStats> = open(dir, m::OIF_STATS)?;
+
+    let mut per_slot: BTreeMap<u32, BTreeMap<u32, OifStats>> = BTreeMap::new();
+    for item in oif_stats.iter() {
+        let (key, per_cpu) = item.map_err(map_err(m::OIF_STATS))?;
+        let mut total = OifStats::default();
+        per_cpu.iter().for_each(|s| total.accumulate(s));
+        per_slot
+            .entry(key.slot)
+            .or_default()
+            .insert(key.ifindex, total);
+    }
 
     let mut entries = Vec::new();
     for item in fwd.iter() {
@@ -91,12 +115,19 @@ pub fn read_pinned(dir: &Path) -> Result<PinnedState, DataplaneError> {
         if let Ok(per_cpu) = entry_stats.get(&entry.stats_slot, 0) {
             per_cpu.iter().for_each(|s| stats.accumulate(s));
         }
+        // Placeholders have slot 0, which no counters belong to.
+        let oif_stats = if entry.stats_slot == 0 {
+            BTreeMap::new()
+        } else {
+            per_slot.remove(&entry.stats_slot).unwrap_or_default()
+        };
         entries.push(EntryView {
             source: Ipv4Addr::from(u32::from_be(key.source)),
             group: Ipv4Addr::from(u32::from_be(key.group)),
             entry,
             oifs,
             stats,
+            oif_stats,
         });
     }
     entries.sort_by_key(|e| (e.group, e.source));

@@ -163,7 +163,7 @@ impl Loaded {
             (sets, sets_fd),
             self.take_map(m::SET_INFO)?,
             self.take_map(m::SET_MEMBERS)?,
-            self.take_map(m::ENTRY_STATS)?,
+            (self.take_map(m::ENTRY_STATS)?, self.take_map(m::OIF_STATS)?),
             egress,
             nr_cpus,
         ))

@@ -11,13 +11,16 @@ use std::{
 };
 
 use aya::{
-    maps::{xdp::DevMapHash, Array, ArrayOfMaps, HashMap, Map, MapData, PerCpuArray, PerCpuValues},
+    maps::{
+        xdp::DevMapHash, Array, ArrayOfMaps, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap,
+        PerCpuValues,
+    },
     programs::ProgramFd,
 };
 use aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_DEVMAP_HASH;
 use log::warn;
 use mgm_common::{
-    counters::EntryStats,
+    counters::{EntryStats, OifStats, OifStatsKey},
     fwd::{FwdEntry, FwdKey, SetInfo, SetMembers, FWD_NEGATIVE, FWD_PENDING},
     maps as m,
 };
@@ -42,6 +45,10 @@ struct Installed {
     /// The outgoing interfaces; empty for a negative entry (which has no set).
     oifs: BTreeSet<u32>,
     stats_slot: u32,
+    /// The interfaces with counters of this entry in `MGM_OIF_STATS`: every outgoing
+    /// interface it has had, so that its figures last as long as the entry (as `ulInPkts`
+    /// does) and the total out stays the sum of what each interface sent.
+    counted: BTreeSet<u32>,
 }
 
 #[derive(Debug)]
@@ -61,6 +68,7 @@ pub struct Forwarding {
     /// The members of each set of several, written before the set is.
     set_members: Array<MapData, SetMembers>,
     entry_stats: PerCpuArray<MapData, EntryStats>,
+    oif_stats: PerCpuHashMap<MapData, OifStatsKey, OifStats>,
     /// The devmap program every copy runs (`mgm_egress`).
     egress: ProgramFd,
     entries: BTreeMap<FwdKey, Installed>,
@@ -83,7 +91,10 @@ impl Forwarding {
         (sets, sets_fd): (ArrayOfMaps<MapData, DevMapHash<MapData>>, OwnedFd),
         set_info: Array<MapData, SetInfo>,
         set_members: Array<MapData, SetMembers>,
-        entry_stats: PerCpuArray<MapData, EntryStats>,
+        (entry_stats, oif_stats): (
+            PerCpuArray<MapData, EntryStats>,
+            PerCpuHashMap<MapData, OifStatsKey, OifStats>,
+        ),
         egress: ProgramFd,
         nr_cpus: usize,
     ) -> Self {
@@ -94,6 +105,7 @@ impl Forwarding {
             set_info,
             set_members,
             entry_stats,
+            oif_stats,
             egress,
             entries: BTreeMap::new(),
             sets_by_oifs: BTreeMap::new(),
@@ -161,7 +173,7 @@ impl Forwarding {
         };
         let stats_slot = match &old {
             Some(o) => o.stats_slot,
-            None => match self.alloc_slot() {
+            None => match self.alloc_slot(self.held_by_placeholder(key)) {
                 Ok(slot) => slot,
                 Err(e) => {
                     self.release_set(&fast)?;
@@ -169,6 +181,13 @@ impl Forwarding {
                 }
             },
         };
+        // Counters before the entry that counts into them: a copy sent before would be lost.
+        let mut counted = old.as_ref().map(|o| o.counted.clone()).unwrap_or_default();
+        for &oif in &fast {
+            if !counted.contains(&oif) && self.make_oif_counters(stats_slot, oif) {
+                counted.insert(oif);
+            }
+        }
         let entry = FwdEntry {
             iif: iif.ifindex,
             oif_set: set_id.unwrap_or(0),
@@ -176,6 +195,7 @@ impl Forwarding {
             stats_slot,
             created_ns: 0,
             last_upcall_ns: 0,
+            pending_pkts: 0,
         };
         self.fwd.insert(key, entry, 0).map_err(map_err(m::FWD))?;
         self.entries.insert(
@@ -184,6 +204,7 @@ impl Forwarding {
                 iif: iif.ifindex,
                 oifs: fast,
                 stats_slot,
+                counted,
             },
         );
         if let Some(old) = old {
@@ -202,8 +223,53 @@ impl Forwarding {
         };
         self.fwd.remove(&key).map_err(map_err(m::FWD))?;
         self.release_set(&old.oifs)?;
+        for ifindex in old.counted {
+            self.remove_oif_counters(OifStatsKey {
+                slot: old.stats_slot,
+                ifindex,
+            });
+        }
         self.free_slots.push(old.stats_slot);
         Ok(())
+    }
+
+    /// Zeroed counters of outgoing interface `ifindex` of the entry with `slot`; false (and a
+    /// warning) when the map is full: that entry's copies there then count on the interface
+    /// only.
+    fn make_oif_counters(&mut self, slot: u32, ifindex: u32) -> bool {
+        let made = PerCpuValues::try_from(vec![OifStats::default(); self.nr_cpus])
+            .map_err(aya::maps::MapError::IoError)
+            .and_then(|zero| {
+                self.oif_stats
+                    .insert(OifStatsKey { slot, ifindex }, zero, 0)
+            });
+        if let Err(e) = &made {
+            warn!(
+                "no counters for ifindex {ifindex} of entry slot {slot} ({e}); \
+                 its copies count on the interface only"
+            );
+        }
+        made.is_ok()
+    }
+
+    fn remove_oif_counters(&mut self, key: OifStatsKey) {
+        match self.oif_stats.remove(&key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => warn!("cannot remove the counters {key:?}: {e}"),
+        }
+    }
+
+    /// How many packets the placeholder for `key` dropped while the entry was resolved (0 if
+    /// there is none): they become the new entry's `uninit`. Packets that hit the placeholder
+    /// between this read and the install are not counted.
+    fn held_by_placeholder(&self, key: FwdKey) -> u64 {
+        if !self.pending.contains(&key) {
+            return 0;
+        }
+        match self.fwd.get(&key, 0) {
+            Ok(e) if e.flags & FWD_PENDING != 0 => e.pending_pkts,
+            _ => 0,
+        }
     }
 
     /// The XDP program raised a no-cache upcall for `key` and left a placeholder. If an
@@ -380,7 +446,9 @@ impl Forwarding {
         })
     }
 
-    fn alloc_slot(&mut self) -> Result<u32, DataplaneError> {
+    /// A zeroed counter slot, with `uninit` placeholder drops carried in (on the first CPU's
+    /// copy; the sum over CPUs is what counts).
+    fn alloc_slot(&mut self, uninit: u64) -> Result<u32, DataplaneError> {
         let slot = match self.free_slots.pop() {
             Some(s) => s,
             None if self.next_slot < m::ENTRY_STATS_CAPACITY => {
@@ -395,13 +463,14 @@ impl Forwarding {
             }
         };
         // A reused slot still holds the counts of the entry that had it.
-        let zero =
-            PerCpuValues::try_from(vec![EntryStats::default(); self.nr_cpus]).map_err(|e| {
-                DataplaneError::Map {
-                    map: m::ENTRY_STATS,
-                    source: aya::maps::MapError::IoError(e),
-                }
-            })?;
+        let mut values = vec![EntryStats::default(); self.nr_cpus];
+        if let Some(first) = values.first_mut() {
+            first.uninit = uninit;
+        }
+        let zero = PerCpuValues::try_from(values).map_err(|e| DataplaneError::Map {
+            map: m::ENTRY_STATS,
+            source: aya::maps::MapError::IoError(e),
+        })?;
         self.entry_stats
             .set(slot, zero, 0)
             .map_err(map_err(m::ENTRY_STATS))?;
@@ -425,6 +494,33 @@ impl Forwarding {
         Ok(Some(total))
     }
 
+    /// Counters of each outgoing interface the entry for `key` has had, by ifindex, summed
+    /// over CPUs; empty if no such entry.
+    ///
+    /// # Errors
+    /// Reading the per-CPU hash failed.
+    pub fn oif_stats(&self, key: FwdKey) -> Result<BTreeMap<u32, OifStats>, DataplaneError> {
+        let Some(e) = self.entries.get(&key) else {
+            return Ok(BTreeMap::new());
+        };
+        let mut all = BTreeMap::new();
+        for &ifindex in &e.counted {
+            let key = OifStatsKey {
+                slot: e.stats_slot,
+                ifindex,
+            };
+            let per_cpu = match self.oif_stats.get(&key, 0) {
+                Ok(v) => v,
+                Err(aya::maps::MapError::KeyNotFound) => continue,
+                Err(source) => return Err(map_err(m::OIF_STATS)(source)),
+            };
+            let mut total = OifStats::default();
+            per_cpu.iter().for_each(|s| total.accumulate(s));
+            all.insert(ifindex, total);
+        }
+        Ok(all)
+    }
+
     /// Rebuilds the bookkeeping (entries, shared sets and their users, counter slots) from
     /// maps a previous daemon filled, so updates continue where it stopped. Set ids no entry
     /// uses (idle or removed sets) become free. Returns how many forwarding entries were
@@ -437,6 +533,11 @@ impl Forwarding {
         let mut used_sets = BTreeSet::new();
         for item in self.fwd.iter() {
             found.push(item.map_err(map_err(m::FWD))?);
+        }
+        let mut counted: BTreeMap<u32, BTreeSet<u32>> = BTreeMap::new();
+        for k in self.oif_stats.keys() {
+            let k = k.map_err(map_err(m::OIF_STATS))?;
+            counted.entry(k.slot).or_default().insert(k.ifindex);
         }
         for (key, e) in found {
             if e.flags & FWD_PENDING != 0 {
@@ -473,8 +574,15 @@ impl Forwarding {
                     iif: e.iif,
                     oifs,
                     stats_slot: e.stats_slot,
+                    counted: counted.remove(&e.stats_slot).unwrap_or_default(),
                 },
             );
+        }
+        // Counters of slots no entry has (a daemon stopped between the two deletes).
+        for (slot, ifindexes) in counted {
+            for ifindex in ifindexes {
+                self.remove_oif_counters(OifStatsKey { slot, ifindex });
+            }
         }
         self.free_set_ids = (1..self.next_set_id)
             .filter(|id| !used_sets.contains(id))

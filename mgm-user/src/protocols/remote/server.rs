@@ -542,6 +542,8 @@ impl Requests<'_> {
             negative_mfe: ex.negative_mfe,
             in_discards: ex.in_discards,
             in_hdr_errors: ex.in_hdr_errors,
+            uninit_mfe: ex.uninit_mfe,
+            queue_overflow: r.queue_overflow,
             total_out_packets: ex.total_out_packets,
             oifs: r
                 .oifs

@@ -320,6 +320,11 @@ pub struct MfeStats {
     pub negative_mfe: u32,
     pub in_discards: u32,
     pub in_hdr_errors: u32,
+    /// Packets of the flow dropped while the MFE was being resolved.
+    pub uninit_mfe: u32,
+    /// Those of them no queue held: all of them, as mgm queues none.
+    pub queue_overflow: u32,
+    /// Copies sent, summed over every outgoing interface the MFE has had.
     pub total_out_packets: u32,
     pub oifs: Vec<OifStats>,
 }
