@@ -198,8 +198,9 @@ impl Router {
         self.igmp.handle_timeout(now);
     }
 
-    /// Moves what IGMP decided to the wire (queries) and to the core (memberships).
-    fn pump_igmp(&mut self, name: &impl Fn(u32) -> String) {
+    /// Moves what IGMP decided to the wire (queries) and to the core (memberships); returns
+    /// the groups whose memberships changed.
+    fn pump_igmp(&mut self, name: &impl Fn(u32) -> String) -> Vec<Ipv4Addr> {
         while let Some((ifindex, t)) = self.igmp.poll_transmit() {
             let bytes = crate::igmp::codec::encode(&t.message);
             if let Some(sock) = self.sockets.get(&ifindex) {
@@ -209,8 +210,10 @@ impl Router {
             }
         }
         let now = self.now();
+        let mut touched = Vec::new();
         for a in self.igmp.apply_memberships(&mut self.mgm, now) {
             let m = a.membership;
+            touched.push(m.group);
             let verb = match (m.exclude, m.join) {
                 (false, true) => "joins",
                 (false, false) => "leaves",
@@ -238,6 +241,7 @@ impl Router {
                 name(ifindex)
             );
         }
+        touched
     }
 }
 
@@ -417,6 +421,9 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
             .as_ref()
             .and_then(UpstreamEdge::poll_timeout)
             .map(|at| router.deadline(at));
+        // Membership changes no alert and no IGMP report tells the upstream side of: a
+        // module's requests, an interface that went or came.
+        let mut all_groups = false;
         tokio::select! {
             guard = events.readable_mut() => {
                 let mut guard = guard.context("event ring buffer poll failed")?;
@@ -465,6 +472,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
                 let change = change.context("the link-change subscription closed")?;
                 ifs.follow(&mut dp, &mut router, &mut modules, &change);
                 follow_link(&mut dp, &name, change);
+                all_groups = true;
             }
             guard = readable_logger(&mut logger) => {
                 let mut guard = guard.context("XDP log ring buffer poll failed")?;
@@ -474,21 +482,26 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
             event = modules.next() => {
                 let now = router.now();
                 modules.handle(event, &mut router.mgm, now);
+                all_groups = true;
             }
             () = &mut shutdown => break,
         }
-        router.pump_igmp(&name);
+        let touched = router.pump_igmp(&name);
         let now = router.now();
         let owners = names.all().into_iter().map(|(i, _)| {
             let id = InterfaceId::new(i);
             (id, router.mgm.get_protocol_on_interface(id).ok())
         });
-        handover.owners(now, owners);
+        if handover.owners(now, owners) {
+            if let Some(u) = &mut upstream {
+                u.hold(now);
+            }
+        }
         let ops = std::iter::from_fn(|| router.mgm.poll_map_op()).collect();
         write_map_ops(&mut dp, handover.filter(now, ops), &mut seen);
         ifs.detach_vanished(&mut dp);
         if let Some(u) = &mut upstream {
-            u.pump(router.now());
+            u.pump(router.now(), &router.mgm, &touched, all_groups);
         }
     }
     modules.shutdown();

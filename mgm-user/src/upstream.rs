@@ -1,15 +1,17 @@
 //! The daemon's edge of the IGMP proxy's host side: the upstream interface's report socket and
-//! link-layer filter, driven by [`Upstream`] from the routing side's membership changes, the
-//! IGMP heard upstream and the entries a previous daemon left.
+//! link-layer filter, driven by [`Upstream`] from the merged downstream state of the groups
+//! whose receivers changed, the IGMP heard upstream and the entries a previous daemon left.
+
+use std::{collections::BTreeSet, net::Ipv4Addr};
 
 use anyhow::Context;
 use log::{info, warn};
 
 use crate::{
-    core::{DataPlaneEntry, Instant},
+    core::{DataPlaneEntry, Instant, InterfaceId, Mgm},
     dataplane::netdev::NetDev,
     igmp::{codec, host, querier},
-    protocols::igmp_proxy::{FilterChange, Upstream, UpstreamQueue},
+    protocols::igmp_proxy::{downstream_state, FilterChange, Upstream, UpstreamQueue},
     sockets::{LinkFilter, QuerySocket},
 };
 
@@ -18,15 +20,15 @@ pub struct UpstreamEdge {
     ifindex: u32,
     name: String,
     state: Upstream,
-    /// Where the routing side queues its membership changes.
+    /// Where the routing side notes the groups its alerts were about.
     changes: UpstreamQueue,
     socket: QuerySocket,
     filter: LinkFilter,
 }
 
 impl UpstreamEdge {
-    /// The host side on `dev`, taking the routing side's changes from `changes`; its
-    /// robustness and intervals are those IGMP runs with downstream.
+    /// The host side on `dev`, taking the groups the routing side's alerts were about from
+    /// `changes`; its robustness and intervals are those IGMP runs with downstream.
     ///
     /// # Errors
     /// `dev` has no IPv4 address to report from, or a socket cannot be opened.
@@ -81,13 +83,13 @@ impl UpstreamEdge {
             "upstream: announcing {n} groups of adopted entries on {}",
             self.name
         );
-        self.pump(now);
+        self.flush();
     }
 
     /// The core has reconciled the adopted entries: only its joins count now.
     pub fn end_adoption(&mut self, now: Instant) {
         self.state.end_adoption(now);
-        self.pump(now);
+        self.flush();
     }
 
     /// An IGMP message heard on the upstream interface.
@@ -99,23 +101,39 @@ impl UpstreamEdge {
         self.state.handle_timeout(now);
     }
 
+    /// An interface changed owner: see [`Upstream::hold`].
+    pub fn hold(&mut self, now: Instant) {
+        self.state.hold(now);
+    }
+
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.state.poll_timeout()
     }
 
-    /// Takes the routing side's queued changes, then sends the reports and applies the filter
-    /// changes they made.
-    pub fn pump(&mut self, now: Instant) {
-        let pending: Vec<_> = self
-            .changes
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .drain(..)
-            .collect();
-        for change in pending {
-            info!("upstream: the proxy {change:?}");
-            self.state.apply(now, change);
+    /// Reports upstream the merged downstream state of the groups the routing side's alerts
+    /// were about, of `touched` and, with `all`, of every group some receiver wants (after
+    /// changes no alert tells of, such as an exclusion or a module's request), then sends the
+    /// reports and applies the filter changes that made.
+    pub fn pump(&mut self, now: Instant, mgm: &Mgm, touched: &[Ipv4Addr], all: bool) {
+        let mut groups: BTreeSet<Ipv4Addr> = std::mem::take(
+            &mut *self
+                .changes
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        groups.extend(touched);
+        if all {
+            groups.extend(self.state.wanted_groups());
         }
+        let upstream = InterfaceId::new(self.ifindex);
+        for g in groups {
+            self.state.set(now, g, downstream_state(mgm, g, upstream));
+        }
+        self.flush();
+    }
+
+    /// Sends the pending reports and applies the pending filter changes.
+    fn flush(&mut self) {
         while let Some(t) = self.state.poll_transmit() {
             let bytes = codec::encode(&t.message);
             if let Err(e) = self.socket.send(t.destination, &bytes) {
@@ -123,6 +141,7 @@ impl UpstreamEdge {
             }
         }
         while let Some(change) = self.state.poll_filter() {
+            info!("upstream: {change:?} on {}", self.name);
             let result = match change {
                 FilterChange::Add(g) => self.filter.add(g),
                 FilterChange::Remove(g) => self.filter.remove(g),
@@ -135,9 +154,8 @@ impl UpstreamEdge {
 
     /// A planned stop: every group is left upstream and the link-layer entries go.
     pub fn stop(mut self, now: Instant) {
-        self.pump(now);
         self.state.leave_all(now);
-        self.pump(now);
+        self.flush();
         if let Err(e) = self.filter.clear() {
             warn!("{}: cannot clear the link-layer filter: {e}", self.name);
         }
