@@ -3,17 +3,18 @@
 //! downstream receivers upstream. MGM's join and prune alerts (spec §4.5, §4.6) tell it when
 //! the first receiver for a (\*,G) or (S,G) appears downstream and when the last one goes.
 //!
-//! Its host side ([`Upstream`]) turns those into a filter mode and source list per group and
-//! reports them upstream itself (RFC 4605 §4.1, RFC 3376 §5), answering the upstream's queries
-//! from that state. The kernel's host stack is not used: its memberships live in sockets, so a
-//! daemon that died would have left every group upstream (the kernel sends the leaves when it
-//! closes them) and a pruning upstream would stop the streams its XDP goes on forwarding.
+//! Its host side ([`Upstream`]) reports the downstream source filters of those groups, merged
+//! into a filter mode and source list per group ([`downstream_state`]), upstream itself
+//! (RFC 4605 §4.1, RFC 3376 §5), answering the upstream's queries from that state. The
+//! kernel's host stack is not used: its memberships live in sockets, so a daemon that died
+//! would have left every group upstream (the kernel sends the leaves when it closes them) and
+//! a pruning upstream would stop the streams its XDP goes on forwarding.
 //!
 //! It also holds a (\*,\*) membership on the upstream interface, so traffic from downstream
 //! sources goes upstream as well as to the other downstreams that want it (RFC 4605 §4.2).
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     net::Ipv4Addr,
     sync::{Arc, Mutex},
 };
@@ -121,7 +122,7 @@ pub struct Upstream {
     /// The reported state, at the start of the hold, of each group that changed during it.
     held: BTreeMap<Ipv4Addr, Option<GroupFilter>>,
     host: Host,
-    filter: std::collections::VecDeque<FilterChange>,
+    filter: VecDeque<FilterChange>,
 }
 
 impl Upstream {
@@ -134,7 +135,7 @@ impl Upstream {
             hold_until: None,
             held: BTreeMap::new(),
             host: Host::new(config, seed),
-            filter: Default::default(),
+            filter: VecDeque::new(),
         }
     }
 
