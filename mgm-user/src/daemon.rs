@@ -204,8 +204,9 @@ impl Router {
         self.igmp.handle_timeout(now);
     }
 
-    /// Moves what IGMP decided to the wire (queries) and to the core (memberships).
-    fn pump_igmp(&mut self, name: &impl Fn(u32) -> String, seen: &mut Seen) {
+    /// Moves what IGMP decided to the wire (queries) and to the core (memberships); returns
+    /// the groups whose memberships changed.
+    fn pump_igmp(&mut self, name: &impl Fn(u32) -> String, seen: &mut Seen) -> Vec<Ipv4Addr> {
         let now = self.now();
         while let Some((ifindex, t)) = self.igmp.poll_transmit() {
             let bytes = crate::igmp::codec::encode(&t.message);
@@ -218,8 +219,10 @@ impl Router {
                 }
             }
         }
+        let mut touched = Vec::new();
         for a in self.igmp.apply_memberships(&mut self.mgm, now) {
             let m = a.membership;
+            touched.push(m.group);
             let verb = match (m.exclude, m.join) {
                 (false, true) => "joins",
                 (false, false) => "leaves",
@@ -255,6 +258,7 @@ impl Router {
                 )
             });
         }
+        touched
     }
 }
 
@@ -518,6 +522,9 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
             .as_ref()
             .and_then(UpstreamEdge::poll_timeout)
             .map(|at| router.deadline(at));
+        // Membership changes no alert and no IGMP report tells the upstream side of: a
+        // module's requests, an interface that went or came.
+        let mut all_groups = false;
         tokio::select! {
             guard = events.readable_mut() => {
                 let mut guard = guard.context("event ring buffer poll failed")?;
@@ -567,6 +574,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
                 let change = change.context("the link-change subscription closed")?;
                 ifs.follow(&mut dp, &mut router, &mut modules, &change);
                 follow_link(&mut dp, &name, change);
+                all_groups = true;
             }
             guard = readable_logger(&mut logger) => {
                 let mut guard = guard.context("XDP log ring buffer poll failed")?;
@@ -576,6 +584,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
             event = modules.next() => {
                 let now = router.now();
                 modules.handle(event, &mut router.mgm, now);
+                all_groups = true;
             }
             request = next_reload(&mut reload_requests) => {
                 let Some(request) = request else {
@@ -622,18 +631,22 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
             }
             () = &mut shutdown => break,
         }
-        router.pump_igmp(&name, &mut seen);
+        let touched = router.pump_igmp(&name, &mut seen);
         let now = router.now();
         let owners = names.all().into_iter().map(|(i, _)| {
             let id = InterfaceId::new(i);
             (id, router.mgm.get_protocol_on_interface(id).ok())
         });
-        handover.owners(now, owners);
+        if handover.owners(now, owners) {
+            if let Some(u) = &mut upstream {
+                u.hold(now);
+            }
+        }
         let ops = std::iter::from_fn(|| router.mgm.poll_map_op()).collect();
         write_map_ops(&mut dp, handover.filter(now, ops), &mut seen, now);
         ifs.detach_vanished(&mut dp);
         if let Some(u) = &mut upstream {
-            u.pump(router.now());
+            u.pump(router.now(), &router.mgm, &touched, all_groups);
         }
     }
     modules.shutdown();

@@ -54,12 +54,13 @@ fn at(t: Instant, d: Duration) -> Instant {
 
 impl Handover {
     /// Takes note of each interface's current owner (`None`: nobody owns it); an interface
-    /// that passed from one owner to another is held from `now`.
+    /// that passed from one owner to another is held from `now`. True if one did.
     pub fn owners(
         &mut self,
         now: Instant,
         current: impl IntoIterator<Item = (InterfaceId, Option<Owner>)>,
-    ) {
+    ) -> bool {
+        let mut changed = false;
         for (id, owner) in current {
             let before = match owner {
                 Some(o) => self.owners.insert(id, o),
@@ -67,8 +68,10 @@ impl Handover {
             };
             if before.is_some() && owner.is_some() && before != owner {
                 self.held.insert(id, at(now, HOLD));
+                changed = true;
             }
         }
+        changed
     }
 
     /// When the earliest hold ends.

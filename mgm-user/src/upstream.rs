@@ -1,15 +1,17 @@
 //! The daemon's edge of the IGMP proxy's host side: the upstream interface's report socket and
-//! link-layer filter, driven by [`Upstream`] from the routing side's membership changes, the
-//! IGMP heard upstream and the entries a previous daemon left.
+//! link-layer filter, driven by [`Upstream`] from the merged downstream state of the groups
+//! whose receivers changed, the IGMP heard upstream and the entries a previous daemon left.
+
+use std::{collections::BTreeSet, net::Ipv4Addr};
 
 use anyhow::Context;
-use log::{info, warn};
+use log::{debug, info, warn};
 
 use crate::{
-    core::{DataPlaneEntry, Instant},
+    core::{DataPlaneEntry, GroupFilter, Instant, InterfaceId, Mgm},
     dataplane::netdev::NetDev,
     igmp::{codec, host, querier},
-    protocols::igmp_proxy::{FilterChange, Upstream, UpstreamQueue},
+    protocols::igmp_proxy::{downstream_state, FilterChange, Upstream, UpstreamQueue},
     sockets::{LinkFilter, QuerySocket},
 };
 
@@ -18,15 +20,15 @@ pub struct UpstreamEdge {
     ifindex: u32,
     name: String,
     state: Upstream,
-    /// Where the routing side queues its membership changes.
+    /// Where the routing side notes the groups its alerts were about.
     changes: UpstreamQueue,
     socket: QuerySocket,
     filter: LinkFilter,
 }
 
 impl UpstreamEdge {
-    /// The host side on `dev`, taking the routing side's changes from `changes`; its
-    /// robustness and intervals are those IGMP runs with downstream.
+    /// The host side on `dev`, taking the groups the routing side's alerts were about from
+    /// `changes`; its robustness and intervals are those IGMP runs with downstream.
     ///
     /// # Errors
     /// `dev` has no IPv4 address to report from, or a socket cannot be opened.
@@ -81,13 +83,13 @@ impl UpstreamEdge {
             "upstream: announcing {n} groups of adopted entries on {}",
             self.name
         );
-        self.pump(now);
+        self.flush();
     }
 
     /// The core has reconciled the adopted entries: only its joins count now.
     pub fn end_adoption(&mut self, now: Instant) {
         self.state.end_adoption(now);
-        self.pump(now);
+        self.flush();
     }
 
     /// An IGMP message heard on the upstream interface.
@@ -99,23 +101,43 @@ impl UpstreamEdge {
         self.state.handle_timeout(now);
     }
 
+    /// An interface changed owner: see [`Upstream::hold`].
+    pub fn hold(&mut self, now: Instant) {
+        self.state.hold(now);
+    }
+
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.state.poll_timeout()
     }
 
-    /// Takes the routing side's queued changes, then sends the reports and applies the filter
-    /// changes they made.
-    pub fn pump(&mut self, now: Instant) {
-        let pending: Vec<_> = self
-            .changes
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .drain(..)
-            .collect();
-        for change in pending {
-            info!("upstream: {change}");
-            self.state.apply(now, change);
+    /// Reports upstream the merged downstream state of the groups the routing side's alerts
+    /// were about, of `touched` and, with `all`, of every group some receiver wants (after
+    /// changes no alert tells of, such as an exclusion or a module's request), then sends the
+    /// reports and applies the filter changes that made.
+    pub fn pump(&mut self, now: Instant, mgm: &Mgm, touched: &[Ipv4Addr], all: bool) {
+        let mut groups: BTreeSet<Ipv4Addr> = std::mem::take(
+            &mut *self
+                .changes
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        groups.extend(touched);
+        if all {
+            groups.extend(self.state.wanted_groups());
         }
+        let upstream = InterfaceId::new(self.ifindex);
+        for g in groups {
+            let state = downstream_state(mgm, g, upstream);
+            if self.state.wanted(g) != state.as_ref() {
+                info!("upstream: {}", Wanted(g, state.as_ref()));
+            }
+            self.state.set(now, g, state);
+        }
+        self.flush();
+    }
+
+    /// Sends the pending reports and applies the pending filter changes.
+    fn flush(&mut self) {
         while let Some(t) = self.state.poll_transmit() {
             let bytes = codec::encode(&t.message);
             if let Err(e) = self.socket.send(t.destination, &bytes) {
@@ -123,6 +145,15 @@ impl UpstreamEdge {
             }
         }
         while let Some(change) = self.state.poll_filter() {
+            match change {
+                FilterChange::Add(g) => {
+                    debug!("upstream: {} receives {g} at the link layer", self.name)
+                }
+                FilterChange::Remove(g) => debug!(
+                    "upstream: {} stops receiving {g} at the link layer",
+                    self.name
+                ),
+            }
             let result = match change {
                 FilterChange::Add(g) => self.filter.add(g),
                 FilterChange::Remove(g) => self.filter.remove(g),
@@ -142,12 +173,62 @@ impl UpstreamEdge {
 
     /// A planned stop: every group is left upstream and the link-layer entries go.
     pub fn stop(mut self, now: Instant) {
-        self.pump(now);
         self.state.leave_all(now);
-        self.pump(now);
+        self.flush();
         if let Err(e) = self.filter.clear() {
             warn!("{}: cannot clear the link-layer filter: {e}", self.name);
         }
         info!("upstream: left every group on {}", self.name);
+    }
+}
+
+/// What the downstreams want of `group`, in the words of the log: "join (*, 239.1.1.1)",
+/// "join (*, 239.1.1.1) except 198.18.0.2", "join (198.18.0.2, 232.1.1.1)", "leave 239.1.1.1".
+struct Wanted<'a>(Ipv4Addr, Option<&'a GroupFilter>);
+
+impl std::fmt::Display for Wanted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Wanted(g, state) = *self;
+        let list = |s: &BTreeSet<Ipv4Addr>| {
+            s.iter()
+                .map(Ipv4Addr::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match state {
+            None => write!(f, "leave {g}"),
+            Some(GroupFilter::Exclude(x)) if x.is_empty() => write!(f, "join (*, {g})"),
+            Some(GroupFilter::Exclude(x)) => write!(f, "join (*, {g}) except {}", list(x)),
+            Some(GroupFilter::Include(s)) => {
+                let entries: Vec<String> = s.iter().map(|s| format!("({s}, {g})")).collect();
+                write!(f, "join {}", entries.join(", "))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_the_downstreams_want_reads_as_the_operator_writes_it() {
+        let g = Ipv4Addr::new(232, 1, 1, 1);
+        let s = Ipv4Addr::new(198, 18, 0, 2);
+        let t = Ipv4Addr::new(198, 18, 0, 3);
+        let line = |state: Option<GroupFilter>| Wanted(g, state.as_ref()).to_string();
+        assert_eq!(line(None), "leave 232.1.1.1");
+        assert_eq!(
+            line(Some(GroupFilter::Exclude(BTreeSet::new()))),
+            "join (*, 232.1.1.1)"
+        );
+        assert_eq!(
+            line(Some(GroupFilter::Exclude([s, t].into()))),
+            "join (*, 232.1.1.1) except 198.18.0.2, 198.18.0.3"
+        );
+        assert_eq!(
+            line(Some(GroupFilter::Include([s].into()))),
+            "join (198.18.0.2, 232.1.1.1)"
+        );
     }
 }

@@ -10,7 +10,9 @@ mod events;
 use std::{net::Ipv4Addr, path::PathBuf};
 
 use events::{ask, gaps, mgm_bin, Counter, Module, Stream, FAST_IGMP, PATIENCE};
-use xtask::lab::{receiver_addr, traffic::Receiver, unique_tag, Daemon, IgmpVersion, Lab};
+use xtask::lab::{
+    receiver_addr, traffic::Receiver, unique_tag, Daemon, IgmpVersion, Lab, SWITCHED_SOURCE_ADDR,
+};
 
 const G: Ipv4Addr = Ipv4Addr::new(239, 3, 3, 3);
 /// The example module's default protocol id.
@@ -83,6 +85,94 @@ fn spec3_1_a_host_keeps_its_stream_while_a_module_takes_holds_and_leaves_its_int
     if !missing.is_empty() {
         fail(
             &daemon,
+            &format!(
+                "the host lost datagrams through the take and release: got {got} of {}, \
+                 missing {}",
+                last - from + 1,
+                gaps(&missing)
+            ),
+        );
+    }
+}
+
+/// The same take behind an upstream that prunes at once: a snooping switch with fast leave.
+/// Taking dn1 removes the last receiver of the group the proxy knows of until the module's
+/// own join arrives (spec §3.1 step 2); the proxy holds the leave for the handover hold, so
+/// the switch never stops sending, and the host loses nothing through the take and the
+/// module's disconnect.
+#[test]
+fn spec3_1_a_take_behind_a_pruning_upstream_switch_loses_nothing() {
+    let tag = unique_tag("t");
+    let mut lab = Lab::up(&tag, &[IgmpVersion::V3]).expect("lab up");
+    lab.add_upstream_switch().expect("upstream switch");
+    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{tag}"));
+    let mut daemon = Daemon::start(&mgm_bin(), &lab, &pin_dir, &FAST_IGMP, false).expect("mgm");
+    let socket = daemon.socket();
+    let fail = |daemon: &Daemon, lab: &Lab, what: &str| -> ! {
+        let mdb = lab.sender.bridge(&["mdb", "show"]).unwrap_or_default();
+        panic!(
+            "{what}\nswitch mdb:\n{mdb}\nmgm log:\n{}",
+            daemon.log().join("\n")
+        )
+    };
+
+    let rx = Receiver::new(&lab.receivers[0], receiver_addr(0)).expect("receiver");
+    rx.join(G).unwrap();
+    let source = lab.upstream_source.as_ref().expect("source host");
+    let stream = Stream::from_host(source, SWITCHED_SOURCE_ADDR, G);
+    let mut counter = Counter::start(rx, G);
+    if !counter.more(20, PATIENCE) {
+        fail(&daemon, &lab, "the host on dn1 never got the stream");
+    }
+    let from = counter.first().expect("counted");
+
+    let mut module = Module::start(&socket, &["--take", "dn1", "--decide-ms", "100"]);
+    if !module.wait(PATIENCE, |l| l == "ready") {
+        fail(
+            &daemon,
+            &lab,
+            &format!("the module did not get ready: {:?}", module.seen),
+        );
+    }
+    // The module passes the host's local join on as its own membership once it has decided.
+    let group = G.to_string();
+    if !module.wait(PATIENCE, |l| {
+        l.starts_with('>') && l.contains("add_membership") && l.contains(&group)
+    }) {
+        fail(
+            &daemon,
+            &lab,
+            &format!(
+                "the module never added the host's membership: {:?}",
+                module.seen
+            ),
+        );
+    }
+    if !counter.more(500, PATIENCE) {
+        fail(
+            &daemon,
+            &lab,
+            "the stream stopped while the module owned dn1",
+        );
+    }
+    drop(module);
+    if let Err(e) = daemon.wait_for("deregistered, released [dn1]", PATIENCE) {
+        fail(&daemon, &lab, &format!("{e:#}"));
+    }
+    if !counter.more(500, PATIENCE) {
+        fail(
+            &daemon,
+            &lab,
+            "the stream stopped after the module left dn1",
+        );
+    }
+
+    let last = stream.stop();
+    let (missing, got) = counter.missing(from, last, PATIENCE);
+    if !missing.is_empty() {
+        fail(
+            &daemon,
+            &lab,
             &format!(
                 "the host lost datagrams through the take and release: got {got} of {}, \
                  missing {}",

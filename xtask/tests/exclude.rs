@@ -20,6 +20,7 @@ use std::{
 use socket2::{Domain, Protocol, Socket, Type};
 use xtask::lab::{
     mgm_bin, receiver_addr,
+    stream::wait_until,
     traffic::{Capture, Receiver, Sender},
     unique_tag, Daemon, IgmpVersion, Lab, Netns, HOST_IF, SENDER_ADDR,
 };
@@ -461,4 +462,281 @@ fn rfc3376_6_4_every_row_forwards_exactly_the_allowed_sources_native() {
 #[test]
 fn rfc3376_6_4_every_row_forwards_exactly_the_allowed_sources_skb() {
     every_rfc3376_row_forwards_exactly_the_sources_the_state_allows("skb");
+}
+
+/// One downstream's IGMPv3 state of one group in the proxy test: the report its host sends and
+/// the sources that must reach it.
+struct Downstream {
+    report: (Record, Vec<Ipv4Addr>),
+    forwarded: Vec<Ipv4Addr>,
+}
+
+/// One group of the proxy test: each downstream's state, and the sources the merged state
+/// (RFC 3376 §3.2) blocks, which the snooping switch upstream must hold as blocked.
+struct Merged {
+    group: Ipv4Addr,
+    downstreams: [Downstream; 2],
+    blocked: Vec<Ipv4Addr>,
+}
+
+/// The sources the snooping switch holds as blocked (timer 0) for `group` on its port to the
+/// router, if that port is in EXCLUDE mode; from `bridge -d mdb`, the kernel's reading of
+/// mgm's reports.
+fn switch_blocked(lab: &Lab, group: Ipv4Addr) -> Option<Vec<Ipv4Addr>> {
+    let out = lab
+        .sender
+        .bridge(&["-d", "-j", "mdb", "show", "dev", "br0"])
+        .ok()?;
+    let mdb: serde_json::Value = serde_json::from_str(&out).ok()?;
+    let entry = mdb
+        .as_array()?
+        .iter()
+        .filter_map(|m| m["mdb"].as_array())
+        .flatten()
+        .find(|e| {
+            e["grp"] == group.to_string().as_str()
+                && e["port"] == xtask::lab::SWITCH_ROUTER_PORT
+                && e.get("src").is_none()
+        })?;
+    if entry["filter_mode"] != "exclude" {
+        return None;
+    }
+    let blocked = entry["source_list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| {
+            s["timer"]
+                .as_str()
+                .and_then(|t| t.trim().parse::<f64>().ok())
+                == Some(0.0)
+        })
+        .filter_map(|s| s["address"].as_str()?.parse().ok())
+        .collect();
+    Some(blocked)
+}
+
+/// RFC 4605 §4.1: the proxy reports upstream the union of the downstream states, merged as
+/// RFC 3376 §3.2 merges socket states. Two hosts, one per downstream, report different
+/// EXCLUDE and INCLUDE states of the same groups; the kernel bridge upstream, a snooping
+/// switch with IGMPv3 source tracking, must hold exactly the merged blocked sources for mgm's
+/// port, and sources behind it reach each downstream as that downstream's own state says.
+#[test]
+fn rfc4605_4_1_the_proxy_reports_the_merged_downstream_states_upstream() {
+    let g1 = Ipv4Addr::new(239, 21, 0, 1);
+    let g2 = Ipv4Addr::new(239, 21, 0, 2);
+    let groups = [
+        // EXCLUDE {S1,S2} and INCLUDE {S2,S3}: EXCLUDE({S1,S2} - {S2,S3}) = EXCLUDE {S1}.
+        Merged {
+            group: g1,
+            downstreams: [
+                Downstream {
+                    report: (IsEx, vec![S1, S2]),
+                    forwarded: vec![S3, S4],
+                },
+                Downstream {
+                    report: (IsIn, vec![S2, S3]),
+                    forwarded: vec![S2, S3],
+                },
+            ],
+            blocked: vec![S1],
+        },
+        // EXCLUDE {S1,S2} and EXCLUDE {S2,S3}: the intersection, EXCLUDE {S2}.
+        Merged {
+            group: g2,
+            downstreams: [
+                Downstream {
+                    report: (IsEx, vec![S1, S2]),
+                    forwarded: vec![S3, S4],
+                },
+                Downstream {
+                    report: (IsEx, vec![S2, S3]),
+                    forwarded: vec![S1, S4],
+                },
+            ],
+            blocked: vec![S2],
+        },
+    ];
+    let sources = [S1, S2, S3, S4];
+
+    let tag = unique_tag("t");
+    let mut lab = Lab::up(&tag, &[IgmpVersion::V3, IgmpVersion::V3]).expect("lab up");
+    lab.add_upstream_switch().expect("upstream switch");
+    let source_host = lab.upstream_source.as_ref().expect("source host");
+    for s in sources {
+        source_host
+            .ip(&["addr", "add", &format!("{s}/24"), "dev", HOST_IF])
+            .expect("source address");
+    }
+    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{tag}"));
+    // The hosts report from raw sockets and answer no query: the default group membership
+    // interval keeps their state for the whole test.
+    let args = [
+        "--xdp-mode",
+        "native",
+        "--igmp-last-member-interval-ms",
+        "100",
+    ];
+    let mut daemon = Daemon::start(&mgm_bin(), &lab, &pin_dir, &args, false).expect("mgm starts");
+
+    let to = SocketAddrV4::new(Ipv4Addr::new(224, 0, 0, 22), 0).into();
+    let mut settled = Vec::new();
+    for (i, host) in lab.receivers.iter().enumerate() {
+        let raw = reporter(host, receiver_addr(i));
+        for m in &groups {
+            let (kind, srcs) = &m.downstreams[i].report;
+            raw.send_to(&report(*kind, m.group, srcs), &to)
+                .expect("send report");
+            let (verb, last) = match kind {
+                IsIn => ("joins", srcs.last()),
+                _ => ("excludes", srcs.last()),
+            };
+            let last = last.expect("a source");
+            settled.push(format!(
+                "membership: dn{} {verb} ({last}, {})",
+                i + 1,
+                m.group
+            ));
+        }
+    }
+    for line in &settled {
+        if let Err(e) = daemon.wait_for(line, DEADLINE) {
+            fail(&daemon, &format!("the router did not settle: {e:#}"));
+        }
+    }
+
+    // What the upstream heard: the switch answers its own queries' reports from mgm.
+    for m in &groups {
+        if !wait_until(DEADLINE, || {
+            switch_blocked(&lab, m.group).as_deref() == Some(&m.blocked[..])
+        }) {
+            let mdb = lab
+                .sender
+                .bridge(&["-d", "-j", "mdb", "show", "dev", "br0"])
+                .unwrap_or_default();
+            fail(
+                &daemon,
+                &format!(
+                    "the switch upstream does not hold EXCLUDE with {:?} blocked for {}: {mdb}",
+                    m.blocked, m.group
+                ),
+            );
+        }
+    }
+
+    // Then every source sends to every group; each downstream's captures count every datagram.
+    let caps = [
+        Capture::new(&lab.receivers[0], HOST_IF).expect("capture r1"),
+        Capture::new(&lab.receivers[1], HOST_IF).expect("capture r2"),
+    ];
+    let wanted = |i: usize| -> Vec<(Ipv4Addr, Ipv4Addr)> {
+        groups
+            .iter()
+            .flat_map(|m| m.downstreams[i].forwarded.iter().map(|s| (*s, m.group)))
+            .collect()
+    };
+    let wanted = [wanted(0), wanted(1)];
+    let flows: Vec<(Ipv4Addr, Ipv4Addr)> = groups
+        .iter()
+        .flat_map(|m| sources.map(|s| (s, m.group)))
+        .collect();
+    let mut senders: BTreeMap<Ipv4Addr, Sender> = sources
+        .iter()
+        .map(|s| (*s, Sender::new(source_host, *s, 8).expect("sender socket")))
+        .collect();
+    let seen = Mutex::new(Seen::default());
+    let changed = Condvar::new();
+    let done = AtomicBool::new(false);
+    // Has every receiver more than `base` of each flow it wants?
+    let ahead = |s: &Seen, base: &Seen| {
+        [(&s.r1, &base.r1, &wanted[0]), (&s.r2, &base.r2, &wanted[1])]
+            .iter()
+            .all(|(now, before, want)| want.iter().all(|f| now.get(f) > before.get(f)))
+    };
+    let outcome = std::thread::scope(|scope| {
+        for (i, cap) in caps.iter().enumerate() {
+            let (seen, changed, done) = (&seen, &changed, &done);
+            scope.spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    let frames = cap.frames(Duration::from_millis(20));
+                    let mut s = seen.lock().unwrap();
+                    let counts = if i == 0 { &mut s.r1 } else { &mut s.r2 };
+                    for f in frames {
+                        let ip = |at: usize| Ipv4Addr::new(f[at], f[at + 1], f[at + 2], f[at + 3]);
+                        *counts.entry((ip(26), ip(30))).or_default() += 1;
+                    }
+                    changed.notify_all();
+                }
+            });
+        }
+        let result = (|| {
+            // Rounds of one datagram per flow, the unwanted ones first, each round waited
+            // for at both receivers. The first rounds make the MFEs (their datagrams are
+            // dropped meanwhile): they go on until both have one of each flow they want.
+            let mut round = |limit: Duration| -> bool {
+                let base = {
+                    let s = seen.lock().unwrap();
+                    Seen {
+                        r1: s.r1.clone(),
+                        r2: s.r2.clone(),
+                    }
+                };
+                let unwanted = flows
+                    .iter()
+                    .filter(|f| !wanted[0].contains(f) && !wanted[1].contains(f));
+                let wanted_any = flows
+                    .iter()
+                    .filter(|f| wanted[0].contains(f) || wanted[1].contains(f));
+                for (s, g) in unwanted.chain(wanted_any) {
+                    senders
+                        .get_mut(s)
+                        .expect("a sender")
+                        .send(*g, 100)
+                        .expect("send");
+                }
+                let guard = seen.lock().unwrap();
+                let (_guard, timeout) = changed
+                    .wait_timeout_while(guard, limit, |s| !ahead(s, &base))
+                    .unwrap();
+                !timeout.timed_out()
+            };
+            let start = Instant::now();
+            while !round(PRIME_ROUND) {
+                if start.elapsed() > DEADLINE {
+                    return Err("the receivers never got every source they want".to_owned());
+                }
+            }
+            for n in 1..=BURST {
+                if !round(DEADLINE) {
+                    return Err(format!("round {n}: a receiver missed a datagram it wants"));
+                }
+            }
+            Ok(())
+        })();
+        done.store(true, Ordering::Relaxed);
+        result
+    });
+    let s = seen.lock().unwrap();
+    if let Err(e) = outcome {
+        fail(&daemon, &format!("{e}\nr1: {:?}\nr2: {:?}", s.r1, s.r2));
+    }
+    let mut wrong = Vec::new();
+    for (i, counts) in [&s.r1, &s.r2].into_iter().enumerate() {
+        for f in &flows {
+            let n = counts.get(f).copied().unwrap_or_default();
+            let want = wanted[i].contains(f);
+            if want && n <= BURST {
+                wrong.push(format!("dn{} got {n} of {f:?}", i + 1));
+            }
+            if !want && n > 0 {
+                wrong.push(format!(
+                    "dn{} got {n} of {f:?}, which its state blocks",
+                    i + 1
+                ));
+            }
+        }
+    }
+    if !wrong.is_empty() {
+        fail(&daemon, &wrong.join("\n"));
+    }
 }

@@ -3,11 +3,12 @@
 //! downstream receivers upstream. MGM's join and prune alerts (spec §4.5, §4.6) tell it when
 //! the first receiver for a (\*,G) or (S,G) appears downstream and when the last one goes.
 //!
-//! Its host side ([`Upstream`]) turns those into a filter mode and source list per group and
-//! reports them upstream itself (RFC 4605 §4.1, RFC 3376 §5), answering the upstream's queries
-//! from that state. The kernel's host stack is not used: its memberships live in sockets, so a
-//! daemon that died would have left every group upstream (the kernel sends the leaves when it
-//! closes them) and a pruning upstream would stop the streams its XDP goes on forwarding.
+//! Its host side ([`Upstream`]) reports the downstream source filters of those groups, merged
+//! into a filter mode and source list per group ([`downstream_state`]), upstream itself
+//! (RFC 4605 §4.1, RFC 3376 §5), answering the upstream's queries from that state. The
+//! kernel's host stack is not used: its memberships live in sockets, so a daemon that died
+//! would have left every group upstream (the kernel sends the leaves when it closes them) and
+//! a pruning upstream would stop the streams its XDP goes on forwarding.
 //!
 //! It also holds a (\*,\*) membership on the upstream interface, so traffic from downstream
 //! sources goes upstream as well as to the other downstreams that want it (RFC 4605 §4.2).
@@ -19,7 +20,11 @@ use std::{
 };
 
 use crate::{
-    core::{ComponentId, Cx, Instant, InterfaceId, ProtocolId, RoutingProtocol, SourceGroupEntry},
+    core::{
+        ComponentId, Cx, GroupFilter, Instant, InterfaceId, Mgm, ProtocolId, RoutingProtocol,
+        SourceGroupEntry,
+    },
+    handover::HOLD,
     igmp::{
         host::{self, Host},
         querier::FilterMode,
@@ -31,25 +36,9 @@ use crate::{
 pub const PROTOCOL_ID: ProtocolId = ProtocolId(0x4d47_0001);
 pub const COMPONENT_ID: ComponentId = ComponentId(1);
 
-/// A change of the proxy's host membership on the upstream interface.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamChange {
-    Join(SourceGroupEntry),
-    Leave(SourceGroupEntry),
-}
-
-/// "join (198.18.0.2, 232.1.1.1)", "leave (*, 239.1.1.1)".
-impl std::fmt::Display for UpstreamChange {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            UpstreamChange::Join(sg) => write!(f, "join {sg}"),
-            UpstreamChange::Leave(sg) => write!(f, "leave {sg}"),
-        }
-    }
-}
-
-/// Upstream membership changes the proxy decided and the daemon has not applied yet.
-pub type UpstreamQueue = Arc<Mutex<VecDeque<UpstreamChange>>>;
+/// Groups whose first or last receiver downstream came or went since the daemon last read
+/// the downstream state (the routing side's join and prune alerts).
+pub type UpstreamQueue = Arc<Mutex<BTreeSet<Ipv4Addr>>>;
 
 /// Owner of the upstream interface. The RPF interface the core picks and the outgoing list it
 /// computes from memberships are what a proxy wants, so those callbacks keep their defaults.
@@ -59,16 +48,16 @@ pub struct ProxyUpstream {
 }
 
 impl ProxyUpstream {
-    /// A proxy that reports its upstream membership changes into `changes`.
+    /// A proxy that notes the groups its alerts are about in `changes`.
     pub fn new(changes: UpstreamQueue) -> Self {
         ProxyUpstream { changes }
     }
 
-    fn push(&self, change: UpstreamChange) {
+    fn push(&self, group: Ipv4Addr) {
         self.changes
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push_back(change);
+            .insert(group);
     }
 }
 
@@ -76,7 +65,7 @@ impl RoutingProtocol for ProxyUpstream {
     fn join_alert(&mut self, _cx: &mut Cx, sg: SourceGroupEntry, member_update: bool) {
         // Alerts without `member_update` are about one MFE's outgoing list, not receivers.
         if member_update && !sg.group.is_unspecified() {
-            self.push(UpstreamChange::Join(sg));
+            self.push(sg.group);
         }
     }
 
@@ -89,18 +78,22 @@ impl RoutingProtocol for ProxyUpstream {
         _timeout_s: &mut u32,
     ) {
         if member_delete && !sg.group.is_unspecified() {
-            self.push(UpstreamChange::Leave(sg));
+            self.push(sg.group);
         }
     }
 }
 
-/// What the receivers downstream want of one group, from the core's join alerts.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Joins {
-    /// A (\*,G) join: every source.
-    any_source: bool,
-    /// (S,G) joins.
-    sources: BTreeSet<Ipv4Addr>,
+/// What the receivers downstream of `upstream` want of `group`: every other interface's
+/// source filter, merged as RFC 3376 §3.2 merges socket states (RFC 4605 §4.1). The proxy's
+/// own (\*,\*) membership on the upstream interface is not a receiver and is left out.
+pub fn downstream_state(mgm: &Mgm, group: Ipv4Addr, upstream: InterfaceId) -> Option<GroupFilter> {
+    let filters = mgm.group_filters(group);
+    GroupFilter::merge(
+        filters
+            .iter()
+            .filter(|(id, _)| **id != upstream)
+            .map(|(_, f)| f),
+    )
 }
 
 /// A change of the groups the upstream interface must receive at the link layer.
@@ -110,18 +103,24 @@ pub enum FilterChange {
     Remove(Ipv4Addr),
 }
 
-/// The proxy's host side on the upstream interface, sans-IO: the joins it was given, the
-/// interface state per group they make, and the IGMP host that reports it.
-///
-/// Each group's state is a filter mode and a source list, as RFC 3376 §3.2 merges them: today
-/// a (\*,G) join makes EXCLUDE {} and (S,G) joins make INCLUDE of their sources, and a
-/// merge of downstream EXCLUDE filters would set the same state.
+/// The proxy's host side on the upstream interface, sans-IO: the merged downstream state of
+/// each group, and the IGMP host that reports it (a filter mode and source list per group,
+/// RFC 3376 §3.2).
 #[derive(Debug)]
 pub struct Upstream {
-    joins: BTreeMap<Ipv4Addr, Joins>,
-    /// Adopted forwarding entries from the upstream, as joins, reported until the core has
-    /// re-learned the receivers ([`Upstream::end_adoption`]).
-    adopted: BTreeMap<Ipv4Addr, Joins>,
+    /// The merged downstream state of each group ([`downstream_state`]).
+    wanted: BTreeMap<Ipv4Addr, GroupFilter>,
+    /// Adopted forwarding entries from the upstream, reported until the core has re-learned
+    /// the receivers ([`Upstream::end_adoption`]).
+    adopted: BTreeMap<Ipv4Addr, GroupFilter>,
+    /// What the host reports of each group.
+    reported: BTreeMap<Ipv4Addr, GroupFilter>,
+    /// While an interface changes owner, no reported state shrinks before this moment: the
+    /// new owner re-adds the receivers it keeps within the handover hold, and an upstream
+    /// that prunes at once would cut them off in between.
+    hold_until: Option<Instant>,
+    /// The reported state, at the start of the hold, of each group that changed during it.
+    held: BTreeMap<Ipv4Addr, Option<GroupFilter>>,
     host: Host,
     filter: VecDeque<FilterChange>,
 }
@@ -130,29 +129,38 @@ impl Upstream {
     /// A host side with no group; `seed` drives its random report delays.
     pub fn new(config: host::Config, seed: u64) -> Upstream {
         Upstream {
-            joins: BTreeMap::new(),
+            wanted: BTreeMap::new(),
             adopted: BTreeMap::new(),
+            reported: BTreeMap::new(),
+            hold_until: None,
+            held: BTreeMap::new(),
             host: Host::new(config, seed),
             filter: VecDeque::new(),
         }
     }
 
-    /// Applies one membership change the routing side decided.
-    pub fn apply(&mut self, now: Instant, change: UpstreamChange) {
-        let (UpstreamChange::Join(sg) | UpstreamChange::Leave(sg)) = change;
-        let joins = self.joins.entry(sg.group).or_default();
-        let join = matches!(change, UpstreamChange::Join(_));
-        if sg.source.is_unspecified() {
-            joins.any_source = join;
-        } else if join {
-            joins.sources.insert(sg.source);
-        } else {
-            joins.sources.remove(&sg.source);
-        }
-        if *joins == Joins::default() {
-            self.joins.remove(&sg.group);
-        }
-        self.update(now, sg.group);
+    /// Sets the merged downstream state of `group` (`None`: no receiver).
+    pub fn set(&mut self, now: Instant, group: Ipv4Addr, state: Option<GroupFilter>) {
+        match state {
+            Some(f) => self.wanted.insert(group, f),
+            None => self.wanted.remove(&group),
+        };
+        self.update(now, group);
+    }
+
+    /// The merged downstream state of `group` last set.
+    pub fn wanted(&self, group: Ipv4Addr) -> Option<&GroupFilter> {
+        self.wanted.get(&group)
+    }
+
+    /// The groups some downstream receiver wants.
+    pub fn wanted_groups(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.wanted.keys().copied()
+    }
+
+    /// An interface changed owner at `now`: for [`HOLD`], what the host reports only grows.
+    pub fn hold(&mut self, now: Instant) {
+        self.hold_until = Some(now + HOLD);
     }
 
     /// Takes the forwarding entries a previous daemon left that arrive on the upstream and go
@@ -160,12 +168,13 @@ impl Upstream {
     /// the upstream goes on sending them while the receivers are heard again.
     pub fn adopt(&mut self, now: Instant, entries: impl IntoIterator<Item = (Ipv4Addr, Ipv4Addr)>) {
         for (source, group) in entries {
-            let joins = self.adopted.entry(group).or_default();
-            if source.is_unspecified() {
-                joins.any_source = true;
+            let entry = if source.is_unspecified() {
+                GroupFilter::Exclude(BTreeSet::new())
             } else {
-                joins.sources.insert(source);
-            }
+                GroupFilter::Include([source].into())
+            };
+            let merged = GroupFilter::merge(self.adopted.get(&group).into_iter().chain([&entry]));
+            self.adopted.extend(merged.map(|m| (group, m)));
         }
         let groups: Vec<Ipv4Addr> = self.adopted.keys().copied().collect();
         for g in groups {
@@ -173,7 +182,7 @@ impl Upstream {
         }
     }
 
-    /// The core has taken the adopted entries over: only its joins count from now on.
+    /// The core has taken the adopted entries over: only its state counts from now on.
     pub fn end_adoption(&mut self, now: Instant) {
         let adopted = std::mem::take(&mut self.adopted);
         for g in adopted.into_keys() {
@@ -187,8 +196,11 @@ impl Upstream {
             self.filter.push_back(FilterChange::Remove(g));
         }
         self.host.leave_all(now);
-        self.joins.clear();
+        self.wanted.clear();
         self.adopted.clear();
+        self.reported.clear();
+        self.held.clear();
+        self.hold_until = None;
     }
 
     /// Takes an IGMP message heard on the upstream interface.
@@ -198,10 +210,20 @@ impl Upstream {
 
     pub fn handle_timeout(&mut self, now: Instant) {
         self.host.handle_timeout(now);
+        if self.hold_until.is_some_and(|at| at <= now) {
+            self.hold_until = None;
+            for g in std::mem::take(&mut self.held).into_keys() {
+                self.update(now, g);
+            }
+        }
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.host.poll_timeout()
+        self.host
+            .poll_timeout()
+            .into_iter()
+            .chain(self.hold_until)
+            .min()
     }
 
     /// The next report to send upstream.
@@ -219,25 +241,38 @@ impl Upstream {
         self.filter.pop_front()
     }
 
-    /// The interface state of `group` (RFC 3376 §3.2): EXCLUDE {} with a (\*,G) join, else
-    /// INCLUDE of the joined sources, adopted ones included.
-    fn state(&self, group: Ipv4Addr) -> (FilterMode, BTreeSet<Ipv4Addr>) {
-        let all = [self.joins.get(&group), self.adopted.get(&group)];
-        if all.iter().flatten().any(|j| j.any_source) {
-            return (FilterMode::Exclude, BTreeSet::new());
+    /// The interface state of `group` (RFC 3376 §3.2): the downstream state merged with the
+    /// adopted entries and, during a hold, with what was reported when it began.
+    fn state(&mut self, now: Instant, group: Ipv4Addr) -> Option<GroupFilter> {
+        let state = GroupFilter::merge(
+            self.wanted
+                .get(&group)
+                .into_iter()
+                .chain(self.adopted.get(&group)),
+        );
+        if self.hold_until.is_none_or(|at| at <= now) {
+            return state;
         }
-        let sources = all
-            .into_iter()
-            .flatten()
-            .flat_map(|j| j.sources.iter().copied())
-            .collect();
-        (FilterMode::Include, sources)
+        let before = self
+            .held
+            .entry(group)
+            .or_insert_with(|| self.reported.get(&group).cloned());
+        GroupFilter::merge(state.iter().chain(before.iter()))
     }
 
     fn update(&mut self, now: Instant, group: Ipv4Addr) {
         let had = self.host.is_member(group);
-        let (mode, sources) = self.state(group);
+        let state = self.state(now, group);
+        let (mode, sources) = match &state {
+            Some(GroupFilter::Exclude(x)) => (FilterMode::Exclude, x.clone()),
+            Some(GroupFilter::Include(i)) => (FilterMode::Include, i.clone()),
+            None => (FilterMode::Include, BTreeSet::new()),
+        };
         self.host.set(now, group, mode, sources);
+        match state {
+            Some(s) => self.reported.insert(group, s),
+            None => self.reported.remove(&group),
+        };
         let has = self.host.is_member(group);
         match (had, has) {
             (false, true) => self.filter.push_back(FilterChange::Add(group)),
@@ -252,7 +287,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::core::{Config, Instant, Mgm, MGM_JOIN_STATE_FLAG};
+    use crate::core::{Config, Instant, Mgm, MGM_EXCLUDE_STATE_FLAG, MGM_JOIN_STATE_FLAG};
 
     const G: Ipv4Addr = Ipv4Addr::new(239, 1, 1, 1);
     const UP: InterfaceId = InterfaceId::new(1);
@@ -260,16 +295,10 @@ mod tests {
     const D2: InterfaceId = InterfaceId::new(3);
 
     #[test]
-    fn upstream_changes_and_entries_read_as_the_operator_writes_them() {
+    fn entries_and_map_ops_read_as_the_operator_writes_them() {
         let sg = SourceGroupEntry::sg(Ipv4Addr::new(198, 18, 0, 2), Ipv4Addr::new(232, 1, 1, 1));
-        assert_eq!(
-            UpstreamChange::Join(sg).to_string(),
-            "join (198.18.0.2, 232.1.1.1)"
-        );
-        assert_eq!(
-            UpstreamChange::Leave(SourceGroupEntry::star_g(G)).to_string(),
-            "leave (*, 239.1.1.1)"
-        );
+        assert_eq!(sg.to_string(), "(198.18.0.2, 232.1.1.1)");
+        assert_eq!(SourceGroupEntry::star_g(G).to_string(), "(*, 239.1.1.1)");
         assert_eq!(SourceGroupEntry::star_star().to_string(), "(*, *)");
         let op = crate::core::MapOp::InstallMfe {
             source: Ipv4Addr::UNSPECIFIED,
@@ -283,7 +312,8 @@ mod tests {
         );
     }
 
-    /// The proxy on UP and IGMP on D1 and D2, as `mgm run` registers them.
+    /// The proxy on UP with its (\*,\*) membership there, and IGMP on D1 and D2, as `mgm run`
+    /// registers them.
     fn setup() -> (Mgm, crate::core::ProtocolHandle, UpstreamQueue) {
         let queue = UpstreamQueue::default();
         let mut mgm = Mgm::new(Config::default());
@@ -296,6 +326,14 @@ mod tests {
             )
             .unwrap();
         mgm.take_interface_ownership(proxy, UP, now).unwrap();
+        mgm.add_group_membership_entry(
+            proxy,
+            SourceGroupEntry::star_star(),
+            UP,
+            MGM_JOIN_STATE_FLAG,
+            now,
+        )
+        .unwrap();
         let igmp = crate::protocols::igmp::Igmp::register(&mut mgm)
             .unwrap()
             .handle();
@@ -305,19 +343,21 @@ mod tests {
         (mgm, igmp, queue)
     }
 
-    fn drain(q: &UpstreamQueue) -> Vec<UpstreamChange> {
-        q.lock().unwrap().drain(..).collect()
+    fn drain(q: &UpstreamQueue) -> Vec<Ipv4Addr> {
+        std::mem::take(&mut *q.lock().unwrap())
+            .into_iter()
+            .collect()
     }
 
     #[test]
-    fn spec4_5_first_receiver_downstream_joins_upstream_and_the_last_leaves() {
+    fn spec4_5_alerts_of_the_first_and_last_receiver_downstream_name_the_group() {
         let (mut mgm, igmp, queue) = setup();
         let now = Instant::from_millis(0);
         let star = SourceGroupEntry::star_g(G);
         mgm.add_group_membership_entry(igmp, star, D1, MGM_JOIN_STATE_FLAG, now)
             .unwrap();
-        assert_eq!(drain(&queue), [UpstreamChange::Join(star)]);
-        // A second interface of the same holder: no alert, nothing upstream.
+        assert_eq!(drain(&queue), [G]);
+        // A second interface of the same holder: no alert.
         mgm.add_group_membership_entry(igmp, star, D2, MGM_JOIN_STATE_FLAG, now)
             .unwrap();
         mgm.delete_group_membership_entry(igmp, star, D1, MGM_JOIN_STATE_FLAG, now)
@@ -325,7 +365,7 @@ mod tests {
         assert!(drain(&queue).is_empty());
         mgm.delete_group_membership_entry(igmp, star, D2, MGM_JOIN_STATE_FLAG, now)
             .unwrap();
-        assert_eq!(drain(&queue), [UpstreamChange::Leave(star)]);
+        assert_eq!(drain(&queue), [G]);
     }
 
     use crate::igmp::{
@@ -335,6 +375,7 @@ mod tests {
 
     const S: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
     const S2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
+    const S3: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 4);
 
     /// The v3 records `up` sends now, in order.
     fn records(up: &mut Upstream) -> Vec<GroupRecord> {
@@ -361,28 +402,157 @@ mod tests {
         }
     }
 
-    #[test]
-    fn rfc4605_4_1_joins_become_the_groups_filter_mode_and_sources_upstream() {
-        let mut up = Upstream::new(host::Config::default(), 1);
+    fn include(sources: &[Ipv4Addr]) -> Option<GroupFilter> {
+        Some(GroupFilter::Include(sources.iter().copied().collect()))
+    }
+
+    fn exclude(sources: &[Ipv4Addr]) -> Option<GroupFilter> {
+        Some(GroupFilter::Exclude(sources.iter().copied().collect()))
+    }
+
+    /// IGMP's entries for `state` of G on `id` (spec §4.8: EXCLUDE(X) is (\*,G) plus an
+    /// exclusion per source of X), added or, with `add` false, deleted.
+    fn igmp_state(
+        mgm: &mut Mgm,
+        igmp: crate::core::ProtocolHandle,
+        id: InterfaceId,
+        state: &GroupFilter,
+        add: bool,
+    ) {
         let now = Instant::from_millis(0);
-        up.apply(now, UpstreamChange::Join(SourceGroupEntry::sg(S, G)));
+        let entries: Vec<(SourceGroupEntry, u32)> = match state {
+            GroupFilter::Include(i) => i
+                .iter()
+                .map(|s| (SourceGroupEntry::sg(*s, G), MGM_JOIN_STATE_FLAG))
+                .collect(),
+            GroupFilter::Exclude(x) => {
+                std::iter::once((SourceGroupEntry::star_g(G), MGM_JOIN_STATE_FLAG))
+                    .chain(
+                        x.iter()
+                            .map(|s| (SourceGroupEntry::sg(*s, G), MGM_EXCLUDE_STATE_FLAG)),
+                    )
+                    .collect()
+            }
+        };
+        // Exclusions go before the (*,G) join they stand under.
+        let ordered: Vec<_> = if add {
+            entries
+        } else {
+            entries.into_iter().rev().collect()
+        };
+        for (sg, flags) in ordered {
+            if add {
+                mgm.add_group_membership_entry(igmp, sg, id, flags, now)
+                    .unwrap();
+            } else {
+                mgm.delete_group_membership_entry(igmp, sg, id, flags, now)
+                    .unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn rfc4605_4_1_the_downstream_states_merge_into_the_state_reported_upstream() {
+        let (mut mgm, igmp, _queue) = setup();
+        let mut up = Upstream::new(host::Config::default(), 1);
+        // Each step 10 s after the last, once the last change's reports were repeated.
+        let mut now = Instant::from_millis(0);
+        let mut report = |mgm: &Mgm, up: &mut Upstream| {
+            now = now + std::time::Duration::from_secs(10);
+            settle(up, now);
+            up.set(now, G, downstream_state(mgm, G, UP));
+            records(up)
+        };
+        // The proxy's own (*,*) on UP is no receiver: nothing downstream, nothing upstream.
+        assert_eq!(downstream_state(&mgm, G, UP), None);
+        // INCLUDE {S, S2} on D2 alone.
+        let d2 = include(&[S, S2]).unwrap();
+        igmp_state(&mut mgm, igmp, D2, &d2, true);
         assert_eq!(
-            records(&mut up),
-            [record(RecordType::AllowNewSources, &[S])]
+            report(&mgm, &mut up),
+            [record(RecordType::AllowNewSources, &[S, S2])]
         );
         assert_eq!(filter(&mut up), [FilterChange::Add(G)]);
-        // A (*,G) join on top makes the group EXCLUDE {}.
-        up.apply(now, UpstreamChange::Join(SourceGroupEntry::star_g(G)));
-        assert_eq!(records(&mut up), [record(RecordType::ChangeToExclude, &[])]);
-        up.apply(now, UpstreamChange::Leave(SourceGroupEntry::star_g(G)));
+        // EXCLUDE {S, S3} on D1: EXCLUDE of what every EXCLUDE blocks and no INCLUDE lists.
+        let d1 = exclude(&[S, S3]).unwrap();
+        igmp_state(&mut mgm, igmp, D1, &d1, true);
+        assert_eq!(downstream_state(&mgm, G, UP), exclude(&[S3]));
         assert_eq!(
-            records(&mut up),
-            [record(RecordType::ChangeToInclude, &[S])]
+            report(&mgm, &mut up),
+            [record(RecordType::ChangeToExclude, &[S3])]
         );
-        assert!(filter(&mut up).is_empty(), "still a member");
-        up.apply(now, UpstreamChange::Leave(SourceGroupEntry::sg(S, G)));
+        // D2 goes EXCLUDE {S2, S3} instead: the intersection of the EXCLUDE lists, {S3}, so
+        // nothing changes upstream.
+        igmp_state(&mut mgm, igmp, D2, &d2, false);
+        let d2 = exclude(&[S2, S3]).unwrap();
+        igmp_state(&mut mgm, igmp, D2, &d2, true);
+        assert_eq!(downstream_state(&mgm, G, UP), exclude(&[S3]));
+        assert!(report(&mgm, &mut up).is_empty());
+        // D1 leaves: EXCLUDE {S2, S3}, the blocked S2 told as a BLOCK.
+        igmp_state(&mut mgm, igmp, D1, &d1, false);
+        assert_eq!(
+            report(&mgm, &mut up),
+            [record(RecordType::BlockOldSources, &[S2])]
+        );
+        // D2 leaves too: the proxy leaves the group upstream.
+        igmp_state(&mut mgm, igmp, D2, &d2, false);
+        assert_eq!(
+            report(&mgm, &mut up),
+            [record(RecordType::ChangeToInclude, &[])]
+        );
         assert_eq!(filter(&mut up), [FilterChange::Remove(G)]);
         assert_eq!(up.groups().count(), 0);
+    }
+
+    /// Runs `up`'s timers due before `until` (the repetitions of its reports) and drains what
+    /// they send.
+    fn settle(up: &mut Upstream, until: Instant) {
+        while let Some(at) = up.poll_timeout().filter(|at| *at < until) {
+            up.handle_timeout(at);
+            records(up);
+        }
+    }
+
+    #[test]
+    fn a_leave_during_the_handover_hold_is_held_and_a_join_in_time_cancels_it() {
+        let mut up = Upstream::new(host::Config::default(), 1);
+        let t = Instant::from_millis;
+        up.set(t(0), G, exclude(&[]));
+        filter(&mut up);
+        settle(&mut up, t(10_000));
+        // An interface changes owner; its receivers go, and come back 50 ms later.
+        up.hold(t(10_000));
+        up.set(t(10_000), G, None);
+        assert!(records(&mut up).is_empty(), "the leave waits for the hold");
+        assert_eq!(up.poll_timeout(), Some(t(10_000) + HOLD));
+        up.set(t(10_050), G, exclude(&[]));
+        up.handle_timeout(t(10_000) + HOLD);
+        assert!(records(&mut up).is_empty());
+        assert!(filter(&mut up).is_empty());
+        assert_eq!(up.groups().collect::<Vec<_>>(), [G]);
+        assert_eq!(up.poll_timeout(), None);
+        // Another change of owner, and nobody wants G after it: it is left when the hold
+        // ends. A group that comes during a hold is reported at once.
+        let g2 = Ipv4Addr::new(239, 1, 1, 2);
+        up.hold(t(20_000));
+        up.set(t(20_000), G, None);
+        up.set(t(20_010), g2, include(&[S]));
+        assert_eq!(
+            records(&mut up),
+            [GroupRecord {
+                kind: RecordType::AllowNewSources,
+                group: g2,
+                sources: vec![S],
+            }]
+        );
+        settle(&mut up, t(20_000) + HOLD);
+        assert_eq!(up.groups().count(), 2, "G is still reported");
+        up.handle_timeout(t(20_000) + HOLD);
+        assert_eq!(records(&mut up), [record(RecordType::ChangeToInclude, &[])]);
+        assert_eq!(
+            filter(&mut up),
+            [FilterChange::Add(g2), FilterChange::Remove(G)]
+        );
     }
 
     #[test]
@@ -396,11 +566,11 @@ mod tests {
         );
         assert_eq!(filter(&mut up), [FilterChange::Add(G)]);
         // A host re-joined (*,G) downstream before the end of the adoption.
-        up.apply(now, UpstreamChange::Join(SourceGroupEntry::star_g(G)));
+        up.set(now, G, exclude(&[]));
         assert_eq!(records(&mut up), [record(RecordType::ChangeToExclude, &[])]);
         up.end_adoption(now);
         assert!(records(&mut up).is_empty(), "the (*,G) join covers them");
-        up.apply(now, UpstreamChange::Leave(SourceGroupEntry::star_g(G)));
+        up.set(now, G, None);
         assert_eq!(records(&mut up), [record(RecordType::ChangeToInclude, &[])]);
         assert_eq!(filter(&mut up), [FilterChange::Remove(G)]);
     }

@@ -16,7 +16,7 @@ use std::{
 
 use xtask::lab::{
     traffic::{Receiver, Sender},
-    Lab, SENDER_ADDR,
+    Lab, Netns, SENDER_ADDR,
 };
 
 pub use xtask::lab::{mgm_bin, FAST_IGMP};
@@ -35,7 +35,12 @@ impl Stream {
     pub const PERIOD: Duration = Duration::from_millis(1);
 
     pub fn start(lab: &Lab, group: Ipv4Addr) -> Stream {
-        let mut tx = Sender::new(&lab.sender, SENDER_ADDR, 8).expect("sender socket");
+        Stream::from_host(&lab.sender, SENDER_ADDR, group)
+    }
+
+    /// The stream from `address` of `host`, such as the source behind an upstream switch.
+    pub fn from_host(host: &Netns, address: Ipv4Addr, group: Ipv4Addr) -> Stream {
+        let mut tx = Sender::new(host, address, 8).expect("sender socket");
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
             // The stop channel paces the stream: each timeout is the next datagram's turn.
