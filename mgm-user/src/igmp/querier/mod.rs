@@ -117,14 +117,14 @@ pub struct Counters {
     pub group_limit_hits: u64,
     /// Source records refused because of [`Config::max_sources`].
     pub source_limit_hits: u64,
-    /// Times the querier ran again more than [`STALL`] after a deadline: see
-    /// [`Querier::handle_timeout`].
+    /// Stalls of the driver the querier was told of: see [`Querier::postpone`].
     pub stalls: u64,
 }
 
-/// A deadline missed by more than this means the querier itself did not run (its daemon was
+/// A deadline missed by more than this means the querier's driver did not run (the daemon was
 /// stopped or starved), which hosts cannot be blamed for: well above how late a busy event
 /// loop runs a timer, well below the shortest group membership interval anyone configures.
+/// The driver then calls [`Querier::postpone`].
 pub const STALL: Duration = Duration::from_secs(1);
 
 /// The interface-wide timers, indexing [`Querier::timers`].
@@ -384,25 +384,24 @@ impl Querier {
         self.budget.used
     }
 
-    /// Moves the clock to `now`. After a stall (a deadline missed by more than [`STALL`])
-    /// every timer moves on by the time missed, so no membership expires for reports the
-    /// hosts could not send (no query went out) or the daemon did not read; the overdue
-    /// deadline then fires at once, which is usually the general query that asks them again.
-    fn tick(&mut self, now: Instant) -> Instant {
-        let now = self.now.max(now);
-        let missed = self.poll_timeout().map(|due| now.saturating_since(due));
-        if let Some(by) = missed.filter(|m| *m > STALL) {
-            self.counters.stalls += 1;
-            for t in self.timers.iter_mut().flatten() {
-                *t = after(*t, by);
-            }
-            for g in self.groups.values_mut() {
-                g.postpone(by);
-            }
-            self.groups_due = self.groups_due.map(|t| after(t, by));
+    /// The driver did not run for `by` (a stall, see [`STALL`]): every timer moves on by as
+    /// much, so no membership expires for reports the hosts could not send (no query went
+    /// out) or the driver did not read. The overdue deadlines then fire at the next call,
+    /// usually the general query that asks the hosts again.
+    pub fn postpone(&mut self, by: Duration) {
+        self.counters.stalls += 1;
+        for t in self.timers.iter_mut().flatten() {
+            *t = after(*t, by);
         }
-        self.now = now;
-        now
+        for g in self.groups.values_mut() {
+            g.postpone(by);
+        }
+        self.groups_due = self.groups_due.map(|t| after(t, by));
+    }
+
+    fn tick(&mut self, now: Instant) -> Instant {
+        self.now = self.now.max(now);
+        self.now
     }
 
     fn params(&self) -> Params {
