@@ -77,6 +77,8 @@ struct Router {
     clients: Vec<Client>,
     /// The core's epoch: its `Instant`s are milliseconds since this moment.
     epoch: std::time::Instant,
+    /// The deadline the event loop last slept towards, for [`Router::catch_up`].
+    armed: Option<tokio::time::Instant>,
 }
 
 impl Router {
@@ -123,6 +125,7 @@ impl Router {
             sockets: BTreeMap::new(),
             clients,
             epoch: std::time::Instant::now(),
+            armed: None,
         })
     }
 
@@ -192,6 +195,21 @@ impl Router {
             .chain(self.igmp.poll_timeout())
             .min()
             .map(|at| self.deadline(at))
+    }
+
+    /// Called when the loop wakes, before IGMP hears anything: a deadline missed by more than
+    /// [`querier::STALL`] means the loop did not run (the process was stopped, or starved),
+    /// and IGMP's timers move on by as much, so no host is dropped for reports nobody asked
+    /// for or read in the meantime.
+    fn catch_up(&mut self) {
+        let Some(armed) = self.armed.take() else {
+            return;
+        };
+        let late = tokio::time::Instant::now().saturating_duration_since(armed);
+        if late > querier::STALL {
+            warn!("the event loop ran {late:?} late (stopped or starved): IGMP timers postponed by as much");
+            self.igmp.postpone(late);
+        }
     }
 
     fn deadline(&self, at: core::Instant) -> tokio::time::Instant {
@@ -517,6 +535,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
     tokio::pin!(shutdown);
     loop {
         let deadline = router.next_deadline();
+        router.armed = deadline;
         let hold_ends = handover.poll_timeout().map(|at| router.deadline(at));
         let upstream_deadline = upstream
             .as_ref()
@@ -528,6 +547,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         tokio::select! {
             guard = events.readable_mut() => {
                 let mut guard = guard.context("event ring buffer poll failed")?;
+                router.catch_up();
                 while let Some(record) = guard.get_inner_mut().next() {
                     let event = ringbuf::decode(&record);
                     upstream_igmp(&mut upstream, router.now(), &event);
@@ -536,6 +556,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
                 guard.clear_ready();
             }
             () = sleep_until(deadline) => {
+                router.catch_up();
                 // Fresh counters tell the core which expiring MFEs still carry a flow.
                 let now = router.now();
                 let due = router.mgm.expiring(now);
@@ -1128,7 +1149,7 @@ fn watch<T: std::os::fd::AsRawFd>(inner: T) -> std::io::Result<AsyncFd<T>> {
 }
 
 /// Sleeps until `deadline`, or forever without one.
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,

@@ -451,7 +451,7 @@ impl Mgm {
                 }
                 // §4.8: only the OIF lists change, with their §4.7 alerts.
                 if self.members.insert_exclude(key, h, id)? {
-                    self.sync_mfes(now, true);
+                    self.sync_covered_mfes(key, now);
                 }
                 return Ok(());
             }
@@ -466,7 +466,7 @@ impl Mgm {
         if forward {
             self.for_covered_mfes(key, id, |s| s.forward_pin = true);
         }
-        self.sync_mfes(now, true);
+        self.sync_covered_mfes(key, now);
         Ok(())
     }
 
@@ -510,7 +510,7 @@ impl Mgm {
                 if !self.members.remove_exclude(key, h, id) {
                     return Err(MgmError::NotFound);
                 }
-                self.sync_mfes(now, true);
+                self.sync_covered_mfes(key, now);
                 return Ok(());
             }
         };
@@ -523,7 +523,7 @@ impl Mgm {
         if forward {
             self.for_covered_mfes(key, id, |s| s.forward_pin = false);
         }
-        self.sync_mfes(now, true);
+        self.sync_covered_mfes(key, now);
         Ok(())
     }
 
@@ -596,8 +596,8 @@ impl Mgm {
         id: InterfaceId,
         mut f: impl FnMut(&mut OifState),
     ) {
-        for (k, mfe) in &mut self.mfes {
-            if key.covers(k.source, k.group) {
+        for k in self.covered_mfes(key) {
+            if let Some(mfe) = self.mfes.get_mut(&k) {
                 mfe.update_oif(id, &mut f);
             }
         }

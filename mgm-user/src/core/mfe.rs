@@ -11,7 +11,7 @@ use super::action::MapOp;
 use super::error::MgmError;
 use super::protocol::{MgmIfEntry, RouteInfo};
 use super::time::Instant;
-use super::types::{InterfaceId, ProtocolHandle, ProtocolId, SourceGroupEntry};
+use super::types::{InterfaceId, MembershipKey, ProtocolHandle, ProtocolId, SourceGroupEntry};
 use super::Mgm;
 
 /// An MFE's key. Field order makes MFEs sort by group, then source, as enumeration needs
@@ -479,8 +479,48 @@ impl Mgm {
     /// list that went empty ↔ non-empty sends the MFE-level alert to the iif owner, after all
     /// map writes (spec §4.7 ordering).
     pub(super) fn sync_mfes(&mut self, now: Instant, alerts: bool) {
-        let mut transitions = Vec::new();
         let keys: Vec<MfeKey> = self.mfes.keys().copied().collect();
+        self.sync_some_mfes(keys, now, alerts);
+    }
+
+    /// [`Mgm::sync_mfes`] for the MFEs a membership change of `key` can move: the only ones
+    /// whose OIF candidates it changes (spec §5.3), so its cost follows them, not the table.
+    pub(super) fn sync_covered_mfes(&mut self, key: MembershipKey, now: Instant) {
+        let keys = self.covered_mfes(key);
+        self.sync_some_mfes(keys, now, true);
+    }
+
+    /// The MFEs `key` covers. MFEs sort by group, then source, so a (*,G) is a range of the
+    /// table and an (S,G) one entry; only (*,*) covers them all.
+    pub(super) fn covered_mfes(&self, key: MembershipKey) -> Vec<MfeKey> {
+        if key.group.is_unspecified() {
+            return self.mfes.keys().copied().collect();
+        }
+        if key.is_source_specific() {
+            let one = MfeKey {
+                group: key.group,
+                source: key.source,
+            };
+            return self
+                .mfes
+                .get_key_value(&one)
+                .map(|(k, _)| *k)
+                .into_iter()
+                .collect();
+        }
+        let first = MfeKey {
+            group: key.group,
+            source: Ipv4Addr::UNSPECIFIED,
+        };
+        let last = MfeKey {
+            group: key.group,
+            source: Ipv4Addr::BROADCAST,
+        };
+        self.mfes.range(first..=last).map(|(k, _)| *k).collect()
+    }
+
+    fn sync_some_mfes(&mut self, keys: Vec<MfeKey>, now: Instant, alerts: bool) {
+        let mut transitions = Vec::new();
         for key in keys {
             let was_negative = self.installed.get(&key).map(|(_, o)| o.is_empty());
             let negative = self.install_current(key);

@@ -197,12 +197,6 @@ impl MembershipKey {
         }
     }
 
-    /// Whether this key covers a packet (s, g) (spec §4.1 table).
-    pub(crate) fn covers(self, source: Ipv4Addr, group: Ipv4Addr) -> bool {
-        self.group.is_unspecified()
-            || (self.group == group && (self.source.is_unspecified() || self.source == source))
-    }
-
     /// (S,G) keys alert the RPF owner; wildcard keys use the holder-count rules (spec §4.5).
     pub(crate) fn is_source_specific(self) -> bool {
         !self.source.is_unspecified()

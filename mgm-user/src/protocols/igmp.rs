@@ -173,6 +173,14 @@ impl Igmp {
         }
     }
 
+    /// Every querier's timers move on by `by`, the time the daemon did not run
+    /// ([`Querier::postpone`]).
+    pub fn postpone(&mut self, by: std::time::Duration) {
+        for q in lock(&self.queriers).values_mut() {
+            q.postpone(by);
+        }
+    }
+
     /// When [`Igmp::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         lock(&self.queriers)

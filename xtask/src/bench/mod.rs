@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: measurements that go with a ratio against a baseline from the same run.
 //! Today: the XDP program's per-packet CPU cost against a parse-nothing broadcast redirect
-//! (BPF_PROG_TEST_RUN timing), MFE installs per second against plain map inserts, and the
-//! verifier's instruction counts; and the forwarding rate against the kernel's bridge, a TC
+//! (BPF_PROG_TEST_RUN timing), MFE installs per second against plain map inserts, membership
+//! changes through the core with 100k entries against an empty table, and the verifier's
+//! instruction counts; and the forwarding rate against the kernel's bridge, a TC
 //! `bpf_clone_redirect` forwarder, the kernel's ipmr (where the kernel has it), raw XDP
 //! redirects and an XDP_DROP ceiling on the lab topology ([`forwarding`]); and the control
 //! plane (IGMP reports per second, join latency, memory) against igmpproxy where the kernel has
@@ -26,7 +27,8 @@ use crate::{
 /// A part of the benchmark, for `--only`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Part {
-    /// The XDP program's cost per packet (test runs), MFE installs/s, verifier counts.
+    /// The XDP program's cost per packet (test runs), MFE installs/s, membership changes
+    /// through the core, verifier counts.
     PerPacket,
     /// IGMP reports/s, join latency and memory against igmpproxy.
     Control,
@@ -112,7 +114,15 @@ fn per_packet(
     if quick {
         cmd.arg("--quick");
     }
-    let lines: Vec<Value> = output(&mut cmd)?
+    let mut printed = output(&mut cmd)?;
+    // The core's membership changes with a full table against an empty one (no root needed).
+    let mut core = cargo();
+    core.args(["bench", "-p", "mgm-user", "--bench", "core_scale", "--"]);
+    if quick {
+        core.arg("--quick");
+    }
+    printed += &output(&mut core)?;
+    let lines: Vec<Value> = printed
         .lines()
         .filter(|l| l.starts_with('{'))
         .map(serde_json::from_str)
@@ -140,6 +150,16 @@ fn per_packet(
     }
     println!("\ncontrol plane (median of rounds):");
     for r in &control {
+        if let Some(micros) = r["micros"].as_f64() {
+            println!(
+                "  {}: {micros:.1} us, {:.2} × {} ({:.1} us)",
+                r["control"].as_str().unwrap_or("?"),
+                r["ratio"].as_f64().unwrap_or(f64::NAN),
+                r["baseline"].as_str().unwrap_or("?"),
+                r["baseline_micros"].as_f64().unwrap_or(f64::NAN)
+            );
+            continue;
+        }
         println!(
             "  {}: {:.0}/s, {:.2} × {} ({:.0}/s)",
             r["control"].as_str().unwrap_or("?"),

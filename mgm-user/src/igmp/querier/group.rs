@@ -163,6 +163,16 @@ impl Group {
         }
     }
 
+    /// Moves every deadline of the group, its sources and its hosts `by` later.
+    pub(super) fn postpone(&mut self, by: std::time::Duration) {
+        let timers = self.timers.iter_mut().flatten();
+        let sources = self.sources.values_mut().flatten();
+        let hosts = self.hosts.values_mut().map(|h| &mut h.expires);
+        for t in timers.chain(sources).chain(hosts) {
+            *t = after(*t, by);
+        }
+    }
+
     /// The earliest deadline of the group, its sources and its hosts.
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         let timers = self.timers.iter().flatten();

@@ -117,7 +117,15 @@ pub struct Counters {
     pub group_limit_hits: u64,
     /// Source records refused because of [`Config::max_sources`].
     pub source_limit_hits: u64,
+    /// Stalls of the driver the querier was told of: see [`Querier::postpone`].
+    pub stalls: u64,
 }
+
+/// A deadline missed by more than this means the querier's driver did not run (the daemon was
+/// stopped or starved), which hosts cannot be blamed for: well above how late a busy event
+/// loop runs a timer, well below the shortest group membership interval anyone configures.
+/// The driver then calls [`Querier::postpone`].
+pub const STALL: Duration = Duration::from_secs(1);
 
 /// The interface-wide timers, indexing [`Querier::timers`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -404,6 +412,21 @@ impl Querier {
     /// Source records on the interface over all groups (what [`Config::max_sources`] caps).
     pub fn source_count(&self) -> usize {
         self.budget.used
+    }
+
+    /// The driver did not run for `by` (a stall, see [`STALL`]): every timer moves on by as
+    /// much, so no membership expires for reports the hosts could not send (no query went
+    /// out) or the driver did not read. The overdue deadlines then fire at the next call,
+    /// usually the general query that asks the hosts again.
+    pub fn postpone(&mut self, by: Duration) {
+        self.counters.stalls += 1;
+        for t in self.timers.iter_mut().flatten() {
+            *t = after(*t, by);
+        }
+        for g in self.groups.values_mut() {
+            g.postpone(by);
+        }
+        self.groups_due = self.groups_due.map(|t| after(t, by));
     }
 
     fn tick(&mut self, now: Instant) -> Instant {

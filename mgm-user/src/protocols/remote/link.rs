@@ -8,6 +8,7 @@ use std::{
     net::Shutdown,
     os::unix::net::UnixStream,
     sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         mpsc::{self, Receiver, SyncSender, TrySendError},
         Arc, Mutex,
     },
@@ -23,8 +24,42 @@ use super::wire::{Answer, ErrorBody, ModuleLine, Op, Response, MAX_LINE};
 /// Numbers connections for the daemon's log and its session table.
 pub type ConnId = u64;
 
-/// Lines queued for a module before it counts as not reading and is disconnected.
-const OUT_QUEUE: usize = 4096;
+/// Bytes queued for a module before it counts as not reading and is disconnected: bytes, not
+/// lines, as one reply can be large (see [`MAX_REPLY`]).
+pub const OUT_BYTES: usize = 16 << 20;
+
+/// The largest reply line; a larger one (an `mfes` of a big table) is answered with an error
+/// instead, so one request cannot take the whole of [`OUT_BYTES`].
+pub const MAX_REPLY: usize = 4 << 20;
+
+/// Answers waiting for a callback. A module answers one callback at a time, so more are
+/// answers nobody asked for: dropped and counted, not stored.
+pub const ANSWER_QUEUE: usize = 64;
+
+/// What the bounds of every module connection turned away, since the daemon started.
+#[derive(Debug, Default)]
+pub struct BoundHits {
+    /// Connections disconnected with [`OUT_BYTES`] unread.
+    pub out_full: AtomicU64,
+    /// Replies over [`MAX_REPLY`] answered with an error.
+    pub reply_too_large: AtomicU64,
+    /// Answers dropped with [`ANSWER_QUEUE`] waiting.
+    pub answers_dropped: AtomicU64,
+}
+
+/// The daemon's one set of [`BoundHits`].
+pub static BOUND_HITS: BoundHits = BoundHits {
+    out_full: AtomicU64::new(0),
+    reply_too_large: AtomicU64::new(0),
+    answers_dropped: AtomicU64::new(0),
+};
+
+/// Counts a hit of `counter` and whether it is one to log: the first and then every power of
+/// two, so a module that keeps hitting a bound cannot flood the log.
+fn hit(counter: &AtomicU64) -> (u64, bool) {
+    let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
+    (n, n.is_power_of_two())
+}
 
 /// What a connection's reader hands the daemon.
 #[derive(Debug)]
@@ -39,7 +74,9 @@ pub enum LinkEvent {
 #[derive(Clone)]
 pub struct Writer {
     conn: ConnId,
-    tx: SyncSender<String>,
+    tx: mpsc::Sender<String>,
+    /// Bytes queued and not yet written, against [`OUT_BYTES`].
+    queued: Arc<AtomicUsize>,
     stream: Arc<UnixStream>,
 }
 
@@ -48,29 +85,66 @@ impl Writer {
     /// disconnected, and its reader reports [`LinkEvent::Closed`]. Returns whether the line
     /// was queued.
     pub fn send(&self, msg: &impl Serialize) -> bool {
-        let mut line = match serde_json::to_string(msg) {
-            Ok(l) => l,
+        match serde_json::to_string(msg) {
+            Ok(line) => self.send_line(line),
             Err(e) => {
                 warn!(
                     "module connection {}: cannot encode a message: {e}",
                     self.conn
                 );
+                false
+            }
+        }
+    }
+
+    /// Queues the reply to a request; one over [`MAX_REPLY`] becomes an error reply saying so.
+    pub fn reply(&self, response: &Response) -> bool {
+        let line = match serde_json::to_string(response) {
+            Ok(line) if line.len() <= MAX_REPLY => line,
+            Ok(line) => {
+                let (n, log) = hit(&BOUND_HITS.reply_too_large);
+                if log {
+                    warn!(
+                        "module connection {}: a {}-byte reply is over the {MAX_REPLY}-byte \
+                         limit; answered with an error ({n} so far)",
+                        self.conn,
+                        line.len()
+                    );
+                }
+                return self.send(&too_large(response.id, line.len()));
+            }
+            Err(e) => {
+                warn!(
+                    "module connection {}: cannot encode a reply: {e}",
+                    self.conn
+                );
                 return false;
             }
         };
+        self.send_line(line)
+    }
+
+    fn send_line(&self, mut line: String) -> bool {
         line.push('\n');
-        match self.tx.try_send(line) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
+        let len = line.len();
+        if self.queued.fetch_add(len, Ordering::AcqRel) + len > OUT_BYTES {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            let (n, log) = hit(&BOUND_HITS.out_full);
+            if log {
                 warn!(
-                    "module connection {}: {OUT_QUEUE} messages unread, disconnecting it",
+                    "module connection {}: {OUT_BYTES} bytes unread, disconnecting it ({n} so \
+                     far)",
                     self.conn
                 );
-                self.disconnect();
-                false
             }
-            Err(TrySendError::Disconnected(_)) => false,
+            self.disconnect();
+            return false;
         }
+        if self.tx.send(line).is_err() {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            return false;
+        }
+        true
     }
 
     /// Closes the connection both ways; the reader then reports it closed.
@@ -93,13 +167,15 @@ pub fn spawn(
 ) -> std::io::Result<(Writer, Answers)> {
     stream.set_nonblocking(false)?;
     let stream = Arc::new(stream);
-    let (tx, rx) = mpsc::sync_channel::<String>(OUT_QUEUE);
+    let (tx, rx) = mpsc::channel::<String>();
+    let queued = Arc::new(AtomicUsize::new(0));
     let writer = Writer {
         conn,
         tx,
+        queued: queued.clone(),
         stream: stream.clone(),
     };
-    let (answer_tx, answer_rx) = mpsc::channel();
+    let (answer_tx, answer_rx) = mpsc::sync_channel(ANSWER_QUEUE);
     let mut out = stream.try_clone()?;
     thread::Builder::new()
         .name(format!("mgm-module-{conn}-out"))
@@ -110,6 +186,7 @@ pub fn spawn(
                     let _ = out.shutdown(Shutdown::Both);
                     return;
                 }
+                queued.fetch_sub(line.len(), Ordering::AcqRel);
             }
             // Every sender is gone: the daemon forgot the module. Whatever was queued is out.
             let _ = out.shutdown(Shutdown::Write);
@@ -132,7 +209,7 @@ fn read_lines(
     conn: ConnId,
     stream: &UnixStream,
     replies: &Writer,
-    answers: &mpsc::Sender<Answer>,
+    answers: &SyncSender<Answer>,
     events: &Sender<LinkEvent>,
 ) {
     let mut input = BufReader::new(stream);
@@ -168,7 +245,15 @@ fn read_lines(
                 op: Op::Answer(a), ..
             }) => {
                 // The registration may be gone; a late answer then has nobody to go to.
-                let _ = answers.send(a);
+                if let Err(TrySendError::Full(_)) = answers.try_send(a) {
+                    let (n, log) = hit(&BOUND_HITS.answers_dropped);
+                    if log {
+                        warn!(
+                            "module connection {conn}: {ANSWER_QUEUE} answers nobody waits \
+                             for; dropping more ({n} so far)"
+                        );
+                    }
+                }
             }
             Ok(line) => {
                 if events
@@ -183,6 +268,22 @@ fn read_lines(
                 replies.send(&bad_request(id, why));
             }
         }
+    }
+}
+
+fn too_large(id: Option<u64>, len: usize) -> Response {
+    Response {
+        id,
+        ok: false,
+        error: Some(ErrorBody {
+            code: "NotEnoughMemory".into(),
+            win32: Some(crate::core::MgmError::NotEnoughMemory.win32()),
+            message: format!(
+                "the reply would be {len} bytes, over the {MAX_REPLY}-byte limit of a module \
+                 connection"
+            ),
+        }),
+        result: None,
     }
 }
 
@@ -268,17 +369,78 @@ mod tests {
     }
 
     #[test]
-    fn a_module_that_does_not_read_is_disconnected() {
+    fn a_module_that_does_not_read_is_disconnected_by_the_bytes_it_left_unread() {
         let (ours, _module) = UnixStream::pair().unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::channel(8);
         let (writer, _answers) = spawn(3, ours, tx).unwrap();
-        let big = "y".repeat(4096);
-        // The socket buffer takes some lines, the queue OUT_QUEUE more; then it must give up.
-        let sent = (0..OUT_QUEUE * 8).take_while(|_| writer.send(&big)).count();
-        assert!(sent < OUT_QUEUE * 8);
+        // Few long lines: a bound in lines would take them all.
+        let big = "y".repeat(1 << 20);
+        let sent = (0..64).take_while(|_| writer.send(&big)).count();
+        // OUT_BYTES in the queue, plus what the socket buffer took.
+        assert!(sent <= OUT_BYTES / (1 << 20) + 4, "{sent} MiB queued");
         assert!(matches!(
             rx.blocking_recv(),
             Some(LinkEvent::Closed { conn: 3 })
         ));
+    }
+
+    #[test]
+    fn a_reply_over_the_limit_becomes_an_error_with_its_id() {
+        let (ours, module) = UnixStream::pair().unwrap();
+        let (tx, _rx) = tokio::sync::mpsc::channel(8);
+        let (writer, _answers) = spawn(4, ours, tx).unwrap();
+        let mfe = |oif: String| super::super::wire::Mfe {
+            source: "198.18.0.2".parse().unwrap(),
+            group: "239.1.1.1".parse().unwrap(),
+            upstream: "0.0.0.0".parse().unwrap(),
+            iif: "up0".into(),
+            iif_protocol: 0,
+            route: crate::core::RouteInfo::default().into(),
+            up_time_s: 0,
+            expiry_time_s: 0,
+            timeout_s: 0,
+            oifs: vec![oif],
+        };
+        let reply = |id, oif| Response {
+            id: Some(id),
+            ok: true,
+            error: None,
+            result: Some(super::super::wire::Output::Mfes {
+                mfes: vec![mfe(oif)],
+            }),
+        };
+        assert!(writer.reply(&reply(7, "z".repeat(MAX_REPLY))));
+        assert!(writer.reply(&reply(8, "dn1".into())));
+        let mut out = lines(&module);
+        let e = out.next().unwrap();
+        assert_eq!(
+            (e["id"].as_u64(), e["ok"].as_bool()),
+            (Some(7), Some(false))
+        );
+        assert_eq!(e["error"]["code"], "NotEnoughMemory");
+        let ok = out.next().unwrap();
+        assert_eq!(
+            (ok["id"].as_u64(), ok["ok"].as_bool()),
+            (Some(8), Some(true))
+        );
+    }
+
+    #[test]
+    fn answers_nobody_takes_are_dropped_past_the_queue() {
+        let (ours, module) = UnixStream::pair().unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        let (_writer, answers) = spawn(5, ours, tx).unwrap();
+        let mut m = &module;
+        for to in 0..ANSWER_QUEUE * 4 {
+            writeln!(m, "{{\"op\":\"answer\",\"to\":{to}}}").unwrap();
+        }
+        // A request after them: once it arrives, every answer before it was handled.
+        m.write_all(b"{\"id\":1,\"op\":\"mfes\"}\n").unwrap();
+        assert!(matches!(
+            rx.blocking_recv(),
+            Some(LinkEvent::Request { conn: 5, .. })
+        ));
+        let queued = std::iter::from_fn(|| answers.lock().unwrap().try_recv().ok()).count();
+        assert_eq!(queued, ANSWER_QUEUE);
     }
 }

@@ -24,12 +24,18 @@ use crate::core::{
     ALL_ONES, ALL_SOURCES, ANY_SOURCE, MGM_EXCLUDE_STATE_FLAG, MGM_FORWARD_STATE_FLAG,
     MGM_JOIN_STATE_FLAG, MGM_MFE_STATS_1,
 };
+use crate::daemon::sleep_until;
 
 /// Requests waiting for the daemon before a module's reader stops reading.
 const IN_QUEUE: usize = 256;
 
 /// Connections served at once (MGM takes 64 registrations); more are turned away.
 const MAX_CONNECTIONS: usize = 64;
+
+/// How long a connection may stay without a registration (from its start or its
+/// `deregister`) before it is closed: an idle connection would hold one of
+/// [`MAX_CONNECTIONS`] forever.
+pub const REGISTER_WITHIN: Duration = Duration::from_secs(10);
 
 /// Something for the daemon to hand to [`ModuleServer::handle`].
 pub enum ServerEvent {
@@ -46,6 +52,8 @@ struct Session {
     writer: Writer,
     answers: Answers,
     registration: Option<Registration>,
+    /// Since when it has had no registration; it is closed [`REGISTER_WITHIN`] after.
+    unregistered_since: Option<std::time::Instant>,
 }
 
 struct Registration {
@@ -62,6 +70,10 @@ pub struct ModuleServer {
     access: Access,
     /// Connections turned away for their peer's credentials.
     refused: u64,
+    /// [`REGISTER_WITHIN`], shorter in tests.
+    register_within: Duration,
+    /// Connections closed for staying unregistered.
+    unregistered_closed: u64,
     names: Names,
     answer_within: Duration,
     sessions: BTreeMap<ConnId, Session>,
@@ -92,6 +104,8 @@ impl ModuleServer {
             listener,
             access,
             refused: 0,
+            register_within: REGISTER_WITHIN,
+            unregistered_closed: 0,
             names,
             answer_within,
             sessions: BTreeMap::new(),
@@ -101,10 +115,18 @@ impl ModuleServer {
         })
     }
 
-    /// The next connection or request.
+    /// The next connection or request. Closes the connections that stayed unregistered too
+    /// long on the way.
     pub async fn next(&mut self) -> ServerEvent {
         loop {
+            let unregistered_until = self
+                .sessions
+                .values()
+                .filter_map(|s| s.unregistered_since)
+                .min()
+                .map(|t| tokio::time::Instant::from_std(t + self.register_within));
             tokio::select! {
+                () = sleep_until(unregistered_until) => self.close_unregistered(),
                 conn = self.listener.accept() => match conn.and_then(|(s, _)| {
                     let cred = s.peer_cred()?;
                     Ok((s.into_std()?, cred))
@@ -165,7 +187,7 @@ impl ModuleServer {
                         result: None,
                     },
                 };
-                session.writer.send(&response);
+                session.writer.reply(&response);
             }
             ServerEvent::Link(LinkEvent::Closed { conn }) => self.close(conn, mgm, now),
         }
@@ -205,8 +227,30 @@ impl ModuleServer {
                 writer,
                 answers,
                 registration: None,
+                unregistered_since: Some(std::time::Instant::now()),
             },
         );
+    }
+
+    /// Disconnects every connection unregistered for [`REGISTER_WITHIN`]; its reader then
+    /// reports it closed. No error line: the writer could not be sure to send it before the
+    /// socket closes, and the log says why.
+    fn close_unregistered(&mut self) {
+        let now = std::time::Instant::now();
+        for (conn, s) in &mut self.sessions {
+            if s.unregistered_since
+                .is_some_and(|t| now >= t + self.register_within)
+            {
+                s.unregistered_since = None;
+                self.unregistered_closed += 1;
+                warn!(
+                    "module connection {conn}: no registration within {:?}, closing it ({} so \
+                     far)",
+                    self.register_within, self.unregistered_closed
+                );
+                s.writer.disconnect();
+            }
+        }
     }
 
     /// The module is gone: release what it owns (spec §3.2), then deregister it.
@@ -339,6 +383,7 @@ impl Requests<'_> {
                     )
                 })?;
                 session.registration = None;
+                session.unregistered_since = Some(std::time::Instant::now());
                 Ok(None)
             }
             Op::TakeInterface(iface) => {
@@ -467,6 +512,7 @@ impl Requests<'_> {
             protocol_id,
             owned: BTreeSet::new(),
         });
+        session.unregistered_since = None;
         Ok(Some(Output::Registered { handle: handle.0 }))
     }
 
@@ -689,6 +735,34 @@ mod tests {
             .enable_all()
             .build()
             .unwrap()
+    }
+
+    #[test]
+    fn a_connection_that_does_not_register_in_time_is_closed() {
+        runtime().block_on(async {
+            let mut f = fixture("unregistered");
+            f.server.register_within = Duration::from_millis(100);
+            let (_s, mut r) = f.connect().await;
+            let (mut s2, mut r2) = f.connect().await;
+            let reply = f
+                .ask(
+                    &mut s2,
+                    &mut r2,
+                    r#"{"id":1,"op":"register","protocol_id":256,"component_id":1}"#,
+                )
+                .await;
+            assert_eq!(reply["ok"], true);
+            // The first connection's reader reports it closed once the server closed it.
+            tokio::time::timeout(Duration::from_secs(10), f.step())
+                .await
+                .expect("the unregistered connection was not closed");
+            let mut rest = String::new();
+            assert_eq!(r.read_line(&mut rest).unwrap(), 0, "not closed: {rest}");
+            assert_eq!(f.server.sessions.len(), 1);
+            // The registered one stays.
+            let reply = f.ask(&mut s2, &mut r2, r#"{"id":2,"op":"mfes"}"#).await;
+            assert_eq!(reply["ok"], true);
+        });
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod prop;
 mod reload;
 mod rfc2236;
 mod rfc3376;
+mod stall;
 
 use std::net::Ipv4Addr;
 
@@ -84,7 +85,7 @@ impl Harness {
         self.now.as_millis() - self.start.as_millis()
     }
 
-    fn collect(&mut self) {
+    pub fn collect(&mut self) {
         let at = self.elapsed();
         while let Some(t) = self.q.poll_transmit() {
             self.sent.push((at, t));
