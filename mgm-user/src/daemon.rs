@@ -25,6 +25,7 @@ use crate::{
         netdev::{mac_string, NetDev},
     },
     dataplane::{ringbuf, Dataplane, Event, LoadOptions, Tunables, XdpMode},
+    fair::Fair,
     handover::Handover,
     igmp::querier,
     links,
@@ -80,6 +81,7 @@ impl Router {
         igmp_count: usize,
         igmp_config: &querier::Config,
         mfe_lifetime_s: u32,
+        negative_budget: usize,
     ) -> anyhow::Result<Router> {
         // The core holds every membership IGMP's limits let in, on every interface.
         let igmp_memberships = igmp_config
@@ -90,6 +92,7 @@ impl Router {
             max_mfes: FWD_CAPACITY as usize,
             max_memberships: defaults.max_memberships.max(igmp_memberships),
             mfe_lifetime_s,
+            negative_budget,
             ..defaults
         });
         let mut clients = Vec::new();
@@ -279,6 +282,8 @@ pub struct Options {
     pub rpf_routes: Vec<core::Route>,
     /// Lifetime of an MFE before it is refreshed or deleted (spec §5.6).
     pub mfe_lifetime_s: u32,
+    /// Most negative MFEs per incoming interface (oldest evicted past it).
+    pub negative_budget: usize,
     /// On SIGTERM/SIGINT, leave XDP forwarding with the last state for the next daemon to
     /// adopt, and the proxy's groups joined upstream. An error or a panic always does that.
     pub keep_forwarding: bool,
@@ -332,7 +337,21 @@ struct Seen {
     wrong_if: u64,
     unknown: u64,
     map_errors: u64,
+    /// Events dropped because their interface's queue to the core was full.
+    queue_full: u64,
+    /// When queue drops were last logged.
+    queue_full_logged: Option<std::time::Instant>,
+    /// Negative MFE evictions last logged, and when.
+    evictions_logged: (u64, Option<std::time::Instant>),
 }
+
+/// Least time between two log lines about the same kind of overflow: a flood must not flood
+/// the log too.
+const OVERFLOW_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How long one loop turn serves queued events: between two turns the ring buffer is drained
+/// and timers, links and modules get their turn, however costly the events.
+const EVENT_BATCH: Duration = Duration::from_millis(20);
 
 /// Loads the data plane, runs until `shutdown` resolves, then detaches (unless
 /// `keep_forwarding`). An error return, like a panic or a kill, leaves XDP forwarding with
@@ -376,6 +395,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         opts.igmp.len(),
         &opts.igmp_config,
         opts.mfe_lifetime_s,
+        opts.negative_budget,
     )?;
     for dev in &interfaces {
         ifs.start(&mut router, dev)?;
@@ -407,6 +427,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
     let mut reconcile_at = (dp.adopted > 0).then(|| reconcile_deadline(&opts.igmp_config));
     let mut handover = Handover::default();
     let mut seen = Seen::default();
+    let mut fair = Fair::default();
     let mut counters = tokio::time::interval(COUNTER_SYNC);
     counters.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -421,12 +442,22 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
             guard = events.readable_mut() => {
                 let mut guard = guard.context("event ring buffer poll failed")?;
                 while let Some(record) = guard.get_inner_mut().next() {
-                    let event = ringbuf::decode(&record);
-                    upstream_igmp(&mut upstream, router.now(), &event);
-                    handle(&mut dp, &mut router, &mut seen, &name, event);
+                    if let Err(Event::NoCache { source, group, .. }) =
+                        fair.push(ringbuf::decode(&record))
+                    {
+                        // Dropped: the flow's next packet asks again, rather than waiting out
+                        // its placeholder's retry time.
+                        if let Err(e) = dp.forwarding.forget_placeholder(key(source, group)) {
+                            seen.map_errors += 1;
+                            error!("cannot remove the placeholder of ({source}, {group}): {}", report(&e));
+                        }
+                    }
                 }
                 guard.clear_ready();
+                log_queue_full(&mut fair, &mut seen, &name);
             }
+            // More events wait: serve the next batch after whatever else is ready.
+            () = std::future::ready(()), if !fair.is_empty() => {}
             () = sleep_until(deadline) => {
                 // Fresh counters tell the core which expiring MFEs still carry a flow.
                 let now = router.now();
@@ -477,6 +508,19 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
             }
             () = &mut shutdown => break,
         }
+        let batch_ends = std::time::Instant::now() + EVENT_BATCH;
+        while let Some(event) = fair.pop() {
+            let (ifindex, started) = (event.ifindex(), std::time::Instant::now());
+            upstream_igmp(&mut upstream, router.now(), &event);
+            handle(&mut dp, &mut router, &mut seen, &name, event);
+            // Each event's memberships right after it, on its interface's account.
+            router.pump_igmp(&name);
+            let done = std::time::Instant::now();
+            fair.charge(ifindex, done - started);
+            if done >= batch_ends {
+                break;
+            }
+        }
         router.pump_igmp(&name);
         let now = router.now();
         let owners = names.all().into_iter().map(|(i, _)| {
@@ -486,6 +530,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         handover.owners(now, owners);
         let ops = std::iter::from_fn(|| router.mgm.poll_map_op()).collect();
         write_map_ops(&mut dp, handover.filter(now, ops), &mut seen);
+        log_evictions(&router.mgm, opts.negative_budget, &mut seen);
         ifs.detach_vanished(&mut dp);
         if let Some(u) = &mut upstream {
             u.pump(router.now());
@@ -493,8 +538,9 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
     }
     modules.shutdown();
     info!(
-        "shutting down: {} IGMP messages, {} rejected, {} no-cache and {} wrong-interface upcalls, {} unknown records, {} map errors",
-        seen.igmp, seen.bad_igmp, seen.no_cache, seen.wrong_if, seen.unknown, seen.map_errors
+        "shutting down: {} IGMP messages, {} rejected, {} no-cache and {} wrong-interface upcalls, {} unknown records, {} map errors, {} events over their interface's queue, {} negative entries evicted",
+        seen.igmp, seen.bad_igmp, seen.no_cache, seen.wrong_if, seen.unknown, seen.map_errors,
+        seen.queue_full, router.mgm.negative_evictions()
     );
     for (ifindex, name) in names.all() {
         if let Ok(Some(s)) = dp.interfaces.stats(ifindex) {
@@ -848,6 +894,47 @@ fn sync_counters(dp: &Dataplane, mgm: &mut Mgm, keys: Vec<(Ipv4Addr, Ipv4Addr)>)
         // The MFE can only be missing if it expired between the two calls.
         let _ = mgm.set_mfe_counters(source, group, counters);
     }
+}
+
+/// Counts the events dropped over full interface queues, and logs them at most once per
+/// [`OVERFLOW_LOG_INTERVAL`].
+fn log_queue_full(fair: &mut Fair, seen: &mut Seen, name: &impl Fn(u32) -> String) {
+    let dropped = fair.take_dropped();
+    if dropped.is_empty() {
+        return;
+    }
+    seen.queue_full += dropped.values().sum::<u64>();
+    if seen
+        .queue_full_logged
+        .is_some_and(|t| t.elapsed() < OVERFLOW_LOG_INTERVAL)
+    {
+        return;
+    }
+    let which: Vec<String> = dropped
+        .iter()
+        .map(|(i, n)| format!("{n} on {}", name(*i)))
+        .collect();
+    warn!(
+        "events dropped over their interface's queue to the core ({} so far): {}",
+        seen.queue_full,
+        which.join(", ")
+    );
+    seen.queue_full_logged = Some(std::time::Instant::now());
+}
+
+/// Logs negative MFEs evicted over the budget, at most once per [`OVERFLOW_LOG_INTERVAL`].
+fn log_evictions(mgm: &Mgm, budget: usize, seen: &mut Seen) {
+    let evicted = mgm.negative_evictions();
+    let (logged, at) = seen.evictions_logged;
+    if evicted == logged || at.is_some_and(|t| t.elapsed() < OVERFLOW_LOG_INTERVAL) {
+        return;
+    }
+    warn!(
+        "{} negative entries evicted over the budget of {budget} per incoming interface \
+         ({evicted} so far): a flood of unknown flows",
+        evicted - logged
+    );
+    seen.evictions_logged = (evicted, Some(std::time::Instant::now()));
 }
 
 /// Writes map operations to the data plane, in order.

@@ -47,6 +47,19 @@ pub enum Event {
     Unknown { kind: u32, len: usize },
 }
 
+impl Event {
+    /// The interface the record came from; 0 for an unknown record.
+    pub fn ifindex(&self) -> u32 {
+        match self {
+            Event::Igmp { ifindex, .. }
+            | Event::BadIgmp { ifindex, .. }
+            | Event::NoCache { ifindex, .. }
+            | Event::WrongIf { ifindex, .. } => *ifindex,
+            Event::Unknown { .. } => 0,
+        }
+    }
+}
+
 fn be_addr(v: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from_be(v))
 }
