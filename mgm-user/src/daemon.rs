@@ -441,20 +441,8 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         tokio::select! {
             guard = events.readable_mut() => {
                 let mut guard = guard.context("event ring buffer poll failed")?;
-                while let Some(record) = guard.get_inner_mut().next() {
-                    if let Err(Event::NoCache { source, group, .. }) =
-                        fair.push(ringbuf::decode(&record))
-                    {
-                        // Dropped: the flow's next packet asks again, rather than waiting out
-                        // its placeholder's retry time.
-                        if let Err(e) = dp.forwarding.forget_placeholder(key(source, group)) {
-                            seen.map_errors += 1;
-                            error!("cannot remove the placeholder of ({source}, {group}): {}", report(&e));
-                        }
-                    }
-                }
+                enqueue(guard.get_inner_mut(), &mut fair, &mut dp, &mut seen);
                 guard.clear_ready();
-                log_queue_full(&mut fair, &mut seen, &name);
             }
             // More events wait: serve the next batch after whatever else is ready.
             () = std::future::ready(()), if !fair.is_empty() => {}
@@ -508,6 +496,8 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
             }
             () = &mut shutdown => break,
         }
+        enqueue(events.get_mut(), &mut fair, &mut dp, &mut seen);
+        log_queue_full(&mut fair, &mut seen, &name);
         let batch_ends = std::time::Instant::now() + EVENT_BATCH;
         while let Some(event) = fair.pop() {
             let (ifindex, started) = (event.ifindex(), std::time::Instant::now());
@@ -894,6 +884,23 @@ fn sync_counters(dp: &Dataplane, mgm: &mut Mgm, keys: Vec<(Ipv4Addr, Ipv4Addr)>)
         // The MFE can only be missing if it expired between the two calls.
         let _ = mgm.set_mfe_counters(source, group, counters);
     }
+}
+
+/// Moves the ring buffer's records to their interfaces' queues.
+fn enqueue(ring: &mut ringbuf::EventRing, fair: &mut Fair, dp: &mut Dataplane, seen: &mut Seen) {
+    ringbuf::drain(ring, |event| {
+        if let Err(Event::NoCache { source, group, .. }) = fair.push(event) {
+            // Dropped: the flow's next packet asks again, rather than waiting out its
+            // placeholder's retry time.
+            if let Err(e) = dp.forwarding.forget_placeholder(key(source, group)) {
+                seen.map_errors += 1;
+                error!(
+                    "cannot remove the placeholder of ({source}, {group}): {}",
+                    report(&e)
+                );
+            }
+        }
+    });
 }
 
 /// Counts the events dropped over full interface queues, and logs them at most once per

@@ -3,6 +3,8 @@
 
 use std::net::Ipv4Addr;
 
+use aya::maps::{MapData, RingBuf};
+
 use mgm_common::event::{
     IgmpEvent, UpcallEvent, EVENT_IGMP, EVENT_NO_CACHE, EVENT_WRONG_IF, IGMP_PAYLOAD_MAX,
     UPCALL_HEADER_MAX,
@@ -57,6 +59,19 @@ impl Event {
             | Event::WrongIf { ifindex, .. } => *ifindex,
             Event::Unknown { .. } => 0,
         }
+    }
+}
+
+/// The ring buffer the XDP program writes its records to.
+pub type EventRing = RingBuf<MapData>;
+
+/// Decodes every record waiting in `ring`, oldest first, into `f`. Reading the ring needs no
+/// system call, so the daemon calls this on every loop turn as well as on readiness: a
+/// wakeup the ring gives while the last one is being cleared would otherwise leave records
+/// unread until the next, and the kernel sends none while records wait unread.
+pub fn drain(ring: &mut EventRing, mut f: impl FnMut(Event)) {
+    while let Some(record) = ring.next() {
+        f(decode(&record));
     }
 }
 
