@@ -89,8 +89,14 @@ pub struct IfStats {
     /// VLAN-tagged frames (802.1Q or 802.1ad, priority tags too), passed to the host untouched:
     /// they belong to the VLAN's interface, not to the untagged link mgm manages.
     pub vlan_tagged: u64,
+    /// IGMP messages over the interface's admission rate: passed to the host, not to the
+    /// daemon.
+    pub igmp_limited: u64,
+    /// Data packets that matched no entry over the interface's upcall budget: dropped with
+    /// no placeholder and no upcall.
+    pub upcall_limited: u64,
 }
-const _: () = assert!(core::mem::size_of::<IfStats>() == 112);
+const _: () = assert!(core::mem::size_of::<IfStats>() == 128);
 
 /// Adds `other` field by field: the daemon sums per-CPU copies with it.
 macro_rules! impl_accumulate {
@@ -131,7 +137,9 @@ impl_accumulate!(IfStats {
     tx_pkts,
     tx_bytes,
     ttl_too_low,
-    vlan_tagged
+    vlan_tagged,
+    igmp_limited,
+    upcall_limited
 });
 
 user_pod!(EntryStats, IfStats, OifStatsKey, OifStats);

@@ -9,8 +9,9 @@ pub const PIN_DIR: &str = "/sys/fs/bpf/mgm";
 /// Version of the layout of every pinned map. A daemon only adopts pinned maps whose
 /// [`META`] map holds the same version. (4: interface counters count VLAN-tagged frames, and
 /// upcall records carry the packet's first bytes. 5: counters per outgoing interface per
-/// entry ([`OIF_STATS`]), and placeholders count the packets they drop.)
-pub const LAYOUT_VERSION: u32 = 5;
+/// entry ([`OIF_STATS`]), and placeholders count the packets they drop. 6: interface
+/// counters count what admission refused.)
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// `HASH` [`crate::fwd::FwdKey`] → [`crate::fwd::FwdEntry`]: the forwarding entries.
 pub const FWD: &str = "MGM_FWD";

@@ -16,6 +16,7 @@ use mgm_common::{
 };
 
 use crate::{
+    admit,
     counters::{bump_if, entry_stats},
     egress,
     maps::{if_config, OifSet, MGM_EVENTS, MGM_FWD, MGM_OIF_SETS, MGM_SET_INFO},
@@ -227,6 +228,10 @@ fn no_cache(ctx: *mut xdp_md, saddr: u32, daddr: u32, ifindex: u32) {
         source: saddr,
         group: daddr,
     };
+    if !admit::upcall(slot, &key) {
+        bump_if(slot, |s| &mut s.upcall_limited);
+        return;
+    }
     let placeholder = FwdEntry {
         iif: ifindex,
         oif_set: 0,
@@ -237,8 +242,12 @@ fn no_cache(ctx: *mut xdp_md, saddr: u32, daddr: u32, ifindex: u32) {
         last_upcall_ns: 0,
         pending_pkts: 1,
     };
+    // With the ring buffer full the daemon never hears of the placeholder: it goes again, so
+    // the flow's next packet retries rather than waiting out the placeholder's retry time.
     if MGM_FWD.insert(key, placeholder, BPF_NOEXIST as u64).is_ok() {
-        upcall(ctx, EVENT_NO_CACHE, saddr, daddr, 0);
+        if !upcall(ctx, EVENT_NO_CACHE, saddr, daddr, 0) {
+            let _ = MGM_FWD.remove(key);
+        }
     } else if let Some(e) = MGM_FWD.get_ptr_mut(key) {
         // Another CPU's packet made the placeholder first: count this one on it too.
         count_pending(e);
@@ -285,14 +294,14 @@ fn wrong_if(ctx: *mut xdp_md, e: &mut FwdEntry, saddr: u32, daddr: u32) {
 }
 
 /// Raises an upcall with the packet's first bytes from the IPv4 header on, for the callbacks
-/// that take them (spec §5.2 RPF, §5.5 wrong interface).
+/// that take them (spec §5.2 RPF, §5.5 wrong interface); false if the ring buffer was full.
 #[inline(always)]
-fn upcall(ctx: *mut xdp_md, kind: u32, source: u32, group: u32, expected_iif: u32) {
+fn upcall(ctx: *mut xdp_md, kind: u32, source: u32, group: u32, expected_iif: u32) -> bool {
     let ctx = XdpContext::new(ctx);
     let ifindex = ctx.ingress_ifindex() as u32;
     let Some(mut entry) = MGM_EVENTS.reserve_untyped::<UpcallEvent>(0) else {
         bump_if(if_slot(ifindex), |s| &mut s.ring_full);
-        return;
+        return false;
     };
     let ev: &mut MaybeUninit<UpcallEvent> = &mut entry;
     let ev = ev.as_mut_ptr();
@@ -326,6 +335,7 @@ fn upcall(ctx: *mut xdp_md, kind: u32, source: u32, group: u32, expected_iif: u3
         unsafe { addr_of_mut!((*ev).header_len).write(0) };
     }
     entry.submit(0);
+    true
 }
 
 /// Counter slot of an interface; slot 0 for interfaces mgm has no config for.

@@ -8,6 +8,7 @@
 #![no_std]
 #![no_main]
 
+mod admit;
 mod counters;
 mod egress;
 mod forward;

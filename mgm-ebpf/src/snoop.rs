@@ -51,7 +51,17 @@ pub fn igmp(ctx: &XdpContext, cur: &Cursor, eth: &Eth, ip: &Ipv4, ifindex: u32, 
         return;
     }
     // SAFETY: `take` checked the bytes lie inside the frame.
-    count_type(stats, unsafe { (*head)[0] });
+    let head = unsafe { *head };
+    count_type(stats, head[0]);
+    // A report costs the daemon by its group records, so it is charged by them.
+    let cost = match head[0] {
+        IGMP_V3_REPORT => u16::from_be_bytes([head[6], head[7]]).max(1),
+        _ => 1,
+    };
+    if !crate::admit::igmp(slot, cost) {
+        stats.igmp_limited += 1;
+        return;
+    }
 
     let copied = if igmp_len > IGMP_PAYLOAD_MAX {
         stats.truncated += 1;

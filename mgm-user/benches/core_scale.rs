@@ -10,9 +10,8 @@
 //! `ENTRIES` other (S,G) MFEs, each with a downstream membership, before the measurement.
 
 use std::{
-    collections::VecDeque,
     net::Ipv4Addr,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant as Clock},
 };
 
@@ -42,7 +41,7 @@ const MEASURED_GROUPS: u32 = u32::from_be_bytes([239, 100, 0, 0]);
 struct Bed {
     mgm: Mgm,
     igmp: Igmp,
-    upstream_changes: Arc<Mutex<VecDeque<mgm_user::protocols::igmp_proxy::UpstreamChange>>>,
+    upstream_changes: mgm_user::protocols::igmp_proxy::UpstreamQueue,
     now: u64,
     writes: u64,
 }
@@ -66,8 +65,8 @@ impl Bed {
             fast_leave: true,
             ..querier::Config::default()
         };
-        let mut igmp = Igmp::register(&mut mgm, config).expect("register IGMP");
-        igmp.start(&mut mgm, DOWNSTREAM, ROUTER, now)
+        let mut igmp = Igmp::register(&mut mgm).expect("register IGMP");
+        igmp.start(&mut mgm, DOWNSTREAM, ROUTER, config, now)
             .expect("start IGMP");
         let mut bed = Bed {
             mgm,

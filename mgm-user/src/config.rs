@@ -103,6 +103,9 @@ pub struct Dataplane {
     pub ttl_threshold: Value<u8>,
     pub pending_retry_ms: Value<u64>,
     pub wrong_if_interval_ms: Value<u64>,
+    pub igmp_admit_rate: Value<u32>,
+    pub upcall_admit_rate: Value<u32>,
+    pub negative_budget: Value<usize>,
     pub keep_forwarding: Value<bool>,
     pub ebpf_log_level: Value<String>,
 }

@@ -26,6 +26,7 @@ use crate::{
         netdev::{mac_string, NetDev},
     },
     dataplane::{ringbuf, Dataplane, Event, LoadOptions, Tunables, XdpMode},
+    fair::Fair,
     handover::Handover,
     igmp::querier,
     links,
@@ -88,6 +89,7 @@ impl Router {
         plans: Vec<ClientPlan>,
         igmp: &BTreeMap<String, querier::Config>,
         mfe_lifetime_s: u32,
+        negative_budget: usize,
     ) -> anyhow::Result<Router> {
         // The core holds every membership IGMP's limits let in, on every interface.
         let igmp_memberships = igmp.values().fold(0usize, |sum, c| {
@@ -98,6 +100,7 @@ impl Router {
             max_mfes: FWD_CAPACITY as usize,
             max_memberships: defaults.max_memberships.max(igmp_memberships),
             mfe_lifetime_s,
+            negative_budget,
             ..defaults
         });
         let mut clients = Vec::new();
@@ -328,6 +331,8 @@ pub struct Options {
     pub rpf_routes: Vec<core::Route>,
     /// Lifetime of an MFE before it is refreshed or deleted (spec §5.6).
     pub mfe_lifetime_s: u32,
+    /// Most negative MFEs per incoming interface (oldest evicted past it).
+    pub negative_budget: usize,
     /// On SIGTERM/SIGINT, leave XDP forwarding with the last state for the next daemon to
     /// adopt, and the proxy's groups joined upstream. An error or a panic always does that.
     pub keep_forwarding: bool,
@@ -389,6 +394,12 @@ struct Seen {
     query_send_errors: u64,
     /// Routing-table routes the core's RPF table refused.
     rpf_refused: u64,
+    /// Events dropped because their interface's queue to the core was full.
+    queue_full: u64,
+    /// When queue drops were last logged.
+    queue_full_logged: Option<std::time::Instant>,
+    /// Negative MFE evictions last logged, and when.
+    evictions_logged: (u64, Option<std::time::Instant>),
     limits: Limits,
 }
 
@@ -448,6 +459,14 @@ impl Seen {
     }
 }
 
+/// Least time between two log lines about the same kind of overflow: a flood must not flood
+/// the log too.
+const OVERFLOW_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How long one loop turn serves queued events: between two turns the ring buffer is drained
+/// and timers, links and modules get their turn, however costly the events.
+const EVENT_BATCH: Duration = Duration::from_millis(20);
+
 /// Loads the data plane, runs until `shutdown` resolves, then detaches (unless
 /// `keep_forwarding`). An error return, like a panic or a kill, leaves XDP forwarding with
 /// the last state and the proxy's groups joined upstream, for the next daemon to adopt.
@@ -490,7 +509,12 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         Some(l) => Some(watch(l).context("cannot poll the XDP log ring buffer")?),
         None => None,
     };
-    let mut router = Router::new(opts.clients, &opts.settings.igmp, opts.mfe_lifetime_s)?;
+    let mut router = Router::new(
+        opts.clients,
+        &opts.settings.igmp,
+        opts.mfe_lifetime_s,
+        opts.negative_budget,
+    )?;
     for dev in &interfaces {
         ifs.start(&mut router, dev)?;
     }
@@ -530,6 +554,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         Some((reader, requests)) => (Some(reader), Some(requests)),
         None => (None, None),
     };
+    let mut fair = Fair::default();
     let mut counters = tokio::time::interval(COUNTER_SYNC);
     counters.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -548,13 +573,11 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
             guard = events.readable_mut() => {
                 let mut guard = guard.context("event ring buffer poll failed")?;
                 router.catch_up();
-                while let Some(record) = guard.get_inner_mut().next() {
-                    let event = ringbuf::decode(&record);
-                    upstream_igmp(&mut upstream, router.now(), &event);
-                    handle(&mut dp, &mut router, &mut seen, &name, event);
-                }
+                enqueue(guard.get_inner_mut(), &mut fair, &mut dp, &mut seen);
                 guard.clear_ready();
             }
+            // More events wait: serve the next batch after whatever else is ready.
+            () = std::future::ready(()), if !fair.is_empty() => {}
             () = sleep_until(deadline) => {
                 router.catch_up();
                 // Fresh counters tell the core which expiring MFEs still carry a flow.
@@ -652,7 +675,23 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
             }
             () = &mut shutdown => break,
         }
-        let touched = router.pump_igmp(&name, &mut seen);
+        enqueue(events.get_mut(), &mut fair, &mut dp, &mut seen);
+        let mut touched = Vec::new();
+        log_queue_full(&mut fair, &mut seen, &name);
+        let batch_ends = std::time::Instant::now() + EVENT_BATCH;
+        while let Some(event) = fair.pop() {
+            let (ifindex, started) = (event.ifindex(), std::time::Instant::now());
+            upstream_igmp(&mut upstream, router.now(), &event);
+            handle(&mut dp, &mut router, &mut seen, &name, event);
+            // Each event's memberships right after it, on its interface's account.
+            touched.extend(router.pump_igmp(&name, &mut seen));
+            let done = std::time::Instant::now();
+            fair.charge(ifindex, done - started);
+            if done >= batch_ends {
+                break;
+            }
+        }
+        touched.extend(router.pump_igmp(&name, &mut seen));
         let now = router.now();
         let owners = names.all().into_iter().map(|(i, _)| {
             let id = InterfaceId::new(i);
@@ -665,6 +704,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         }
         let ops = std::iter::from_fn(|| router.mgm.poll_map_op()).collect();
         write_map_ops(&mut dp, handover.filter(now, ops), &mut seen, now);
+        log_evictions(&router.mgm, opts.negative_budget, &mut seen);
         ifs.detach_vanished(&mut dp);
         if let Some(u) = &mut upstream {
             u.pump(router.now(), &router.mgm, &touched, all_groups);
@@ -675,7 +715,8 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
     info!(
         "shutting down: {} IGMP messages, {} rejected, {} no-cache ({} unresolved) and {} \
          wrong-interface upcalls, {} memberships refused by MGM, {} IGMP queries not sent, {} \
-         RPF routes refused, {} unknown records, {} map errors",
+         RPF routes refused, {} unknown records, {} map errors, {} events over their \
+         interface's queue, {} negative entries evicted",
         seen.igmp,
         seen.bad_igmp,
         seen.no_cache,
@@ -685,7 +726,9 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         seen.query_send_errors,
         seen.rpf_refused,
         seen.unknown,
-        seen.map_errors
+        seen.map_errors,
+        seen.queue_full,
+        router.mgm.negative_evictions()
     );
     for (ifindex, name) in names.all() {
         if let Ok(Some(s)) = dp.interfaces.stats(ifindex) {
@@ -1206,6 +1249,64 @@ fn sync_counters(dp: &Dataplane, mgm: &mut Mgm, keys: Vec<(Ipv4Addr, Ipv4Addr)>)
         // The MFE can only be missing if it expired between the two calls.
         let _ = mgm.set_mfe_counters(source, group, counters);
     }
+}
+
+/// Moves the ring buffer's records to their interfaces' queues.
+fn enqueue(ring: &mut ringbuf::EventRing, fair: &mut Fair, dp: &mut Dataplane, seen: &mut Seen) {
+    ringbuf::drain(ring, |event| {
+        if let Err(Event::NoCache { source, group, .. }) = fair.push(event) {
+            // Dropped: the flow's next packet asks again, rather than waiting out its
+            // placeholder's retry time.
+            if let Err(e) = dp.forwarding.forget_placeholder(key(source, group)) {
+                seen.map_errors += 1;
+                error!(
+                    "cannot remove the placeholder of ({source}, {group}): {}",
+                    report(&e)
+                );
+            }
+        }
+    });
+}
+
+/// Counts the events dropped over full interface queues, and logs them at most once per
+/// [`OVERFLOW_LOG_INTERVAL`].
+fn log_queue_full(fair: &mut Fair, seen: &mut Seen, name: &impl Fn(u32) -> String) {
+    let dropped = fair.take_dropped();
+    if dropped.is_empty() {
+        return;
+    }
+    seen.queue_full += dropped.values().sum::<u64>();
+    if seen
+        .queue_full_logged
+        .is_some_and(|t| t.elapsed() < OVERFLOW_LOG_INTERVAL)
+    {
+        return;
+    }
+    let which: Vec<String> = dropped
+        .iter()
+        .map(|(i, n)| format!("{n} on {}", name(*i)))
+        .collect();
+    warn!(
+        "events dropped over their interface's queue to the core ({} so far): {}",
+        seen.queue_full,
+        which.join(", ")
+    );
+    seen.queue_full_logged = Some(std::time::Instant::now());
+}
+
+/// Logs negative MFEs evicted over the budget, at most once per [`OVERFLOW_LOG_INTERVAL`].
+fn log_evictions(mgm: &Mgm, budget: usize, seen: &mut Seen) {
+    let evicted = mgm.negative_evictions();
+    let (logged, at) = seen.evictions_logged;
+    if evicted == logged || at.is_some_and(|t| t.elapsed() < OVERFLOW_LOG_INTERVAL) {
+        return;
+    }
+    warn!(
+        "{} negative entries evicted over the budget of {budget} per incoming interface \
+         ({evicted} so far): a flood of unknown flows",
+        evicted - logged
+    );
+    seen.evictions_logged = (evicted, Some(std::time::Instant::now()));
 }
 
 /// Writes map operations to the data plane, in order.

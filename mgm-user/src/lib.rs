@@ -14,6 +14,8 @@ pub mod core;
 pub mod daemon;
 /// Loading, attaching and updating the XDP data plane (the only user of aya).
 pub mod dataplane;
+/// Fair service of ring-buffer events by interface.
+pub mod fair;
 /// Make before break when an interface changes owner (map operations held briefly).
 pub mod handover;
 /// IGMP wire codec.

@@ -235,6 +235,24 @@ struct RunArgs {
     #[arg(long, value_name = "MS", default_value_t = 1_000)]
     wrong_if_interval_ms: u64,
 
+    /// IGMP group records per second each interface hands the daemon (an IGMPv3 report counts
+    /// its records, any other message one; bursts of a quarter second's worth); more are
+    /// passed to the host only and counted as `igmp_limited`. 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = 1_000)]
+    igmp_admit_rate: u32,
+
+    /// Packets of unknown flows per second each interface raises an upcall (and a
+    /// placeholder) for; more are dropped and counted as `upcall_limited`, except that a flow
+    /// seen missing recently draws on a second budget of the same rate. 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = 1_000)]
+    upcall_admit_rate: u32,
+
+    /// Most negative forwarding entries per incoming interface; a new one past it evicts the
+    /// interface's oldest, counted and logged. An evicted flow's packets are dropped as before
+    /// and raise an upcall again within the upcall budget.
+    #[arg(long, value_name = "N", default_value_t = 1_024)]
+    negative_budget: usize,
+
     /// On SIGINT/SIGTERM, leave XDP attached and forwarding with the last state instead of
     /// detaching: for restarts and upgrades without losing traffic. The next `mgm run` with
     /// the same --pin-dir takes over the links and maps. Without it, stopping detaches.
@@ -407,6 +425,9 @@ fn apply_config(
         ttl_threshold = value(&c.dataplane.ttl_threshold);
         pending_retry_ms = value(&c.dataplane.pending_retry_ms);
         wrong_if_interval_ms = value(&c.dataplane.wrong_if_interval_ms);
+        igmp_admit_rate = value(&c.dataplane.igmp_admit_rate);
+        upcall_admit_rate = value(&c.dataplane.upcall_admit_rate);
+        negative_budget = value(&c.dataplane.negative_budget);
         keep_forwarding = value(&c.dataplane.keep_forwarding);
         ebpf_log_level = level(&c.dataplane.ebpf_log_level)?;
         rpf_table = value(&c.rpf.table);
@@ -647,7 +668,10 @@ fn try_main(cli: Cli, file: Option<config::Config>) -> anyhow::Result<()> {
                     pending_retry: Duration::from_millis(args.pending_retry_ms),
                     wrong_if_interval: Duration::from_millis(args.wrong_if_interval_ms),
                     ebpf_log_level: args.ebpf_log_level,
+                    igmp_admit_rate: args.igmp_admit_rate,
+                    upcall_admit_rate: args.upcall_admit_rate,
                 },
+                negative_budget: args.negative_budget,
             };
             if let Some(addr) = args.metrics {
                 mgm_user::cli::metrics::serve(addr, opts.pin_dir.clone())?;

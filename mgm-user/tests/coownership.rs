@@ -116,6 +116,7 @@ fn spec4_4_igmp_on_shared_interfaces_becomes_local_joins_into_each_owner() {
         rpf_table: mgm_user::routes::RT_TABLE_MAIN,
         rpf_routes: Vec::new(),
         mfe_lifetime_s: 900,
+        negative_budget: 1024,
         keep_forwarding: false,
         settings: Default::default(),
         reload: None,

@@ -28,7 +28,7 @@ struct Family<T> {
     value: fn(&T) -> u64,
 }
 
-const INTERFACE_COUNTERS: [Family<IfStats>; 13] = [
+const INTERFACE_COUNTERS: [Family<IfStats>; 15] = [
     family(
         "mgm_interface_igmp_queries_received_total",
         "IGMP membership queries received (any version).",
@@ -93,6 +93,16 @@ const INTERFACE_COUNTERS: [Family<IfStats>; 13] = [
         "mgm_interface_ttl_too_low_total",
         "Copies not sent because their TTL was below the interface's threshold.",
         |s| s.ttl_too_low,
+    ),
+    family(
+        "mgm_interface_igmp_limited_total",
+        "IGMP messages over the interface's admission rate, passed to the host only.",
+        |s| s.igmp_limited,
+    ),
+    family(
+        "mgm_interface_upcall_limited_total",
+        "Packets of unknown flows over the interface's upcall budget, dropped.",
+        |s| s.upcall_limited,
     ),
 ];
 

@@ -56,6 +56,7 @@ pub fn render_json(state: &PinnedState) -> String {
                     "ring_full": s.ring_full, "no_entry": s.no_entry,
                     "tx_pkts": s.tx_pkts, "tx_bytes": s.tx_bytes,
                     "ttl_too_low": s.ttl_too_low, "vlan_tagged": s.vlan_tagged,
+                    "igmp_limited": s.igmp_limited, "upcall_limited": s.upcall_limited,
                 },
             })
         })
@@ -117,6 +118,7 @@ pub fn render(state: &PinnedState) -> String {
         "ttl drops",
         "ring full",
         "vlan tagged",
+        "limited (igmp/upcall)",
     ]);
     for i in &state.interfaces {
         let s = &i.stats;
@@ -133,6 +135,7 @@ pub fn render(state: &PinnedState) -> String {
             s.ttl_too_low.to_string(),
             s.ring_full.to_string(),
             s.vlan_tagged.to_string(),
+            format!("{}/{}", s.igmp_limited, s.upcall_limited),
         ]);
     }
     format!(

@@ -320,6 +320,11 @@ impl Mgm {
         self.mfes.insert(key, mfe);
         // Step 5: install, then let the iif owner prune upstream if nobody wants the traffic.
         let negative = self.install_current(key);
+        if negative {
+            // An adopted entry the data plane already holds is installed with no change.
+            self.track_negative(key, Some((r.iif, now)));
+            self.enforce_negative_budget(r.iif);
+        }
         if negative && !forced_negative {
             self.mfe_alert(key, true, now);
         }
@@ -543,6 +548,7 @@ impl Mgm {
         };
         let oifs = self.active_oifs(key, mfe);
         let negative = oifs.is_empty();
+        let tracked = negative.then_some((mfe.iif, mfe.created_at));
         let desired = (mfe.iif, oifs);
         if self.installed.get(&key) != Some(&desired) {
             self.map_ops.push_back(MapOp::InstallMfe {
@@ -552,8 +558,53 @@ impl Mgm {
                 oifs: desired.1.clone(),
             });
             self.installed.insert(key, desired);
+            // Only here can the MFE turn negative or not, or move: tracking it on every call
+            // would cost a lookup per MFE in each membership change's walk.
+            self.track_negative(key, tracked);
         }
         negative
+    }
+
+    /// Keeps `negatives` in step with MFE `key`: negative on an iif since a creation time, or
+    /// not (any more).
+    fn track_negative(&mut self, key: MfeKey, now: Option<(InterfaceId, Instant)>) {
+        if self.negative_at.get(&key).copied() == now {
+            return;
+        }
+        if let Some((iif, at)) = self.negative_at.remove(&key) {
+            if let Some(set) = self.negatives.get_mut(&iif) {
+                set.remove(&(at, key));
+                if set.is_empty() {
+                    self.negatives.remove(&iif);
+                }
+            }
+        }
+        if let Some((iif, at)) = now {
+            self.negatives.entry(iif).or_default().insert((at, key));
+            self.negative_at.insert(key, (iif, at));
+        }
+    }
+
+    /// Evicts `iif`'s oldest negative MFEs while it holds more than its budget.
+    fn enforce_negative_budget(&mut self, iif: InterfaceId) {
+        loop {
+            let oldest = match self.negatives.get(&iif) {
+                Some(set) if set.len() > self.config.negative_budget => {
+                    set.first().map(|(_, k)| *k)
+                }
+                _ => None,
+            };
+            let Some(key) = oldest else {
+                return;
+            };
+            self.remove_mfe(key);
+            self.negative_evictions += 1;
+        }
+    }
+
+    /// Negative MFEs evicted over [`Config::negative_budget`](super::Config) so far.
+    pub fn negative_evictions(&self) -> u64 {
+        self.negative_evictions
     }
 
     pub(super) fn active_oifs(&self, key: MfeKey, mfe: &Mfe) -> BTreeSet<InterfaceId> {
@@ -592,6 +643,7 @@ impl Mgm {
         if let Some(mfe) = self.mfes.remove(&key) {
             self.expiry.remove(&(mfe.expires_at, key));
         }
+        self.track_negative(key, None);
         if self.installed.remove(&key).is_some() {
             self.map_ops.push_back(MapOp::DeleteMfe {
                 source: key.source,

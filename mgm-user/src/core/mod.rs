@@ -76,6 +76,10 @@ pub struct Config {
     pub max_memberships: usize,
     /// Maximum MFEs; in the daemon, the `mfe` map's size.
     pub max_mfes: usize,
+    /// Most negative MFEs per incoming interface: a flood to random groups creates one per
+    /// flow, and would otherwise fill the table for everyone. Past it, the interface's oldest
+    /// negative MFE goes (an early expiry) and is counted.
+    pub negative_budget: usize,
     /// Maximum open group enumerations.
     pub max_enumerations: usize,
 }
@@ -90,6 +94,7 @@ impl Default for Config {
             max_interfaces: 4096,
             max_memberships: 65_536,
             max_mfes: 65_536,
+            negative_budget: 1_024,
             max_enumerations: 64,
         }
     }
@@ -125,6 +130,12 @@ pub struct Mgm {
     /// What the data plane holds once every queued [`MapOp`] is applied; the diff source for
     /// new ops.
     installed: BTreeMap<MfeKey, (InterfaceId, BTreeSet<InterfaceId>)>,
+    /// Negative MFEs by incoming interface, oldest first, for [`Config::negative_budget`].
+    negatives: BTreeMap<InterfaceId, BTreeSet<(Instant, MfeKey)>>,
+    /// Where each negative MFE sits in `negatives`.
+    negative_at: BTreeMap<MfeKey, (InterfaceId, Instant)>,
+    /// Negative MFEs evicted over the budget so far.
+    negative_evictions: u64,
     routes: RouteTable,
     enumerations: BTreeMap<EnumHandle, Enumeration>,
     map_ops: VecDeque<MapOp>,
@@ -156,6 +167,9 @@ impl Mgm {
             mfes: BTreeMap::new(),
             expiry: BTreeSet::new(),
             installed: BTreeMap::new(),
+            negatives: BTreeMap::new(),
+            negative_at: BTreeMap::new(),
+            negative_evictions: 0,
             routes: RouteTable::default(),
             enumerations: BTreeMap::new(),
             map_ops: VecDeque::new(),

@@ -67,6 +67,21 @@ pub struct Tunables {
     pub wrong_if_interval: Duration,
     /// Most verbose level the XDP program logs at (it checks this before formatting).
     pub ebpf_log_level: log::LevelFilter,
+    /// IGMP group records (other messages count one) per second per interface the XDP
+    /// program hands the daemon; 0: all.
+    pub igmp_admit_rate: u32,
+    /// No-cache upcalls per second per incoming interface; 0: all.
+    pub upcall_admit_rate: u32,
+}
+
+/// A rate as the XDP program's GCRA buckets take it: nanoseconds between two admissions, and
+/// how far ahead a bucket may run (a quarter second's worth of burst). 0 is no limit.
+fn admission(rate: u32) -> (u64, u64) {
+    if rate == 0 {
+        return (0, 0);
+    }
+    let interval = 1_000_000_000 / u64::from(rate);
+    (interval, interval * u64::from((rate / 4).max(1)))
 }
 
 impl Default for Tunables {
@@ -75,6 +90,8 @@ impl Default for Tunables {
             pending_retry: Duration::from_secs(10),
             wrong_if_interval: Duration::from_secs(1),
             ebpf_log_level: log::LevelFilter::Warn,
+            igmp_admit_rate: 1_000,
+            upcall_admit_rate: 1_000,
         }
     }
 }
@@ -188,10 +205,16 @@ fn load_with_pins(t: &Tunables, pin_dir: Option<&Path>) -> Result<Loaded, Datapl
     let pending = t.pending_retry.as_nanos() as u64;
     let wrong_if = t.wrong_if_interval.as_nanos() as u64;
     let level = t.ebpf_log_level as usize as u8;
+    let (igmp_interval, igmp_window) = admission(t.igmp_admit_rate);
+    let (upcall_interval, upcall_window) = admission(t.upcall_admit_rate);
     let mut loader = EbpfLoader::new();
     loader
         .override_global("PENDING_RETRY_NS", &pending, true)
         .override_global("WRONG_IF_INTERVAL_NS", &wrong_if, true)
+        .override_global("IGMP_ADMIT_INTERVAL_NS", &igmp_interval, true)
+        .override_global("IGMP_ADMIT_WINDOW_NS", &igmp_window, true)
+        .override_global("UPCALL_ADMIT_INTERVAL_NS", &upcall_interval, true)
+        .override_global("UPCALL_ADMIT_WINDOW_NS", &upcall_window, true)
         .override_global(aya_log::LEVEL, &level, false);
     if let Some(dir) = pin_dir {
         for name in m::ALL {

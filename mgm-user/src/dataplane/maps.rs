@@ -310,6 +310,18 @@ impl Forwarding {
         Ok(())
     }
 
+    /// Removes the placeholder at `key`, if that is what the key holds: its upcall was
+    /// dropped, and the flow's next packet raises another.
+    ///
+    /// # Errors
+    /// The map delete failed.
+    pub fn forget_placeholder(&mut self, key: FwdKey) -> Result<(), DataplaneError> {
+        if self.entries.contains_key(&key) {
+            return Ok(());
+        }
+        self.remove_placeholder(key)
+    }
+
     fn remove_placeholder(&mut self, key: FwdKey) -> Result<(), DataplaneError> {
         self.pending.remove(&key);
         match self.fwd.remove(&key) {

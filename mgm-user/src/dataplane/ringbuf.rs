@@ -3,6 +3,8 @@
 
 use std::net::Ipv4Addr;
 
+use aya::maps::{MapData, RingBuf};
+
 use mgm_common::event::{
     IgmpEvent, UpcallEvent, EVENT_IGMP, EVENT_NO_CACHE, EVENT_WRONG_IF, IGMP_PAYLOAD_MAX,
     UPCALL_HEADER_MAX,
@@ -45,6 +47,32 @@ pub enum Event {
     },
     /// A record this daemon does not understand (a newer or corrupt program).
     Unknown { kind: u32, len: usize },
+}
+
+impl Event {
+    /// The interface the record came from; 0 for an unknown record.
+    pub fn ifindex(&self) -> u32 {
+        match self {
+            Event::Igmp { ifindex, .. }
+            | Event::BadIgmp { ifindex, .. }
+            | Event::NoCache { ifindex, .. }
+            | Event::WrongIf { ifindex, .. } => *ifindex,
+            Event::Unknown { .. } => 0,
+        }
+    }
+}
+
+/// The ring buffer the XDP program writes its records to.
+pub type EventRing = RingBuf<MapData>;
+
+/// Decodes every record waiting in `ring`, oldest first, into `f`. Reading the ring needs no
+/// system call, so the daemon calls this on every loop turn as well as on readiness: a
+/// wakeup the ring gives while the last one is being cleared would otherwise leave records
+/// unread until the next, and the kernel sends none while records wait unread.
+pub fn drain(ring: &mut EventRing, mut f: impl FnMut(Event)) {
+    while let Some(record) = ring.next() {
+        f(decode(&record));
+    }
 }
 
 fn be_addr(v: u32) -> Ipv4Addr {

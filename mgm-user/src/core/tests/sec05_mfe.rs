@@ -437,3 +437,36 @@ fn sec5_2_dec_creation_alerts_with_equal_protocol_ids_go_in_component_order() {
         .collect();
     assert_eq!(order, ["pim_a", "pim_b"]);
 }
+
+#[test]
+fn negative_mfes_past_the_budget_evict_the_interfaces_oldest_only() {
+    const G3: Ipv4Addr = Ipv4Addr::new(239, 3, 3, 3);
+    let mut t = Harness::with_config(Config {
+        negative_budget: 2,
+        ..Config::default()
+    });
+    let pim = t.register("pim", PIM);
+    t.own(pim, ETH1);
+    t.own(pim, ETH2);
+    t.join(pim, star(G1), ETH2);
+    // given: a forwarding MFE and two negative ones with iif ETH1, one negative with iif ETH2
+    t.packet(S1, G1, ETH1);
+    t.advance(1);
+    t.packet(S1, G2, ETH1);
+    t.advance(1);
+    t.packet(S_NOROUTE, G2, ETH1);
+    t.packet(S2, G2, ETH2);
+    t.settle();
+    assert_eq!(t.mgm.negative_evictions(), 0);
+    // when: a third negative MFE comes on ETH1
+    t.advance(1);
+    t.packet(S1, G3, ETH1);
+    // then: ETH1's oldest negative MFE goes; the forwarding one and ETH2's stay
+    assert_eq!(t.ops(), [install(S1, G3, ETH1, &[]), delete(S1, G2)]);
+    assert_eq!(t.mgm.negative_evictions(), 1);
+    let now = t.now;
+    assert!(t.mgm.get_mfe(S1, G1, 1000, now).is_ok());
+    assert!(t.mgm.get_mfe(S1, G2, 1000, now).is_err());
+    assert!(t.mgm.get_mfe(S_NOROUTE, G2, 1000, now).is_ok());
+    assert!(t.mgm.get_mfe(S2, G2, 1000, now).is_ok());
+}
