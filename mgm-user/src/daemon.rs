@@ -7,6 +7,7 @@ use std::{
     future::Future,
     net::Ipv4Addr,
     path::PathBuf,
+    sync::atomic::Ordering,
     time::Duration,
 };
 
@@ -34,7 +35,7 @@ use crate::{
     protocols::{
         igmp::Igmp,
         igmp_proxy::{self, ProxyUpstream, UpstreamQueue},
-        remote::ModuleServer,
+        remote::{link, ModuleServer},
         static_routes,
     },
     ratelimit::{suppressed, RateLimit},
@@ -80,6 +81,8 @@ struct Router {
     epoch: std::time::Instant,
     /// The deadline the event loop last slept towards, for [`Router::catch_up`].
     armed: Option<tokio::time::Instant>,
+    /// Times [`Router::catch_up`] found the loop stalled.
+    stalls: u64,
 }
 
 impl Router {
@@ -129,6 +132,7 @@ impl Router {
             clients,
             epoch: std::time::Instant::now(),
             armed: None,
+            stalls: 0,
         })
     }
 
@@ -211,6 +215,7 @@ impl Router {
         let late = tokio::time::Instant::now().saturating_duration_since(armed);
         if late > querier::STALL {
             warn!("the event loop ran {late:?} late (stopped or starved): IGMP timers postponed by as much");
+            self.stalls += 1;
             self.igmp.postpone(late);
         }
     }
@@ -447,7 +452,9 @@ fn limited(
 }
 
 impl Seen {
-    fn counters(&self) -> control::Counters {
+    /// Every drop cause the daemon counts, for `mgm show stats` and the shutdown line.
+    fn counters(&self, router: &Router) -> control::Counters {
+        let hits = &link::BOUND_HITS;
         control::Counters {
             igmp: self.igmp,
             igmp_rejected: self.bad_igmp,
@@ -455,6 +462,16 @@ impl Seen {
             wrong_if: self.wrong_if,
             unknown: self.unknown,
             map_errors: self.map_errors,
+            unresolved: self.unresolved,
+            memberships_refused: self.refused,
+            queries_not_sent: self.query_send_errors,
+            rpf_routes_refused: self.rpf_refused,
+            queue_full: self.queue_full,
+            negative_evictions: router.mgm.negative_evictions(),
+            stalls: router.stalls,
+            module_out_full: hits.out_full.load(Ordering::Relaxed),
+            module_replies_too_large: hits.reply_too_large.load(Ordering::Relaxed),
+            module_answers_dropped: hits.answers_dropped.load(Ordering::Relaxed),
         }
     }
 }
@@ -652,6 +669,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
                     }
                     request => {
                         let if_stats = |i: u32| dp.interfaces.stats(i).ok().flatten();
+                        let counters = seen.counters(&router);
                         let mut d = control::Daemon {
                             now: router.now(),
                             mgm: &mut router.mgm,
@@ -665,7 +683,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
                                 .find(|c| c.protocol_id == static_routes::PROTOCOL_ID)
                                 .map(|c| c.handle),
                             modules: modules.modules(),
-                            counters: seen.counters(),
+                            counters,
                             if_stats: &if_stats,
                         };
                         control::answer(request, &mut d)

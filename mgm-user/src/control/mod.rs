@@ -58,6 +58,16 @@ pub struct Counters {
     pub wrong_if: u64,
     pub unknown: u64,
     pub map_errors: u64,
+    pub unresolved: u64,
+    pub memberships_refused: u64,
+    pub queries_not_sent: u64,
+    pub rpf_routes_refused: u64,
+    pub queue_full: u64,
+    pub negative_evictions: u64,
+    pub stalls: u64,
+    pub module_out_full: u64,
+    pub module_replies_too_large: u64,
+    pub module_answers_dropped: u64,
 }
 
 /// Everything a request reads or changes, lent by the daemon for one request.

@@ -268,6 +268,16 @@ fn stats(d: &Daemon<'_>) -> view::Stats {
         wrong_if_upcalls: c.wrong_if,
         unknown_records: c.unknown,
         map_errors: c.map_errors,
+        unresolved_upcalls: c.unresolved,
+        memberships_refused: c.memberships_refused,
+        queries_not_sent: c.queries_not_sent,
+        rpf_routes_refused: c.rpf_routes_refused,
+        events_dropped_queue_full: c.queue_full,
+        negative_evictions: c.negative_evictions,
+        loop_stalls: c.stalls,
+        module_out_full: c.module_out_full,
+        module_replies_too_large: c.module_replies_too_large,
+        module_answers_dropped: c.module_answers_dropped,
         mfes: d.mgm.forwarding_table().len(),
         interfaces: d
             .roles

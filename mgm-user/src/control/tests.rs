@@ -213,6 +213,16 @@ fn fixed() -> Vec<(&'static str, Document)> {
                     wrong_if_upcalls: 2,
                     unknown_records: 0,
                     map_errors: 0,
+                    unresolved_upcalls: 1,
+                    memberships_refused: 2,
+                    queries_not_sent: 0,
+                    rpf_routes_refused: 1,
+                    events_dropped_queue_full: 120,
+                    negative_evictions: 7,
+                    loop_stalls: 1,
+                    module_out_full: 0,
+                    module_replies_too_large: 1,
+                    module_answers_dropped: 2,
                     mfes: 3,
                     interfaces: vec![
                         InterfaceStats {
@@ -300,6 +310,8 @@ struct Fixture {
     roles: Roles,
     statics: crate::protocols::static_routes::StaticTable,
     static_handle: crate::core::ProtocolHandle,
+    /// The daemon's own counters the requests are answered with.
+    counters: Counters,
 }
 
 impl Fixture {
@@ -361,6 +373,7 @@ impl Fixture {
             },
             statics,
             static_handle,
+            counters: Counters::default(),
         }
     }
 
@@ -375,7 +388,7 @@ impl Fixture {
             statics: &self.statics,
             static_handle: Some(self.static_handle),
             modules: vec![],
-            counters: Counters::default(),
+            counters: self.counters,
             if_stats: &stats,
         };
         super::answer(request, &mut d)
@@ -522,4 +535,61 @@ fn bad_changes_say_what_is_wrong() {
         assert!(e.contains(why), "{request:?}: {e}");
     }
     assert_eq!(f.oifs(), [], "no refused change forwards anything");
+}
+
+#[test]
+fn stats_shows_every_counter_of_the_daemon_under_its_own_name() {
+    let mut f = Fixture::new();
+    // Distinct values, so a counter shown under another's name is caught.
+    f.counters = Counters {
+        igmp: 1,
+        igmp_rejected: 2,
+        no_cache: 3,
+        wrong_if: 4,
+        unknown: 5,
+        map_errors: 6,
+        unresolved: 7,
+        memberships_refused: 8,
+        queries_not_sent: 9,
+        rpf_routes_refused: 10,
+        queue_full: 11,
+        negative_evictions: 12,
+        stalls: 13,
+        module_out_full: 14,
+        module_replies_too_large: 15,
+        module_answers_dropped: 16,
+    };
+    let Some(Document::Stats { stats }) = f.ask(Request::Show { view: View::Stats }).document
+    else {
+        panic!("no stats document")
+    };
+    let shown = [
+        stats.igmp_messages,
+        stats.igmp_rejected,
+        stats.no_cache_upcalls,
+        stats.wrong_if_upcalls,
+        stats.unknown_records,
+        stats.map_errors,
+        stats.unresolved_upcalls,
+        stats.memberships_refused,
+        stats.queries_not_sent,
+        stats.rpf_routes_refused,
+        stats.events_dropped_queue_full,
+        stats.negative_evictions,
+        stats.loop_stalls,
+        stats.module_out_full,
+        stats.module_replies_too_large,
+        stats.module_answers_dropped,
+    ];
+    assert_eq!(shown, std::array::from_fn(|i| i as u64 + 1));
+    let table = render(&Document::Stats { stats });
+    for (row, value) in [
+        ("unresolved upcalls", 7),
+        ("events dropped (queue full)", 11),
+        ("event loop stalls", 13),
+        ("module answers dropped", 16),
+    ] {
+        let line = table.lines().find(|l| l.contains(row)).unwrap_or_default();
+        assert!(line.contains(&format!(" {value} ")), "{row}: {table}");
+    }
 }

@@ -135,6 +135,27 @@ pub struct Stats {
     pub unknown_records: u64,
     /// Map writes that failed.
     pub map_errors: u64,
+    /// No-entry upcalls MGM could not resolve (no route, no owner of the interface).
+    pub unresolved_upcalls: u64,
+    /// Membership changes IGMP decided that MGM refused.
+    pub memberships_refused: u64,
+    /// IGMP queries the query socket did not send.
+    pub queries_not_sent: u64,
+    /// Routing-table routes the RPF table refused.
+    pub rpf_routes_refused: u64,
+    /// Ring-buffer events dropped because their interface's queue to the core was full.
+    pub events_dropped_queue_full: u64,
+    /// Negative forwarding entries evicted to stay within the negative-entry budget.
+    pub negative_evictions: u64,
+    /// Times the event loop ran more than a second late (stopped or starved), each of which
+    /// postponed IGMP's timers.
+    pub loop_stalls: u64,
+    /// Module connections disconnected because they did not read their replies.
+    pub module_out_full: u64,
+    /// Module replies over the size limit, answered with an error instead.
+    pub module_replies_too_large: u64,
+    /// Module answers dropped because too many were waiting.
+    pub module_answers_dropped: u64,
     pub mfes: usize,
     pub interfaces: Vec<InterfaceStats>,
 }
