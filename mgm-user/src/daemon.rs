@@ -341,6 +341,9 @@ pub struct Options {
     /// On SIGTERM/SIGINT, leave XDP forwarding with the last state for the next daemon to
     /// adopt, and the proxy's groups joined upstream. An error or a panic always does that.
     pub keep_forwarding: bool,
+    /// Where the daemon publishes its counters after every loop turn, if anyone reads them
+    /// (the metrics endpoint).
+    pub published: Option<control::SharedCounters>,
 }
 
 impl Options {
@@ -723,6 +726,9 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         let ops = std::iter::from_fn(|| router.mgm.poll_map_op()).collect();
         write_map_ops(&mut dp, handover.filter(now, ops), &mut seen, now);
         log_evictions(&router.mgm, opts.negative_budget, &mut seen);
+        if let Some(p) = &opts.published {
+            *p.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = seen.counters(&router);
+        }
         ifs.detach_vanished(&mut dp);
         if let Some(u) = &mut upstream {
             u.pump(router.now(), &router.mgm, &touched, all_groups);

@@ -672,9 +672,10 @@ fn try_main(cli: Cli, file: Option<config::Config>) -> anyhow::Result<()> {
                     upcall_admit_rate: args.upcall_admit_rate,
                 },
                 negative_budget: args.negative_budget,
+                published: args.metrics.map(|_| Default::default()),
             };
-            if let Some(addr) = args.metrics {
-                mgm_user::cli::metrics::serve(addr, opts.pin_dir.clone())?;
+            if let (Some(addr), Some(published)) = (args.metrics, &opts.published) {
+                mgm_user::cli::metrics::serve(addr, opts.pin_dir.clone(), published.clone())?;
             }
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -118,6 +118,7 @@ fn spec4_4_igmp_on_shared_interfaces_becomes_local_joins_into_each_owner() {
         mfe_lifetime_s: 900,
         negative_budget: 1024,
         keep_forwarding: false,
+        published: None,
         settings: Default::default(),
         reload: None,
     };

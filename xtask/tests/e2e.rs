@@ -258,8 +258,9 @@ fn sample(exposition: &str, series: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
-/// `mgm run --metrics`: the exposition is valid to Prometheus' own checker, and a downstream's
-/// transmitted-packets counter moves by exactly what its receiver got.
+/// `mgm run --metrics`: the exposition is valid to Prometheus' own checker, a downstream's
+/// transmitted-packets counter moves by exactly what its receiver got, and the daemon's own
+/// counters are there.
 #[test]
 fn metrics_are_valid_prometheus_text_and_count_what_receivers_got() {
     const N: usize = 50;
@@ -298,6 +299,14 @@ fn metrics_are_valid_prometheus_text_and_count_what_receivers_got() {
         t.fail(&format!(
             "receiver got {got} of {N}; {series} moved by {moved:?}:\n{after}"
         ));
+    }
+    // The daemon's own counters too: the kernel host's reports were handled, and its drop
+    // causes are exported though nothing was dropped.
+    if sample(body, "mgm_daemon_igmp_messages_total").is_none_or(|n| n == 0)
+        || sample(body, "mgm_daemon_unresolved_upcalls_total").is_none()
+        || sample(body, "mgm_daemon_events_dropped_queue_full_total").is_none()
+    {
+        t.fail(&format!("the daemon's counters are missing:\n{body}"));
     }
     use std::{io::Write, process::Stdio};
     let mut promtool = std::process::Command::new("promtool")

@@ -1,6 +1,8 @@
 //! The Prometheus text exposition of the data plane's counters (`mgm run --metrics ADDR:PORT`).
 //! Each scrape reads the pinned maps, like `mgm show`, on a thread of its own: a slow or
-//! hostile scraper never holds up IGMP, upcalls or timers.
+//! hostile scraper never holds up IGMP, upcalls or timers. The daemon's own counters (what
+//! `mgm show stats` lists under `daemon`) come from the copy the daemon publishes each loop
+//! turn.
 //!
 //! Names follow Prometheus' conventions: `mgm_` prefix, `_total` on counters, bytes as the
 //! unit. Labels are bounded: per interface (the managed ones), and per forwarding entry only
@@ -16,7 +18,10 @@ use log::{info, warn};
 use mgm_common::counters::{EntryStats, IfStats, OifStats};
 
 use super::show::{addr, entry_state, ifname};
-use crate::dataplane::inspect::{read_pinned, PinnedState};
+use crate::{
+    control::{Counters, SharedCounters},
+    dataplane::inspect::{read_pinned, PinnedState},
+};
 
 /// At most this many forwarding entries get series of their own.
 pub const MAX_ENTRY_SERIES: usize = 1000;
@@ -160,13 +165,101 @@ const ENTRY_OIF_COUNTERS: [Family<OifStats>; 3] = [
     ),
 ];
 
+const DAEMON_COUNTERS: [Family<Counters>; 16] = [
+    family(
+        "mgm_daemon_igmp_messages_total",
+        "IGMP messages the daemon handled.",
+        |c| c.igmp,
+    ),
+    family(
+        "mgm_daemon_igmp_rejected_total",
+        "IGMP messages the daemon rejected after decoding.",
+        |c| c.igmp_rejected,
+    ),
+    family(
+        "mgm_daemon_no_entry_upcalls_total",
+        "Upcalls for packets no forwarding entry matched.",
+        |c| c.no_cache,
+    ),
+    family(
+        "mgm_daemon_wrong_interface_upcalls_total",
+        "Upcalls for packets that arrived on another interface than their entry's.",
+        |c| c.wrong_if,
+    ),
+    family(
+        "mgm_daemon_unresolved_upcalls_total",
+        "No-entry upcalls MGM could not resolve.",
+        |c| c.unresolved,
+    ),
+    family(
+        "mgm_daemon_memberships_refused_total",
+        "Membership changes IGMP decided that MGM refused.",
+        |c| c.memberships_refused,
+    ),
+    family(
+        "mgm_daemon_queries_not_sent_total",
+        "IGMP queries the query socket did not send.",
+        |c| c.queries_not_sent,
+    ),
+    family(
+        "mgm_daemon_rpf_routes_refused_total",
+        "Routing-table routes the RPF table refused.",
+        |c| c.rpf_routes_refused,
+    ),
+    family(
+        "mgm_daemon_events_dropped_queue_full_total",
+        "Ring-buffer events dropped over a full per-interface queue to the core.",
+        |c| c.queue_full,
+    ),
+    family(
+        "mgm_daemon_negative_evictions_total",
+        "Negative forwarding entries evicted to stay within the negative-entry budget.",
+        |c| c.negative_evictions,
+    ),
+    family(
+        "mgm_daemon_loop_stalls_total",
+        "Times the event loop ran more than a second late and IGMP's timers were postponed.",
+        |c| c.stalls,
+    ),
+    family(
+        "mgm_daemon_module_out_full_total",
+        "Module connections disconnected with their replies unread.",
+        |c| c.module_out_full,
+    ),
+    family(
+        "mgm_daemon_module_replies_too_large_total",
+        "Module replies over the size limit, answered with an error.",
+        |c| c.module_replies_too_large,
+    ),
+    family(
+        "mgm_daemon_module_answers_dropped_total",
+        "Module answers dropped with too many waiting.",
+        |c| c.module_answers_dropped,
+    ),
+    family(
+        "mgm_daemon_unknown_records_total",
+        "Ring-buffer records of an unknown kind.",
+        |c| c.unknown,
+    ),
+    family(
+        "mgm_daemon_map_write_errors_total",
+        "Map writes that failed.",
+        |c| c.map_errors,
+    ),
+];
+
 const fn family<T>(name: &'static str, help: &'static str, value: fn(&T) -> u64) -> Family<T> {
     Family { name, help, value }
 }
 
-/// The exposition of `state` in the Prometheus text format (version 0.0.4).
-pub fn render(state: &PinnedState) -> String {
+/// The exposition of `state` and the daemon's `counters` in the Prometheus text format
+/// (version 0.0.4).
+pub fn render(state: &PinnedState, counters: &Counters) -> String {
     let mut out = String::new();
+    for f in &DAEMON_COUNTERS {
+        header(&mut out, f.name, f.help, "counter");
+        let _ = writeln!(out, "{} {}", f.name, (f.value)(counters));
+    }
     for f in &INTERFACE_COUNTERS {
         header(&mut out, f.name, f.help, "counter");
         for i in &state.interfaces {
@@ -250,12 +343,12 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Serves `GET /metrics` on `addr` from the maps pinned in `pin_dir`, on a thread of its own,
-/// for the life of the process.
+/// Serves `GET /metrics` on `addr` from the maps pinned in `pin_dir` and the counters the
+/// daemon publishes in `daemon`, on a thread of its own, for the life of the process.
 ///
 /// # Errors
 /// `addr` cannot be listened on.
-pub fn serve(addr: SocketAddr, pin_dir: PathBuf) -> anyhow::Result<()> {
+pub fn serve(addr: SocketAddr, pin_dir: PathBuf, daemon: SharedCounters) -> anyhow::Result<()> {
     let server = tiny_http::Server::http(addr)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("cannot serve metrics on {addr}"))?;
@@ -268,12 +361,16 @@ pub fn serve(addr: SocketAddr, pin_dir: PathBuf) -> anyhow::Result<()> {
                     tiny_http::Response::from_string("mgm serves /metrics only\n")
                         .with_status_code(404)
                 } else {
+                    let counters = *daemon
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                     match read_pinned(&pin_dir) {
-                        Ok(state) => tiny_http::Response::from_string(render(&state)).with_header(
-                            "Content-Type: text/plain; version=0.0.4; charset=utf-8"
-                                .parse::<tiny_http::Header>()
-                                .expect("a valid header"),
-                        ),
+                        Ok(state) => tiny_http::Response::from_string(render(&state, &counters))
+                            .with_header(
+                                "Content-Type: text/plain; version=0.0.4; charset=utf-8"
+                                    .parse::<tiny_http::Header>()
+                                    .expect("a valid header"),
+                            ),
                         Err(e) => {
                             warn!("metrics: cannot read the maps: {e}");
                             tiny_http::Response::from_string(format!("{e}\n")).with_status_code(503)
@@ -351,8 +448,19 @@ mod tests {
 
     #[test]
     fn counters_are_named_by_convention_and_labelled_by_interface() {
-        let text = render(&state(1));
+        let daemon = Counters {
+            unresolved: 4,
+            queue_full: 9,
+            module_answers_dropped: 2,
+            ..Counters::default()
+        };
+        let text = render(&state(1), &daemon);
         assert!(text.contains("# TYPE mgm_interface_transmitted_bytes_total counter\n"));
+        assert!(text.contains("# TYPE mgm_daemon_unresolved_upcalls_total counter\n"));
+        assert!(text.contains("\nmgm_daemon_unresolved_upcalls_total 4\n"));
+        assert!(text.contains("\nmgm_daemon_events_dropped_queue_full_total 9\n"));
+        assert!(text.contains("\nmgm_daemon_module_answers_dropped_total 2\n"));
+        assert!(text.contains("\nmgm_daemon_loop_stalls_total 0\n"));
         assert!(text.contains("mgm_interface_transmitted_packets_total{interface=\"lo\"} 7\n"));
         assert!(text.contains("mgm_interface_transmitted_bytes_total{interface=\"lo\"} 700\n"));
         assert!(text
@@ -376,7 +484,7 @@ mod tests {
 
     #[test]
     fn entries_past_the_cap_are_counted_not_exported() {
-        let text = render(&state(MAX_ENTRY_SERIES + 5));
+        let text = render(&state(MAX_ENTRY_SERIES + 5), &Counters::default());
         for family in [
             "mgm_entry_packets_total{",
             "mgm_entry_outgoing_packets_total{",

@@ -70,6 +70,10 @@ pub struct Counters {
     pub module_answers_dropped: u64,
 }
 
+/// The daemon's counters as it last published them, for readers on other threads (the
+/// metrics endpoint): a copy behind a lock held only to copy, so no reader holds up the loop.
+pub type SharedCounters = std::sync::Arc<std::sync::Mutex<Counters>>;
+
 /// Everything a request reads or changes, lent by the daemon for one request.
 pub struct Daemon<'a> {
     pub now: Instant,
