@@ -52,8 +52,14 @@ pub struct Diff {
     pub downstream_removed: Vec<String>,
     /// Downstreams kept whose IGMP settings change.
     pub igmp_changed: Vec<(String, querier::Config)>,
+    /// Static routes to add and to remove: the running side is what the static-routes module
+    /// holds, so a route added at run time and not in the configuration goes.
     pub routes_added: Vec<StaticRoute>,
     pub routes_removed: Vec<StaticRoute>,
+    /// Static joins made at run time, dropped (the configuration holds none), in operator words.
+    pub joins_removed: Vec<String>,
+    /// Changes the daemon refused, and why; the rest applied.
+    pub refused: Vec<String>,
     pub keep_forwarding: Option<bool>,
     pub needs_restart: Vec<NeedsRestart>,
 }
@@ -91,6 +97,12 @@ impl fmt::Display for Diff {
             for r in routes {
                 parts.push(format!("static route {verb}: \"{r}\""));
             }
+        }
+        for j in &self.joins_removed {
+            parts.push(format!("static join removed: {j}"));
+        }
+        for why in &self.refused {
+            parts.push(format!("refused: {why}"));
         }
         if let Some(k) = self.keep_forwarding {
             parts.push(format!("keep-forwarding = {k}"));
