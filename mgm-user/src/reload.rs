@@ -1,6 +1,8 @@
 //! Reload (SIGHUP, and `mgm reload` through [`ReloadRequest`]): the settings in force and the
 //! ones just read are compared here, without I/O, into a [`Diff`] the daemon applies. What
-//! the diff does not name is not touched, so its forwarding entries keep forwarding. Settings
+//! the diff does not name is not touched, so its forwarding entries keep forwarding. Static
+//! routes are compared with those the static-routes module holds, run-time ones included, so
+//! the file decides which stay. Settings
 //! only a restart can change are listed in [`Diff::needs_restart`], never silently dropped.
 
 use std::{collections::BTreeMap, fmt};

@@ -559,9 +559,9 @@ fn a_reload_makes_the_routes_what_the_configuration_says_and_drops_static_joins(
     };
     let mut diff = reload::diff(&running, &read);
     assert_eq!(diff.routes_added, [replaces.clone(), bad]);
-    assert_eq!(diff.routes_removed, [run_time.clone()]);
+    assert_eq!(diff.routes_removed, std::slice::from_ref(&run_time));
     let done = f.lend(|d| super::follow_config(&diff.routes_added, &diff.routes_removed, d));
-    assert_eq!(done.added, [replaces.clone()]);
+    assert_eq!(done.added, std::slice::from_ref(&replaces));
     assert_eq!(done.removed, [run_time]);
     assert_eq!(done.joins_removed, ["dn2 (*, 239.2.2.2)"]);
     assert!(
