@@ -140,6 +140,33 @@ impl Router {
         core::Instant::from_millis(self.epoch.elapsed().as_millis() as u64)
     }
 
+    /// The static-routes module's registration.
+    fn static_handle(&self) -> Option<ProtocolHandle> {
+        self.clients
+            .iter()
+            .find(|c| c.protocol_id == static_routes::PROTOCOL_ID)
+            .map(|c| c.handle)
+    }
+
+    /// Makes `routes` (the configuration's) what the static-routes module takes again on an
+    /// interface that comes back.
+    fn configure_statics(&mut self, routes: &[static_routes::StaticRoute]) {
+        let Some(c) = self
+            .clients
+            .iter_mut()
+            .find(|c| c.protocol_id == static_routes::PROTOCOL_ID)
+        else {
+            return;
+        };
+        c.memberships = routes
+            .iter()
+            .flat_map(|r| r.oifs.iter().map(|o| (r.entry(), o.clone())))
+            .collect();
+        c.interfaces = c.memberships.iter().map(|(_, o)| o.clone()).collect();
+        c.interfaces.sort();
+        c.interfaces.dedup();
+    }
+
     /// Gives `dev` to the protocols configured for it: each routing protocol naming it takes
     /// it and adds its memberships there, then IGMP, where it runs, starts there beside them
     /// (spec §3.1 case B), with startup queries. Without an IPv4 address IGMP cannot query:
@@ -510,7 +537,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
     }
     let names = ifs.names.clone();
     let summary = describe(&opts);
-    let roles = control::Roles {
+    let mut roles = control::Roles {
         upstream: opts.upstream_host.as_ref().map(|h| h.interface.clone()),
         downstream: opts.igmp.clone(),
         external: opts.external.clone(),
@@ -655,7 +682,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
                     reload_requests = None;
                     continue;
                 };
-                let cx = Running { dp: &mut dp, router: &mut router, ifs: &mut ifs, modules: &mut modules };
+                let cx = Running { dp: &mut dp, router: &mut router, ifs: &mut ifs, modules: &mut modules, names: &names, roles: &mut roles, statics: &opts.statics };
                 let outcome = reload_now(reader.as_ref(), cx, &mut settings, &mut keep_forwarding);
                 if let Some(reply) = request.reply {
                     let _ = reply.send(outcome);
@@ -664,7 +691,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
             call = control.next() => {
                 let answer = match call.request.clone() {
                     control::proto::Request::Reload {} => {
-                        let cx = Running { dp: &mut dp, router: &mut router, ifs: &mut ifs, modules: &mut modules };
+                        let cx = Running { dp: &mut dp, router: &mut router, ifs: &mut ifs, modules: &mut modules, names: &names, roles: &mut roles, statics: &opts.statics };
                         match reload_now(reader.as_ref(), cx, &mut settings, &mut keep_forwarding) {
                             Ok(diff) => control::proto::Answer::done(diff.to_string()),
                             Err(e) => control::proto::Answer::error(e),
@@ -675,16 +702,12 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
                         let counters = seen.counters(&router);
                         let mut d = control::Daemon {
                             now: router.now(),
+                            static_handle: router.static_handle(),
                             mgm: &mut router.mgm,
                             igmp: &router.igmp,
                             names: &names,
                             roles: &roles,
                             statics: &opts.statics,
-                            static_handle: router
-                                .clients
-                                .iter()
-                                .find(|c| c.protocol_id == static_routes::PROTOCOL_ID)
-                                .map(|c| c.handle),
                             modules: modules.modules(),
                             counters,
                             if_stats: &if_stats,
@@ -777,12 +800,16 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
 }
 
 /// What a reload changes: the data plane, the core with its protocols, the managed
-/// interfaces and the module socket, borrowed from [`run`]'s loop for one reload.
+/// interfaces, the module socket, the roles and the static routes and joins, borrowed from
+/// [`run`]'s loop for one reload.
 struct Running<'a> {
     dp: &'a mut Dataplane,
     router: &'a mut Router,
     ifs: &'a mut Interfaces,
     modules: &'a mut ModuleServer,
+    names: &'a Names,
+    roles: &'a mut control::Roles,
+    statics: &'a static_routes::StaticTable,
 }
 
 impl Running<'_> {
@@ -790,8 +817,9 @@ impl Running<'_> {
     /// Downstreams removed go first, so a name moved between roles is free; what the diff does
     /// not name is not touched, and keeps forwarding.
     fn reload(&mut self, settings: &mut Settings, read: Settings, keep: &mut bool) -> Diff {
+        // The static routes are compared with those held, run-time ones included.
+        settings.static_routes = self.statics.routes();
         let mut diff = reload::diff(settings, &read);
-        info!("reload: {diff}");
         for name in &diff.downstream_removed {
             self.ifs.remove_downstream(self.router, self.modules, name);
         }
@@ -805,18 +833,31 @@ impl Running<'_> {
         if let Some(k) = diff.keep_forwarding {
             *keep = k;
         }
-        // Static routes belong to a protocol registered at start.
-        for (verb, routes) in [
-            ("added", &diff.routes_added),
-            ("removed", &diff.routes_removed),
-        ] {
-            for r in routes {
-                diff.needs_restart.push(reload::NeedsRestart {
-                    key: "static",
-                    running: format!("without \"{r}\""),
-                    configured: format!("route {verb}"),
-                });
-            }
+        // Routes to a downstream the reload added are checked against the roles as they are now.
+        self.roles.downstream.clone_from(&read.downstream);
+        let if_stats = |_: u32| None;
+        // Only the static routes and joins change here: the other fields are not read.
+        let mut d = control::Daemon {
+            now: self.router.now(),
+            static_handle: self.router.static_handle(),
+            mgm: &mut self.router.mgm,
+            igmp: &self.router.igmp,
+            names: self.names,
+            roles: self.roles,
+            statics: self.statics,
+            modules: Vec::new(),
+            counters: control::Counters::default(),
+            if_stats: &if_stats,
+        };
+        let followed = control::follow_config(&diff.routes_added, &diff.routes_removed, &mut d);
+        self.router.configure_statics(&read.static_routes);
+        diff.routes_added = followed.added;
+        diff.routes_removed = followed.removed;
+        diff.joins_removed = followed.joins_removed;
+        diff.refused = followed.refused;
+        info!("reload: {diff}");
+        for why in &diff.refused {
+            warn!("reload: refused: {why}");
         }
         for n in &diff.needs_restart {
             warn!("reload: needs restart: {n}");
@@ -825,7 +866,7 @@ impl Running<'_> {
         *settings = Settings {
             upstream: settings.upstream.take(),
             external: std::mem::take(&mut settings.external),
-            static_routes: std::mem::take(&mut settings.static_routes),
+            static_routes: self.statics.routes(),
             fixed: std::mem::take(&mut settings.fixed),
             ..read
         };

@@ -1,6 +1,8 @@
 //! Reload (SIGHUP, and `mgm reload` through [`ReloadRequest`]): the settings in force and the
 //! ones just read are compared here, without I/O, into a [`Diff`] the daemon applies. What
-//! the diff does not name is not touched, so its forwarding entries keep forwarding. Settings
+//! the diff does not name is not touched, so its forwarding entries keep forwarding. Static
+//! routes are compared with those the static-routes module holds, run-time ones included, so
+//! the file decides which stay. Settings
 //! only a restart can change are listed in [`Diff::needs_restart`], never silently dropped.
 
 use std::{collections::BTreeMap, fmt};
@@ -52,8 +54,14 @@ pub struct Diff {
     pub downstream_removed: Vec<String>,
     /// Downstreams kept whose IGMP settings change.
     pub igmp_changed: Vec<(String, querier::Config)>,
+    /// Static routes to add and to remove: the running side is what the static-routes module
+    /// holds, so a route added at run time and not in the configuration goes.
     pub routes_added: Vec<StaticRoute>,
     pub routes_removed: Vec<StaticRoute>,
+    /// Static joins made at run time, dropped (the configuration holds none), in operator words.
+    pub joins_removed: Vec<String>,
+    /// Changes the daemon refused, and why; the rest applied.
+    pub refused: Vec<String>,
     pub keep_forwarding: Option<bool>,
     pub needs_restart: Vec<NeedsRestart>,
 }
@@ -91,6 +99,12 @@ impl fmt::Display for Diff {
             for r in routes {
                 parts.push(format!("static route {verb}: \"{r}\""));
             }
+        }
+        for j in &self.joins_removed {
+            parts.push(format!("static join removed: {j}"));
+        }
+        for why in &self.refused {
+            parts.push(format!("refused: {why}"));
         }
         if let Some(k) = self.keep_forwarding {
             parts.push(format!("keep-forwarding = {k}"));

@@ -1,5 +1,6 @@
 //! Run-time changes: static routes (`mgm route add|del`) and static memberships (`mgm join`,
-//! `mgm leave`), held by the static-routes module until the daemon stops or reloads.
+//! `mgm leave`), held by the static-routes module until the daemon stops or reloads; a reload
+//! makes them what the configuration says through the same steps ([`follow_config`]).
 
 use std::net::Ipv4Addr;
 
@@ -16,6 +17,69 @@ const RTPROT_STATIC: u32 = 4;
 
 /// Lasts until the daemon stops or reloads: said with every change.
 const UNTIL: &str = "until mgm stops or reloads; put it in the configuration to keep it";
+
+/// What a reload did to the static routes and joins.
+#[derive(Debug, Default)]
+pub struct Followed {
+    pub added: Vec<StaticRoute>,
+    pub removed: Vec<StaticRoute>,
+    /// The static joins dropped, in operator words: "dn1 (*, 239.1.1.1)".
+    pub joins_removed: Vec<String>,
+    /// Each change refused, and why.
+    pub refused: Vec<String>,
+}
+
+/// Makes the held routes `added` and `removed` different, as `mgm route add|del` would, and
+/// drops every static join: the configuration holds none, so none outlives a reload. A route
+/// replacing one that forwards the same (S,G) needs that one gone first; every other removal
+/// waits until the additions hold their memberships, so an interface both want never loses
+/// its membership. A refused change is reported, and the others still apply.
+pub(super) fn follow_config(
+    added: &[StaticRoute],
+    removed: &[StaticRoute],
+    d: &mut Daemon<'_>,
+) -> Followed {
+    let mut done = Followed::default();
+    let same_sg = |r: &StaticRoute| {
+        added
+            .iter()
+            .any(|a| r.source.is_some() && a.source == r.source && a.group == r.group)
+    };
+    let (first, last): (Vec<&StaticRoute>, Vec<&StaticRoute>) =
+        removed.iter().partition(|r| same_sg(r));
+    let remove = |r: &StaticRoute, d: &mut Daemon<'_>, done: &mut Followed| match route_del(
+        &r.to_string(),
+        d,
+    ) {
+        Ok(_) => done.removed.push(r.clone()),
+        Err(e) => done
+            .refused
+            .push(format!("static route \"{r}\" not removed: {e}")),
+    };
+    for r in first {
+        remove(r, d, &mut done);
+    }
+    for r in added {
+        match route_add(&r.to_string(), d) {
+            Ok(_) => done.added.push(r.clone()),
+            Err(e) => done
+                .refused
+                .push(format!("static route \"{r}\" not added: {e}")),
+        }
+    }
+    for r in last {
+        remove(r, d, &mut done);
+    }
+    for (sg, interface) in d.statics.joins() {
+        match drop_join(sg, &interface, d) {
+            Ok(()) => done
+                .joins_removed
+                .push(format!("{interface} {}", words(sg))),
+            Err(e) => done.refused.push(format!("static join not removed: {e}")),
+        }
+    }
+    done
+}
 
 fn handle(d: &Daemon<'_>) -> Result<ProtocolHandle, String> {
     d.static_handle
@@ -210,6 +274,15 @@ pub(super) fn leave(
     d: &mut Daemon<'_>,
 ) -> Result<Answer, String> {
     let sg = membership(interface, group, source, d)?;
+    drop_join(sg, interface, d)?;
+    Ok(Answer::done(format!(
+        "{interface} leaves {} (static join removed)",
+        words(sg)
+    )))
+}
+
+/// Forgets the static join of `sg` on `interface` and releases its membership.
+fn drop_join(sg: SourceGroupEntry, interface: &str, d: &mut Daemon<'_>) -> Result<(), String> {
     if !d.statics.remove_join(sg, interface) {
         return Err(format!(
             "{interface} has no static join of {} (mgm leave undoes mgm join)",
@@ -219,8 +292,5 @@ pub(super) fn leave(
     let h = handle(d)?;
     let ifindex = d.names.ifindex(interface);
     d.statics.release(d.mgm, h, sg, interface, ifindex, d.now);
-    Ok(Answer::done(format!(
-        "{interface} leaves {} (static join removed)",
-        words(sg)
-    )))
+    Ok(())
 }

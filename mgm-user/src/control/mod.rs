@@ -12,6 +12,7 @@
 //! passes); [`render`] draws the tables.
 
 mod changes;
+pub use changes::Followed;
 pub mod client;
 pub mod proto;
 pub mod render;
@@ -111,6 +112,17 @@ pub fn answer(request: Request, d: &mut Daemon<'_>) -> Answer {
         Request::Reload {} => Err("reload is handled by the daemon, not here".to_owned()),
     };
     result.unwrap_or_else(Answer::error)
+}
+
+/// A reload's part: the static routes become what the configuration says (`added` and
+/// `removed` from those held now, run-time ones included) and the static joins go, each
+/// through the steps `mgm route` and `mgm leave` take.
+pub fn follow_config(
+    added: &[crate::protocols::static_routes::StaticRoute],
+    removed: &[crate::protocols::static_routes::StaticRoute],
+    d: &mut Daemon<'_>,
+) -> Followed {
+    changes::follow_config(added, removed, d)
 }
 
 #[cfg(test)]

@@ -16,8 +16,9 @@ use crate::{
     protocols::{
         igmp::Igmp,
         igmp_proxy,
-        static_routes::{self, StaticRoutes},
+        static_routes::{self, StaticRoute, StaticRoutes},
     },
+    reload::{self, Settings},
 };
 
 fn oif(interface: &str, packets: u64, bytes: u64) -> Oif {
@@ -378,6 +379,11 @@ impl Fixture {
     }
 
     fn ask(&mut self, request: Request) -> Answer {
+        self.lend(|d| super::answer(request, d))
+    }
+
+    /// Runs `f` over the fixture's state, as the daemon lends it.
+    fn lend<R>(&mut self, f: impl FnOnce(&mut Daemon<'_>) -> R) -> R {
         let stats = |_: u32| None;
         let mut d = Daemon {
             now: Instant::from_millis(5_000),
@@ -391,7 +397,7 @@ impl Fixture {
             counters: self.counters,
             if_stats: &stats,
         };
-        super::answer(request, &mut d)
+        f(&mut d)
     }
 
     fn error(&mut self, request: Request) -> String {
@@ -592,4 +598,62 @@ fn stats_shows_every_counter_of_the_daemon_under_its_own_name() {
         let line = table.lines().find(|l| l.contains(row)).unwrap_or_default();
         assert!(line.contains(&format!(" {value} ")), "{row}: {table}");
     }
+}
+
+#[test]
+fn a_reload_makes_the_routes_what_the_configuration_says_and_drops_static_joins() {
+    let mut f = Fixture::new();
+    let route = |r: &str| -> StaticRoute { r.parse().unwrap() };
+    let kept = route("from up0 group 239.1.1.1 to dn1");
+    let run_time = route("from up0 source 198.18.0.2 group 239.1.1.1 to dn2");
+    for r in [&kept, &run_time] {
+        let a = f.ask(Request::RouteAdd {
+            route: r.to_string(),
+        });
+        assert!(a.ok, "{a:?}");
+    }
+    let joined = Ipv4Addr::new(239, 2, 2, 2);
+    assert!(f.ask(join("dn2", joined)).ok);
+    assert_eq!(f.oifs(), [InterfaceId::new(DN1), InterfaceId::new(DN2)]);
+    // The configuration keeps the first route, has (S, G) forwarded by another one (which
+    // needs the run-time one gone first), and names an interface mgm does not manage.
+    let replaces = route("from up0 source 198.18.0.2 group 239.1.1.1 to dn1");
+    let bad = route("from up0 group 239.3.3.3 to eth7");
+    let running = Settings {
+        static_routes: f.statics.routes(),
+        ..Settings::default()
+    };
+    let read = Settings {
+        static_routes: vec![kept.clone(), replaces.clone(), bad.clone()],
+        ..Settings::default()
+    };
+    let mut diff = reload::diff(&running, &read);
+    assert_eq!(diff.routes_added, [replaces.clone(), bad]);
+    assert_eq!(diff.routes_removed, std::slice::from_ref(&run_time));
+    let done = f.lend(|d| super::follow_config(&diff.routes_added, &diff.routes_removed, d));
+    assert_eq!(done.added, std::slice::from_ref(&replaces));
+    assert_eq!(done.removed, [run_time]);
+    assert_eq!(done.joins_removed, ["dn2 (*, 239.2.2.2)"]);
+    assert!(
+        done.refused.len() == 1 && done.refused[0].contains("eth7 is not a downstream"),
+        "{:?}",
+        done.refused
+    );
+    assert_eq!(f.statics.routes(), [kept, replaces]);
+    assert!(f.statics.joins().is_empty());
+    assert!(
+        f.statics.held().iter().all(|(sg, _)| sg.group != joined),
+        "{:?}",
+        f.statics.held()
+    );
+    assert_eq!(f.oifs(), [InterfaceId::new(DN1)], "dn2 forwards no more");
+    diff.joins_removed = done.joins_removed;
+    diff.refused = done.refused;
+    let said = diff.to_string();
+    assert!(
+        said.contains("static join removed: dn2 (*, 239.2.2.2)")
+            && said
+                .contains("refused: static route \"from up0 group 239.3.3.3 to eth7\" not added"),
+        "{said}"
+    );
 }

@@ -382,6 +382,17 @@ impl Capture {
         })
     }
 
+    /// The sequence numbers of the lab datagrams for `group` captured within `window`, in
+    /// arrival order: what the router sent on the link, whether or not the host joined.
+    pub fn collect_seq(&self, group: Ipv4Addr, window: Duration) -> Vec<u64> {
+        self.frames(window)
+            .iter()
+            .filter_map(|f| Payload::decode(f.get(14 + usize::from(f[14] & 0x0f) * 4 + 8..)?))
+            .filter(|p| p.group == group)
+            .map(|p| p.seq)
+            .collect()
+    }
+
     /// The untagged IPv4 frames captured within `window` that `keep` accepts.
     pub fn frames_where(&self, window: Duration, keep: impl Fn(&[u8]) -> bool) -> Vec<Vec<u8>> {
         let end = Instant::now() + window;

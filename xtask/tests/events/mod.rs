@@ -15,7 +15,7 @@ use std::{
 };
 
 use xtask::lab::{
-    traffic::{Receiver, Sender},
+    traffic::{Capture, Receiver, Sender},
     Lab, Netns, SENDER_ADDR,
 };
 
@@ -83,11 +83,21 @@ pub struct Counter {
 
 impl Counter {
     pub fn start(rx: Receiver, group: Ipv4Addr) -> Counter {
+        Counter::reading(move |window| rx.collect_seq(group, window))
+    }
+
+    /// Counts what a capture sees of `group` on a link, for a host that never joins it.
+    pub fn on_link(capture: Capture, group: Ipv4Addr) -> Counter {
+        Counter::reading(move |window| capture.collect_seq(group, window))
+    }
+
+    /// Counts the numbers `read` returns for each window, from a thread.
+    fn reading(read: impl Fn(Duration) -> Vec<u64> + Send + 'static) -> Counter {
         let (tx, seqs) = mpsc::channel();
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
             while let Err(mpsc::TryRecvError::Empty) = stopped.try_recv() {
-                for seq in rx.collect_seq(group, Duration::from_millis(50)) {
+                for seq in read(Duration::from_millis(50)) {
                     if tx.send(seq).is_err() {
                         return;
                     }
@@ -106,6 +116,17 @@ impl Counter {
     pub fn count(&mut self) -> usize {
         self.got.extend(self.seqs.try_iter());
         self.got.len()
+    }
+
+    /// Waits until `quiet` passes with no datagram (true), or `timeout` with them still coming.
+    pub fn stops(&mut self, quiet: Duration, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if !self.more(1, quiet) {
+                return true;
+            }
+        }
+        false
     }
 
     /// Waits until `more` datagrams beyond those counted now arrived; false after `timeout`.
