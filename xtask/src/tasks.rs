@@ -100,9 +100,15 @@ pub fn test() -> anyhow::Result<()> {
 }
 
 /// The fuzz targets in mgm-user/fuzz, one per decoder.
-pub const FUZZ_TARGETS: [&str; 4] = ["igmp_codec", "ringbuf_record", "module_line", "config"];
+pub const FUZZ_TARGETS: [&str; 5] = [
+    "igmp_codec",
+    "ringbuf_record",
+    "module_line",
+    "control_line",
+    "config",
+];
 /// Seconds each target runs in `cargo xtask test`: enough to shake out shallow crashes, short
-/// enough that the four stay near a minute.
+/// enough that the five stay near a minute and a half.
 const FUZZ_SHORT_SECONDS: u64 = 15;
 
 /// Runs `target` (or each target in turn) for `seconds` seconds of fuzzing. The corpus grows in

@@ -13,6 +13,8 @@
 
 mod changes;
 pub mod client;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fixture;
 pub mod proto;
 pub mod render;
 pub mod server;
