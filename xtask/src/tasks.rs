@@ -65,6 +65,20 @@ pub fn test() -> anyhow::Result<()> {
     .context("clippy found problems")?;
     run_cmd(xtask::build::ebpf_cargo("clippy").args(["--", "-D", "warnings"]))
         .context("clippy found problems in mgm-ebpf")?;
+    // Its own workspace, built with nightly as `fuzz` builds it (without the sanitizers, so
+    // into its own directory under target/fuzz).
+    run_cmd(nightly_cargo("clippy").args([
+        "--manifest-path",
+        "mgm-user/fuzz/Cargo.toml",
+        "--target-dir",
+        "target/fuzz",
+        "--all-targets",
+        "--release",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+    .context("clippy found problems in the fuzz targets")?;
     require_root("the netns integration tests")?;
     xtask::lab::sweep_stale()?;
     test_tools()?;
