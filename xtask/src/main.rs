@@ -59,10 +59,11 @@ enum Task {
         #[arg(long, value_parser = clap::value_parser!(u8).range(1..=8))]
         fanout: Vec<u8>,
     },
-    /// Fuzz the decoders (IGMP codec, ring-buffer records, module lines, config file) with
+    /// Fuzz the decoders (IGMP codec, ring-buffer records, module and control lines, config file) with
     /// cargo-fuzz, installed if missing. `cargo xtask test` runs each for 15 s.
     Fuzz {
-        /// One target (igmp_codec, ringbuf_record, module_line, config); default: each in turn.
+        /// One target (igmp_codec, ringbuf_record, module_line, control_line, config); default: each
+        /// in turn.
         target: Option<String>,
         /// Seconds of fuzzing per target.
         #[arg(long, default_value_t = 600)]

@@ -65,6 +65,20 @@ pub fn test() -> anyhow::Result<()> {
     .context("clippy found problems")?;
     run_cmd(xtask::build::ebpf_cargo("clippy").args(["--", "-D", "warnings"]))
         .context("clippy found problems in mgm-ebpf")?;
+    // Its own workspace, built with nightly as `fuzz` builds it (without the sanitizers, so
+    // into its own directory under target/fuzz).
+    run_cmd(nightly_cargo("clippy").args([
+        "--manifest-path",
+        "mgm-user/fuzz/Cargo.toml",
+        "--target-dir",
+        "target/fuzz",
+        "--all-targets",
+        "--release",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+    .context("clippy found problems in the fuzz targets")?;
     require_root("the netns integration tests")?;
     xtask::lab::sweep_stale()?;
     test_tools()?;
@@ -100,9 +114,15 @@ pub fn test() -> anyhow::Result<()> {
 }
 
 /// The fuzz targets in mgm-user/fuzz, one per decoder.
-pub const FUZZ_TARGETS: [&str; 4] = ["igmp_codec", "ringbuf_record", "module_line", "config"];
+pub const FUZZ_TARGETS: [&str; 5] = [
+    "igmp_codec",
+    "ringbuf_record",
+    "module_line",
+    "control_line",
+    "config",
+];
 /// Seconds each target runs in `cargo xtask test`: enough to shake out shallow crashes, short
-/// enough that the four stay near a minute.
+/// enough that the five stay near a minute and a half.
 const FUZZ_SHORT_SECONDS: u64 = 15;
 
 /// Runs `target` (or each target in turn) for `seconds` seconds of fuzzing. The corpus grows in

@@ -14,6 +14,8 @@
 mod changes;
 pub use changes::Followed;
 pub mod client;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fixture;
 pub mod proto;
 pub mod render;
 pub mod server;

@@ -1,23 +1,19 @@
 //! Golden tests: each view rendered from a fixed state, as a table and as JSON, compared with
 //! the files under `testdata/`; and the answers to run-time changes over a real core.
 
-use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf};
+use std::{net::Ipv4Addr, path::PathBuf};
 
 use super::{
+    fixture::{Fixture, DN1, DN2, UP},
     proto::{Answer, Document, Request, View, CONTROL_VERSION},
     render::render,
     view::*,
-    Counters, Daemon, Roles,
+    Counters,
 };
 use crate::{
-    core::{Config, Instant, InterfaceId, Mgm, Route},
+    core::{Instant, InterfaceId},
     igmp::codec::IgmpMessage,
-    managed::Names,
-    protocols::{
-        igmp::Igmp,
-        igmp_proxy,
-        static_routes::{self, StaticRoute, StaticRoutes},
-    },
+    protocols::static_routes::StaticRoute,
     reload::{self, Settings},
 };
 
@@ -296,110 +292,10 @@ fn a_one_interface_entry_lists_its_interface_in_the_table() {
     assert!(line.contains("dn2") && line.contains("200"), "{line}");
 }
 
-const UP: u32 = 2;
-const DN1: u32 = 3;
-const DN2: u32 = 4;
 const G: Ipv4Addr = Ipv4Addr::new(239, 1, 1, 1);
 const S: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 
-/// A core with IGMP on dn1 and dn2 and the static-routes module registered, as the daemon
-/// has them.
-struct Fixture {
-    mgm: Mgm,
-    igmp: Igmp,
-    names: Names,
-    roles: Roles,
-    statics: crate::protocols::static_routes::StaticTable,
-    static_handle: crate::core::ProtocolHandle,
-    /// The daemon's own counters the requests are answered with.
-    counters: Counters,
-}
-
 impl Fixture {
-    fn new() -> Self {
-        let names = Names::new(BTreeMap::from([
-            (UP, "up0".to_owned()),
-            (DN1, "dn1".to_owned()),
-            (DN2, "dn2".to_owned()),
-        ]));
-        let mut mgm = Mgm::new(Config::default());
-        let module = StaticRoutes::new(&[], names.clone());
-        let statics = module.table();
-        let static_handle = mgm
-            .register(
-                Box::new(module),
-                static_routes::PROTOCOL_ID,
-                static_routes::COMPONENT_ID,
-            )
-            .unwrap();
-        let mut igmp = Igmp::register(&mut mgm).unwrap();
-        let now = Instant::from_millis(0);
-        // The proxy owns up0, where the sources are, as in the daemon.
-        let proxy = mgm
-            .register(
-                Box::new(igmp_proxy::ProxyUpstream::new(Default::default())),
-                igmp_proxy::PROTOCOL_ID,
-                igmp_proxy::COMPONENT_ID,
-            )
-            .unwrap();
-        mgm.take_interface_ownership(proxy, InterfaceId::new(UP), now)
-            .unwrap();
-        let sources = Route {
-            network: Ipv4Addr::new(198, 18, 0, 0),
-            prefix_len: 24,
-            if_id: InterfaceId::new(UP),
-            upstream: Ipv4Addr::UNSPECIFIED,
-            protocol: 2,
-            metric: 0,
-        };
-        mgm.add_route(sources, now).unwrap();
-        for (i, a) in [(DN1, 1), (DN2, 2)] {
-            igmp.start(
-                &mut mgm,
-                i,
-                Ipv4Addr::new(198, 18, a, 1),
-                Default::default(),
-                now,
-            )
-            .unwrap();
-        }
-        Fixture {
-            mgm,
-            igmp,
-            names,
-            roles: Roles {
-                upstream: Some("up0".into()),
-                downstream: vec!["dn1".into(), "dn2".into()],
-                external: vec![],
-            },
-            statics,
-            static_handle,
-            counters: Counters::default(),
-        }
-    }
-
-    fn ask(&mut self, request: Request) -> Answer {
-        self.lend(|d| super::answer(request, d))
-    }
-
-    /// Runs `f` over the fixture's state, as the daemon lends it.
-    fn lend<R>(&mut self, f: impl FnOnce(&mut Daemon<'_>) -> R) -> R {
-        let stats = |_: u32| None;
-        let mut d = Daemon {
-            now: Instant::from_millis(5_000),
-            mgm: &mut self.mgm,
-            igmp: &self.igmp,
-            names: &self.names,
-            roles: &self.roles,
-            statics: &self.statics,
-            static_handle: Some(self.static_handle),
-            modules: vec![],
-            counters: self.counters,
-            if_stats: &stats,
-        };
-        f(&mut d)
-    }
-
     fn error(&mut self, request: Request) -> String {
         let a = self.ask(request);
         assert!(!a.ok, "{a:?}");
@@ -430,7 +326,7 @@ fn join(interface: &str, group: Ipv4Addr) -> Request {
 
 #[test]
 fn a_static_join_forwards_shows_and_leaves() {
-    let mut f = Fixture::new();
+    let mut f = Fixture::default();
     let a = f.ask(join("dn2", G));
     assert!(a.ok, "{a:?}");
     assert_eq!(f.oifs(), [InterfaceId::new(DN2)]);
@@ -460,7 +356,7 @@ fn a_static_join_forwards_shows_and_leaves() {
 
 #[test]
 fn a_host_join_survives_a_static_leave_on_the_same_interface() {
-    let mut f = Fixture::new();
+    let mut f = Fixture::default();
     let now = Instant::from_millis(1_000);
     let host = Ipv4Addr::new(198, 18, 1, 2);
     f.igmp
@@ -480,7 +376,7 @@ fn a_host_join_survives_a_static_leave_on_the_same_interface() {
 
 #[test]
 fn static_routes_are_added_refused_and_deleted() {
-    let mut f = Fixture::new();
+    let mut f = Fixture::default();
     let route = "from up0 source 198.18.0.2 group 239.1.1.1 to dn1 dn2";
     let add = Request::RouteAdd {
         route: route.into(),
@@ -502,7 +398,7 @@ fn static_routes_are_added_refused_and_deleted() {
 
 #[test]
 fn bad_changes_say_what_is_wrong() {
-    let mut f = Fixture::new();
+    let mut f = Fixture::default();
     for (request, why) in [
         (join("eth9", G), "unknown interface eth9"),
         (join("up0", G), "is the upstream interface"),
@@ -545,7 +441,7 @@ fn bad_changes_say_what_is_wrong() {
 
 #[test]
 fn stats_shows_every_counter_of_the_daemon_under_its_own_name() {
-    let mut f = Fixture::new();
+    let mut f = Fixture::default();
     // Distinct values, so a counter shown under another's name is caught.
     f.counters = Counters {
         igmp: 1,
@@ -602,7 +498,7 @@ fn stats_shows_every_counter_of_the_daemon_under_its_own_name() {
 
 #[test]
 fn a_reload_makes_the_routes_what_the_configuration_says_and_drops_static_joins() {
-    let mut f = Fixture::new();
+    let mut f = Fixture::default();
     let route = |r: &str| -> StaticRoute { r.parse().unwrap() };
     let kept = route("from up0 group 239.1.1.1 to dn1");
     let run_time = route("from up0 source 198.18.0.2 group 239.1.1.1 to dn2");
