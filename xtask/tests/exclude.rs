@@ -17,12 +17,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use socket2::{Domain, Protocol, Socket, Type};
 use xtask::lab::{
     mgm_bin, receiver_addr,
     stream::wait_until,
-    traffic::{Capture, Receiver, Sender},
-    unique_tag, Daemon, IgmpVersion, Lab, Netns, HOST_IF, SENDER_ADDR,
+    traffic::{raw_igmp_socket, set_igmp_checksum, Capture, Receiver, Sender},
+    unique_tag, Daemon, IgmpVersion, Lab, HOST_IF, SENDER_ADDR,
 };
 
 /// Sources behind the upstream: extra addresses of the sender host.
@@ -224,33 +223,8 @@ fn report(kind: Record, group: Ipv4Addr, sources: &[Ipv4Addr]) -> Vec<u8> {
     for s in sources {
         m.extend_from_slice(&s.octets());
     }
-    let mut sum: u32 = m
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    m[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    set_igmp_checksum(&mut m);
     m
-}
-
-/// A raw IGMP socket on a host: reports go out exactly as built, with TTL 1, to
-/// 224.0.0.22 (RFC 3376 §4.2.14).
-fn reporter(ns: &Netns, iface: Ipv4Addr) -> Socket {
-    ns.run(|| -> std::io::Result<Socket> {
-        let s = Socket::new(
-            Domain::IPV4,
-            Type::RAW,
-            Some(Protocol::from(libc::IPPROTO_IGMP)),
-        )?;
-        s.set_multicast_if_v4(&iface)?;
-        s.set_multicast_ttl_v4(1)?;
-        s.set_multicast_loop_v4(false)?;
-        Ok(s)
-    })
-    .and_then(|r| Ok(r?))
-    .expect("raw IGMP socket")
 }
 
 /// Datagrams seen on one host's wire, by (source, group).
@@ -293,7 +267,7 @@ fn every_rfc3376_row_forwards_exactly_the_sources_the_state_allows(mode: &str) {
         r2.join(g).expect("kernel join");
     }
     // r1 reports from a raw socket: every row, then EXCLUDE({}) for the sentinel.
-    let raw = reporter(&lab.receivers[0], receiver_addr(0));
+    let raw = raw_igmp_socket(&lab.receivers[0], receiver_addr(0)).expect("raw IGMP socket");
     let to = SocketAddrV4::new(Ipv4Addr::new(224, 0, 0, 22), 0).into();
     for row in &rows {
         for (kind, sources) in &row.reports {
@@ -582,7 +556,7 @@ fn rfc4605_4_1_the_proxy_reports_the_merged_downstream_states_upstream() {
     let to = SocketAddrV4::new(Ipv4Addr::new(224, 0, 0, 22), 0).into();
     let mut settled = Vec::new();
     for (i, host) in lab.receivers.iter().enumerate() {
-        let raw = reporter(host, receiver_addr(i));
+        let raw = raw_igmp_socket(host, receiver_addr(i)).expect("raw IGMP socket");
         for m in &groups {
             let (kind, srcs) = &m.downstreams[i].report;
             raw.send_to(&report(*kind, m.group, srcs), &to)

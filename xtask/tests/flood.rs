@@ -18,12 +18,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use socket2::{Domain, Protocol, Socket, Type};
 use xtask::lab::{
     mgm_bin, receiver_addr,
     stream::{wait_until, Stream},
-    traffic::{Receiver, Sender},
-    unique_tag, Daemon, IgmpVersion, Lab, Netns, FAST_IGMP, SENDER_ADDR,
+    traffic::{raw_igmp_socket, set_igmp_checksum, Receiver, Sender},
+    unique_tag, Daemon, IgmpVersion, Lab, FAST_IGMP, SENDER_ADDR,
 };
 
 /// The group r3 joined before the flood.
@@ -75,32 +74,8 @@ fn hostile_report(rng: &mut Rng) -> Vec<u8> {
             m.extend_from_slice(&rng.unicast().octets());
         }
     }
-    let mut sum: u32 = m
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-        .sum();
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    m[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    set_igmp_checksum(&mut m);
     m
-}
-
-/// A raw IGMP socket on a host: reports leave as built, TTL 1, to 224.0.0.22.
-fn raw_igmp(ns: &Netns, iface: Ipv4Addr) -> Socket {
-    ns.run(|| -> std::io::Result<Socket> {
-        let s = Socket::new(
-            Domain::IPV4,
-            Type::RAW,
-            Some(Protocol::from(libc::IPPROTO_IGMP)),
-        )?;
-        s.set_multicast_if_v4(&iface)?;
-        s.set_multicast_ttl_v4(1)?;
-        s.set_multicast_loop_v4(false)?;
-        Ok(s)
-    })
-    .and_then(|r| Ok(r?))
-    .expect("raw IGMP socket")
 }
 
 /// A flood running on its own thread until [`FLOOD`] has passed or it is stopped; `sent`
@@ -248,7 +223,7 @@ fn a_report_flood_on_one_downstream_delays_no_other() {
     );
     let r2 = Receiver::new(&lab.receivers[1], receiver_addr(1)).expect("r2 socket");
 
-    let raw = raw_igmp(&lab.receivers[0], receiver_addr(0));
+    let raw = raw_igmp_socket(&lab.receivers[0], receiver_addr(0)).expect("raw IGMP socket");
     let to = SocketAddrV4::new(Ipv4Addr::new(224, 0, 0, 22), 0).into();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let flood = Flood::start(move || {

@@ -417,3 +417,37 @@ impl Capture {
         got
     }
 }
+
+/// A raw IGMP socket in `ns`, sending from `iface`: messages leave exactly as built, with
+/// TTL 1 and no loopback, for tests that write reports a kernel host would not (RFC 3376
+/// §4.2.14 sends them to 224.0.0.22).
+///
+/// # Errors
+/// The socket cannot be made in `ns`.
+pub fn raw_igmp_socket(ns: &Netns, iface: Ipv4Addr) -> anyhow::Result<Socket> {
+    let socket = ns.run(|| -> std::io::Result<Socket> {
+        let s = Socket::new(
+            Domain::IPV4,
+            Type::RAW,
+            Some(Protocol::from(libc::IPPROTO_IGMP)),
+        )?;
+        s.set_multicast_if_v4(&iface)?;
+        s.set_multicast_ttl_v4(1)?;
+        s.set_multicast_loop_v4(false)?;
+        Ok(s)
+    })??;
+    Ok(socket)
+}
+
+/// Writes the Internet checksum of `message` (RFC 1071) into its bytes 2..4, as IGMP wants.
+pub fn set_igmp_checksum(message: &mut [u8]) {
+    message[2..4].fill(0);
+    let mut sum: u32 = message
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    message[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+}
