@@ -431,10 +431,8 @@ struct Seen {
     rpf_refused: u64,
     /// Events dropped because their interface's queue to the core was full.
     queue_full: u64,
-    /// When queue drops were last logged.
-    queue_full_logged: Option<std::time::Instant>,
-    /// Negative MFE evictions last logged, and when.
-    evictions_logged: (u64, Option<std::time::Instant>),
+    /// Negative MFE evictions the last log line counted.
+    evictions_logged: u64,
     limits: Limits,
 }
 
@@ -451,6 +449,8 @@ struct Limits {
     unknown: RateLimit,
     map_errors: RateLimit,
     limit_hits: RateLimit,
+    queue_full: RateLimit,
+    evictions: RateLimit,
 }
 
 impl Default for Limits {
@@ -463,7 +463,9 @@ impl Default for Limits {
             query_send: limit.clone(),
             unknown: limit.clone(),
             map_errors: limit.clone(),
-            limit_hits: limit,
+            limit_hits: limit.clone(),
+            queue_full: limit.clone(),
+            evictions: limit,
         }
     }
 }
@@ -505,10 +507,6 @@ impl Seen {
         }
     }
 }
-
-/// Least time between two log lines about the same kind of overflow: a flood must not flood
-/// the log too.
-const OVERFLOW_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How long one loop turn serves queued events: between two turns the ring buffer is drained
 /// and timers, links and modules get their turn, however costly the events.
@@ -721,7 +719,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         }
         enqueue(events.get_mut(), &mut fair, &mut dp, &mut seen);
         let mut touched = Vec::new();
-        log_queue_full(&mut fair, &mut seen, &name);
+        log_queue_full(&mut fair, &mut seen, &name, router.now());
         let batch_ends = std::time::Instant::now() + EVENT_BATCH;
         while let Some(event) = fair.pop() {
             let (ifindex, started) = (event.ifindex(), std::time::Instant::now());
@@ -748,7 +746,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         }
         let ops = std::iter::from_fn(|| router.mgm.poll_map_op()).collect();
         write_map_ops(&mut dp, handover.filter(now, ops), &mut seen, now);
-        log_evictions(&router.mgm, opts.negative_budget, &mut seen);
+        log_evictions(&router.mgm, opts.negative_budget, &mut seen, now);
         if let Some(p) = &opts.published {
             *p.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = seen.counters(&router);
         }
@@ -1333,45 +1331,47 @@ fn enqueue(ring: &mut ringbuf::EventRing, fair: &mut Fair, dp: &mut Dataplane, s
     });
 }
 
-/// Counts the events dropped over full interface queues, and logs them at most once per
-/// [`OVERFLOW_LOG_INTERVAL`].
-fn log_queue_full(fair: &mut Fair, seen: &mut Seen, name: &impl Fn(u32) -> String) {
+/// Counts the events dropped over full interface queues, and logs them rate-limited.
+fn log_queue_full(
+    fair: &mut Fair,
+    seen: &mut Seen,
+    name: &impl Fn(u32) -> String,
+    now: core::Instant,
+) {
     let dropped = fair.take_dropped();
     if dropped.is_empty() {
         return;
     }
     seen.queue_full += dropped.values().sum::<u64>();
-    if seen
-        .queue_full_logged
-        .is_some_and(|t| t.elapsed() < OVERFLOW_LOG_INTERVAL)
-    {
-        return;
-    }
-    let which: Vec<String> = dropped
-        .iter()
-        .map(|(i, n)| format!("{n} on {}", name(*i)))
-        .collect();
-    warn!(
-        "events dropped over their interface's queue to the core ({} so far): {}",
-        seen.queue_full,
-        which.join(", ")
-    );
-    seen.queue_full_logged = Some(std::time::Instant::now());
+    let total = seen.queue_full;
+    limited(&mut seen.limits.queue_full, now, log::Level::Warn, || {
+        let which: Vec<String> = dropped
+            .iter()
+            .map(|(i, n)| format!("{n} on {}", name(*i)))
+            .collect();
+        format!(
+            "events dropped over their interface's queue to the core ({total} so far): {}",
+            which.join(", ")
+        )
+    });
 }
 
-/// Logs negative MFEs evicted over the budget, at most once per [`OVERFLOW_LOG_INTERVAL`].
-fn log_evictions(mgm: &Mgm, budget: usize, seen: &mut Seen) {
+/// Logs negative MFEs evicted over the budget since the last line, rate-limited.
+fn log_evictions(mgm: &Mgm, budget: usize, seen: &mut Seen, now: core::Instant) {
     let evicted = mgm.negative_evictions();
-    let (logged, at) = seen.evictions_logged;
-    if evicted == logged || at.is_some_and(|t| t.elapsed() < OVERFLOW_LOG_INTERVAL) {
+    let logged = &mut seen.evictions_logged;
+    if evicted == *logged {
         return;
     }
-    warn!(
-        "{} negative entries evicted over the budget of {budget} per incoming interface \
-         ({evicted} so far): a flood of unknown flows",
-        evicted - logged
-    );
-    seen.evictions_logged = (evicted, Some(std::time::Instant::now()));
+    limited(&mut seen.limits.evictions, now, log::Level::Warn, || {
+        let line = format!(
+            "{} negative entries evicted over the budget of {budget} per incoming interface \
+             ({evicted} so far): a flood of unknown flows",
+            evicted - *logged
+        );
+        *logged = evicted;
+        line
+    });
 }
 
 /// Writes map operations to the data plane, in order.
