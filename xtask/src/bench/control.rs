@@ -7,6 +7,9 @@
 
 mod latency;
 mod reports;
+mod scale;
+
+pub use scale::scale;
 
 use std::{
     collections::BTreeMap,

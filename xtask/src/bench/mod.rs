@@ -6,11 +6,13 @@
 //! `bpf_clone_redirect` forwarder, the kernel's ipmr (where the kernel has it), raw XDP
 //! redirects and an XDP_DROP ceiling on the lab topology ([`forwarding`]); and the control
 //! plane (IGMP reports per second, join latency, memory) against igmpproxy where the kernel has
-//! ipmr ([`control`]).
+//! ipmr ([`control`]), and the real daemon's join latency and membership changes per second
+//! with 100k entries against an empty table ([`control::scale`]).
 
 mod forwarding;
 
 mod control;
+mod table;
 
 use std::{fs, path::Path, process::Command};
 
@@ -36,6 +38,9 @@ pub enum Part {
     Forwarding,
     /// 100k entries on 64 interfaces.
     Scale,
+    /// The daemon's join-to-first-packet latency and membership changes/s with 100k entries
+    /// against an empty table.
+    ControlScale,
 }
 
 /// Runs the parts in `only` (all when empty) and writes target/bench/results.json; `fanouts`
@@ -77,6 +82,9 @@ pub fn bench(quick: bool, only: &[Part], profile: bool, fanouts: &[u8]) -> anyho
     }
     if runs(Part::Scale) {
         results["scale"] = forwarding::scale(&mgm, &bench_object, quick)?;
+    }
+    if runs(Part::ControlScale) {
+        results["control_scale"] = control::scale(&mgm, quick)?;
     }
     let dir = workspace_root().join("target/bench");
     fs::create_dir_all(&dir)?;

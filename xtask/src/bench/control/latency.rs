@@ -68,32 +68,7 @@ impl Bed {
 
     /// One join of `group` while the sender streams it; leaves it again afterwards.
     fn trial(&mut self, group: Ipv4Addr) -> anyhow::Result<()> {
-        let stop = AtomicBool::new(false);
-        let (tx, rx) = (&mut self.tx, &self.rx);
-        let latency = std::thread::scope(|s| -> anyhow::Result<Option<Duration>> {
-            let stream = s.spawn(|| -> anyhow::Result<()> {
-                while !stop.load(Ordering::Relaxed) {
-                    tx.send(group, 100)?;
-                    std::thread::sleep(PACKET_INTERVAL);
-                }
-                Ok(())
-            });
-            let measured = (|| {
-                std::thread::sleep(WARMUP);
-                rx.drain()?;
-                let joined = Instant::now();
-                rx.join(group)?;
-                let first = rx.first_arrival(group, GIVE_UP);
-                rx.leave(group)?;
-                anyhow::Ok(first.map(|at| at - joined))
-            })();
-            stop.store(true, Ordering::Relaxed);
-            stream
-                .join()
-                .map_err(|_| anyhow::anyhow!("the sender thread panicked"))??;
-            measured
-        })?;
-        match latency {
+        match join_latency(&mut self.tx, &self.rx, group)? {
             Some(d) => self.samples.push(d),
             None => self.misses += 1,
         }
@@ -101,18 +76,59 @@ impl Bed {
     }
 
     fn json(&self) -> Value {
-        let mut ms: Vec<f64> = self.samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
-        ms.sort_by(f64::total_cmp);
-        json!({
-            "joins": ms.len() + self.misses,
-            "misses": self.misses,
-            "p50_ms": percentile(&ms, 50.0),
-            "p99_ms": percentile(&ms, 99.0),
-            "min_ms": ms.first(),
-            "max_ms": ms.last(),
-            "samples_ms": ms,
-        })
+        summary(&self.samples, self.misses)
     }
+}
+
+/// The joins' latency figures: count, misses, p50, p99, min, max and every sample, in ms.
+pub(super) fn summary(samples: &[Duration], misses: usize) -> Value {
+    let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    ms.sort_by(f64::total_cmp);
+    json!({
+        "joins": ms.len() + misses,
+        "misses": misses,
+        "p50_ms": percentile(&ms, 50.0),
+        "p99_ms": percentile(&ms, 99.0),
+        "min_ms": ms.first(),
+        "max_ms": ms.last(),
+        "samples_ms": ms,
+    })
+}
+
+/// One join of `group` by `rx` while `tx` streams to it: the time from the join to the first
+/// datagram, `None` after [`GIVE_UP`]. The receiver leaves the group again afterwards.
+///
+/// # Errors
+/// A socket operation failed.
+pub(super) fn join_latency(
+    tx: &mut Sender,
+    rx: &Receiver,
+    group: Ipv4Addr,
+) -> anyhow::Result<Option<Duration>> {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| -> anyhow::Result<Option<Duration>> {
+        let stream = s.spawn(|| -> anyhow::Result<()> {
+            while !stop.load(Ordering::Relaxed) {
+                tx.send(group, 100)?;
+                std::thread::sleep(PACKET_INTERVAL);
+            }
+            Ok(())
+        });
+        let measured = (|| {
+            std::thread::sleep(WARMUP);
+            rx.drain()?;
+            let joined = Instant::now();
+            rx.join(group)?;
+            let first = rx.first_arrival(group, GIVE_UP);
+            rx.leave(group)?;
+            anyhow::Ok(first.map(|at| at - joined))
+        })();
+        stop.store(true, Ordering::Relaxed);
+        stream
+            .join()
+            .map_err(|_| anyhow::anyhow!("the sender thread panicked"))??;
+        measured
+    })
 }
 
 /// Nearest-rank percentile of sorted values.

@@ -9,7 +9,6 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
-    os::fd::AsRawFd,
     path::Path,
     time::{Duration, Instant},
 };
@@ -19,10 +18,15 @@ use serde_json::{json, Value};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::{Kind, Memory, Router};
-use crate::lab::{receiver_addr, unique_tag, IgmpVersion, Lab, Netns, HOST_IF};
+use crate::lab::{
+    receiver_addr,
+    traffic::{
+        set_igmp_checksum, set_router_alert, v3_report, ALL_V3_ROUTERS, MODE_IS_EXCLUDE,
+        RECORDS_PER_REPORT,
+    },
+    unique_tag, IgmpVersion, Lab, Netns, HOST_IF,
+};
 
-/// Group records per IGMPv3 report; 8 bytes each, so a report is 808 bytes of IGMP.
-pub const RECORDS_PER_V3_REPORT: usize = 100;
 /// Reports sent and not yet finished by the router, at most. 32 of mgm's 1.5 KiB ring-buffer
 /// records, or of igmpproxy's socket buffer, leave plenty of room.
 const WINDOW_MESSAGES: usize = 32;
@@ -35,18 +39,13 @@ const RUN_LIMIT: Duration = Duration::from_secs(30);
 /// How often the generator looks at the router's progress while its window is full.
 const POLL: Duration = Duration::from_micros(200);
 
-/// IGMPv3 "all IGMPv3-capable routers" (RFC 3376 §4.2.14).
-const ALL_V3_ROUTERS: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 22);
-/// IPv4 Router Alert option (RFC 2113), as hosts send reports with.
-const ROUTER_ALERT: [u8; 4] = [0x94, 0x04, 0x00, 0x00];
-
 /// Group `i` of a run: 239.128.0.0 upwards, administratively scoped and outside the ranges
 /// the latency runs use.
 fn group(i: usize) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(239, 128, 0, 0)) + i as u32)
 }
 
-/// The reports that announce `groups`: IGMPv3 reports of up to [`RECORDS_PER_V3_REPORT`]
+/// The reports that announce `groups`: IGMPv3 reports of up to [`RECORDS_PER_REPORT`]
 /// MODE_IS_EXCLUDE {} records (what a host answers a general query with), or one IGMPv2
 /// report per group. Each with its destination and record count.
 fn encode(version: IgmpVersion, groups: &[Ipv4Addr]) -> Vec<(Vec<u8>, Ipv4Addr, usize)> {
@@ -56,36 +55,22 @@ fn encode(version: IgmpVersion, groups: &[Ipv4Addr]) -> Vec<(Vec<u8>, Ipv4Addr, 
             .map(|g| {
                 let mut m = vec![0x16, 0, 0, 0];
                 m.extend_from_slice(&g.octets());
-                (checksummed(m), *g, 1)
+                set_igmp_checksum(&mut m);
+                (m, *g, 1)
             })
             .collect(),
         IgmpVersion::V3 => groups
-            .chunks(RECORDS_PER_V3_REPORT)
+            .chunks(RECORDS_PER_REPORT)
             .map(|chunk| {
-                let mut m = vec![0x22, 0, 0, 0, 0, 0];
-                m.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
-                for g in chunk {
-                    // Record type 2 (MODE_IS_EXCLUDE), no aux data, no sources.
-                    m.extend_from_slice(&[2, 0, 0, 0]);
-                    m.extend_from_slice(&g.octets());
-                }
-                (checksummed(m), ALL_V3_ROUTERS, chunk.len())
+                // MODE_IS_EXCLUDE {}: what a host answers a general query with.
+                (
+                    v3_report(MODE_IS_EXCLUDE, chunk, &[]),
+                    ALL_V3_ROUTERS,
+                    chunk.len(),
+                )
             })
             .collect(),
     }
-}
-
-/// Writes the Internet checksum of the IGMP message into bytes 2..4.
-fn checksummed(mut m: Vec<u8>) -> Vec<u8> {
-    let mut sum: u32 = m
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    m[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-    m
 }
 
 /// A raw IGMP socket on a host's `eth0`, with reports ready to send.
@@ -114,19 +99,7 @@ impl Generator {
                 s.set_multicast_if_v4(&iface)?;
                 s.set_multicast_ttl_v4(1)?;
                 s.set_multicast_loop_v4(false)?;
-                // SAFETY: the option buffer outlives the call and its length is passed with it.
-                let rc = unsafe {
-                    libc::setsockopt(
-                        s.as_raw_fd(),
-                        libc::IPPROTO_IP,
-                        libc::IP_OPTIONS,
-                        ROUTER_ALERT.as_ptr().cast(),
-                        ROUTER_ALERT.len() as libc::socklen_t,
-                    )
-                };
-                if rc != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+                set_router_alert(&s)?;
                 Ok(s)
             })?
             .context("cannot open the raw IGMP socket of the report generator")?;
@@ -258,7 +231,7 @@ pub fn measure(
     let secs = p.elapsed.as_secs_f64().max(1e-6);
     let records_per_message = match version {
         IgmpVersion::V2 => 1,
-        IgmpVersion::V3 => RECORDS_PER_V3_REPORT,
+        IgmpVersion::V3 => RECORDS_PER_REPORT,
     };
     let messages_done = p.completed.div_ceil(records_per_message);
     Ok(json!({
@@ -308,7 +281,7 @@ pub fn print(reports: &[Value]) {
         "\ncontrol plane: IGMP reports processed end to end (report sent → group joined upstream),"
     );
     println!(
-        "IGMPv3 with {RECORDS_PER_V3_REPORT} group records per report, IGMPv2 with one; closed loop, \
+        "IGMPv3 with {RECORDS_PER_REPORT} group records per report, IGMPv2 with one; closed loop, \
          {WINDOW_MESSAGES} reports in flight:"
     );
     println!(
