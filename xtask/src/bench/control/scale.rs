@@ -100,6 +100,10 @@ struct Bed {
     tx: Sender,
     latencies: Vec<Duration>,
     misses: usize,
+    /// Every join in order: round, latency, and how long after this lab's last burst.
+    trials: Vec<Value>,
+    /// When this lab's last burst showed in its maps.
+    burst_done: Option<Instant>,
     bursts: Vec<Value>,
     fill: Value,
     daemon: Daemon,
@@ -176,6 +180,8 @@ impl Bed {
             tx,
             latencies: Vec::new(),
             misses: 0,
+            trials: Vec::new(),
+            burst_done: None,
             bursts: Vec::new(),
             fill,
             daemon,
@@ -187,12 +193,18 @@ impl Bed {
     fn joins(&mut self, round: usize, joins: usize) -> anyhow::Result<()> {
         for k in 0..joins {
             let group = Ipv4Addr::new(239, 77, round as u8, k as u8);
-            match join_latency(&mut self.tx, &self.rx, group)
-                .with_context(|| format!("{} join of {group}", self.name))?
-            {
+            let since_burst = self.burst_done.map(|t| t.elapsed().as_secs_f64() * 1e3);
+            let latency = join_latency(&mut self.tx, &self.rx, group)
+                .with_context(|| format!("{} join of {group}", self.name))?;
+            match latency {
                 Some(d) => self.latencies.push(d),
                 None => self.misses += 1,
             }
+            self.trials.push(json!({
+                "round": round,
+                "ms": latency.map(|d| d.as_secs_f64() * 1e3),
+                "ms_since_own_burst": since_burst,
+            }));
         }
         Ok(())
     }
@@ -224,6 +236,7 @@ impl Bed {
                 }
                 pending = still;
                 if pending.is_empty() {
+                    self.burst_done = Some(start + seen);
                     break seen;
                 }
             }
@@ -279,6 +292,7 @@ impl Bed {
         json!({
             "fill": self.fill,
             "join_latency": summary(&self.latencies, self.misses),
+            "joins_in_order": self.trials,
             "changes_per_second_median": median(rates(None)),
             "join_changes_per_second_median": median(rates(Some("join"))),
             "leave_changes_per_second_median": median(rates(Some("leave"))),
