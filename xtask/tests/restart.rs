@@ -11,16 +11,15 @@ use std::{
     time::{Duration, Instant},
 };
 use xtask::lab::{
-    mgm_bin,
+    mgm_bin, snooping_switch,
     stream::{wait_until, Stream, Tally},
+    switch_port_to_router,
     traffic::{Capture, Receiver, Sender},
-    unique_tag, veth, Daemon, Netns, FAST_IGMP, HOST_IF, UPSTREAM,
+    unique_tag, veth, Daemon, IgmpVersion, Netns, FAST_IGMP, HOST_IF, UPSTREAM,
 };
 
 const G: Ipv4Addr = Ipv4Addr::new(239, 1, 1, 1);
 const SOURCE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
-/// The switch's own address: its queries come from it.
-const SWITCH_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 254);
 /// The switch's port towards the first router.
 const SWITCH_PORT: &str = "p0";
 /// One datagram every 2 ms: 1 % of the stream is 20 ms of it.
@@ -33,10 +32,11 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 ///  sender eth0 ── s1 [br0] p0 ── up0 router1 dn1 ── up0 router2 dn1 ── eth0 receiver
 ///  198.18.0.2   198.18.0.254     198.18.0.1 198.18.1.1  198.18.1.2 198.18.2.1  198.18.N.2
 /// ```
-/// with one router, the receiver sits on router1's dn1 (198.18.1.2). The switch queries every
-/// second and forgets a port that did not answer for `membership_cs` centiseconds; mgm's port
-/// has fast leave, no flooding of unregistered groups and is never a router port, so the
-/// stream reaches mgm only while it is a member.
+/// with one router, the receiver sits on router1's dn1 (198.18.1.2). The switch
+/// ([`snooping_switch`]) queries every second and forgets a port that did not answer for
+/// `membership`; mgm's port ([`switch_port_to_router`]) has fast leave, no flooding of
+/// unregistered groups and is never a router port, so the stream reaches mgm only while it
+/// is a member.
 struct Net {
     sender: Netns,
     switch: Netns,
@@ -45,7 +45,7 @@ struct Net {
 }
 
 impl Net {
-    fn up(routers: usize, igmp_version: &str, membership_cs: u32) -> Net {
+    fn up(routers: usize, igmp_version: IgmpVersion, membership: Duration) -> Net {
         let tag = unique_tag("t");
         let ns = |name: &str| Netns::create(&format!("mgm-{tag}-{name}")).expect("namespace");
         let net = Net {
@@ -55,34 +55,7 @@ impl Net {
             receiver: ns("rcv"),
         };
         let sw = &net.switch;
-        let membership = membership_cs.to_string();
-        sw.ip(&[
-            "link",
-            "add",
-            "br0",
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "1",
-            "mcast_igmp_version",
-            igmp_version,
-            "mcast_query_interval",
-            "100",
-            "mcast_query_response_interval",
-            "50",
-            "mcast_startup_query_interval",
-            "25",
-            "mcast_membership_interval",
-            &membership,
-        ])
-        .expect("bridge");
-        // Only now: turning the querier on makes the bridge wait one query response interval
-        // before it forwards by its group table, and that interval must be the short one.
-        sw.ip(&["link", "set", "br0", "type", "bridge", "mcast_querier", "1"])
-            .expect("querier");
-        sw.ip(&["addr", "add", &format!("{SWITCH_ADDR}/24"), "dev", "br0"])
-            .expect("bridge address");
-        sw.ip(&["link", "set", "br0", "up"]).expect("bridge up");
+        snooping_switch(sw, igmp_version, membership).expect("switch");
         veth(&net.sender, HOST_IF, sw, "s1").expect("veth");
         sw.ip(&["link", "set", "s1", "master", "br0", "up"])
             .expect("port s1");
@@ -95,22 +68,7 @@ impl Net {
         );
         net.sender.disable_tx_checksum(HOST_IF).expect("tx csum");
         veth(sw, SWITCH_PORT, &net.routers[0], UPSTREAM).expect("veth");
-        sw.ip(&["link", "set", SWITCH_PORT, "master", "br0", "up"])
-            .expect("port p0");
-        crate_run(Command::new("bridge").args([
-            "-n",
-            sw.name(),
-            "link",
-            "set",
-            "dev",
-            SWITCH_PORT,
-            "fastleave",
-            "on",
-            "mcast_flood",
-            "off",
-            "mcast_router",
-            "0",
-        ]));
+        switch_port_to_router(sw, SWITCH_PORT).expect("port p0");
         let r1 = &net.routers[0];
         r1.ip(&["addr", "add", "198.18.0.1/24", "dev", UPSTREAM])
             .expect("up0 address");
@@ -211,15 +169,6 @@ fn host(ns: &Netns, dev: &str, addr: Ipv4Addr, gateway: Ipv4Addr, to: &str) {
         .expect("rp");
 }
 
-fn crate_run(cmd: &mut Command) {
-    let out = cmd.output().expect("runs");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn pin_dir(router: &Netns) -> PathBuf {
     PathBuf::from(format!("/sys/fs/bpf/{}", router.name()))
 }
@@ -303,7 +252,7 @@ fn link_filter_has_g(ns: &Netns, dev: &str) -> bool {
 /// plain stop afterwards leaves the group: the switch prunes mgm's port.
 #[test]
 fn a_restart_behind_a_pruning_switch_loses_under_one_percent() {
-    let net = Net::up(1, "2", 400);
+    let net = Net::up(1, IgmpVersion::V2, Duration::from_secs(4));
     let router = &net.routers[0];
     let _pins = RemovePins(pin_dir(router));
     let d = start(router, &FAST_IGMP);
@@ -343,7 +292,7 @@ fn a_restart_behind_a_pruning_switch_loses_under_one_percent() {
 /// leaves upstream and the switch stops sending the group to it.
 #[test]
 fn the_switch_keeps_forwarding_while_mgm_answers_and_stops_after_the_last_leave() {
-    let net = Net::up(1, "3", 300);
+    let net = Net::up(1, IgmpVersion::V3, Duration::from_secs(3));
     let router = &net.routers[0];
     let _pins = RemovePins(pin_dir(router));
     let d = start(router, &FAST_IGMP);
@@ -381,7 +330,7 @@ fn the_switch_keeps_forwarding_while_mgm_answers_and_stops_after_the_last_leave(
 /// and a SIGKILL and restart of either loses under 1 % of the stream.
 #[test]
 fn a_chain_of_two_proxies_forwards_and_survives_a_restart_of_either() {
-    let net = Net::up(2, "3", 400);
+    let net = Net::up(2, IgmpVersion::V3, Duration::from_secs(4));
     let (r1, r2) = (&net.routers[0], &net.routers[1]);
     let _pins = (RemovePins(pin_dir(r1)), RemovePins(pin_dir(r2)));
     // Router2's hosts may take 3 s to answer a query, as they may in a real network (10 s by
@@ -434,7 +383,7 @@ fn a_chain_of_two_proxies_forwards_and_survives_a_restart_of_either() {
 #[test]
 fn an_error_exit_leaves_forwarding_like_a_crash() {
     // Nothing reports upstream between the crash and the end: a long membership interval.
-    let net = Net::up(1, "3", 1000);
+    let net = Net::up(1, IgmpVersion::V3, Duration::from_secs(10));
     let router = &net.routers[0];
     let pins = RemovePins(pin_dir(router));
     let d = start(router, &FAST_IGMP);

@@ -242,58 +242,19 @@ impl Lab {
         Ok(())
     }
 
-    /// Turns the sender host into an IGMP-snooping switch upstream of the router, the kernel
-    /// bridge as network engineers deploy it: snooping and its own querier on (IGMPv3, from
-    /// [`SWITCH_ADDR`], every [`SWITCH_QUERY_INTERVAL`]), fast leave on the port towards the
-    /// router, and no flooding of unregistered groups there, so the router gets a group only
-    /// while it reports it. A new source host sits behind the switch at
-    /// [`SWITCHED_SOURCE_ADDR`], on the router's upstream subnet.
+    /// Turns the sender host into an IGMP-snooping switch upstream of the router
+    /// ([`snooping_switch`], IGMPv3, forgetting the router [`SWITCH_MEMBERSHIP_INTERVAL`]
+    /// after its last report; [`switch_port_to_router`] on its port towards the router), so
+    /// the router gets a group only while it reports it. A new source host sits behind the
+    /// switch at [`SWITCHED_SOURCE_ADDR`], on the router's upstream subnet.
     ///
     /// # Errors
     /// A namespace, link or address could not be made; what was made goes with the lab.
     pub fn add_upstream_switch(&mut self) -> anyhow::Result<()> {
-        // The bridge takes its timers in centiseconds.
-        let cs = |d: std::time::Duration| (d.as_millis() / 10).to_string();
         let sw = &self.sender;
         sw.ip(&["addr", "flush", "dev", HOST_IF])?;
-        sw.ip(&[
-            "link",
-            "add",
-            "br0",
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "1",
-            "mcast_igmp_version",
-            "3",
-            "mcast_query_use_ifaddr",
-            "1",
-            "mcast_query_interval",
-            &cs(SWITCH_QUERY_INTERVAL),
-            "mcast_query_response_interval",
-            &cs(SWITCH_QUERY_INTERVAL / 2),
-            "mcast_startup_query_interval",
-            &cs(SWITCH_QUERY_INTERVAL / 4),
-            "mcast_membership_interval",
-            &cs(SWITCH_MEMBERSHIP_INTERVAL),
-        ])?;
-        // The querier only once its timers are set: turning it on holds snooped forwarding
-        // back for one query response interval, which would be the default 10 s if it came
-        // in the same command.
-        sw.ip(&["link", "set", "br0", "type", "bridge", "mcast_querier", "1"])?;
-        sw.ip(&["addr", "add", &format!("{SWITCH_ADDR}/24"), "dev", "br0"])?;
-        sw.ip(&["link", "set", "br0", "up"])?;
-        sw.ip(&["link", "set", SWITCH_ROUTER_PORT, "master", "br0", "up"])?;
-        sw.bridge(&[
-            "link",
-            "set",
-            "dev",
-            SWITCH_ROUTER_PORT,
-            "fastleave",
-            "on",
-            "mcast_flood",
-            "off",
-        ])?;
+        snooping_switch(sw, IgmpVersion::V3, SWITCH_MEMBERSHIP_INTERVAL)?;
+        switch_port_to_router(sw, SWITCH_ROUTER_PORT)?;
         let src = Netns::create(&format!("mgm-{}-src", self.tag))?;
         veth(&src, HOST_IF, sw, "p1")?;
         sw.ip(&["link", "set", "p1", "master", "br0", "up"])?;
@@ -373,6 +334,71 @@ impl Lab {
         self.router.ip(&["link", "set", router_if, "up"])?;
         configure_host(host, host_addr, router_addr)
     }
+}
+
+/// Makes `br0` in `sw` the kernel bridge as an IGMP-snooping switch, as network engineers
+/// deploy it: snooping and its own querier on (IGMP `version`, from [`SWITCH_ADDR`], every
+/// [`SWITCH_QUERY_INTERVAL`]), forgetting a port that did not report for `membership`.
+///
+/// # Errors
+/// `ip` failed.
+pub fn snooping_switch(
+    sw: &Netns,
+    version: IgmpVersion,
+    membership: std::time::Duration,
+) -> anyhow::Result<()> {
+    // The bridge takes its timers in centiseconds.
+    let cs = |d: std::time::Duration| (d.as_millis() / 10).to_string();
+    sw.ip(&[
+        "link",
+        "add",
+        "br0",
+        "type",
+        "bridge",
+        "mcast_snooping",
+        "1",
+        "mcast_igmp_version",
+        version.sysctl_value(),
+        "mcast_query_use_ifaddr",
+        "1",
+        "mcast_query_interval",
+        &cs(SWITCH_QUERY_INTERVAL),
+        "mcast_query_response_interval",
+        &cs(SWITCH_QUERY_INTERVAL / 2),
+        "mcast_startup_query_interval",
+        &cs(SWITCH_QUERY_INTERVAL / 4),
+        "mcast_membership_interval",
+        &cs(membership),
+    ])?;
+    // The querier only once its timers are set: turning it on holds snooped forwarding back
+    // for one query response interval, which would be the default 10 s if it came in the same
+    // command.
+    sw.ip(&["link", "set", "br0", "type", "bridge", "mcast_querier", "1"])?;
+    sw.ip(&["addr", "add", &format!("{SWITCH_ADDR}/24"), "dev", "br0"])?;
+    sw.ip(&["link", "set", "br0", "up"])
+}
+
+/// Puts `port` of [`snooping_switch`]'s bridge towards a multicast router that gets a group
+/// only while it reports it: fast leave, no flooding of unregistered groups, and never a
+/// router port.
+///
+/// # Errors
+/// `ip` or `bridge` failed.
+pub fn switch_port_to_router(sw: &Netns, port: &str) -> anyhow::Result<()> {
+    sw.ip(&["link", "set", port, "master", "br0", "up"])?;
+    sw.bridge(&[
+        "link",
+        "set",
+        "dev",
+        port,
+        "fastleave",
+        "on",
+        "mcast_flood",
+        "off",
+        "mcast_router",
+        "0",
+    ])?;
+    Ok(())
 }
 
 /// A veth pair with `a_if` in `a` and `b_if` in `b`, created directly inside them.
