@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use events::{gaps, mgm_bin, Counter, Stream, FAST_IGMP, PATIENCE};
+use events::{gaps, mgm_bin, nothing_lost, Counter, Stream, TwoHosts, FAST_IGMP, PATIENCE};
 use xtask::lab::{
     receiver_addr, traffic::Receiver, traffic::Sender, unique_tag, Daemon, IgmpVersion, Lab,
     SENDER_ADDR,
@@ -161,15 +161,12 @@ fn a_downstream_flapped_a_hundred_times_forwards_to_the_hosts_still_joined() {
     let daemon = start(&tag, &lab);
     let r1 = Receiver::new(&lab.receivers[0], receiver_addr(0)).unwrap();
     let r2 = Receiver::new(&lab.receivers[1], receiver_addr(1)).unwrap();
-    r1.join(G).unwrap();
-    r2.join(G).unwrap();
-    let stream = Stream::start(&lab, G);
-    let mut stays = Counter::start(r1, G);
-    let mut flapped = Counter::start(r2, G);
-    if !stays.more(20, PATIENCE) || !flapped.more(20, PATIENCE) {
-        fail(&daemon, "the hosts on dn1 and dn2 never got the stream");
-    }
-    let from = stays.first().expect("counted");
+    let TwoHosts {
+        stream,
+        stays,
+        from,
+        other: mut flapped,
+    } = TwoHosts::start(&lab, G, r1, r2).unwrap_or_else(|e| fail(&daemon, &e));
 
     for _ in 0..FLAPS {
         lab.router.ip(&["link", "set", "dn2", "down"]).unwrap();
@@ -184,17 +181,8 @@ fn a_downstream_flapped_a_hundred_times_forwards_to_the_hosts_still_joined() {
             &format!("the host on dn2 got no stream after {FLAPS} flaps"),
         );
     }
-    let last = stream.stop();
-    let (missing, got) = stays.missing(from, last, PATIENCE);
-    if !missing.is_empty() {
-        fail(
-            &daemon,
-            &format!(
-                "the host on dn1 lost datagrams while dn2 flapped: got {got} of {}, missing {}",
-                last - from + 1,
-                gaps(&missing)
-            ),
-        );
+    if let Err(e) = nothing_lost(stream, stays, from, "while dn2 flapped") {
+        fail(&daemon, &e);
     }
     assert!(
         daemon.log().iter().all(|l| !l.contains("panicked")),

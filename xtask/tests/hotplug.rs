@@ -9,7 +9,7 @@ mod events;
 
 use std::{collections::BTreeSet, net::Ipv4Addr, path::PathBuf};
 
-use events::{gaps, mgm_bin, Counter, Stream, FAST_IGMP, PATIENCE};
+use events::{mgm_bin, nothing_lost, Counter, TwoHosts, FAST_IGMP, PATIENCE};
 use xtask::lab::{receiver_addr, traffic::Receiver, unique_tag, Daemon, IgmpVersion, Lab};
 
 const G: Ipv4Addr = Ipv4Addr::new(239, 4, 4, 4);
@@ -35,16 +35,12 @@ fn spec10_downstreams_deleted_created_and_renamed_are_managed_without_a_restart(
 
     // Hosts on dn1 and dn2 join; both get the stream.
     let receiver = |i: usize| Receiver::new(&lab.receivers[i], receiver_addr(i)).unwrap();
-    let (r1, r2) = (receiver(0), receiver(1));
-    r1.join(G).unwrap();
-    r2.join(G).unwrap();
-    let stream = Stream::start(&lab, G);
-    let mut stays = Counter::start(r1, G);
-    let mut goes = Counter::start(r2, G);
-    if !stays.more(20, PATIENCE) || !goes.more(20, PATIENCE) {
-        fail(&daemon, "the hosts on dn1 and dn2 never got the stream");
-    }
-    let from = stays.first().expect("counted");
+    let TwoHosts {
+        stream,
+        stays,
+        from,
+        other: goes,
+    } = TwoHosts::start(&lab, G, receiver(0), receiver(1)).unwrap_or_else(|e| fail(&daemon, &e));
 
     // dn2 is deleted under the stream, and created again with the same name.
     lab.router.ip(&["link", "del", "dn2"]).unwrap();
@@ -105,17 +101,7 @@ fn spec10_downstreams_deleted_created_and_renamed_are_managed_without_a_restart(
         .collect();
     assert_eq!(oifs, ["dn1", "dn2", "dn3"].map(ifindex).into(), "{show:#}");
 
-    let last = stream.stop();
-    let (missing, got) = stays.missing(from, last, PATIENCE);
-    if !missing.is_empty() {
-        fail(
-            &daemon,
-            &format!(
-                "the host on dn1 lost datagrams while dn2 went and came back: got {got} of \
-                 {}, missing {}",
-                last - from + 1,
-                gaps(&missing)
-            ),
-        );
+    if let Err(e) = nothing_lost(stream, stays, from, "while dn2 went and came back") {
+        fail(&daemon, &e);
     }
 }

@@ -174,6 +174,63 @@ impl Drop for Counter {
     }
 }
 
+/// The lab's stream to `group` with the hosts of `r1` and `r2` joined and each counted, once
+/// both got it: what the tests of events on one downstream start from.
+pub struct TwoHosts {
+    pub stream: Stream,
+    /// The host that stays joined through the event, and the first number it got.
+    pub stays: Counter,
+    pub from: u64,
+    /// The host whose link the event touches.
+    pub other: Counter,
+}
+
+impl TwoHosts {
+    /// Joins both hosts to `group`, starts the stream and waits until each got 20 datagrams.
+    ///
+    /// # Errors
+    /// One of them got none within [`PATIENCE`]: the failure message.
+    pub fn start(
+        lab: &Lab,
+        group: Ipv4Addr,
+        r1: Receiver,
+        r2: Receiver,
+    ) -> Result<TwoHosts, String> {
+        r1.join(group).expect("join");
+        r2.join(group).expect("join");
+        let stream = Stream::start(lab, group);
+        let mut stays = Counter::start(r1, group);
+        let mut other = Counter::start(r2, group);
+        if !stays.more(20, PATIENCE) || !other.more(20, PATIENCE) {
+            return Err("the hosts on dn1 and dn2 never got the stream".to_owned());
+        }
+        let from = stays.first().expect("counted");
+        Ok(TwoHosts {
+            stream,
+            stays,
+            from,
+            other,
+        })
+    }
+}
+
+/// Stops `stream` and checks that `stays` got every datagram from `from` to the last one sent.
+///
+/// # Errors
+/// Some were missing: the failure message, which says they went missing `during` the event.
+pub fn nothing_lost(stream: Stream, stays: Counter, from: u64, during: &str) -> Result<(), String> {
+    let last = stream.stop();
+    let (missing, got) = stays.missing(from, last, PATIENCE);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "the host on dn1 lost datagrams {during}: got {got} of {}, missing {}",
+        last - from + 1,
+        gaps(&missing)
+    ))
+}
+
 /// `missing` datagram numbers as ranges, for a failure message.
 pub fn gaps(missing: &[u64]) -> String {
     let mut out: Vec<String> = Vec::new();
