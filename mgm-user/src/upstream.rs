@@ -229,8 +229,7 @@ impl UpstreamEdge {
         self.failures += 1;
         if let Some(n) = self.failed.allow(now) {
             warn!(
-                "upstream: {} on {} ({} failures so far){}",
-                failure,
+                "upstream on {}: {failure} ({} failures so far){}",
                 self.name,
                 self.failures,
                 suppressed(n, WARN_INTERVAL)
