@@ -264,7 +264,8 @@ impl Router {
         while let Some((ifindex, t)) = self.igmp.poll_transmit() {
             let bytes = crate::igmp::codec::encode(&t.message);
             if let Some(sock) = self.sockets.get(&ifindex) {
-                if let Err(e) = sock.send(t.destination, &bytes) {
+                // Never waits on the loop: a full send buffer is a query not sent, counted.
+                if let Err(e) = sock.try_send(t.destination, &bytes) {
                     seen.query_send_errors += 1;
                     limited(&mut seen.limits.query_send, now, log::Level::Warn, || {
                         format!("cannot send an IGMP query on {}: {e}", name(ifindex))
@@ -639,6 +640,11 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
             () = sleep_until(upstream_deadline) => {
                 if let Some(u) = &mut upstream {
                     u.handle_timeout(router.now());
+                }
+            }
+            failure = upstream_failure(&mut upstream) => {
+                if let Some(u) = &mut upstream {
+                    u.failed(router.now(), &failure);
                 }
             }
             () = sleep_until(reconcile_at) => {
@@ -1214,6 +1220,15 @@ fn upstream_igmp(upstream: &mut Option<UpstreamEdge>, now: core::Instant, event:
         if *ifindex == u.ifindex() {
             u.handle_message(now, message);
         }
+    }
+}
+
+/// The next failure of the proxy's upstream system calls, made off the loop; never without
+/// a proxy.
+async fn upstream_failure(upstream: &mut Option<UpstreamEdge>) -> crate::offload::Failure {
+    match upstream {
+        Some(u) => u.next_failure().await,
+        None => std::future::pending().await,
     }
 }
 

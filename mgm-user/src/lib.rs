@@ -24,6 +24,8 @@ pub mod igmp;
 pub mod links;
 /// Which interfaces are managed as they come, go and are renamed (spec §10).
 pub mod managed;
+/// The system calls kept off the event loop, and the worker thread that makes them.
+pub mod offload;
 /// Routing-protocol modules (IGMP and the IGMP proxy today).
 pub mod protocols;
 /// Warnings a peer could repeat with every packet, logged at most once per interval.

@@ -55,13 +55,27 @@ impl QuerySocket {
         Ok(QuerySocket { sock })
     }
 
-    /// Sends one encoded IGMP message to `destination`.
+    /// Sends one encoded IGMP message to `destination`, waiting for room in the send buffer
+    /// if it is full (the upstream's worker thread sends so).
     ///
     /// # Errors
     /// The send failed (interface down, no route).
     pub fn send(&self, destination: Ipv4Addr, igmp: &[u8]) -> io::Result<()> {
+        self.send_with(destination, igmp, 0)
+    }
+
+    /// Sends one encoded IGMP message to `destination` without ever waiting, for the event
+    /// loop: a full send buffer is an error (`WouldBlock`), the message not sent.
+    ///
+    /// # Errors
+    /// The send failed or would have waited.
+    pub fn try_send(&self, destination: Ipv4Addr, igmp: &[u8]) -> io::Result<()> {
+        self.send_with(destination, igmp, libc::MSG_DONTWAIT)
+    }
+
+    fn send_with(&self, destination: Ipv4Addr, igmp: &[u8], flags: libc::c_int) -> io::Result<()> {
         self.sock
-            .send_to(igmp, &SocketAddrV4::new(destination, 0).into())
+            .send_to_with_flags(igmp, &SocketAddrV4::new(destination, 0).into(), flags)
             .map(|_| ())
     }
 }
@@ -72,11 +86,13 @@ impl QuerySocket {
 /// With no socket membership in the kernel, nothing else tells the NIC to take these frames
 /// in. `SIOCADDMULTI` entries are the interface's own ("global" users in the kernel), not a
 /// socket's, so they outlive a daemon that dies and the frames keep reaching XDP until the
-/// next one takes over; a plain stop removes them ([`LinkFilter::clear`]). IFF_ALLMULTI would
+/// next one takes over; a plain stop removes them one by one. IFF_ALLMULTI would
 /// survive as well, but would hand every multicast stream on the upstream link to XDP and the
 /// host stack. Groups share MACs 32 to one, so each MAC is counted and removed with its last
 /// group. Entries a dead daemon added for groups its successor never reports stay until the
-/// interface goes (the successor cannot tell them from an administrator's).
+/// interface goes (the successor cannot tell them from an administrator's). Its ioctls take the
+/// kernel's rtnl lock: the daemon makes them on the upstream's worker thread
+/// ([`crate::offload`]), never on the event loop.
 pub struct LinkFilter {
     dev: String,
     /// Any socket will do for the ioctls.
@@ -130,21 +146,6 @@ impl LinkFilter {
         }
     }
 
-    /// Removes every entry this daemon holds, for a plain stop.
-    ///
-    /// # Errors
-    /// The first entry the kernel refused to remove (the others are still removed).
-    pub fn clear(&mut self) -> io::Result<()> {
-        let mut result = Ok(());
-        for (mac, _) in std::mem::take(&mut self.macs) {
-            let r = self.ioctl(libc::SIOCDELMULTI, mac);
-            if result.is_ok() {
-                result = r;
-            }
-        }
-        result
-    }
-
     fn ioctl(&self, request: libc::c_ulong, mac: [u8; 6]) -> io::Result<()> {
         // SAFETY: ifreq is plain data; zero is valid.
         let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
@@ -187,7 +188,7 @@ mod tests {
 
     /// On a veth of a namespace of this thread's own: the entries appear in the
     /// interface's list, two groups of one MAC keep it until both are gone, and they stay
-    /// when the filter is dropped (as a dying daemon leaves them) until cleared.
+    /// when the filter is dropped (as a dying daemon leaves them) until removed.
     #[test]
     fn link_filter_entries_are_counted_per_mac_and_outlive_the_filter() {
         std::thread::spawn(|| {
@@ -229,7 +230,7 @@ mod tests {
             assert!(listed("01:00:5e:01:02:03"), "the entry outlives its owner");
             let mut next = LinkFilter::new(&dev).expect("socket");
             next.add(a).expect("a dead daemon's entry is taken over");
-            next.clear().expect("clear");
+            next.remove(a).expect("remove");
             assert!(!listed("01:00:5e:01:02:03"));
         })
         .join()

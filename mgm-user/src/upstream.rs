@@ -1,8 +1,11 @@
 //! The daemon's edge of the IGMP proxy's host side: the upstream interface's report socket and
 //! link-layer filter, driven by [`Upstream`] from the merged downstream state of the groups
 //! whose receivers changed, the IGMP heard upstream and the entries a previous daemon left.
+//! The reports and filter changes it decides go to a worker thread ([`crate::offload`]): a
+//! send on a full buffer or an ioctl waiting for the kernel's rtnl lock never holds up the
+//! event loop.
 
-use std::{collections::BTreeSet, net::Ipv4Addr};
+use std::{collections::BTreeSet, io, net::Ipv4Addr, time::Duration};
 
 use anyhow::Context;
 use log::{debug, info, warn};
@@ -11,9 +14,34 @@ use crate::{
     core::{DataPlaneEntry, GroupFilter, Instant, InterfaceId, Mgm},
     dataplane::netdev::NetDev,
     igmp::{codec, host, querier},
+    offload::{Failure, UpstreamSink, UpstreamWorker},
     protocols::igmp_proxy::{downstream_state, FilterChange, Upstream, UpstreamQueue},
+    ratelimit::{suppressed, RateLimit},
     sockets::{LinkFilter, QuerySocket},
 };
+
+/// Least time between two warnings of the worker's failures or of reports it fell behind on.
+const WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The upstream interface's report socket and link-layer filter, where the worker's calls go.
+struct Wire {
+    socket: QuerySocket,
+    filter: LinkFilter,
+}
+
+impl UpstreamSink for Wire {
+    fn send(&mut self, destination: Ipv4Addr, igmp: &[u8]) -> io::Result<()> {
+        self.socket.send(destination, igmp)
+    }
+
+    fn filter(&mut self, group: Ipv4Addr, receive: bool) -> io::Result<()> {
+        if receive {
+            self.filter.add(group)
+        } else {
+            self.filter.remove(group)
+        }
+    }
+}
 
 /// The proxy's host side on its upstream interface, with its sockets.
 pub struct UpstreamEdge {
@@ -22,8 +50,13 @@ pub struct UpstreamEdge {
     state: Upstream,
     /// Where the routing side notes the groups its alerts were about.
     changes: UpstreamQueue,
-    socket: QuerySocket,
-    filter: LinkFilter,
+    /// Makes the system calls: sends the reports, changes the filter.
+    worker: UpstreamWorker,
+    /// The worker's failures so far, and their warnings' limit.
+    failures: u64,
+    failed: RateLimit,
+    /// The limit of the warnings of reports dropped over the worker's queue.
+    behind: RateLimit,
 }
 
 impl UpstreamEdge {
@@ -46,6 +79,18 @@ impl UpstreamEdge {
         let socket = QuerySocket::new(dev, address)
             .with_context(|| format!("cannot open the upstream report socket on {}", dev.name))?;
         let filter = LinkFilter::new(dev).context("cannot open a socket for SIOCADDMULTI")?;
+        let worker = UpstreamWorker::spawn(&dev.name, Wire { socket, filter })
+            .context("cannot start the upstream's worker thread")?;
+        Ok(UpstreamEdge::new(dev, changes, igmp, worker))
+    }
+
+    /// The host side on `dev` with its system calls made by `worker`.
+    fn new(
+        dev: &NetDev,
+        changes: UpstreamQueue,
+        igmp: &querier::Config,
+        worker: UpstreamWorker,
+    ) -> UpstreamEdge {
         let config = host::Config {
             robustness: igmp.robustness,
             query_interval: igmp.query_interval,
@@ -57,14 +102,16 @@ impl UpstreamEdge {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
             ^ u64::from(std::process::id());
-        Ok(UpstreamEdge {
+        UpstreamEdge {
             ifindex: dev.ifindex,
             name: dev.name.clone(),
             state: Upstream::new(config, seed),
             changes,
-            socket,
-            filter,
-        })
+            worker,
+            failures: 0,
+            failed: RateLimit::new(WARN_INTERVAL),
+            behind: RateLimit::new(WARN_INTERVAL),
+        }
     }
 
     pub fn ifindex(&self) -> u32 {
@@ -83,13 +130,13 @@ impl UpstreamEdge {
             "upstream: announcing {n} groups of adopted entries on {}",
             self.name
         );
-        self.flush();
+        self.flush(now);
     }
 
     /// The core has reconciled the adopted entries: only its joins count now.
     pub fn end_adoption(&mut self, now: Instant) {
         self.state.end_adoption(now);
-        self.flush();
+        self.flush(now);
     }
 
     /// An IGMP message heard on the upstream interface.
@@ -133,52 +180,79 @@ impl UpstreamEdge {
             }
             self.state.set(now, g, state);
         }
-        self.flush();
+        self.flush(now);
     }
 
-    /// Sends the pending reports and applies the pending filter changes.
-    fn flush(&mut self) {
+    /// Hands the pending reports and filter changes to the worker, in the order decided.
+    fn flush(&mut self, now: Instant) {
         while let Some(t) = self.state.poll_transmit() {
-            let bytes = codec::encode(&t.message);
-            if let Err(e) = self.socket.send(t.destination, &bytes) {
-                warn!("cannot send an IGMP report on {}: {e}", self.name);
+            if !self.worker.report(t.destination, codec::encode(&t.message)) {
+                let total = self.worker.dropped();
+                if let Some(n) = self.behind.allow(now) {
+                    warn!(
+                        "upstream: the oldest IGMP report waiting for {} dropped, the worker                          being {} reports behind ({total} dropped so far; the host's                          retransmissions and query answers carry the state){}",
+                        self.name,
+                        crate::offload::REPORT_QUEUE,
+                        suppressed(n, WARN_INTERVAL)
+                    );
+                }
             }
         }
         while let Some(change) = self.state.poll_filter() {
-            match change {
-                FilterChange::Add(g) => {
-                    debug!("upstream: {} receives {g} at the link layer", self.name)
-                }
-                FilterChange::Remove(g) => debug!(
-                    "upstream: {} stops receiving {g} at the link layer",
-                    self.name
-                ),
-            }
-            let result = match change {
-                FilterChange::Add(g) => self.filter.add(g),
-                FilterChange::Remove(g) => self.filter.remove(g),
+            let (group, receive) = match change {
+                FilterChange::Add(g) => (g, true),
+                FilterChange::Remove(g) => (g, false),
             };
-            if let Err(e) = result {
-                let (verb, group) = match change {
-                    FilterChange::Add(g) => ("adding", g),
-                    FilterChange::Remove(g) => ("removing", g),
-                };
-                warn!(
-                    "{}: {verb} {group} to the link-layer filter failed: {e}",
-                    self.name
-                );
-            }
+            debug!(
+                "upstream: {} {} {group} at the link layer",
+                self.name,
+                if receive {
+                    "receives"
+                } else {
+                    "stops receiving"
+                }
+            );
+            self.worker.filter(group, receive);
         }
     }
 
-    /// A planned stop: every group is left upstream and the link-layer entries go.
+    /// The next failure of the worker's system calls; never, once the worker has ended.
+    pub async fn next_failure(&mut self) -> Failure {
+        match self.worker.next_failure().await {
+            Some(f) => f,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Counts a failure of the worker's system calls and logs it, rate-limited.
+    pub fn failed(&mut self, now: Instant, failure: &Failure) {
+        self.failures += 1;
+        if let Some(n) = self.failed.allow(now) {
+            warn!(
+                "upstream on {}: {failure} ({} failures so far){}",
+                self.name,
+                self.failures,
+                suppressed(n, WARN_INTERVAL)
+            );
+        }
+    }
+
+    /// A planned stop: every group is left upstream and the link-layer entries go; waits a
+    /// bounded time for the worker to do that.
     pub fn stop(mut self, now: Instant) {
         self.state.leave_all(now);
-        self.flush();
-        if let Err(e) = self.filter.clear() {
-            warn!("{}: cannot clear the link-layer filter: {e}", self.name);
+        self.flush(now);
+        let name = self.name.clone();
+        let failures = self.failures;
+        let dropped = self.worker.dropped();
+        match self.worker.stop() {
+            Ok(()) => info!(
+                "upstream: left every group on {name} ({failures} calls failed, {dropped}                  reports dropped behind the worker)"
+            ),
+            Err(waited) => warn!(
+                "upstream: the worker on {name} did not finish leaving in {waited:?}: a system                  call is stuck; the groups it did not leave time out upstream"
+            ),
         }
-        info!("upstream: left every group on {}", self.name);
     }
 }
 
