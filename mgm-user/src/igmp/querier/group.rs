@@ -109,6 +109,9 @@ pub(super) struct Group {
     pub(super) hosts: BTreeMap<Ipv4Addr, Host>,
     /// The host whose report about the group came last, for the operator.
     pub(super) last_reporter: Option<Ipv4Addr>,
+    /// The deadline the querier's index files the group under: [`Self::next_deadline`] as
+    /// of the querier's last look.
+    pub(super) indexed: Option<Instant>,
 }
 
 impl Group {
@@ -122,6 +125,7 @@ impl Group {
             source_queries_left: BTreeMap::new(),
             hosts: BTreeMap::new(),
             last_reporter: None,
+            indexed: None,
         }
     }
 

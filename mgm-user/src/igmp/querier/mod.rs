@@ -176,10 +176,10 @@ pub struct Querier {
     /// Startup general queries still to send after the next one.
     startup_queries_left: u32,
     groups: BTreeMap<Ipv4Addr, Group>,
-    /// No group's deadline is earlier than this (`None`: no group has one). A bound, lowered
-    /// by every message for the groups it names and made exact by each scan of all groups,
-    /// so that a message costs a look at its own groups instead of a scan of every group.
-    groups_due: Option<Instant>,
+    /// Every group with a deadline, under its earliest one ([`Group::next_deadline`], kept in
+    /// [`Group::indexed`]): the timers touch only the groups that are due, and a message
+    /// re-files only the groups it names.
+    deadlines: BTreeSet<(Instant, Ipv4Addr)>,
     /// Source records in use over all groups, against [`Config::max_sources`].
     budget: SourceBudget,
     /// The memberships already handed out, by group: the next output is the difference.
@@ -219,7 +219,7 @@ impl Querier {
             timers: [None; Timer::COUNT],
             startup_queries_left: 0,
             groups: BTreeMap::new(),
-            groups_due: None,
+            deadlines: BTreeSet::new(),
             budget,
             published: BTreeSet::new(),
             dirty: BTreeSet::new(),
@@ -302,23 +302,54 @@ impl Querier {
                 state.last_reporter = Some(from);
             }
         }
-        // A message changes the timers of the groups it names, and no others.
+        // A message changes the timers of the groups it names, and no others (a takeover by
+        // another querier re-files every group in `stop_querying`).
         match msg {
             IgmpMessage::Query { group, .. }
             | IgmpMessage::V1Report { group }
             | IgmpMessage::V2Report { group }
-            | IgmpMessage::V2Leave { group } => self.lower_groups_due(*group),
+            | IgmpMessage::V2Leave { group } => self.reindex(*group),
             IgmpMessage::V3Report { records, .. } => {
-                records.iter().for_each(|r| self.lower_groups_due(r.group));
+                records.iter().for_each(|r| self.reindex(r.group));
             }
         }
         self.flush();
     }
 
-    /// Lowers [`Self::groups_due`] to `group`'s next deadline if that is earlier.
-    fn lower_groups_due(&mut self, group: Ipv4Addr) {
-        if let Some(d) = self.groups.get(&group).and_then(Group::next_deadline) {
-            self.groups_due = Some(self.groups_due.map_or(d, |t| t.min(d)));
+    /// Re-files `group` in [`Self::deadlines`] under its earliest deadline now.
+    fn reindex(&mut self, group: Ipv4Addr) {
+        let Some(g) = self.groups.get_mut(&group) else {
+            return;
+        };
+        let next = g.next_deadline();
+        if next == g.indexed {
+            return;
+        }
+        if let Some(t) = g.indexed {
+            self.deadlines.remove(&(t, group));
+        }
+        if let Some(t) = next {
+            self.deadlines.insert((t, group));
+        }
+        g.indexed = next;
+    }
+
+    /// The deadline index and what a scan of every group finds, for the tests to compare.
+    #[cfg(test)]
+    fn deadlines_and_scan(&self) -> [Vec<(Instant, Ipv4Addr)>; 2] {
+        let mut scan: Vec<(Instant, Ipv4Addr)> = self
+            .groups
+            .iter()
+            .filter_map(|(a, g)| Some((g.next_deadline()?, *a)))
+            .collect();
+        scan.sort_unstable();
+        [self.deadlines.iter().copied().collect(), scan]
+    }
+
+    /// Forgets `group`, and its place in [`Self::deadlines`].
+    fn remove_group(&mut self, group: Ipv4Addr) {
+        if let Some(t) = self.groups.remove(&group).and_then(|g| g.indexed) {
+            self.deadlines.remove(&(t, group));
         }
     }
 
@@ -335,7 +366,8 @@ impl Querier {
     /// pushed a group's timers back; that call then finds nothing due.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let own = self.timers.iter().flatten().min().copied();
-        own.into_iter().chain(self.groups_due).min()
+        let groups = self.deadlines.first().map(|(t, _)| *t);
+        own.into_iter().chain(groups).min()
     }
 
     /// The next query to send, oldest first.
@@ -426,7 +458,15 @@ impl Querier {
         for g in self.groups.values_mut() {
             g.postpone(by);
         }
-        self.groups_due = self.groups_due.map(|t| after(t, by));
+        self.reindex_all();
+    }
+
+    /// Re-files every group: after a change to the timers of all of them.
+    fn reindex_all(&mut self) {
+        let groups: Vec<Ipv4Addr> = self.groups.keys().copied().collect();
+        for g in groups {
+            self.reindex(g);
+        }
     }
 
     fn tick(&mut self, now: Instant) -> Instant {
@@ -458,19 +498,19 @@ impl Querier {
         if self.due(Timer::GeneralQuery, now) {
             self.send_general_query(now);
         }
-        if self.groups_due.is_none_or(|t| t > now) {
+        if self.deadlines.first().is_none_or(|(t, _)| *t > now) {
             return;
         }
-        let due: Vec<Ipv4Addr> = self
-            .groups
-            .iter()
-            .filter(|(_, g)| g.next_deadline().is_some_and(|t| t <= now))
-            .map(|(a, _)| *a)
+        // In address order, as the queries they send go out.
+        let mut due: Vec<Ipv4Addr> = self
+            .deadlines
+            .range(..=(now, Ipv4Addr::BROADCAST))
+            .map(|(_, g)| *g)
             .collect();
+        due.sort_unstable();
         for group in due {
             self.expire_group(now, group);
         }
-        self.groups_due = self.groups.values().filter_map(Group::next_deadline).min();
     }
 
     /// The other querier went quiet: we query again (RFC 3376 §6.6.2).
@@ -558,7 +598,9 @@ impl Querier {
             }
         }
         if g.is_empty() {
-            self.groups.remove(&address);
+            self.remove_group(address);
+        } else {
+            self.reindex(address);
         }
         self.dirty.insert(address);
         self.send_specific(address, sends);
@@ -665,6 +707,7 @@ impl Querier {
             g.set_timer(GroupTimer::GroupQuery, None);
             g.set_timer(GroupTimer::SourceQuery, None);
         }
+        self.reindex_all();
     }
 
     /// A v1 or v2 report: sets the group's older host present timer and counts as
@@ -794,7 +837,7 @@ impl Querier {
             self.send_specific(group, sends);
         }
         if self.groups.get(&group).is_some_and(Group::is_empty) {
-            self.groups.remove(&group);
+            self.remove_group(group);
         }
     }
 

@@ -200,6 +200,9 @@ fn run(config: Config, ops: &[Op]) -> Result<(), TestCaseError> {
             }
         }
         prop_assert_eq!(&replayed, &q.forwarding());
+        // The timers' index files every group under its earliest deadline, as a scan finds.
+        let [index, scan] = q.deadlines_and_scan();
+        prop_assert_eq!(index, scan);
         if let Some(t) = q.poll_timeout() {
             prop_assert!(t > now, "deadline {:?} not after now {:?}", t, now);
         }
