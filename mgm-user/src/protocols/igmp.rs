@@ -229,17 +229,19 @@ impl Igmp {
             .collect()
     }
 
-    /// Interfaces whose querier refused groups or sources at the configured limits since the
-    /// last call: (ifindex, groups refused so far, sources refused so far).
-    pub fn new_limit_hits(&mut self) -> Vec<(u32, u64, u64)> {
+    /// Interfaces whose querier refused groups, sources or fast-leave hosts at the configured
+    /// limits since the last call: (ifindex, groups, sources, hosts refused so far).
+    pub fn new_limit_hits(&mut self) -> Vec<(u32, u64, u64, u64)> {
         let queriers = lock(&self.queriers);
         let mut out = Vec::new();
         for (ifindex, q) in queriers.iter() {
             let c = q.counters();
-            let hits = c.group_limit_hits + c.source_limit_hits;
+            let hits = c.group_limit_hits + c.source_limit_hits + c.host_limit_hits;
             let logged = self.limit_hits.entry(*ifindex).or_default();
             if hits > *logged {
-                out.push((*ifindex, c.group_limit_hits, c.source_limit_hits));
+                let (groups, sources, hosts) =
+                    (c.group_limit_hits, c.source_limit_hits, c.host_limit_hits);
+                out.push((*ifindex, groups, sources, hosts));
                 *logged = hits;
             }
         }

@@ -117,6 +117,8 @@ pub struct Counters {
     pub group_limit_hits: u64,
     /// Source records refused because of [`Config::max_sources`].
     pub source_limit_hits: u64,
+    /// Fast-leave host records (or their growth) refused because of [`Config::max_sources`].
+    pub host_limit_hits: u64,
     /// Stalls of the driver the querier was told of: see [`Querier::postpone`].
     pub stalls: u64,
 }
@@ -157,7 +159,10 @@ impl Timer {
 /// forwarding at once what no tracked host still wants, and keeps forwarding the rest: one
 /// host's leave never cuts another host off. It relies on hosts not suppressing reports
 /// (IGMPv3 hosts never do; v2 hosts do when they hear each other's reports, so a silent v2
-/// host may lose its stream until it answers the next general query).
+/// host may lose its stream until it answers the next general query). The hosts tracked,
+/// each counting once plus once per source in its filter, are held to [`Config::max_sources`]
+/// over the interface, apart from the source records; a host over it is not tracked and
+/// counted in [`Counters::host_limit_hits`].
 #[derive(Debug)]
 pub struct Querier {
     /// The interface, copied into every [`Membership`].
@@ -182,6 +187,9 @@ pub struct Querier {
     deadlines: BTreeSet<(Instant, Ipv4Addr)>,
     /// Source records in use over all groups, against [`Config::max_sources`].
     budget: SourceBudget,
+    /// With fast leave, the tracked hosts over all groups, each counting once plus once per
+    /// source in its filter ([`Host::cost`]), against [`Config::max_sources`] too.
+    host_budget: SourceBudget,
     /// The memberships already handed out, by group: the next output is the difference.
     published: BTreeSet<(Ipv4Addr, Entry)>,
     /// Groups whose forwarding may have changed since the last [`Self::flush`].
@@ -209,6 +217,11 @@ impl Querier {
             max: config.max_sources,
             refused: 0,
         };
+        let host_budget = SourceBudget {
+            used: 0,
+            max: config.max_sources,
+            refused: 0,
+        };
         let mut querier = Querier {
             ifindex,
             own_address,
@@ -221,6 +234,7 @@ impl Querier {
             groups: BTreeMap::new(),
             deadlines: BTreeSet::new(),
             budget,
+            host_budget,
             published: BTreeSet::new(),
             dirty: BTreeSet::new(),
             transmits: VecDeque::new(),
@@ -244,6 +258,7 @@ impl Querier {
         config.validate()?;
         let now = self.tick(now);
         self.budget.max = config.max_sources;
+        self.host_budget.max = config.max_sources;
         self.config = config;
         let next = after(now, self.params().query_interval);
         if self.is_querier() && self.startup_queries_left == 0 {
@@ -334,6 +349,13 @@ impl Querier {
         g.indexed = next;
     }
 
+    /// The host budget's count and what the tracked hosts add up to, for the tests to compare.
+    #[cfg(test)]
+    fn host_units(&self) -> [usize; 2] {
+        let held = self.groups.values().flat_map(|g| g.hosts.values());
+        [self.host_budget.used, held.map(Host::cost).sum()]
+    }
+
     /// The deadline index and what a scan of every group finds, for the tests to compare.
     #[cfg(test)]
     fn deadlines_and_scan(&self) -> [Vec<(Instant, Ipv4Addr)>; 2] {
@@ -348,9 +370,14 @@ impl Querier {
 
     /// Forgets `group`, and its place in [`Self::deadlines`].
     fn remove_group(&mut self, group: Ipv4Addr) {
-        if let Some(t) = self.groups.remove(&group).and_then(|g| g.indexed) {
+        let Some(g) = self.groups.remove(&group) else {
+            return;
+        };
+        if let Some(t) = g.indexed {
             self.deadlines.remove(&(t, group));
         }
+        let hosts = g.hosts.values().map(Host::cost).sum();
+        self.host_budget.recharge(hosts, 0);
     }
 
     /// Runs every timer due at `now`: general queries, querier takeover, query
@@ -384,6 +411,7 @@ impl Querier {
     pub fn counters(&self) -> Counters {
         Counters {
             source_limit_hits: self.budget.refused,
+            host_limit_hits: self.host_budget.refused,
             ..self.counters
         }
     }
@@ -570,7 +598,14 @@ impl Querier {
         if due(g.timer(GroupTimer::Filter)) {
             g.group_timer_expired(&mut self.budget);
         }
-        g.hosts.retain(|_, h| h.expires > now);
+        let hosts = &mut self.host_budget;
+        g.hosts.retain(|_, h| {
+            let keep = h.expires > now;
+            if !keep {
+                hosts.recharge(h.cost(), 0);
+            }
+            keep
+        });
         let mut sends = Vec::new();
         if due(g.timer(GroupTimer::GroupQuery)) {
             g.set_timer(GroupTimer::GroupQuery, None);
@@ -826,7 +861,8 @@ impl Querier {
             return;
         };
         if self.config.fast_leave {
-            track_host(g, from, kind, &b, after(now, p.group_membership_interval));
+            let expires = after(now, p.group_membership_interval);
+            track_host(g, from, kind, &b, expires, &mut self.host_budget);
         }
         let ask = g.apply(now, kind, &b, &p, &mut self.budget);
         self.dirty.insert(group);
@@ -904,13 +940,16 @@ fn routable(group: Ipv4Addr) -> bool {
     group.is_multicast() && group.octets()[..3] != [224, 0, 0]
 }
 
-/// Records what host `from` now wants of a group, for fast leave.
+/// Records what host `from` now wants of a group, for fast leave. A record the host budget
+/// cannot hold is refused (counted there) and the host's earlier one, if any, stays: the
+/// host may then lose a stream at another host's leave until it reports again.
 fn track_host(
     g: &mut Group,
     from: Ipv4Addr,
     kind: RecordType,
     b: &BTreeSet<Ipv4Addr>,
     expires: Instant,
+    budget: &mut SourceBudget,
 ) {
     let (mode, sources) = match (kind, g.hosts.get(&from)) {
         (RecordType::ModeIsInclude | RecordType::ChangeToInclude, _) => {
@@ -930,17 +969,19 @@ fn track_host(
             FilterMode::Exclude => (h.mode, &h.sources | b),
         },
     };
+    let old = g.hosts.get(&from).map_or(0, Host::cost);
     if mode == FilterMode::Include && sources.is_empty() {
         g.hosts.remove(&from);
-    } else {
-        g.hosts.insert(
-            from,
-            Host {
-                mode,
-                sources,
-                expires,
-            },
-        );
+        budget.recharge(old, 0);
+        return;
+    }
+    let host = Host {
+        mode,
+        sources,
+        expires,
+    };
+    if budget.recharge(old, host.cost()) {
+        g.hosts.insert(from, host);
     }
 }
 

@@ -237,6 +237,9 @@ fn run(config: Config, ops: &[Op]) -> Result<(), TestCaseError> {
             }
         }
         prop_assert_eq!(sources, q.source_count());
+        let [host_units, held] = q.host_units();
+        prop_assert_eq!(host_units, held);
+        prop_assert!(max_sources.is_none_or(|m| host_units <= m));
         prop_assert!(max_sources.is_none_or(|m| sources <= m));
         prop_assert!(max_groups.is_none_or(|m| q.groups().count() <= m));
     }
