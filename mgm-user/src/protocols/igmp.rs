@@ -201,10 +201,10 @@ impl Igmp {
     pub fn apply_memberships(&mut self, mgm: &mut Mgm, now: Instant) -> Vec<Applied> {
         // Taken out first: MGM calls back into IGMP (enable_igmp) when a callback of these
         // memberships makes a routing protocol take or release an interface.
-        let pending: Vec<querier::Membership> = lock(&self.queriers)
-            .values_mut()
-            .flat_map(|q| std::iter::from_fn(|| q.poll_membership()).collect::<Vec<_>>())
-            .collect();
+        let mut pending: Vec<querier::Membership> = Vec::new();
+        for q in lock(&self.queriers).values_mut() {
+            pending.extend(std::iter::from_fn(|| q.poll_membership()));
+        }
         pending
             .into_iter()
             .map(|m| {

@@ -196,6 +196,8 @@ pub struct Querier {
     dirty: BTreeSet<Ipv4Addr>,
     transmits: VecDeque<Transmit>,
     memberships: VecDeque<Membership>,
+    /// [`Self::flush`]'s joins, exclusions, ended exclusions and leaves, empty between calls.
+    staged: [Vec<Membership>; 4],
     counters: Counters,
 }
 
@@ -239,6 +241,7 @@ impl Querier {
             dirty: BTreeSet::new(),
             transmits: VecDeque::new(),
             memberships: VecDeque::new(),
+            staged: Default::default(),
             counters: Counters::default(),
         };
         // RFC 3376 §8.7: [Startup Query Count] general queries, the first one now.
@@ -307,28 +310,28 @@ impl Querier {
                 }
             }
         }
-        let reported: Vec<Ipv4Addr> = match msg {
-            IgmpMessage::V1Report { group } | IgmpMessage::V2Report { group } => vec![*group],
-            IgmpMessage::V3Report { records, .. } => records.iter().map(|r| r.group).collect(),
-            IgmpMessage::Query { .. } | IgmpMessage::V2Leave { .. } => Vec::new(),
-        };
-        for g in &reported {
-            if let Some(state) = self.groups.get_mut(g) {
-                state.last_reporter = Some(from);
-            }
-        }
         // A message changes the timers of the groups it names, and no others (a takeover by
         // another querier re-files every group in `stop_querying`).
         match msg {
-            IgmpMessage::Query { group, .. }
-            | IgmpMessage::V1Report { group }
-            | IgmpMessage::V2Report { group }
-            | IgmpMessage::V2Leave { group } => self.reindex(*group),
+            IgmpMessage::V1Report { group } | IgmpMessage::V2Report { group } => {
+                self.reported(*group, from);
+            }
             IgmpMessage::V3Report { records, .. } => {
-                records.iter().for_each(|r| self.reindex(r.group));
+                records.iter().for_each(|r| self.reported(r.group, from));
+            }
+            IgmpMessage::Query { group, .. } | IgmpMessage::V2Leave { group } => {
+                self.reindex(*group);
             }
         }
         self.flush();
+    }
+
+    /// `from` reported about `group`: its last reporter, and its timers re-filed.
+    fn reported(&mut self, group: Ipv4Addr, from: Ipv4Addr) {
+        if let Some(state) = self.groups.get_mut(&group) {
+            state.last_reporter = Some(from);
+        }
+        self.reindex(group);
     }
 
     /// Re-files `group` in [`Self::deadlines`] under its earliest deadline now.
@@ -880,13 +883,10 @@ impl Querier {
     /// Hands out the membership changes of every group touched since the last call, in the
     /// order [`Membership`] describes.
     fn flush(&mut self) {
-        let (mut joins, mut excludes, mut unexcludes, mut leaves): (
-            Vec<_>,
-            Vec<_>,
-            Vec<_>,
-            Vec<_>,
-        ) = Default::default();
-        for group in std::mem::take(&mut self.dirty) {
+        // Kept between calls: a report's changes cost no allocation once these have grown.
+        let mut staged = std::mem::take(&mut self.staged);
+        let [joins, excludes, unexcludes, leaves] = &mut staged;
+        while let Some(group) = self.dirty.pop_first() {
             let now: BTreeSet<Entry> = self
                 .groups
                 .get(&group)
@@ -900,7 +900,7 @@ impl Querier {
             let star_stays = now.contains(&(None, false));
             for &(source, exclude) in now.difference(&before) {
                 self.published.insert((group, (source, exclude)));
-                let out: &mut Vec<Membership> = if exclude { &mut excludes } else { &mut joins };
+                let out = if exclude { &mut *excludes } else { &mut *joins };
                 out.push(self.membership(group, source, exclude, true));
             }
             for &(source, exclude) in before.difference(&now) {
@@ -913,8 +913,10 @@ impl Querier {
                 }
             }
         }
-        let all: [Vec<Membership>; 4] = [joins, excludes, unexcludes, leaves];
-        self.memberships.extend(all.into_iter().flatten());
+        for out in &mut staged {
+            self.memberships.extend(out.drain(..));
+        }
+        self.staged = staged;
     }
 
     fn membership(
