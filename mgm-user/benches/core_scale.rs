@@ -51,6 +51,9 @@ impl Bed {
         let mut mgm = Mgm::new(Config {
             max_mfes: 2 * ENTRIES as usize,
             max_memberships: 2 * ENTRIES as usize,
+            // The measured groups stream before anyone joins them: negative MFEs, which the
+            // default budget would evict before the measurement.
+            negative_budget: 2 * ENTRIES as usize,
             ..Config::default()
         });
         let upstream_changes = Arc::default();

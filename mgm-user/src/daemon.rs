@@ -303,11 +303,11 @@ impl Router {
             }
         }
         // The queriers count every refusal; each line gives the totals so far.
-        for (ifindex, groups, sources) in self.igmp.new_limit_hits() {
+        for (ifindex, groups, sources, hosts) in self.igmp.new_limit_hits() {
             limited(&mut seen.limits.limit_hits, now, log::Level::Warn, || {
                 format!(
-                    "IGMP on {}: {groups} groups and {sources} sources refused so far at the \
-                     configured limits",
+                    "IGMP on {}: {groups} groups, {sources} sources and {hosts} fast-leave \
+                     hosts refused so far at the configured limits",
                     name(ifindex)
                 )
             });

@@ -308,7 +308,8 @@ struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 4096)]
     igmp_max_groups: usize,
 
-    /// Most source records kept per interface; more are refused, counted and logged.
+    /// Most source records kept per interface; more are refused, counted and logged. With
+    /// fast leave, also the most tracked hosts (one each, plus one per source they name).
     #[arg(long, value_name = "N", default_value_t = 16_384)]
     igmp_max_sources: usize,
 

@@ -2,6 +2,7 @@
 //! counters the data plane reports (spec §6.3). The life cycle that creates, updates and expires
 //! MFEs lives in `mod.rs`; nothing here performs I/O.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
@@ -549,15 +550,18 @@ impl Mgm {
         let oifs = self.active_oifs(key, mfe);
         let negative = oifs.is_empty();
         let tracked = negative.then_some((mfe.iif, mfe.created_at));
-        let desired = (mfe.iif, oifs);
-        if self.installed.get(&key) != Some(&desired) {
+        let iif = mfe.iif;
+        let installed = self.installed.entry(key);
+        let same =
+            matches!(&installed, Entry::Occupied(e) if e.get().0 == iif && e.get().1 == oifs);
+        if !same {
             self.map_ops.push_back(MapOp::InstallMfe {
                 source: key.source,
                 group: key.group,
-                iif: desired.0,
-                oifs: desired.1.clone(),
+                iif,
+                oifs: oifs.clone(),
             });
-            self.installed.insert(key, desired);
+            installed.insert_entry((iif, oifs));
             // Only here can the MFE turn negative or not, or move: tracking it on every call
             // would cost a lookup per MFE in each membership change's walk.
             self.track_negative(key, tracked);

@@ -201,10 +201,10 @@ impl Igmp {
     pub fn apply_memberships(&mut self, mgm: &mut Mgm, now: Instant) -> Vec<Applied> {
         // Taken out first: MGM calls back into IGMP (enable_igmp) when a callback of these
         // memberships makes a routing protocol take or release an interface.
-        let pending: Vec<querier::Membership> = lock(&self.queriers)
-            .values_mut()
-            .flat_map(|q| std::iter::from_fn(|| q.poll_membership()).collect::<Vec<_>>())
-            .collect();
+        let mut pending: Vec<querier::Membership> = Vec::new();
+        for q in lock(&self.queriers).values_mut() {
+            pending.extend(std::iter::from_fn(|| q.poll_membership()));
+        }
         pending
             .into_iter()
             .map(|m| {
@@ -229,17 +229,19 @@ impl Igmp {
             .collect()
     }
 
-    /// Interfaces whose querier refused groups or sources at the configured limits since the
-    /// last call: (ifindex, groups refused so far, sources refused so far).
-    pub fn new_limit_hits(&mut self) -> Vec<(u32, u64, u64)> {
+    /// Interfaces whose querier refused groups, sources or fast-leave hosts at the configured
+    /// limits since the last call: (ifindex, groups, sources, hosts refused so far).
+    pub fn new_limit_hits(&mut self) -> Vec<(u32, u64, u64, u64)> {
         let queriers = lock(&self.queriers);
         let mut out = Vec::new();
         for (ifindex, q) in queriers.iter() {
             let c = q.counters();
-            let hits = c.group_limit_hits + c.source_limit_hits;
+            let hits = c.group_limit_hits + c.source_limit_hits + c.host_limit_hits;
             let logged = self.limit_hits.entry(*ifindex).or_default();
             if hits > *logged {
-                out.push((*ifindex, c.group_limit_hits, c.source_limit_hits));
+                let (groups, sources, hosts) =
+                    (c.group_limit_hits, c.source_limit_hits, c.host_limit_hits);
+                out.push((*ifindex, groups, sources, hosts));
                 *logged = hits;
             }
         }

@@ -85,7 +85,9 @@ pub struct Config {
     /// counted in [`super::Counters::group_limit_hits`]. `None`: no limit.
     pub max_groups: Option<usize>,
     /// Most source records this interface keeps, over all its groups; more are refused and
-    /// counted in [`super::Counters::source_limit_hits`]. `None`: no limit.
+    /// counted in [`super::Counters::source_limit_hits`]. `None`: no limit. With fast leave,
+    /// also the most tracked-host units (a host per group plus each source in its filter),
+    /// counted apart; more are refused and counted in [`super::Counters::host_limit_hits`].
     pub max_sources: Option<usize>,
 }
 

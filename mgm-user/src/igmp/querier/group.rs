@@ -51,6 +51,11 @@ pub(super) struct Host {
 }
 
 impl Host {
+    /// What the host's record costs against the host budget: itself and each source.
+    pub(super) fn cost(&self) -> usize {
+        1 + self.sources.len()
+    }
+
     /// Whether this host wants traffic from `source`.
     pub(super) fn wants(&self, source: Ipv4Addr) -> bool {
         match self.mode {
@@ -81,6 +86,18 @@ pub(super) struct SourceBudget {
 }
 
 impl SourceBudget {
+    /// Trades a charge of `old` for one of `new`; `false` (and counted) when the limit
+    /// refuses the growth.
+    pub(super) fn recharge(&mut self, old: usize, new: usize) -> bool {
+        let used = self.used - old + new;
+        if new > old && self.max.is_some_and(|max| used > max) {
+            self.refused += 1;
+            return false;
+        }
+        self.used = used;
+        true
+    }
+
     fn take(&mut self) -> bool {
         if self.max.is_some_and(|max| self.used >= max) {
             self.refused += 1;
@@ -109,6 +126,9 @@ pub(super) struct Group {
     pub(super) hosts: BTreeMap<Ipv4Addr, Host>,
     /// The host whose report about the group came last, for the operator.
     pub(super) last_reporter: Option<Ipv4Addr>,
+    /// The deadline the querier's index files the group under: [`Self::next_deadline`] as
+    /// of the querier's last look.
+    pub(super) indexed: Option<Instant>,
 }
 
 impl Group {
@@ -122,6 +142,7 @@ impl Group {
             source_queries_left: BTreeMap::new(),
             hosts: BTreeMap::new(),
             last_reporter: None,
+            indexed: None,
         }
     }
 

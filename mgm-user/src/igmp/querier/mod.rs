@@ -117,6 +117,8 @@ pub struct Counters {
     pub group_limit_hits: u64,
     /// Source records refused because of [`Config::max_sources`].
     pub source_limit_hits: u64,
+    /// Fast-leave host records (or their growth) refused because of [`Config::max_sources`].
+    pub host_limit_hits: u64,
     /// Stalls of the driver the querier was told of: see [`Querier::postpone`].
     pub stalls: u64,
 }
@@ -157,7 +159,10 @@ impl Timer {
 /// forwarding at once what no tracked host still wants, and keeps forwarding the rest: one
 /// host's leave never cuts another host off. It relies on hosts not suppressing reports
 /// (IGMPv3 hosts never do; v2 hosts do when they hear each other's reports, so a silent v2
-/// host may lose its stream until it answers the next general query).
+/// host may lose its stream until it answers the next general query). The hosts tracked,
+/// each counting once plus once per source in its filter, are held to [`Config::max_sources`]
+/// over the interface, apart from the source records; a host over it is not tracked and
+/// counted in [`Counters::host_limit_hits`].
 #[derive(Debug)]
 pub struct Querier {
     /// The interface, copied into every [`Membership`].
@@ -176,18 +181,23 @@ pub struct Querier {
     /// Startup general queries still to send after the next one.
     startup_queries_left: u32,
     groups: BTreeMap<Ipv4Addr, Group>,
-    /// No group's deadline is earlier than this (`None`: no group has one). A bound, lowered
-    /// by every message for the groups it names and made exact by each scan of all groups,
-    /// so that a message costs a look at its own groups instead of a scan of every group.
-    groups_due: Option<Instant>,
+    /// Every group with a deadline, under its earliest one ([`Group::next_deadline`], kept in
+    /// [`Group::indexed`]): the timers touch only the groups that are due, and a message
+    /// re-files only the groups it names.
+    deadlines: BTreeSet<(Instant, Ipv4Addr)>,
     /// Source records in use over all groups, against [`Config::max_sources`].
     budget: SourceBudget,
+    /// With fast leave, the tracked hosts over all groups, each counting once plus once per
+    /// source in its filter ([`Host::cost`]), against [`Config::max_sources`] too.
+    host_budget: SourceBudget,
     /// The memberships already handed out, by group: the next output is the difference.
     published: BTreeSet<(Ipv4Addr, Entry)>,
     /// Groups whose forwarding may have changed since the last [`Self::flush`].
     dirty: BTreeSet<Ipv4Addr>,
     transmits: VecDeque<Transmit>,
     memberships: VecDeque<Membership>,
+    /// [`Self::flush`]'s joins, exclusions, ended exclusions and leaves, empty between calls.
+    staged: [Vec<Membership>; 4],
     counters: Counters,
 }
 
@@ -209,6 +219,11 @@ impl Querier {
             max: config.max_sources,
             refused: 0,
         };
+        let host_budget = SourceBudget {
+            used: 0,
+            max: config.max_sources,
+            refused: 0,
+        };
         let mut querier = Querier {
             ifindex,
             own_address,
@@ -219,12 +234,14 @@ impl Querier {
             timers: [None; Timer::COUNT],
             startup_queries_left: 0,
             groups: BTreeMap::new(),
-            groups_due: None,
+            deadlines: BTreeSet::new(),
             budget,
+            host_budget,
             published: BTreeSet::new(),
             dirty: BTreeSet::new(),
             transmits: VecDeque::new(),
             memberships: VecDeque::new(),
+            staged: Default::default(),
             counters: Counters::default(),
         };
         // RFC 3376 §8.7: [Startup Query Count] general queries, the first one now.
@@ -244,6 +261,7 @@ impl Querier {
         config.validate()?;
         let now = self.tick(now);
         self.budget.max = config.max_sources;
+        self.host_budget.max = config.max_sources;
         self.config = config;
         let next = after(now, self.params().query_interval);
         if self.is_querier() && self.startup_queries_left == 0 {
@@ -292,34 +310,77 @@ impl Querier {
                 }
             }
         }
-        let reported: Vec<Ipv4Addr> = match msg {
-            IgmpMessage::V1Report { group } | IgmpMessage::V2Report { group } => vec![*group],
-            IgmpMessage::V3Report { records, .. } => records.iter().map(|r| r.group).collect(),
-            IgmpMessage::Query { .. } | IgmpMessage::V2Leave { .. } => Vec::new(),
-        };
-        for g in &reported {
-            if let Some(state) = self.groups.get_mut(g) {
-                state.last_reporter = Some(from);
-            }
-        }
-        // A message changes the timers of the groups it names, and no others.
+        // A message changes the timers of the groups it names, and no others (a takeover by
+        // another querier re-files every group in `stop_querying`).
         match msg {
-            IgmpMessage::Query { group, .. }
-            | IgmpMessage::V1Report { group }
-            | IgmpMessage::V2Report { group }
-            | IgmpMessage::V2Leave { group } => self.lower_groups_due(*group),
+            IgmpMessage::V1Report { group } | IgmpMessage::V2Report { group } => {
+                self.reported(*group, from);
+            }
             IgmpMessage::V3Report { records, .. } => {
-                records.iter().for_each(|r| self.lower_groups_due(r.group));
+                records.iter().for_each(|r| self.reported(r.group, from));
+            }
+            IgmpMessage::Query { group, .. } | IgmpMessage::V2Leave { group } => {
+                self.reindex(*group);
             }
         }
         self.flush();
     }
 
-    /// Lowers [`Self::groups_due`] to `group`'s next deadline if that is earlier.
-    fn lower_groups_due(&mut self, group: Ipv4Addr) {
-        if let Some(d) = self.groups.get(&group).and_then(Group::next_deadline) {
-            self.groups_due = Some(self.groups_due.map_or(d, |t| t.min(d)));
+    /// `from` reported about `group`: its last reporter, and its timers re-filed.
+    fn reported(&mut self, group: Ipv4Addr, from: Ipv4Addr) {
+        if let Some(state) = self.groups.get_mut(&group) {
+            state.last_reporter = Some(from);
         }
+        self.reindex(group);
+    }
+
+    /// Re-files `group` in [`Self::deadlines`] under its earliest deadline now.
+    fn reindex(&mut self, group: Ipv4Addr) {
+        let Some(g) = self.groups.get_mut(&group) else {
+            return;
+        };
+        let next = g.next_deadline();
+        if next == g.indexed {
+            return;
+        }
+        if let Some(t) = g.indexed {
+            self.deadlines.remove(&(t, group));
+        }
+        if let Some(t) = next {
+            self.deadlines.insert((t, group));
+        }
+        g.indexed = next;
+    }
+
+    /// The host budget's count and what the tracked hosts add up to, for the tests to compare.
+    #[cfg(test)]
+    fn host_units(&self) -> [usize; 2] {
+        let held = self.groups.values().flat_map(|g| g.hosts.values());
+        [self.host_budget.used, held.map(Host::cost).sum()]
+    }
+
+    /// The deadline index and what a scan of every group finds, for the tests to compare.
+    #[cfg(test)]
+    fn deadlines_and_scan(&self) -> [Vec<(Instant, Ipv4Addr)>; 2] {
+        let mut scan: Vec<(Instant, Ipv4Addr)> = self
+            .groups
+            .iter()
+            .filter_map(|(a, g)| Some((g.next_deadline()?, *a)))
+            .collect();
+        scan.sort_unstable();
+        [self.deadlines.iter().copied().collect(), scan]
+    }
+
+    /// Forgets `group`, and its place in [`Self::deadlines`].
+    fn remove_group(&mut self, group: Ipv4Addr) {
+        let Some(g) = self.groups.remove(&group) else {
+            return;
+        };
+        if let Some(t) = g.indexed {
+            self.deadlines.remove(&(t, group));
+        }
+        let hosts = g.hosts.values().map(Host::cost).sum();
+        self.host_budget.recharge(hosts, 0);
     }
 
     /// Runs every timer due at `now`: general queries, querier takeover, query
@@ -335,7 +396,8 @@ impl Querier {
     /// pushed a group's timers back; that call then finds nothing due.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let own = self.timers.iter().flatten().min().copied();
-        own.into_iter().chain(self.groups_due).min()
+        let groups = self.deadlines.first().map(|(t, _)| *t);
+        own.into_iter().chain(groups).min()
     }
 
     /// The next query to send, oldest first.
@@ -352,6 +414,7 @@ impl Querier {
     pub fn counters(&self) -> Counters {
         Counters {
             source_limit_hits: self.budget.refused,
+            host_limit_hits: self.host_budget.refused,
             ..self.counters
         }
     }
@@ -426,7 +489,15 @@ impl Querier {
         for g in self.groups.values_mut() {
             g.postpone(by);
         }
-        self.groups_due = self.groups_due.map(|t| after(t, by));
+        self.reindex_all();
+    }
+
+    /// Re-files every group: after a change to the timers of all of them.
+    fn reindex_all(&mut self) {
+        let groups: Vec<Ipv4Addr> = self.groups.keys().copied().collect();
+        for g in groups {
+            self.reindex(g);
+        }
     }
 
     fn tick(&mut self, now: Instant) -> Instant {
@@ -458,19 +529,19 @@ impl Querier {
         if self.due(Timer::GeneralQuery, now) {
             self.send_general_query(now);
         }
-        if self.groups_due.is_none_or(|t| t > now) {
+        if self.deadlines.first().is_none_or(|(t, _)| *t > now) {
             return;
         }
-        let due: Vec<Ipv4Addr> = self
-            .groups
-            .iter()
-            .filter(|(_, g)| g.next_deadline().is_some_and(|t| t <= now))
-            .map(|(a, _)| *a)
+        // In address order, as the queries they send go out.
+        let mut due: Vec<Ipv4Addr> = self
+            .deadlines
+            .range(..=(now, Ipv4Addr::BROADCAST))
+            .map(|(_, g)| *g)
             .collect();
+        due.sort_unstable();
         for group in due {
             self.expire_group(now, group);
         }
-        self.groups_due = self.groups.values().filter_map(Group::next_deadline).min();
     }
 
     /// The other querier went quiet: we query again (RFC 3376 §6.6.2).
@@ -530,7 +601,14 @@ impl Querier {
         if due(g.timer(GroupTimer::Filter)) {
             g.group_timer_expired(&mut self.budget);
         }
-        g.hosts.retain(|_, h| h.expires > now);
+        let hosts = &mut self.host_budget;
+        g.hosts.retain(|_, h| {
+            let keep = h.expires > now;
+            if !keep {
+                hosts.recharge(h.cost(), 0);
+            }
+            keep
+        });
         let mut sends = Vec::new();
         if due(g.timer(GroupTimer::GroupQuery)) {
             g.set_timer(GroupTimer::GroupQuery, None);
@@ -558,7 +636,9 @@ impl Querier {
             }
         }
         if g.is_empty() {
-            self.groups.remove(&address);
+            self.remove_group(address);
+        } else {
+            self.reindex(address);
         }
         self.dirty.insert(address);
         self.send_specific(address, sends);
@@ -665,6 +745,7 @@ impl Querier {
             g.set_timer(GroupTimer::GroupQuery, None);
             g.set_timer(GroupTimer::SourceQuery, None);
         }
+        self.reindex_all();
     }
 
     /// A v1 or v2 report: sets the group's older host present timer and counts as
@@ -783,7 +864,8 @@ impl Querier {
             return;
         };
         if self.config.fast_leave {
-            track_host(g, from, kind, &b, after(now, p.group_membership_interval));
+            let expires = after(now, p.group_membership_interval);
+            track_host(g, from, kind, &b, expires, &mut self.host_budget);
         }
         let ask = g.apply(now, kind, &b, &p, &mut self.budget);
         self.dirty.insert(group);
@@ -794,20 +876,17 @@ impl Querier {
             self.send_specific(group, sends);
         }
         if self.groups.get(&group).is_some_and(Group::is_empty) {
-            self.groups.remove(&group);
+            self.remove_group(group);
         }
     }
 
     /// Hands out the membership changes of every group touched since the last call, in the
     /// order [`Membership`] describes.
     fn flush(&mut self) {
-        let (mut joins, mut excludes, mut unexcludes, mut leaves): (
-            Vec<_>,
-            Vec<_>,
-            Vec<_>,
-            Vec<_>,
-        ) = Default::default();
-        for group in std::mem::take(&mut self.dirty) {
+        // Kept between calls: a report's changes cost no allocation once these have grown.
+        let mut staged = std::mem::take(&mut self.staged);
+        let [joins, excludes, unexcludes, leaves] = &mut staged;
+        while let Some(group) = self.dirty.pop_first() {
             let now: BTreeSet<Entry> = self
                 .groups
                 .get(&group)
@@ -821,7 +900,7 @@ impl Querier {
             let star_stays = now.contains(&(None, false));
             for &(source, exclude) in now.difference(&before) {
                 self.published.insert((group, (source, exclude)));
-                let out: &mut Vec<Membership> = if exclude { &mut excludes } else { &mut joins };
+                let out = if exclude { &mut *excludes } else { &mut *joins };
                 out.push(self.membership(group, source, exclude, true));
             }
             for &(source, exclude) in before.difference(&now) {
@@ -834,8 +913,10 @@ impl Querier {
                 }
             }
         }
-        let all: [Vec<Membership>; 4] = [joins, excludes, unexcludes, leaves];
-        self.memberships.extend(all.into_iter().flatten());
+        for out in &mut staged {
+            self.memberships.extend(out.drain(..));
+        }
+        self.staged = staged;
     }
 
     fn membership(
@@ -861,13 +942,16 @@ fn routable(group: Ipv4Addr) -> bool {
     group.is_multicast() && group.octets()[..3] != [224, 0, 0]
 }
 
-/// Records what host `from` now wants of a group, for fast leave.
+/// Records what host `from` now wants of a group, for fast leave. A record the host budget
+/// cannot hold is refused (counted there) and the host's earlier one, if any, stays: the
+/// host may then lose a stream at another host's leave until it reports again.
 fn track_host(
     g: &mut Group,
     from: Ipv4Addr,
     kind: RecordType,
     b: &BTreeSet<Ipv4Addr>,
     expires: Instant,
+    budget: &mut SourceBudget,
 ) {
     let (mode, sources) = match (kind, g.hosts.get(&from)) {
         (RecordType::ModeIsInclude | RecordType::ChangeToInclude, _) => {
@@ -887,17 +971,19 @@ fn track_host(
             FilterMode::Exclude => (h.mode, &h.sources | b),
         },
     };
+    let old = g.hosts.get(&from).map_or(0, Host::cost);
     if mode == FilterMode::Include && sources.is_empty() {
         g.hosts.remove(&from);
-    } else {
-        g.hosts.insert(
-            from,
-            Host {
-                mode,
-                sources,
-                expires,
-            },
-        );
+        budget.recharge(old, 0);
+        return;
+    }
+    let host = Host {
+        mode,
+        sources,
+        expires,
+    };
+    if budget.recharge(old, host.cost()) {
+        g.hosts.insert(from, host);
     }
 }
 

@@ -200,6 +200,9 @@ fn run(config: Config, ops: &[Op]) -> Result<(), TestCaseError> {
             }
         }
         prop_assert_eq!(&replayed, &q.forwarding());
+        // The timers' index files every group under its earliest deadline, as a scan finds.
+        let [index, scan] = q.deadlines_and_scan();
+        prop_assert_eq!(index, scan);
         if let Some(t) = q.poll_timeout() {
             prop_assert!(t > now, "deadline {:?} not after now {:?}", t, now);
         }
@@ -234,6 +237,9 @@ fn run(config: Config, ops: &[Op]) -> Result<(), TestCaseError> {
             }
         }
         prop_assert_eq!(sources, q.source_count());
+        let [host_units, held] = q.host_units();
+        prop_assert_eq!(host_units, held);
+        prop_assert!(max_sources.is_none_or(|m| host_units <= m));
         prop_assert!(max_sources.is_none_or(|m| sources <= m));
         prop_assert!(max_groups.is_none_or(|m| q.groups().count() <= m));
     }
