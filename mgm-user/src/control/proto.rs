@@ -159,19 +159,10 @@ impl Request {
 
 /// The JSON Schema of the requests and answers, as committed in `docs/control-schema.json`.
 pub fn schema() -> String {
-    let mut generator = schemars::generate::SchemaSettings::draft2020_12().into_generator();
-    let request = generator.subschema_for::<Request>();
-    let answer = generator.subschema_for::<Answer>();
-    let doc = serde_json::json!({
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": format!("mgm control protocol, version {CONTROL_VERSION}"),
-        "description": "One JSON object per line over mgm's control socket: the client sends a Request, the daemon answers with one Answer and closes. `mgm show VIEW --json` prints the Answer. The mfe and groups views come in pages (`after`, `limit`, `next`; optional fields added within version 1): a client that ignores `next` sees the first page only; `mgm show` asks for every page.",
-        "oneOf": [request, answer],
-        "$defs": generator.take_definitions(true),
-    });
-    format!(
-        "{}\n",
-        serde_json::to_string_pretty(&doc).unwrap_or_default()
+    crate::schema::document(
+        &format!("mgm control protocol, version {CONTROL_VERSION}"),
+        "One JSON object per line over mgm's control socket: the client sends a Request, the daemon answers with one Answer and closes. `mgm show VIEW --json` prints the Answer. The mfe and groups views come in pages (`after`, `limit`, `next`; optional fields added within version 1): a client that ignores `next` sees the first page only; `mgm show` asks for every page.",
+        |g| vec![g.subschema_for::<Request>(), g.subschema_for::<Answer>()],
     )
 }
 
@@ -221,17 +212,10 @@ mod tests {
     /// `MGM_WRITE_SCHEMA=1 cargo test -p mgm-user control_schema_file`.
     #[test]
     fn control_schema_file_is_current() {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/control-schema.json");
-        let now = schema();
-        if std::env::var_os("MGM_WRITE_SCHEMA").is_some() {
-            std::fs::write(&path, &now).unwrap();
-        }
-        let committed = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            committed == now,
-            "{} is stale: run MGM_WRITE_SCHEMA=1 cargo test -p mgm-user control_schema_file",
-            path.display()
+        crate::schema::assert_committed(
+            "docs/control-schema.json",
+            &schema(),
+            "control_schema_file",
         );
     }
 }

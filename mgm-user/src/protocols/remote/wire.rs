@@ -497,23 +497,17 @@ pub struct OfferedOif {
 /// The JSON Schema of every message, as committed in `docs/module-protocol.schema.json`: the
 /// line a module sends, and the three kinds of line mgm sends.
 pub fn schema() -> String {
-    let mut generator = schemars::generate::SchemaSettings::draft2020_12().into_generator();
-    let from_module = generator.subschema_for::<ModuleLine>();
-    let from_mgm = [
-        generator.subschema_for::<Hello>(),
-        generator.subschema_for::<Response>(),
-        generator.subschema_for::<Callback>(),
-    ];
-    let doc = serde_json::json!({
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "mgm module protocol, version 1",
-        "description": "One JSON object per line over mgm's Unix socket. A module sends ModuleLine; mgm sends Hello first, then Response and Callback lines.",
-        "oneOf": [from_module, from_mgm[0], from_mgm[1], from_mgm[2]],
-        "$defs": generator.take_definitions(true),
-    });
-    format!(
-        "{}\n",
-        serde_json::to_string_pretty(&doc).unwrap_or_default()
+    crate::schema::document(
+        &format!("mgm module protocol, version {WIRE_VERSION}"),
+        "One JSON object per line over mgm's Unix socket. A module sends ModuleLine; mgm sends Hello first, then Response and Callback lines.",
+        |g| {
+            vec![
+                g.subschema_for::<ModuleLine>(),
+                g.subschema_for::<Hello>(),
+                g.subschema_for::<Response>(),
+                g.subschema_for::<Callback>(),
+            ]
+        },
     )
 }
 
@@ -649,17 +643,10 @@ mod tests {
     /// `MGM_WRITE_SCHEMA=1 cargo test -p mgm-user schema_file`.
     #[test]
     fn schema_file_is_current() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("docs/module-protocol.schema.json");
-        let now = schema();
-        if std::env::var_os("MGM_WRITE_SCHEMA").is_some() {
-            std::fs::write(&path, &now).unwrap();
-        }
-        let committed = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            committed == now,
-            "{} is stale: run MGM_WRITE_SCHEMA=1 cargo test -p mgm-user schema_file",
-            path.display()
+        crate::schema::assert_committed(
+            "docs/module-protocol.schema.json",
+            &schema(),
+            "schema_file",
         );
     }
 }
