@@ -728,7 +728,7 @@ fn show(args: ShowArgs) -> anyhow::Result<()> {
     if args.json {
         print!("{}", mgm_user::cli::show::render_json(&state));
     } else {
-        print!("{}", mgm_user::cli::show::render(&state));
+        print!("{}", render::pinned(&state));
     }
     Ok(())
 }
