@@ -34,6 +34,7 @@ pub mod ratelimit;
 pub mod reload;
 /// The kernel's unicast routes as the RPF table (rtnetlink).
 pub mod routes;
+pub mod schema;
 /// The daemon's own sockets (IGMP queries and reports out, the upstream's link-layer filter).
 pub mod sockets;
 /// The IGMP proxy's host side on the upstream interface, with its sockets.

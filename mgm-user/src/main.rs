@@ -694,7 +694,7 @@ fn try_main(cli: Cli, file: Option<config::Config>) -> anyhow::Result<()> {
 fn show(args: ShowArgs) -> anyhow::Result<()> {
     use mgm_user::control::{client, render};
     if let Some(view) = args.view {
-        match client::ask(&args.control.control_socket, &Request::Show { view }) {
+        match client::show(&args.control.control_socket, view) {
             Ok(answer) => {
                 let Some(doc) = answer.document.as_ref().filter(|_| answer.ok) else {
                     bail!("{}", answer.error.unwrap_or_else(|| "no document".into()));
@@ -729,7 +729,7 @@ fn show(args: ShowArgs) -> anyhow::Result<()> {
     if args.json {
         print!("{}", mgm_user::cli::show::render_json(&state));
     } else {
-        print!("{}", mgm_user::cli::show::render(&state));
+        print!("{}", render::pinned(&state));
     }
     Ok(())
 }

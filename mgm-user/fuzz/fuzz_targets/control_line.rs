@@ -43,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
         View::Protocols,
         View::Stats,
     ] {
-        let answer = daemon.ask(Request::Show { view });
+        let answer = daemon.ask(Request::show(view));
         assert!(answer.ok, "show {view:?}: {answer:?}");
         check(&answer);
     }

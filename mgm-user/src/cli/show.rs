@@ -1,8 +1,8 @@
-//! `mgm show`: the forwarding entries and interfaces of a running daemon, from its pinned maps.
+//! `mgm show` without a daemon: the forwarding entries and interfaces of the pinned maps, as
+//! JSON here and as tables by [`crate::control::render::pinned`], beside the daemon's views.
 
 use std::{ffi::CStr, net::Ipv4Addr};
 
-use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
 use mgm_common::fwd::{FWD_NEGATIVE, FWD_PENDING};
 use serde_json::json;
 
@@ -85,63 +85,6 @@ pub(crate) fn entry_state(flags: u32) -> &'static str {
     } else {
         "forward"
     }
-}
-
-/// Renders the state as two tables.
-pub fn render(state: &PinnedState) -> String {
-    let mut entries = Table::new();
-    entries.load_preset(UTF8_BORDERS_ONLY).set_header([
-        "source", "group", "in", "out", "state", "packets", "bytes", "wrong if", "ttl drop",
-    ]);
-    for e in &state.entries {
-        let out: Vec<String> = e.oifs.iter().map(|i| ifname(*i)).collect();
-        entries.add_row([
-            addr(e.source),
-            addr(e.group),
-            ifname(e.entry.iif),
-            out.join(","),
-            entry_state(e.entry.flags).to_owned(),
-            e.stats.pkts.to_string(),
-            e.stats.bytes.to_string(),
-            e.stats.wrong_if.to_string(),
-            e.stats.ttl_expired.to_string(),
-        ]);
-    }
-    let mut ifs = Table::new();
-    ifs.load_preset(UTF8_BORDERS_ONLY).set_header([
-        "interface",
-        "IGMP in (q/v1/v2/leave/v3)",
-        "malformed",
-        "no entry",
-        "sent",
-        "sent bytes",
-        "ttl drops",
-        "ring full",
-        "vlan tagged",
-        "limited (igmp/upcall)",
-    ]);
-    for i in &state.interfaces {
-        let s = &i.stats;
-        ifs.add_row([
-            ifname(i.ifindex),
-            format!(
-                "{}/{}/{}/{}/{}",
-                s.igmp_query, s.igmp_v1_report, s.igmp_v2_report, s.igmp_v2_leave, s.igmp_v3_report
-            ),
-            s.malformed.to_string(),
-            s.no_entry.to_string(),
-            s.tx_pkts.to_string(),
-            s.tx_bytes.to_string(),
-            s.ttl_too_low.to_string(),
-            s.ring_full.to_string(),
-            s.vlan_tagged.to_string(),
-            format!("{}/{}", s.igmp_limited, s.upcall_limited),
-        ]);
-    }
-    format!(
-        "forwarding entries ({}):\n{entries}\ninterfaces:\n{ifs}\n",
-        state.entries.len()
-    )
 }
 
 /// The interface's name in this namespace, or its index.

@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use super::proto::{Answer, Request, MAX_REQUEST};
+use super::proto::{Answer, Document, Request, View, MAX_REQUEST};
 
 /// How long the daemon may take to answer.
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
@@ -63,4 +63,44 @@ pub fn ask(path: &Path, request: &Request) -> Result<Answer, ClientError> {
         path: p.clone(),
         why: e.to_string(),
     })
+}
+
+/// `show` of `view` with every page: asks page after page and answers with one document of
+/// all the rows, as one answer would hold them.
+///
+/// # Errors
+/// As [`ask`]; [`ClientError::Garbled`] if a page does not move on from the one before.
+pub fn show(path: &Path, view: View) -> Result<Answer, ClientError> {
+    let mut answer = ask(path, &Request::show(view))?;
+    while let Some(after) = answer.next.take() {
+        let request = Request::Show {
+            view,
+            after: Some(after.clone()),
+            limit: None,
+        };
+        let mut page = ask(path, &request)?;
+        if !page.ok {
+            return Ok(page);
+        }
+        if page.next.as_ref() == Some(&after) {
+            return Err(ClientError::Garbled {
+                path: path.display().to_string(),
+                why: format!("the page after {after:?} ends at it again"),
+            });
+        }
+        match (&mut answer.document, page.document.take()) {
+            (Some(Document::Mfe { mfes }), Some(Document::Mfe { mfes: more })) => mfes.extend(more),
+            (Some(Document::Groups { groups }), Some(Document::Groups { groups: more })) => {
+                groups.extend(more);
+            }
+            _ => {
+                return Err(ClientError::Garbled {
+                    path: path.display().to_string(),
+                    why: format!("a page of {view:?} is another view or none"),
+                })
+            }
+        }
+        answer.next = page.next;
+    }
+    Ok(answer)
 }

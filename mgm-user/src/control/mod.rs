@@ -98,7 +98,12 @@ pub struct Daemon<'a> {
 /// same place SIGHUP does.
 pub fn answer(request: Request, d: &mut Daemon<'_>) -> Answer {
     let result = match request {
-        Request::Show { view } => Ok(Answer::document(snapshot::document(view, d))),
+        Request::Show { view, after, limit } => {
+            snapshot::document(view, after.as_deref(), limit, d).map(|(document, next)| Answer {
+                next,
+                ..Answer::document(document)
+            })
+        }
         Request::RouteAdd { route } => changes::route_add(&route, d),
         Request::RouteDel { route } => changes::route_del(&route, d),
         Request::Join {

@@ -15,12 +15,27 @@ pub const CONTROL_VERSION: u32 = 1;
 /// The longest request line the daemon reads, in bytes.
 pub const MAX_REQUEST: usize = 4096;
 
+/// Rows of a paged view an answer holds when the request names no `limit`.
+pub const DEFAULT_PAGE: u32 = 1000;
+
+/// The most rows of a paged view one answer holds; a larger `limit` is cut to this.
+pub const MAX_PAGE: u32 = 10_000;
+
 /// What an operator asks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
-    /// One of the views of `mgm show`.
-    Show { view: View },
+    /// One of the views of `mgm show`. The `mfe` and `groups` views come in pages: without
+    /// `after`, the first; then each answer's `next` goes here for the page after it. `limit`
+    /// is the rows a page holds at most: [`DEFAULT_PAGE`] if left out, [`MAX_PAGE`] at most
+    /// (more is cut to it). The other views are one answer; `after` is refused there.
+    Show {
+        view: View,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
     /// Adds a static route, in `--static-route`'s words, until the daemon stops or reloads.
     RouteAdd { route: String },
     /// Deletes a static route, given as it was added.
@@ -73,6 +88,11 @@ pub struct Answer {
     /// The view asked for by `show`.
     #[serde(flatten)]
     pub document: Option<Document>,
+    /// More rows of this view follow: ask again with `after` set to this. It names the last
+    /// row of this answer; the next page starts strictly after that row, whether or not it
+    /// still exists, so rows present throughout are each shown once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// One view's rows.
@@ -94,6 +114,7 @@ impl Answer {
             error: None,
             message: None,
             document: Some(document),
+            next: None,
         }
     }
 
@@ -104,6 +125,7 @@ impl Answer {
             error: None,
             message: Some(message.into()),
             document: None,
+            next: None,
         }
     }
 
@@ -114,11 +136,21 @@ impl Answer {
             error: Some(error.into()),
             message: None,
             document: None,
+            next: None,
         }
     }
 }
 
 impl Request {
+    /// `show` of `view`, its first page.
+    pub fn show(view: View) -> Self {
+        Request::Show {
+            view,
+            after: None,
+            limit: None,
+        }
+    }
+
     /// Parses one request line; the error says what is wrong with it.
     pub fn parse(line: &str) -> Result<Request, String> {
         serde_json::from_str(line).map_err(|e| format!("bad request: {e}"))
@@ -127,19 +159,10 @@ impl Request {
 
 /// The JSON Schema of the requests and answers, as committed in `docs/control-schema.json`.
 pub fn schema() -> String {
-    let mut generator = schemars::generate::SchemaSettings::draft2020_12().into_generator();
-    let request = generator.subschema_for::<Request>();
-    let answer = generator.subschema_for::<Answer>();
-    let doc = serde_json::json!({
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": format!("mgm control protocol, version {CONTROL_VERSION}"),
-        "description": "One JSON object per line over mgm's control socket: the client sends a Request, the daemon answers with one Answer and closes. `mgm show VIEW --json` prints the Answer.",
-        "oneOf": [request, answer],
-        "$defs": generator.take_definitions(true),
-    });
-    format!(
-        "{}\n",
-        serde_json::to_string_pretty(&doc).unwrap_or_default()
+    crate::schema::document(
+        &format!("mgm control protocol, version {CONTROL_VERSION}"),
+        "One JSON object per line over mgm's control socket: the client sends a Request, the daemon answers with one Answer and closes. `mgm show VIEW --json` prints the Answer. The mfe and groups views come in pages (`after`, `limit`, `next`; optional fields added within version 1): a client that ignores `next` sees the first page only; `mgm show` asks for every page.",
+        |g| vec![g.subschema_for::<Request>(), g.subschema_for::<Answer>()],
     )
 }
 
@@ -151,7 +174,17 @@ mod tests {
     fn requests_parse_and_bad_ones_say_why() {
         assert_eq!(
             Request::parse(r#"{"op":"show","view":"mfe"}"#),
-            Ok(Request::Show { view: View::Mfe })
+            Ok(Request::show(View::Mfe))
+        );
+        assert_eq!(
+            Request::parse(
+                r#"{"op":"show","view":"groups","after":"dn1 239.1.1.1 igmp *","limit":5}"#
+            ),
+            Ok(Request::Show {
+                view: View::Groups,
+                after: Some("dn1 239.1.1.1 igmp *".into()),
+                limit: Some(5)
+            })
         );
         assert_eq!(
             Request::parse(r#"{"op":"join","interface":"dn1","group":"239.1.1.1"}"#),
@@ -166,6 +199,7 @@ mod tests {
             r#"{"op":"show","view":"routes"}"#,
             r#"{"op":"join","interface":"dn1","group":"239.1.1"}"#,
             r#"{"op":"show","view":"mfe","colour":1}"#,
+            r#"{"op":"show","view":"mfe","limit":-1}"#,
             r#"{"op":"fly"}"#,
             "",
         ] {
@@ -178,17 +212,10 @@ mod tests {
     /// `MGM_WRITE_SCHEMA=1 cargo test -p mgm-user control_schema_file`.
     #[test]
     fn control_schema_file_is_current() {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/control-schema.json");
-        let now = schema();
-        if std::env::var_os("MGM_WRITE_SCHEMA").is_some() {
-            std::fs::write(&path, &now).unwrap();
-        }
-        let committed = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            committed == now,
-            "{} is stale: run MGM_WRITE_SCHEMA=1 cargo test -p mgm-user control_schema_file",
-            path.display()
+        crate::schema::assert_committed(
+            "docs/control-schema.json",
+            &schema(),
+            "control_schema_file",
         );
     }
 }

@@ -1,8 +1,13 @@
-//! The tables `mgm show` prints by default, one per view, aligned for a terminal.
+//! The tables `mgm show` prints by default, aligned for a terminal: one per view of the
+//! daemon, and those of the pinned maps when no daemon answers.
 
 use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
 
 use super::{proto::Document, view};
+use crate::{
+    cli::show::{addr, entry_state, ifname},
+    dataplane::inspect::PinnedState,
+};
 
 /// The view as text: a title line and its table.
 pub fn render(doc: &Document) -> String {
@@ -235,4 +240,60 @@ fn stats_tables(s: &view::Stats) -> String {
         ]);
     }
     format!("daemon:\n{daemon}\ninterfaces:\n{ifs}\n")
+}
+
+/// The pinned maps' state, for `mgm show` when no daemon answers: its forwarding entries and
+/// its interfaces' counters, as two tables.
+pub fn pinned(state: &PinnedState) -> String {
+    let mut entries = table(&[
+        "source", "group", "in", "out", "state", "packets", "bytes", "wrong if", "ttl drop",
+    ]);
+    for e in &state.entries {
+        let out: Vec<String> = e.oifs.iter().map(|i| ifname(*i)).collect();
+        entries.add_row([
+            addr(e.source),
+            addr(e.group),
+            ifname(e.entry.iif),
+            out.join(","),
+            entry_state(e.entry.flags).to_owned(),
+            e.stats.pkts.to_string(),
+            e.stats.bytes.to_string(),
+            e.stats.wrong_if.to_string(),
+            e.stats.ttl_expired.to_string(),
+        ]);
+    }
+    let mut ifs = table(&[
+        "interface",
+        "IGMP in (q/v1/v2/leave/v3)",
+        "malformed",
+        "no entry",
+        "sent",
+        "sent bytes",
+        "ttl drops",
+        "ring full",
+        "vlan tagged",
+        "limited (igmp/upcall)",
+    ]);
+    for i in &state.interfaces {
+        let s = &i.stats;
+        ifs.add_row([
+            ifname(i.ifindex),
+            format!(
+                "{}/{}/{}/{}/{}",
+                s.igmp_query, s.igmp_v1_report, s.igmp_v2_report, s.igmp_v2_leave, s.igmp_v3_report
+            ),
+            s.malformed.to_string(),
+            s.no_entry.to_string(),
+            s.tx_pkts.to_string(),
+            s.tx_bytes.to_string(),
+            s.ttl_too_low.to_string(),
+            s.ring_full.to_string(),
+            s.vlan_tagged.to_string(),
+            format!("{}/{}", s.igmp_limited, s.upcall_limited),
+        ]);
+    }
+    format!(
+        "forwarding entries ({}):\n{entries}\ninterfaces:\n{ifs}\n",
+        state.entries.len()
+    )
 }

@@ -3,7 +3,7 @@
 use std::net::Ipv4Addr;
 
 use super::{
-    proto::{Document, View},
+    proto::{Document, View, DEFAULT_PAGE, MAX_PAGE},
     view, Daemon,
 };
 use crate::{
@@ -13,17 +13,43 @@ use crate::{
     protocols::{igmp_proxy, static_routes},
 };
 
-pub(super) fn document(which: View, d: &Daemon<'_>) -> Document {
+/// The document of `which`: for the paged views, the page after `after` (a `next` of an
+/// earlier answer) of at most `limit` rows, and the `next` of this page if more rows follow.
+pub(super) fn document(
+    which: View,
+    after: Option<&str>,
+    limit: Option<u32>,
+    d: &Daemon<'_>,
+) -> Result<(Document, Option<String>), String> {
+    let limit = match limit.unwrap_or(DEFAULT_PAGE) {
+        0 => return Err("limit 0: a page holds at least one row".to_owned()),
+        n => n.min(MAX_PAGE) as usize,
+    };
+    let whole = |document| match after {
+        Some(_) => Err(format!(
+            "the {} view comes in one answer; ask without after",
+            format!("{which:?}").to_lowercase()
+        )),
+        None => Ok((document, None)),
+    };
     match which {
-        View::Interfaces => Document::Interfaces {
+        View::Interfaces => whole(Document::Interfaces {
             interfaces: interfaces(d),
-        },
-        View::Groups => Document::Groups { groups: groups(d) },
-        View::Mfe => Document::Mfe { mfes: mfes(d) },
-        View::Protocols => Document::Protocols {
+        }),
+        View::Groups => {
+            let after = after.map(RowKey::parse).transpose()?;
+            let (groups, next) = groups(d, after, limit);
+            Ok((Document::Groups { groups }, next))
+        }
+        View::Mfe => {
+            let after = after.map(mfe_after).transpose()?;
+            let (mfes, next) = mfes(d, after, limit);
+            Ok((Document::Mfe { mfes }, next))
+        }
+        View::Protocols => whole(Document::Protocols {
             protocols: protocols(d),
-        },
-        View::Stats => Document::Stats { stats: stats(d) },
+        }),
+        View::Stats => whole(Document::Stats { stats: stats(d) }),
     }
 }
 
@@ -100,7 +126,83 @@ fn interfaces(d: &Daemon<'_>) -> Vec<view::Interface> {
         .collect()
 }
 
-fn groups(d: &Daemon<'_>) -> Vec<view::Group> {
+/// Where a groups row stands in the view: interface, group, origin, and a static row's
+/// source (the only field that tells static rows of one interface and group apart).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct RowKey(String, Option<Ipv4Addr>, String, Option<Ipv4Addr>);
+
+impl RowKey {
+    fn of(g: &view::Group) -> Self {
+        let source = match g.origin.as_str() {
+            "static" => g.sources.first().and_then(|s| s.address.parse().ok()),
+            _ => None,
+        };
+        Self(
+            g.interface.clone(),
+            group_key(&g.group),
+            g.origin.clone(),
+            source,
+        )
+    }
+
+    /// The `next` naming this row: its four parts, `*` for no source. Interface names hold
+    /// no spaces, so spaces part them.
+    fn cursor(&self) -> String {
+        let Self(interface, group, origin, source) = self;
+        let or_star = |a: &Option<Ipv4Addr>| a.map_or("*".to_owned(), |a| a.to_string());
+        format!(
+            "{interface} {} {origin} {}",
+            or_star(group),
+            or_star(source)
+        )
+    }
+
+    fn parse(s: &str) -> Result<Self, String> {
+        let bad = || format!("after {s:?} is not the next of a groups answer");
+        let addr = |a: &str| match a {
+            "*" => Ok(None),
+            a => a.parse().map(Some).map_err(|_| bad()),
+        };
+        match s.split(' ').collect::<Vec<_>>()[..] {
+            [interface, group, origin, source] => Ok(Self(
+                interface.to_owned(),
+                addr(group)?,
+                origin.to_owned(),
+                addr(source)?,
+            )),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// The MFE an mfe `next` names: "group source".
+fn mfe_after(s: &str) -> Result<(Ipv4Addr, Ipv4Addr), String> {
+    let bad = || format!("after {s:?} is not the next of an mfe answer");
+    let (group, source) = s.split_once(' ').ok_or_else(bad)?;
+    Ok((
+        group.parse().map_err(|_| bad())?,
+        source.parse().map_err(|_| bad())?,
+    ))
+}
+
+/// At most `limit` rows after `after`, and the `next` of the last if more follow.
+fn groups(
+    d: &Daemon<'_>,
+    after: Option<RowKey>,
+    limit: usize,
+) -> (Vec<view::Group>, Option<String>) {
+    let mut rows: Vec<(RowKey, view::Group)> = all_groups(d)
+        .into_iter()
+        .map(|g| (RowKey::of(&g), g))
+        .filter(|(k, _)| after.as_ref().is_none_or(|a| k > a))
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    let next = (rows.len() > limit).then(|| rows[limit - 1].0.cursor());
+    rows.truncate(limit);
+    (rows.into_iter().map(|(_, g)| g).collect(), next)
+}
+
+fn all_groups(d: &Daemon<'_>) -> Vec<view::Group> {
     let now = d.now;
     let mut out: Vec<view::Group> = d.igmp.queriers(|qs| {
         qs.iter()
@@ -155,13 +257,6 @@ fn groups(d: &Daemon<'_>) -> Vec<view::Group> {
             expires_s: None,
         });
     }
-    out.sort_by(|a, b| {
-        (&a.interface, group_key(&a.group), &a.origin).cmp(&(
-            &b.interface,
-            group_key(&b.group),
-            &b.origin,
-        ))
-    });
     out
 }
 
@@ -176,13 +271,21 @@ fn mode(m: FilterMode) -> &'static str {
     }
 }
 
-fn mfes(d: &Daemon<'_>) -> Vec<view::Mfe> {
-    let records = match d.mgm.get_first_mfe(usize::MAX, d.now) {
-        Ok(batch) => batch.records,
-        // Only an empty table answers with no record at all.
-        Err(_) => Vec::new(),
-    };
-    records
+/// At most `limit` MFEs after (group, source) `after`, and the `next` of the last if more
+/// follow.
+fn mfes(
+    d: &Daemon<'_>,
+    after: Option<(Ipv4Addr, Ipv4Addr)>,
+    limit: usize,
+) -> (Vec<view::Mfe>, Option<String>) {
+    let batch = d.mgm.mfe_page(after, limit, d.now);
+    let next = batch
+        .records
+        .last()
+        .filter(|_| batch.more)
+        .map(|r| format!("{} {}", r.group, r.source));
+    let rows = batch
+        .records
         .into_iter()
         .map(|r| {
             let counters = d.mgm.mfe_counters(r.source, r.group);
@@ -217,7 +320,8 @@ fn mfes(d: &Daemon<'_>) -> Vec<view::Mfe> {
                 expires_s: u64::from(r.expiry_time_s),
             }
         })
-        .collect()
+        .collect();
+    (rows, next)
 }
 
 fn protocols(d: &Daemon<'_>) -> Vec<view::Protocol> {

@@ -330,8 +330,7 @@ fn a_static_join_forwards_shows_and_leaves() {
     let a = f.ask(join("dn2", G));
     assert!(a.ok, "{a:?}");
     assert_eq!(f.oifs(), [InterfaceId::new(DN2)]);
-    let Some(Document::Groups { groups }) = f.ask(Request::Show { view: View::Groups }).document
-    else {
+    let Some(Document::Groups { groups }) = f.ask(Request::show(View::Groups)).document else {
         panic!("no groups document")
     };
     assert_eq!(groups.len(), 1);
@@ -339,7 +338,7 @@ fn a_static_join_forwards_shows_and_leaves() {
         (groups[0].interface.as_str(), groups[0].origin.as_str()),
         ("dn2", "static")
     );
-    let Some(Document::Mfe { mfes }) = f.ask(Request::Show { view: View::Mfe }).document else {
+    let Some(Document::Mfe { mfes }) = f.ask(Request::show(View::Mfe)).document else {
         panic!("no mfe document")
     };
     assert_eq!(mfes[0].oifs, [oif("dn2", 0, 0)], "the one-interface entry");
@@ -461,8 +460,7 @@ fn stats_shows_every_counter_of_the_daemon_under_its_own_name() {
         module_replies_too_large: 15,
         module_answers_dropped: 16,
     };
-    let Some(Document::Stats { stats }) = f.ask(Request::Show { view: View::Stats }).document
-    else {
+    let Some(Document::Stats { stats }) = f.ask(Request::show(View::Stats)).document else {
         panic!("no stats document")
     };
     let shown = [
@@ -551,5 +549,228 @@ fn a_reload_makes_the_routes_what_the_configuration_says_and_drops_static_joins(
             && said
                 .contains("refused: static route \"from up0 group 239.3.3.3 to eth7\" not added"),
         "{said}"
+    );
+}
+
+/// The rows of `view` page by page, `limit` at a time, with `between` run after each page
+/// but the last (given how many pages came); each row as "source group" (mfe) or
+/// "interface group source" (groups), and the size of each page.
+fn walk(
+    f: &mut Fixture,
+    view: View,
+    limit: u32,
+    mut between: impl FnMut(&mut Fixture, usize),
+) -> (Vec<String>, Vec<usize>) {
+    let (mut rows, mut sizes, mut after) = (Vec::new(), Vec::new(), None);
+    loop {
+        let a = f.ask(Request::Show {
+            view,
+            after: after.take(),
+            limit: Some(limit),
+        });
+        assert!(a.ok, "{a:?}");
+        let page: Vec<String> = match a.document {
+            Some(Document::Mfe { mfes }) => mfes
+                .iter()
+                .map(|m| format!("{} {}", m.source, m.group))
+                .collect(),
+            Some(Document::Groups { groups }) => groups
+                .iter()
+                .map(|g| {
+                    let s = g.sources.first().map_or("*", |s| s.address.as_str());
+                    format!("{} {} {s}", g.interface, g.group)
+                })
+                .collect(),
+            other => panic!("{other:?}"),
+        };
+        assert!(page.len() <= limit as usize);
+        sizes.push(page.len());
+        rows.extend(page);
+        match a.next {
+            None => return (rows, sizes),
+            Some(next) => {
+                between(f, sizes.len());
+                after = Some(next);
+            }
+        }
+    }
+}
+
+/// Negative MFEs from 198.18.0.2 to 239.9.0.1 … 239.9.0.`n`, in the fixture.
+fn mfes(f: &mut Fixture, n: u16) {
+    for i in 1..=n {
+        let [a, b] = i.to_be_bytes();
+        f.mgm
+            .no_cache_upcall(
+                S,
+                Ipv4Addr::new(239, 9, a, b),
+                InterfaceId::new(UP),
+                &[],
+                Instant::from_millis(5_000),
+            )
+            .unwrap();
+    }
+}
+
+#[test]
+fn mfe_pages_cover_the_table_once_at_every_boundary() {
+    let mut f = Fixture::default();
+    assert_eq!(walk(&mut f, View::Mfe, 3, |_, _| ()), (vec![], vec![0]));
+    mfes(&mut f, 6);
+    let whole = f.ask(Request::show(View::Mfe));
+    assert_eq!(whole.next, None, "6 rows fit the default page");
+    let (rows, sizes) = walk(&mut f, View::Mfe, 3, |_, _| ());
+    assert_eq!(sizes, [3, 3], "no empty last page");
+    let Some(Document::Mfe { mfes: all }) = whole.document else {
+        panic!()
+    };
+    let want: Vec<String> = all
+        .iter()
+        .map(|m| format!("{} {}", m.source, m.group))
+        .collect();
+    assert_eq!(rows, want);
+    assert_eq!(walk(&mut f, View::Mfe, 4, |_, _| ()).1, [4, 2]);
+    assert_eq!(walk(&mut f, View::Mfe, 6, |_, _| ()).1, [6]);
+    assert_eq!(
+        walk(&mut f, View::Mfe, u32::MAX, |_, _| ()).1,
+        [6],
+        "cut to the cap"
+    );
+}
+
+#[test]
+fn group_pages_show_rows_that_stay_once_while_others_come_and_go() {
+    let mut f = Fixture::default();
+    let g = |i: u8| Ipv4Addr::new(239, 5, 0, i);
+    for i in 1..=4 {
+        assert!(f.ask(join("dn1", g(i))).ok);
+        assert!(f.ask(join("dn2", g(i))).ok);
+    }
+    // Two static rows that differ only in their source.
+    let with_source = Request::Join {
+        interface: "dn2".into(),
+        group: g(1),
+        source: Some(S),
+    };
+    assert!(f.ask(with_source).ok);
+    let (rows, sizes) = walk(&mut f, View::Groups, 3, |_, _| ());
+    assert_eq!(sizes, [3, 3, 3]);
+    let want: Vec<String> = (1..=4)
+        .map(|i| format!("dn1 {} *", g(i)))
+        .chain([format!("dn2 {} *", g(1)), format!("dn2 {} {S}", g(1))])
+        .chain((2..=4).map(|i| format!("dn2 {} *", g(i))))
+        .collect();
+    assert_eq!(rows, want);
+    let (rows, _) = walk(&mut f, View::Groups, 3, |f, page| {
+        if page != 1 {
+            return;
+        }
+        // After dn1 g1..g3: the cursor's row goes, as do one seen and one ahead; rows come
+        // before the cursor (already passed) and after it.
+        let leave = |interface: &str, i| Request::Leave {
+            interface: interface.into(),
+            group: g(i),
+            source: None,
+        };
+        for (interface, i) in [("dn1", 3), ("dn1", 1), ("dn2", 2)] {
+            assert!(f.ask(leave(interface, i)).ok);
+        }
+        for (interface, i) in [("dn1", 0), ("dn1", 9), ("dn2", 9)] {
+            assert!(f.ask(join(interface, g(i))).ok);
+        }
+    });
+    let want: Vec<String> = [
+        "dn1 1 *", "dn1 2 *", "dn1 3 *", "dn1 4 *", "dn1 9 *", "dn2 1 *", "dn2 1 S", "dn2 3 *",
+        "dn2 4 *", "dn2 9 *",
+    ]
+    .iter()
+    .map(|r| {
+        let [i, n, s] = r.split(' ').collect::<Vec<_>>()[..] else {
+            unreachable!()
+        };
+        let s = if s == "S" {
+            S.to_string()
+        } else {
+            s.to_owned()
+        };
+        format!("{i} {} {s}", g(n.parse().unwrap()))
+    })
+    .collect();
+    assert_eq!(rows, want);
+}
+
+#[test]
+fn bad_pages_are_refused_with_a_reason() {
+    let mut f = Fixture::default();
+    let show = |view, after: &str, limit| Request::Show {
+        view,
+        after: Some(after.to_owned()).filter(|a| !a.is_empty()),
+        limit,
+    };
+    for (request, why) in [
+        (show(View::Mfe, "", Some(0)), "limit 0"),
+        (show(View::Mfe, "239.1.1.1", None), "not the next of an mfe"),
+        (
+            show(View::Groups, "dn1 239.1.1.1", None),
+            "not the next of a groups",
+        ),
+        (
+            show(View::Groups, "dn1 x igmp *", None),
+            "not the next of a groups",
+        ),
+        (
+            show(View::Stats, "x", None),
+            "the stats view comes in one answer",
+        ),
+    ] {
+        let e = f.error(request);
+        assert!(e.contains(why), "{e}");
+    }
+}
+
+#[test]
+fn the_client_gathers_every_page_into_one_answer() {
+    use std::io::{BufRead, BufReader, Write};
+    let mut f = Fixture::default();
+    // More than a default page, under the per-interface budget of negative entries.
+    mfes(&mut f, 1_020);
+    let whole = f.ask(Request::Show {
+        view: View::Mfe,
+        after: None,
+        limit: Some(super::proto::MAX_PAGE),
+    });
+    let Some(Document::Mfe { mfes: all }) = &whole.document else {
+        panic!("{whole:?}")
+    };
+    assert!(all.len() > super::proto::DEFAULT_PAGE as usize && whole.next.is_none());
+    let dir = std::env::temp_dir().join(format!("mgm-ctl-pages-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("c.sock");
+    let _ = std::fs::remove_file(&path);
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let client = std::thread::spawn({
+        let path = path.clone();
+        move || super::client::show(&path, View::Mfe)
+    });
+    let mut pages = 0;
+    loop {
+        let (stream, _) = listener.accept().unwrap();
+        let mut line = String::new();
+        BufReader::new(&stream).read_line(&mut line).unwrap();
+        let answer = f.ask(Request::parse(line.trim_end()).unwrap());
+        let last = answer.next.is_none();
+        writeln!(&stream, "{}", serde_json::to_string(&answer).unwrap()).unwrap();
+        pages += 1;
+        if last {
+            break;
+        }
+    }
+    let gathered = client.join().unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(pages, 2);
+    assert_eq!(gathered, whole, "the same answer as one page of everything");
+    assert_eq!(
+        render(gathered.document.as_ref().unwrap()),
+        render(whole.document.as_ref().unwrap())
     );
 }

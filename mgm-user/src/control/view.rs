@@ -160,46 +160,45 @@ pub struct Stats {
     pub interfaces: Vec<InterfaceStats>,
 }
 
-/// The data plane's counters of one interface.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct InterfaceStats {
-    pub interface: String,
-    pub igmp_query: u64,
-    pub igmp_v1_report: u64,
-    pub igmp_v2_report: u64,
-    pub igmp_v2_leave: u64,
-    pub igmp_v3_report: u64,
-    pub igmp_other: u64,
-    pub malformed: u64,
-    pub truncated: u64,
-    pub ring_full: u64,
-    pub no_entry: u64,
-    pub tx_packets: u64,
-    pub tx_bytes: u64,
-    pub ttl_too_low: u64,
-    pub vlan_tagged: u64,
+/// Declares [`InterfaceStats`] and its constructor from one list: each counter shown, with
+/// the field of `mgm_common::counters::IfStats` it is read from. The data plane's struct is
+/// the one list of what exists; this one says which of them `mgm show stats` shows, and under
+/// which name, so a counter renamed or removed there fails to build here.
+macro_rules! interface_stats {
+    ($($shown:ident from $field:ident),+ $(,)?) => {
+        /// The data plane's counters of one interface.
+        #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct InterfaceStats {
+            pub interface: String,
+            $(pub $shown: u64,)+
+        }
+
+        impl InterfaceStats {
+            /// The named interface's counters as the data plane keeps them.
+            pub fn new(interface: String, s: &mgm_common::counters::IfStats) -> Self {
+                InterfaceStats {
+                    interface,
+                    $($shown: s.$field,)+
+                }
+            }
+        }
+    };
 }
 
-impl InterfaceStats {
-    /// The named interface's counters as the data plane keeps them.
-    pub fn new(interface: String, s: &mgm_common::counters::IfStats) -> Self {
-        InterfaceStats {
-            interface,
-            igmp_query: s.igmp_query,
-            igmp_v1_report: s.igmp_v1_report,
-            igmp_v2_report: s.igmp_v2_report,
-            igmp_v2_leave: s.igmp_v2_leave,
-            igmp_v3_report: s.igmp_v3_report,
-            igmp_other: s.igmp_other,
-            malformed: s.malformed,
-            truncated: s.truncated,
-            ring_full: s.ring_full,
-            no_entry: s.no_entry,
-            tx_packets: s.tx_pkts,
-            tx_bytes: s.tx_bytes,
-            ttl_too_low: s.ttl_too_low,
-            vlan_tagged: s.vlan_tagged,
-        }
-    }
+interface_stats! {
+    igmp_query from igmp_query,
+    igmp_v1_report from igmp_v1_report,
+    igmp_v2_report from igmp_v2_report,
+    igmp_v2_leave from igmp_v2_leave,
+    igmp_v3_report from igmp_v3_report,
+    igmp_other from igmp_other,
+    malformed from malformed,
+    truncated from truncated,
+    ring_full from ring_full,
+    no_entry from no_entry,
+    tx_packets from tx_pkts,
+    tx_bytes from tx_bytes,
+    ttl_too_low from ttl_too_low,
+    vlan_tagged from vlan_tagged,
 }

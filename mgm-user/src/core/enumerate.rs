@@ -5,7 +5,7 @@
 //! (`InsufficientBuffer { needed }`, `MoreData`, `NoMoreItems`) behaves exactly as specified.
 //! Nothing here performs I/O.
 
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, ops::Bound};
 
 use super::error::MgmError;
 use super::mfe::{Mfe, MfeKey};
@@ -81,6 +81,17 @@ fn fill<T: WireSize>(
         more: records.peek().is_some(),
         records: out,
     })
+}
+
+/// At most `limit` of `records`, and whether more follow: the buffer protocol with a record
+/// count for a buffer, as the sockets page their enumerations.
+fn page<T>(records: impl Iterator<Item = T>, limit: usize) -> Batch<T> {
+    let mut records = records.peekable();
+    let out: Vec<T> = records.by_ref().take(limit).collect();
+    Batch {
+        more: records.peek().is_some(),
+        records: out,
+    }
 }
 
 /// `MIB_IPMCAST_MFE` (spec §6.3). Times are in seconds.
@@ -256,6 +267,47 @@ impl Mgm {
         self.get_mfes_from(Some(MfeKey { group, source }), buffer_size, now)
     }
 
+    /// GetFirst (`after` None) or GetNext (strictly after `after`, a (group, source) that need
+    /// not exist any more) with a record count instead of a buffer: at most `limit` MFEs.
+    /// Entries that stay in the table between pages are each returned exactly once.
+    pub fn mfe_page(
+        &self,
+        after: Option<(Ipv4Addr, Ipv4Addr)>,
+        limit: usize,
+        now: Instant,
+    ) -> Batch<MfeRecord> {
+        let records = self
+            .mfes_after(after)
+            .map(|(k, m)| self.mfe_record(*k, m, now));
+        page(records, limit)
+    }
+
+    /// [`Mgm::mfe_page`] for the statistics, with the EX fields (`MGM_MFE_STATS_1`).
+    pub fn mfe_stats_page(
+        &self,
+        after: Option<(Ipv4Addr, Ipv4Addr)>,
+        limit: usize,
+        now: Instant,
+    ) -> Batch<MfeStatsRecord> {
+        let records = self
+            .mfes_after(after)
+            .map(|(k, m)| self.stats_record(*k, m, true, now));
+        page(records, limit)
+    }
+
+    /// The MFEs strictly after (group, source), or all of them, in enumeration order: a range
+    /// of the ordered table, so a page costs its own length, not the table's.
+    fn mfes_after(
+        &self,
+        after: Option<(Ipv4Addr, Ipv4Addr)>,
+    ) -> impl Iterator<Item = (&MfeKey, &Mfe)> {
+        let from = match after {
+            Some((group, source)) => Bound::Excluded(MfeKey { group, source }),
+            None => Bound::Unbounded,
+        };
+        self.mfes.range((from, Bound::Unbounded))
+    }
+
     /// `MgmGetMfeStats` (spec §6.2).
     ///
     /// # Errors
@@ -315,21 +367,7 @@ impl Mgm {
         enum_type: u32,
     ) -> Result<EnumHandle, MgmError> {
         self.registration(handle)?;
-        let keys = self.members.keys();
-        let records: Vec<SourceGroupEntry> = match enum_type {
-            ALL_SOURCES => keys.into_iter().map(MembershipKey::entry).collect(),
-            // One (*,G) record per group; (*,*) names no group, so it has none [Dec].
-            ANY_SOURCE => {
-                let mut groups: Vec<Ipv4Addr> = keys
-                    .into_iter()
-                    .map(|k| k.group)
-                    .filter(|g| !g.is_unspecified())
-                    .collect();
-                groups.dedup();
-                groups.into_iter().map(SourceGroupEntry::star_g).collect()
-            }
-            _ => return Err(MgmError::InvalidParameter),
-        };
+        let records = self.group_records(enum_type)?;
         if self.enumerations.len() >= self.config.max_enumerations {
             return Err(MgmError::NotEnoughMemory);
         }
@@ -344,6 +382,44 @@ impl Mgm {
             },
         );
         Ok(handle_id)
+    }
+
+    /// The group enumeration of `enum_type` as one page, with no enumeration left open: at
+    /// most `limit` records strictly after `after`, a (group, source) that need not exist any
+    /// more. Each page reads the current table, as [`Mgm::mfe_page`] does.
+    ///
+    /// # Errors
+    /// `InvalidParameter` for a bad handle or type.
+    pub fn group_page(
+        &self,
+        handle: ProtocolHandle,
+        enum_type: u32,
+        after: Option<(Ipv4Addr, Ipv4Addr)>,
+        limit: usize,
+    ) -> Result<Batch<SourceGroupEntry>, MgmError> {
+        self.registration(handle)?;
+        let records = self.group_records(enum_type)?;
+        let after = |e: &SourceGroupEntry| after.is_none_or(|a| (e.group, e.source) > a);
+        Ok(page(records.into_iter().filter(after), limit))
+    }
+
+    /// The records of a group enumeration of `enum_type`, sorted by (G, S) (spec §6.4).
+    fn group_records(&self, enum_type: u32) -> Result<Vec<SourceGroupEntry>, MgmError> {
+        let keys = self.members.keys();
+        Ok(match enum_type {
+            ALL_SOURCES => keys.into_iter().map(MembershipKey::entry).collect(),
+            // One (*,G) record per group; (*,*) names no group, so it has none [Dec].
+            ANY_SOURCE => {
+                let mut groups: Vec<Ipv4Addr> = keys
+                    .into_iter()
+                    .map(|k| k.group)
+                    .filter(|g| !g.is_unspecified())
+                    .collect();
+                groups.dedup();
+                groups.into_iter().map(SourceGroupEntry::star_g).collect()
+            }
+            _ => return Err(MgmError::InvalidParameter),
+        })
     }
 
     /// `MgmGroupEnumerationGetNext`: the next records, sorted by (G, S) (spec §6.4).
@@ -383,9 +459,7 @@ impl Mgm {
         now: Instant,
     ) -> Result<Batch<MfeRecord>, MgmError> {
         let records = self
-            .mfes
-            .iter()
-            .filter(|(k, _)| after.is_none_or(|a| **k > a))
+            .mfes_after(after.map(|k| (k.group, k.source)))
             .map(|(k, m)| self.mfe_record(*k, m, now));
         fill(records, buffer_size)
     }
@@ -399,9 +473,7 @@ impl Mgm {
     ) -> Result<Batch<MfeStatsRecord>, MgmError> {
         let ex = stats_ex(flags)?;
         let records = self
-            .mfes
-            .iter()
-            .filter(|(k, _)| after.is_none_or(|a| **k > a))
+            .mfes_after(after.map(|k| (k.group, k.source)))
             .map(|(k, m)| self.stats_record(*k, m, ex, now));
         fill(records, buffer_size)
     }

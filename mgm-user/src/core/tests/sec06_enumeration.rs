@@ -409,3 +409,143 @@ fn sec6_4_dec_any_source_reports_a_group_that_has_only_sg_memberships() {
         (Ipv4Addr::UNSPECIFIED, ALL_ONES)
     );
 }
+
+/// The paged enumeration the sockets use (GetFirst/GetNext with a record count).
+mod pages {
+    use super::*;
+    use crate::core::mfe::MfeKey;
+
+    fn group(i: u8) -> Ipv4Addr {
+        Ipv4Addr::new(239, 0, 0, i)
+    }
+
+    /// pim owns ETH1 and ETH2; one MFE from S1 for each of `groups`.
+    fn mfes(groups: impl IntoIterator<Item = u8>) -> Harness {
+        let mut t = Harness::new();
+        let pim = t.register("pim", PIM);
+        t.own(pim, ETH1);
+        t.own(pim, ETH2);
+        for i in groups {
+            t.packet(S1, group(i), ETH1);
+        }
+        t.settle();
+        t
+    }
+
+    /// Walks the MFEs `limit` at a time, calling `between` after each page with the pages so
+    /// far; returns the groups seen and the size of each page.
+    fn walk(
+        t: &mut Harness,
+        limit: usize,
+        mut between: impl FnMut(&mut Harness, usize),
+    ) -> (Vec<Ipv4Addr>, Vec<usize>) {
+        let (mut seen, mut sizes, mut after) = (Vec::new(), Vec::new(), None);
+        loop {
+            let b = t.mgm.mfe_page(after, limit, t.now);
+            assert!(b.records.len() <= limit);
+            sizes.push(b.records.len());
+            seen.extend(b.records.iter().map(|r| r.group));
+            if !b.more {
+                return (seen, sizes);
+            }
+            let last = b.records.last().expect("a page with more has records");
+            after = Some((last.group, last.source));
+            between(t, sizes.len());
+        }
+    }
+
+    #[test]
+    fn an_empty_table_is_one_empty_last_page() {
+        let mut t = mfes([]);
+        assert_eq!(walk(&mut t, 3, |_, _| ()), (vec![], vec![0]));
+        let pim = t.register("other", DVMRP);
+        let b = t.mgm.group_page(pim, ALL_SOURCES, None, 3).unwrap();
+        assert_eq!((b.records.len(), b.more), (0, false));
+    }
+
+    #[test]
+    fn a_table_of_a_whole_number_of_pages_ends_without_an_empty_page() {
+        let mut t = mfes(1..=6);
+        let all: Vec<_> = (1..=6).map(group).collect();
+        assert_eq!(walk(&mut t, 3, |_, _| ()), (all.clone(), vec![3, 3]));
+        assert_eq!(walk(&mut t, 2, |_, _| ()), (all.clone(), vec![2, 2, 2]));
+        assert_eq!(walk(&mut t, 6, |_, _| ()), (all.clone(), vec![6]));
+        assert_eq!(walk(&mut t, 5, |_, _| ()), (all, vec![5, 1]));
+        let stats = t.mgm.mfe_stats_page(Some((group(4), S1)), 2, t.now);
+        let groups: Vec<_> = stats.records.iter().map(|r| r.group).collect();
+        assert_eq!((groups, stats.more), (vec![group(5), group(6)], false));
+        assert!(stats.records.iter().all(|r| r.ex.is_some()));
+    }
+
+    #[test]
+    fn entries_that_stay_are_seen_once_whatever_comes_and_goes_between_pages() {
+        // Groups 10, 20, …, 100.
+        let mut t = mfes((1..=10).map(|i| i * 10));
+        let (seen, _) = walk(&mut t, 3, |t, page| {
+            if page != 1 {
+                return;
+            }
+            // After 10, 20, 30: the cursor's own entry goes, as do one already seen and one
+            // still ahead; new ones come before the cursor (not seen: already passed), between
+            // the cursor and the next entry, and at the end.
+            for gone in [30, 10, 60] {
+                t.mgm.remove_mfe(MfeKey {
+                    group: group(gone),
+                    source: S1,
+                });
+            }
+            for new in [15, 35, 200] {
+                t.packet(S1, group(new), ETH1);
+            }
+        });
+        let want: Vec<_> = [10, 20, 30, 35, 40, 50, 70, 80, 90, 100, 200]
+            .into_iter()
+            .map(group)
+            .collect();
+        assert_eq!(seen, want);
+    }
+
+    #[test]
+    fn group_pages_follow_the_table_between_pages() {
+        let mut t = Harness::new();
+        let pim = t.register("pim", PIM);
+        t.own(pim, ETH2);
+        for i in 1..=5 {
+            t.join(pim, star(group(i)), ETH2);
+        }
+        let first = t.mgm.group_page(pim, ANY_SOURCE, None, 2).unwrap();
+        assert_eq!(
+            (first.records.clone(), first.more),
+            (vec![star(group(1)), star(group(2))], true)
+        );
+        t.leave(pim, star(group(2)), ETH2);
+        t.leave(pim, star(group(3)), ETH2);
+        t.join(pim, sg(S1, group(4)), ETH2);
+        t.join(pim, star(group(9)), ETH2);
+        let rest = t
+            .mgm
+            .group_page(
+                pim,
+                ALL_SOURCES,
+                Some((group(2), Ipv4Addr::UNSPECIFIED)),
+                10,
+            )
+            .unwrap();
+        assert_eq!(
+            (rest.records, rest.more),
+            (
+                vec![
+                    star(group(4)),
+                    sg(S1, group(4)),
+                    star(group(5)),
+                    star(group(9))
+                ],
+                false
+            )
+        );
+        assert_eq!(
+            t.mgm.group_page(pim, 7, None, 1),
+            Err(MgmError::InvalidParameter)
+        );
+    }
+}

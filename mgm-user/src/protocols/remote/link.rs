@@ -324,7 +324,7 @@ mod tests {
         let Some(LinkEvent::Request { conn: 1, line }) = rx.blocking_recv() else {
             panic!("no request")
         };
-        assert_eq!((line.id, line.op), (Some(1), Op::Mfes {}));
+        assert_eq!((line.id, line.op), (Some(1), Op::Mfes(Default::default())));
         let a = answers
             .lock()
             .unwrap()
@@ -407,6 +407,7 @@ mod tests {
             error: None,
             result: Some(super::super::wire::Output::Mfes {
                 mfes: vec![mfe(oif)],
+                rest: Default::default(),
             }),
         };
         assert!(writer.reply(&reply(7, "z".repeat(MAX_REPLY))));

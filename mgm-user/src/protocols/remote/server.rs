@@ -5,6 +5,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -22,7 +23,7 @@ use super::{
 use crate::core::{
     self, ComponentId, InterfaceId, Mgm, MgmError, ProtocolHandle, ProtocolId, SourceGroupEntry,
     ALL_ONES, ALL_SOURCES, ANY_SOURCE, MGM_EXCLUDE_STATE_FLAG, MGM_FORWARD_STATE_FLAG,
-    MGM_JOIN_STATE_FLAG, MGM_MFE_STATS_1,
+    MGM_JOIN_STATE_FLAG,
 };
 use crate::daemon::sleep_until;
 
@@ -429,33 +430,32 @@ impl Requests<'_> {
                     &format!("setting ({source}, {group})"),
                 )
             }
-            Op::Mfes {} => {
-                let batch = mgm
-                    .get_first_mfe(usize::MAX, now)
-                    .map_err(|e| mgm_error(e, "enumerating MFEs"))?;
-                let mfes = batch.records.iter().map(|r| self.mfe(r)).collect();
-                Ok(Some(Output::Mfes { mfes }))
+            Op::Mfes(page) => {
+                let limit = page_limit(page.limit)?;
+                let batch = mgm.mfe_page(after(page.after), limit, now);
+                let (mfes, rest) = paged(batch, |r| self.mfe(r), |m| (m.source, m.group));
+                Ok(Some(Output::Mfes { mfes, rest }))
             }
-            Op::MfeStats {} => {
-                let batch = mgm
-                    .get_first_mfe_stats(usize::MAX, MGM_MFE_STATS_1, now)
-                    .map_err(|e| mgm_error(e, "enumerating MFE statistics"))?;
-                let mfe_stats = batch.records.iter().map(|r| self.mfe_stats(r)).collect();
-                Ok(Some(Output::MfeStats { mfe_stats }))
+            Op::MfeStats(page) => {
+                let limit = page_limit(page.limit)?;
+                let batch = mgm.mfe_stats_page(after(page.after), limit, now);
+                let (mfe_stats, rest) =
+                    paged(batch, |r| self.mfe_stats(r), |m| (m.source, m.group));
+                Ok(Some(Output::MfeStats { mfe_stats, rest }))
             }
-            Op::Groups { all_sources } => {
+            Op::Groups {
+                all_sources,
+                after: from,
+                limit,
+            } => {
                 let handle = registration(session)?.handle;
                 let kind = if all_sources { ALL_SOURCES } else { ANY_SOURCE };
-                let e = mgm
-                    .group_enumeration_start(handle, kind)
-                    .map_err(|e| mgm_error(e, "starting the group enumeration"))?;
-                let batch = mgm.group_enumeration_get_next(e, usize::MAX);
-                // Closing cannot fail for a handle just opened; the batch's error is the one
-                // to report.
-                let _ = mgm.group_enumeration_end(e);
-                let batch = batch.map_err(|e| mgm_error(e, "enumerating groups"))?;
-                let groups = batch.records.into_iter().map(wire::Entry::from).collect();
-                Ok(Some(Output::Groups { groups }))
+                let batch = mgm
+                    .group_page(handle, kind, after(from), page_limit(limit)?)
+                    .map_err(|e| mgm_error(e, "enumerating groups"))?;
+                let (groups, rest) =
+                    paged(batch, |e| wire::Entry::from(*e), |e| (e.source, e.group));
+                Ok(Some(Output::Groups { groups, rest }))
             }
             // The reader hands answers straight to the waiting callback.
             Op::Answer(_) => Ok(None),
@@ -622,6 +622,55 @@ impl Requests<'_> {
                 )
             })
     }
+}
+
+/// A page's entry count: [`wire::DEFAULT_PAGE`] when the request names none, at most
+/// [`wire::MAX_PAGE`].
+fn page_limit(limit: Option<u32>) -> Result<usize, ErrorBody> {
+    match limit.unwrap_or(wire::DEFAULT_PAGE) {
+        0 => Err(mgm_error(
+            MgmError::InvalidParameter,
+            "limit 0: a page holds at least one entry",
+        )),
+        n => Ok(n.min(wire::MAX_PAGE) as usize),
+    }
+}
+
+/// The core's (group, source) of a wire key.
+fn after(key: Option<wire::Key>) -> Option<(Ipv4Addr, Ipv4Addr)> {
+    key.map(|k| (k.group, k.source))
+}
+
+/// Turns a page of records into wire entries, ending it early when their JSON would pass
+/// [`wire::PAGE_BYTES`], and says where the next page starts.
+fn paged<R, T: serde::Serialize>(
+    batch: core::Batch<R>,
+    entry: impl Fn(&R) -> T,
+    key: impl Fn(&T) -> (Ipv4Addr, Ipv4Addr),
+) -> (Vec<T>, wire::Rest) {
+    let mut out: Vec<T> = Vec::with_capacity(batch.records.len());
+    let mut bytes = 0;
+    for r in &batch.records {
+        let e = entry(r);
+        // The entry and the comma before it.
+        bytes += serde_json::to_vec(&e).map_or(0, |v| v.len()) + 1;
+        if bytes > wire::PAGE_BYTES && !out.is_empty() {
+            break;
+        }
+        out.push(e);
+    }
+    let more = batch.more || out.len() < batch.records.len();
+    let continue_after = out.last().filter(|_| more).map(|e| {
+        let (source, group) = key(e);
+        wire::Key { source, group }
+    });
+    (
+        out,
+        wire::Rest {
+            more,
+            continue_after,
+        },
+    )
 }
 
 fn registration(session: &Session) -> Result<&Registration, ErrorBody> {
@@ -816,6 +865,101 @@ mod tests {
                 .ask(&mut s, &mut r, r#"{"op":"register","protocol_id":256,"component_id":1}"#)
                 .await;
             assert_eq!(reply["ok"], true, "{reply}");
+        });
+    }
+
+    /// The raw reply line to `req`, and it parsed.
+    async fn ask_raw(
+        f: &mut Fixture,
+        s: &mut UnixStream,
+        r: &mut BufReader<UnixStream>,
+        req: &str,
+    ) -> (usize, serde_json::Value) {
+        writeln!(s, "{req}").unwrap();
+        f.step().await;
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        (l.len(), serde_json::from_str(&l).unwrap())
+    }
+
+    #[test]
+    fn a_100k_table_is_enumerated_completely_in_pages_under_the_reply_cap() {
+        const N: u32 = 100_000;
+        runtime().block_on(async {
+            let mut f = fixture("pages");
+            f.mgm = Mgm::new(core::Config {
+                max_mfes: 2 * N as usize,
+                negative_budget: 2 * N as usize,
+                ..Default::default()
+            });
+            let now = core::Instant::from_millis(0);
+            for i in 0..N {
+                let [_, a, b, c] = i.to_be_bytes();
+                let (source, group) = (Ipv4Addr::new(10, a, b, c), Ipv4Addr::new(239, 1, a, b));
+                f.mgm
+                    .no_cache_upcall(source, group, InterfaceId::new(2), &[], now)
+                    .unwrap();
+            }
+            let (mut s, mut r) = f.connect().await;
+            // Without paging fields: the first page, saying there is more.
+            let (_, first) = ask_raw(&mut f, &mut s, &mut r, r#"{"id":1,"op":"mfes"}"#).await;
+            let first = &first["result"];
+            assert_eq!(
+                first["mfes"].as_array().unwrap().len(),
+                wire::DEFAULT_PAGE as usize
+            );
+            assert_eq!(first["more"], true, "{first:#}");
+            // A limit over the cap is cut to it; none under 1 is taken.
+            let (_, zero) = ask_raw(&mut f, &mut s, &mut r, r#"{"op":"mfes","limit":0}"#).await;
+            assert_eq!(zero["error"]["code"], "InvalidParameter", "{zero}");
+            for (op, field) in [("mfes", "mfes"), ("mfe_stats", "mfe_stats")] {
+                let mut keys = Vec::new();
+                let mut after = serde_json::Value::Null;
+                let mut pages = 0;
+                loop {
+                    let mut req = serde_json::json!({"op": op, "limit": 50_000});
+                    if !after.is_null() {
+                        req["after"] = after.clone();
+                    }
+                    let (len, reply) = ask_raw(&mut f, &mut s, &mut r, &req.to_string()).await;
+                    assert!(len <= link::MAX_REPLY, "a {len}-byte reply");
+                    let page = &reply["result"];
+                    let entries = page[field].as_array().unwrap_or_else(|| panic!("{reply}"));
+                    assert!(entries.len() <= wire::MAX_PAGE as usize);
+                    keys.extend(entries.iter().map(|e| {
+                        let a = |k: &str| e[k].as_str().unwrap().parse::<Ipv4Addr>().unwrap();
+                        (a("group"), a("source"))
+                    }));
+                    pages += 1;
+                    if page["more"] == false {
+                        assert!(page.get("continue_after").is_none());
+                        break;
+                    }
+                    let last = entries.last().unwrap();
+                    assert_eq!(
+                        (
+                            &page["continue_after"]["source"],
+                            &page["continue_after"]["group"]
+                        ),
+                        (&last["source"], &last["group"])
+                    );
+                    after = page["continue_after"].clone();
+                }
+                assert!(pages >= N.div_ceil(wire::MAX_PAGE), "{op}: {pages} pages");
+                let want: Vec<_> = f
+                    .mgm
+                    .forwarding_table()
+                    .keys()
+                    .map(|(s, g)| (*g, *s))
+                    .collect();
+                let mut sorted = want.clone();
+                sorted.sort();
+                assert_eq!(keys.len(), N as usize, "{op}");
+                assert_eq!(
+                    keys, sorted,
+                    "{op}: every entry once, in (group, source) order"
+                );
+            }
         });
     }
 

@@ -73,20 +73,60 @@ pub enum Op {
         group: Ipv4Addr,
         upstream: Ipv4Addr,
     },
-    /// Every MFE: `MgmGetFirstMfe`/`MgmGetNextMfe` run to the end (spec §6.2).
-    Mfes {},
-    /// Every MFE's statistics with the EX fields: `MgmGetFirstMfeStats`/`Next` with
-    /// `MGM_MFE_STATS_1` run to the end (spec §6.2).
-    MfeStats {},
-    /// The memberships of the whole router: `MgmGroupEnumerationStart`/`GetNext`/`End`
-    /// (spec §6.4). `all_sources` false gives one (*,G) record per group.
+    /// A page of MFEs in (group, source) order: `MgmGetFirstMfe`, or `MgmGetNextMfe` from
+    /// `after` (spec §6.2).
+    Mfes(Page),
+    /// A page of MFE statistics with the EX fields: `MgmGetFirstMfeStats`/`Next` with
+    /// `MGM_MFE_STATS_1` (spec §6.2).
+    MfeStats(Page),
+    /// A page of the memberships of the whole router, sorted by (group, source): the group
+    /// enumeration of spec §6.4. `all_sources` false gives one (*,G) record per group. Each
+    /// page reads the current table. (Spelt out rather than flattened, so unknown fields can
+    /// be refused.)
     Groups {
         #[serde(default)]
         all_sources: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<Key>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
     },
     /// The answer to the callback numbered `to`. Fields the callback has no use for are
     /// refused; absent fields keep MGM's proposal.
     Answer(Answer),
+}
+
+/// Entries a page holds when the request names no `limit`.
+pub const DEFAULT_PAGE: u32 = 1000;
+
+/// The most entries a page holds; a larger `limit` is cut to this. Whatever the count, a page
+/// also ends before its reply would pass [`PAGE_BYTES`].
+pub const MAX_PAGE: u32 = 10_000;
+
+/// The JSON bytes of entries one reply carries at most (besides at least one entry, however
+/// large), well under the link's largest reply, so a page is never refused for its size.
+pub const PAGE_BYTES: usize = 2 << 20;
+
+/// Which page of an enumeration to return. Without `after`, the first; without `limit`,
+/// [`DEFAULT_PAGE`] entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Page {
+    /// Start strictly after this entry, which need not exist any more: the `continue_after`
+    /// of the previous page (spec §6.2 GetNext).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<Key>,
+    /// At most this many entries, 1 to [`MAX_PAGE`]; more is cut to [`MAX_PAGE`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// The position of an entry in an enumeration, which is ordered by group, then source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Key {
+    pub source: Ipv4Addr,
+    pub group: Ipv4Addr,
 }
 
 /// An interface and its next hop.
@@ -285,11 +325,40 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum Output {
-    Registered { handle: u32 },
-    Protocol { protocol_id: u32, component_id: u32 },
-    Mfes { mfes: Vec<Mfe> },
-    MfeStats { mfe_stats: Vec<MfeStats> },
-    Groups { groups: Vec<Entry> },
+    Registered {
+        handle: u32,
+    },
+    Protocol {
+        protocol_id: u32,
+        component_id: u32,
+    },
+    Mfes {
+        mfes: Vec<Mfe>,
+        #[serde(flatten)]
+        rest: Rest,
+    },
+    MfeStats {
+        mfe_stats: Vec<MfeStats>,
+        #[serde(flatten)]
+        rest: Rest,
+    },
+    Groups {
+        groups: Vec<Entry>,
+        #[serde(flatten)]
+        rest: Rest,
+    },
+}
+
+/// What follows a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+pub struct Rest {
+    /// Entries follow this page (`ERROR_MORE_DATA`, spec §6.1); ask for them with `after`
+    /// set to `continue_after`.
+    #[serde(default)]
+    pub more: bool,
+    /// The last entry of this page, present when `more` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continue_after: Option<Key>,
 }
 
 /// One MFE (`MIB_IPMCAST_MFE`, spec §6.3).
@@ -428,23 +497,17 @@ pub struct OfferedOif {
 /// The JSON Schema of every message, as committed in `docs/module-protocol.schema.json`: the
 /// line a module sends, and the three kinds of line mgm sends.
 pub fn schema() -> String {
-    let mut generator = schemars::generate::SchemaSettings::draft2020_12().into_generator();
-    let from_module = generator.subschema_for::<ModuleLine>();
-    let from_mgm = [
-        generator.subschema_for::<Hello>(),
-        generator.subschema_for::<Response>(),
-        generator.subschema_for::<Callback>(),
-    ];
-    let doc = serde_json::json!({
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "mgm module protocol, version 1",
-        "description": "One JSON object per line over mgm's Unix socket. A module sends ModuleLine; mgm sends Hello first, then Response and Callback lines.",
-        "oneOf": [from_module, from_mgm[0], from_mgm[1], from_mgm[2]],
-        "$defs": generator.take_definitions(true),
-    });
-    format!(
-        "{}\n",
-        serde_json::to_string_pretty(&doc).unwrap_or_default()
+    crate::schema::document(
+        &format!("mgm module protocol, version {WIRE_VERSION}"),
+        "One JSON object per line over mgm's Unix socket. A module sends ModuleLine; mgm sends Hello first, then Response and Callback lines.",
+        |g| {
+            vec![
+                g.subschema_for::<ModuleLine>(),
+                g.subschema_for::<Hello>(),
+                g.subschema_for::<Response>(),
+                g.subschema_for::<Callback>(),
+            ]
+        },
     )
 }
 
@@ -487,7 +550,29 @@ mod tests {
         assert_eq!(m.flags, [Flag::Exclude], "spec §4.8");
         assert_eq!(
             parse(r#"{"op":"groups"}"#).unwrap().op,
-            Op::Groups { all_sources: false }
+            Op::Groups {
+                all_sources: false,
+                after: None,
+                limit: None
+            }
+        );
+        assert_eq!(
+            parse(r#"{"op":"mfes"}"#).unwrap().op,
+            Op::Mfes(Page::default())
+        );
+        assert_eq!(
+            parse(
+                r#"{"op":"mfe_stats","after":{"source":"10.1.1.1","group":"239.1.1.1"},"limit":5}"#
+            )
+            .unwrap()
+            .op,
+            Op::MfeStats(Page {
+                after: Some(Key {
+                    source: Ipv4Addr::new(10, 1, 1, 1),
+                    group: Ipv4Addr::new(239, 1, 1, 1)
+                }),
+                limit: Some(5)
+            })
         );
         assert_eq!(
             parse(r#"{"op":"deregister"}"#).unwrap().op,
@@ -520,6 +605,9 @@ mod tests {
             r#"{"op":"take_interface","interface":"e","nexthop":"1.2.3.4"}"#,
             r#"{"op":"add_membership","source":"0.0.0.0","group":"239.1.1.1","interface":"e","flags":[],"sauce":1}"#,
             r#"{"op":"mfes","all":true}"#,
+            r#"{"op":"mfes","after":{"group":"239.1.1.1"}}"#,
+            r#"{"op":"mfes","limit":-1}"#,
+            r#"{"op":"groups","after":{"source":"0.0.0.0","group":"239.1.1.1","x":1}}"#,
             "[]",
             "",
         ] {
@@ -555,17 +643,10 @@ mod tests {
     /// `MGM_WRITE_SCHEMA=1 cargo test -p mgm-user schema_file`.
     #[test]
     fn schema_file_is_current() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("docs/module-protocol.schema.json");
-        let now = schema();
-        if std::env::var_os("MGM_WRITE_SCHEMA").is_some() {
-            std::fs::write(&path, &now).unwrap();
-        }
-        let committed = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            committed == now,
-            "{} is stale: run MGM_WRITE_SCHEMA=1 cargo test -p mgm-user schema_file",
-            path.display()
+        crate::schema::assert_committed(
+            "docs/module-protocol.schema.json",
+            &schema(),
+            "schema_file",
         );
     }
 }
