@@ -29,16 +29,6 @@ pub struct EntryStats {
 }
 const _: () = assert!(core::mem::size_of::<EntryStats>() == 56);
 
-/// Key of the counters of one outgoing interface of one forwarding entry: the entry's counter
-/// slot ([`crate::fwd::FwdEntry::stats_slot`]) and the interface.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct OifStatsKey {
-    pub slot: u32,
-    pub ifindex: u32,
-}
-const _: () = assert!(core::mem::size_of::<OifStatsKey>() == 8);
-
 /// Counters of one outgoing interface of one forwarding entry (spec §6.3
 /// `MIB_IPMCAST_OIF_STATS`). A copy counts here when the XDP program hands it to the kernel
 /// for that interface: after the TTL threshold and the MTU check, before the driver's
@@ -142,4 +132,4 @@ impl_accumulate!(IfStats {
     upcall_limited
 });
 
-user_pod!(EntryStats, IfStats, OifStatsKey, OifStats);
+user_pod!(EntryStats, IfStats, OifStats);

@@ -37,8 +37,15 @@ pub struct FwdEntry {
     /// it into [`crate::counters::EntryStats::uninit`] when it installs the entry. 0 in an
     /// installed entry.
     pub pending_pkts: u64,
+    /// First slot of the entry's block in the per-outgoing-interface counters
+    /// ([`crate::maps::OIF_STATS`]): one slot per member of its set, in the set's ascending
+    /// ifindex order, so a copy's counters are an array index away. 0: no block (the array was
+    /// full, or the entry has no set); its copies count in slot 0, "uncounted".
+    pub oif_base: u32,
+    /// Slots in the block: its set's members when it was written, 0 without a block.
+    pub oif_slots: u32,
 }
-const _: () = assert!(core::mem::size_of::<FwdEntry>() == 40);
+const _: () = assert!(core::mem::size_of::<FwdEntry>() == 48);
 
 /// What the ingress program knows about an outgoing set besides its devmap, by set id.
 ///
@@ -60,7 +67,8 @@ const _: () = assert!(core::mem::size_of::<SetInfo>() == 8);
 
 /// The interfaces of a set of several, in ascending order, 0 after the last. The devmap holds
 /// the same, but a program cannot walk a devmap; the ingress program walks this when a packet
-/// is below the prepared member's TTL threshold, to count it on every member it is not sent to.
+/// is below the prepared member's TTL threshold, to count it on every member it is not sent to,
+/// and `mgm_egress` searches it for its copy's position in the entry's counter block.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SetMembers {

@@ -10,8 +10,9 @@ pub const PIN_DIR: &str = "/sys/fs/bpf/mgm";
 /// [`META`] map holds the same version. (4: interface counters count VLAN-tagged frames, and
 /// upcall records carry the packet's first bytes. 5: counters per outgoing interface per
 /// entry ([`OIF_STATS`]), and placeholders count the packets they drop. 6: interface
-/// counters count what admission refused.)
-pub const LAYOUT_VERSION: u32 = 6;
+/// counters count what admission refused. 7: [`OIF_STATS`] is an array of blocks the entries
+/// point at, [`crate::fwd::FwdEntry::oif_base`].)
+pub const LAYOUT_VERSION: u32 = 7;
 
 /// `HASH` [`crate::fwd::FwdKey`] → [`crate::fwd::FwdEntry`]: the forwarding entries.
 pub const FWD: &str = "MGM_FWD";
@@ -36,9 +37,10 @@ pub const EVENTS: &str = "MGM_EVENTS";
 pub const ENTRY_STATS: &str = "MGM_ENTRY_STATS";
 /// `PERCPU_ARRAY` slot → [`crate::counters::IfStats`]: per interface counters.
 pub const IF_STATS: &str = "MGM_IF_STATS";
-/// `PERCPU_HASH` [`crate::counters::OifStatsKey`] → [`crate::counters::OifStats`]: per
-/// outgoing interface of each forwarding entry. The daemon creates an entry's keys when it
-/// installs it and removes them with it; the XDP programs only count into existing keys.
+/// `PERCPU_ARRAY` slot → [`crate::counters::OifStats`]: per outgoing interface of each
+/// forwarding entry, in a block of consecutive slots per entry
+/// ([`crate::fwd::FwdEntry::oif_base`]). The daemon hands out blocks (zeroed) and takes them
+/// back with the entry or its set; slot 0 counts the copies of entries that got no block.
 pub const OIF_STATS: &str = "MGM_OIF_STATS";
 /// `ARRAY` with one [`crate::fwd::Meta`]: layout version of the pinned maps.
 pub const META: &str = "MGM_META";
@@ -72,9 +74,9 @@ pub const IF_CAPACITY: u32 = 256;
 pub const IFCFG_DIRECT_LIMIT: u32 = 4096;
 /// Per-entry counter slots; slot 0 collects packets that matched no installed entry.
 pub const ENTRY_STATS_CAPACITY: u32 = FWD_CAPACITY;
-/// (Entry, outgoing interface) counter pairs: two per entry at the 100k-entry scale target.
-/// An entry whose pair finds the map full still forwards; that copy is counted on its
-/// interface only (the daemon logs it).
+/// (Entry, outgoing interface) counter slots: two per entry at the 100k-entry scale target,
+/// 6 MiB per CPU (preallocated, 24 bytes each). An entry that finds no free block still
+/// forwards; its copies count in slot 0, "uncounted" (the daemon logs it).
 pub const OIF_STATS_CAPACITY: u32 = 2 * FWD_CAPACITY;
 /// Ring buffer size in bytes (a power of two, a multiple of the page size).
 pub const EVENTS_BYTES: u32 = 1 << 21;

@@ -1,7 +1,7 @@
 //! Per-CPU counter increments. Per-CPU slots need no atomics: one CPU runs one program
 //! instance at a time.
 
-use mgm_common::counters::{EntryStats, IfStats, OifStats, OifStatsKey};
+use mgm_common::counters::{EntryStats, IfStats, OifStats};
 
 use crate::maps::{MGM_ENTRY_STATS, MGM_IF_STATS, MGM_OIF_STATS};
 
@@ -29,15 +29,20 @@ pub fn bump_if(slot: u32, field: impl FnOnce(&mut IfStats) -> &mut u64) {
     }
 }
 
-/// Counters of outgoing interface `ifindex` of the entry with counter slot `slot`, if the
-/// daemon made them. Slot 0 is no entry's: no lookup.
+/// The counter slot of the member at `pos` of an entry's set, whose block starts at `base`
+/// ([`mgm_common::fwd::FwdEntry::oif_base`]); slot 0, "uncounted", for an entry without one.
 #[inline(always)]
-pub fn oif_stats(slot: u32, ifindex: u32) -> Option<&'static mut OifStats> {
-    if slot == 0 {
-        return None;
+pub fn oif_slot(base: u32, pos: u32) -> u32 {
+    if base == 0 {
+        0
+    } else {
+        base + pos
     }
-    // SAFETY: as for `if_stats`; a per-CPU hash value is this CPU's own copy.
-    MGM_OIF_STATS
-        .get_ptr_mut(OifStatsKey { slot, ifindex })
-        .map(|p| unsafe { &mut *p })
+}
+
+/// Per-outgoing-interface counters of `slot` ([`oif_slot`]), if the slot exists.
+#[inline(always)]
+pub fn oif_stats(slot: u32) -> Option<&'static mut OifStats> {
+    // SAFETY: as for `if_stats`.
+    MGM_OIF_STATS.get_ptr_mut(slot).map(|p| unsafe { &mut *p })
 }

@@ -7,10 +7,12 @@
 //! shares that work.
 //!
 //! Each copy counts twice: on its interface (`IfStats`, an array slot) and on its entry's
-//! outgoing interface (`OifStats`, a per-CPU hash lookup). `mgm_egress` learns the entry from
-//! the counter slot the ingress program put in front of the frame as XDP metadata ([`tag`]),
-//! which the broadcast clones with each copy; where the kernel drops metadata (generic XDP),
-//! it looks the entry up again.
+//! outgoing interface (`OifStats`, also an array slot: the entry's block starts at
+//! `FwdEntry::oif_base`, one slot per member of its set in ascending ifindex order).
+//! `mgm_egress` learns the block and the set from the XDP metadata the ingress program put in
+//! front of the frame ([`tag`]), which the broadcast clones with each copy, and its position
+//! from the set's member list; where the kernel drops metadata (generic XDP), it looks the
+//! entry up again.
 
 use core::ptr::addr_of_mut;
 
@@ -22,10 +24,11 @@ use aya_ebpf::{
 use mgm_common::{
     counters::{IfStats, OifStats},
     fwd::IfConfig,
+    maps::OIF_SET_WIDTH,
 };
 
 use crate::{
-    counters::{if_stats, oif_stats},
+    counters::{if_stats, oif_slot, oif_stats},
     forward,
     maps::{if_config, MGM_SET_MEMBERS},
     parse::{
@@ -38,43 +41,90 @@ use crate::{
 /// The slack the kernel's redirect allows over MTU + Ethernet header (one VLAN tag).
 const VLAN_HLEN: i32 = 4;
 
-/// Bytes of metadata [`tag`] puts in front of a frame: the entry's counter slot.
-const SLOT_META_LEN: usize = 4;
+/// What [`tag`] puts in front of a frame: the entry's counter block and its set.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Tag {
+    oif_base: u32,
+    oif_set: u32,
+}
 
-/// Puts the entry's counter `slot` in front of the frame as XDP metadata, for `mgm_egress` to
-/// count each copy on its entry without looking the entry up again.
+const TAG_LEN: usize = core::mem::size_of::<Tag>();
+
+/// Puts the entry's counter block `oif_base` and set `oif_set` in front of the frame as XDP
+/// metadata, for `mgm_egress` to count each copy on its entry without looking it up again.
 #[inline(always)]
-pub fn tag(ctx: &XdpContext, slot: u32) {
+pub fn tag(ctx: &XdpContext, oif_base: u32, oif_set: u32) {
     // SAFETY: `ctx` is this program's context.
-    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(SLOT_META_LEN as i32)) } != 0 {
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(TAG_LEN as i32)) } != 0 {
         return;
     }
     let meta = ctx.metadata();
-    if meta + SLOT_META_LEN > ctx.metadata_end() {
+    if meta + TAG_LEN > ctx.metadata_end() {
         return;
     }
     // SAFETY: the check above keeps the write inside the metadata just made.
-    unsafe { (meta as *mut u32).write_unaligned(slot) };
+    unsafe { (meta as *mut Tag).write_unaligned(Tag { oif_base, oif_set }) };
 }
 
-/// The counter slot [`tag`] left in front of the copy; 0 (no entry) without one.
+/// The [`Tag`] in front of the copy, if there is one.
 #[inline(always)]
-fn tagged_slot(ctx: &XdpContext) -> u32 {
+fn tagged(ctx: &XdpContext) -> Option<Tag> {
     let meta = ctx.metadata();
-    if meta + SLOT_META_LEN > ctx.metadata_end() {
+    if meta + TAG_LEN > ctx.metadata_end() {
+        return None;
+    }
+    let field = meta as *const u32;
+    // SAFETY: the check above keeps both reads inside the metadata. Field by field: a read of
+    // the whole struct leaves the verifier a register it never sees written.
+    Some(unsafe {
+        Tag {
+            oif_base: field.read_unaligned(),
+            oif_set: field.add(1).read_unaligned(),
+        }
+    })
+}
+
+/// The counter slot of the copy to `ifindex` of the entry the untagged packet belongs to,
+/// found as the ingress program found it: generic XDP (`skb` mode) keeps no metadata across
+/// the redirect. Slower (up to three hash lookups), but only there. A subprogram, so the
+/// verifier walks it once.
+#[inline(never)]
+fn untagged_slot(saddr: u32, daddr: u32, ifindex: u32) -> u32 {
+    // SAFETY: a map value pointer, read once while valid.
+    forward::lookup(saddr, daddr).map_or(0, |e| unsafe {
+        slot_in_set((*e).oif_base, (*e).oif_set, ifindex)
+    })
+}
+
+/// The counter slot of the copy to `ifindex` of an entry whose block is `base` and set `set`:
+/// the block's slot at the interface's position among the set's members (ascending, 0 after
+/// the last). A binary search of the 64 members a set can hold, six steps; slot 0,
+/// "uncounted", if the interface is not there.
+#[inline(always)]
+fn slot_in_set(base: u32, set: u32, ifindex: u32) -> u32 {
+    if base == 0 {
         return 0;
     }
-    // SAFETY: the check above keeps the read inside the metadata.
-    unsafe { (meta as *const u32).read_unaligned() }
-}
-
-/// The counter slot of the entry a copy without a tag belongs to, found as the ingress
-/// program found it: generic XDP (`skb` mode) keeps no metadata across the redirect. Slower
-/// (up to three hash lookups), but only there. A subprogram, so the verifier walks it once.
-#[inline(never)]
-fn untagged_slot(saddr: u32, daddr: u32) -> u32 {
-    // SAFETY: a map value pointer, read once while valid.
-    forward::lookup(saddr, daddr).map_or(0, |e| unsafe { (*e).stats_slot })
+    let Some(members) = MGM_SET_MEMBERS.get(set) else {
+        return 0;
+    };
+    // The zeros after the last member sort after every ifindex.
+    let key = |i: usize| members.ifindex[i & (OIF_SET_WIDTH as usize - 1)].wrapping_sub(1);
+    let target = ifindex.wrapping_sub(1);
+    let mut pos = 0usize;
+    let mut step = OIF_SET_WIDTH as usize / 2;
+    while step > 0 {
+        if key(pos + step - 1) < target {
+            pos += step;
+        }
+        step /= 2;
+    }
+    if pos < OIF_SET_WIDTH as usize && key(pos) == target {
+        oif_slot(base, pos as u32)
+    } else {
+        0
+    }
 }
 
 /// `mgm_egress`: the MTU needs no check here, the devmap drops copies larger than the
@@ -85,24 +135,22 @@ pub fn egress(ctx: &XdpContext) -> Option<u32> {
     // SAFETY: the devmap program context carries the egress ifindex.
     let ifindex = unsafe { (*ctx.ctx).egress_ifindex };
     let cfg = if_config(ifindex)?;
-    let tagged = tagged_slot(ctx);
     let mut cur = Cursor::new(ctx);
     let eth = eth::parse(&mut cur)?;
     let ip = ipv4::parse(&mut cur)?;
     // SAFETY: the parser bounds-checked the header.
     let (ttl, saddr, daddr) = unsafe { ((*ip.hdr).ttl, (*ip.hdr).saddr, (*ip.hdr).daddr) };
-    let slot = if tagged != 0 {
-        tagged
-    } else {
-        untagged_slot(saddr, daddr)
+    let slot = match tagged(ctx) {
+        Some(t) => slot_in_set(t.oif_base, t.oif_set, ifindex),
+        None => untagged_slot(saddr, daddr, ifindex),
     };
-    let stats = admit(cfg, ttl, oif_stats(slot, ifindex))?;
+    let stats = admit(cfg, ttl, oif_stats(slot))?;
     stamp(cfg, stats, eth.hdr, ip.tot_len);
     Some(xdp_action::XDP_PASS)
 }
 
 /// The one copy of a one-interface set, out of `oif`, by a plain redirect. `ttl` is the
-/// decremented TTL, `slot` the entry's counter slot. `None`: `oif` is not an interface mgm
+/// decremented TTL, `slot` the copy's counter slot. `None`: `oif` is not an interface mgm
 /// manages.
 #[inline(always)]
 pub fn one_copy(
@@ -117,7 +165,7 @@ pub fn one_copy(
     if !fits(ctx, cfg, oif) {
         return Some(xdp_action::XDP_DROP);
     }
-    let Some(stats) = admit(cfg, ttl, oif_stats(slot, oif)) else {
+    let Some(stats) = admit(cfg, ttl, oif_stats(slot)) else {
         return Some(xdp_action::XDP_DROP);
     };
     stamp(cfg, stats, eth, tot_len);
@@ -127,7 +175,7 @@ pub fn one_copy(
 
 /// The copy to a set's prepared member `oif`, made before the broadcast clones the frame (the
 /// other members' `mgm_egress` rewrites the MAC written here). `ttl` is the decremented TTL,
-/// `slot` the entry's counter slot. `Some(false)`: the packet is below `oif`'s TTL threshold,
+/// `slot` the copy's counter slot. `Some(false)`: the packet is below `oif`'s TTL threshold,
 /// and every interface has the same threshold, so no copy may leave. `None`: `oif` is not an
 /// interface mgm manages.
 #[inline(always)]
@@ -140,7 +188,7 @@ pub fn prepared_copy(
     slot: u32,
 ) -> Option<bool> {
     let cfg = if_config(oif)?;
-    let Some(stats) = admit(cfg, ttl, oif_stats(slot, oif)) else {
+    let Some(stats) = admit(cfg, ttl, oif_stats(slot)) else {
         return Some(false);
     };
     // The devmap skips a member the copy is too long for: not sent, so not counted.
@@ -153,19 +201,19 @@ pub fn prepared_copy(
 /// A packet below the TTL threshold of a set's prepared member, whose threshold is the set's
 /// lowest (every interface has the same today): no copy leaves. Each other member counts it,
 /// as its `mgm_egress` would have; the prepared member counted it already, and the incoming
-/// interface gets no copy anyway. `ttl` is the decremented TTL, `slot` the entry's counter
-/// slot.
+/// interface gets no copy anyway. `ttl` is the decremented TTL, `base` the entry's counter
+/// block.
 #[inline(never)]
-pub fn below_threshold(set: u32, ttl: u8, prepared: u32, ingress: u32, slot: u32) {
+pub fn below_threshold(set: u32, ttl: u8, prepared: u32, ingress: u32, base: u32) {
     let Some(members) = MGM_SET_MEMBERS.get(set) else {
         return;
     };
-    for &oif in members.ifindex.iter() {
+    for (pos, &oif) in members.ifindex.iter().enumerate() {
         if oif == 0 {
             break;
         }
         if oif != prepared && oif != ingress {
-            count_ttl_too_low(oif, ttl, slot);
+            count_ttl_too_low(oif, ttl, oif_slot(base, pos as u32));
         }
     }
 }
@@ -175,7 +223,7 @@ pub fn below_threshold(set: u32, ttl: u8, prepared: u32, ingress: u32, slot: u32
 #[inline(never)]
 fn count_ttl_too_low(oif: u32, ttl: u8, slot: u32) {
     if let Some(cfg) = if_config(oif) {
-        let _ = admit(cfg, ttl, oif_stats(slot, oif));
+        let _ = admit(cfg, ttl, oif_stats(slot));
     }
 }
 

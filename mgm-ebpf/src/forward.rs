@@ -17,7 +17,7 @@ use mgm_common::{
 
 use crate::{
     admit,
-    counters::{bump_if, entry_stats},
+    counters::{bump_if, entry_stats, oif_slot},
     egress,
     maps::{if_config, OifSet, MGM_EVENTS, MGM_FWD, MGM_OIF_SETS, MGM_SET_INFO},
     parse::{
@@ -123,7 +123,10 @@ fn forward(
     let copies = match info {
         Some(info) if info.members == 1 => Copies::One(info.prepared_ifindex),
         _ => match MGM_OIF_SETS.get(e.oif_set) {
-            Some(set) => Copies::Set(set, info.map_or(0, |i| i.prepared_ifindex)),
+            Some(set) => Copies::Set(
+                set,
+                info.map_or((0, 0), |i| (i.prepared_ifindex, i.members)),
+            ),
             None => {
                 stats.no_oif_set += 1;
                 return xdp_action::XDP_DROP;
@@ -140,24 +143,22 @@ fn forward(
     stats.pkts += 1;
     stats.bytes += tot_len as u64;
     match copies {
-        Copies::One(oif) => egress::one_copy(ctx, eth, ttl - 1, tot_len, oif, e.stats_slot)
-            .unwrap_or_else(|| {
-                stats.no_oif_set += 1;
-                xdp_action::XDP_DROP
-            }),
-        Copies::Set(set, prepared) => {
+        Copies::One(oif) => {
+            egress::one_copy(ctx, eth, ttl - 1, tot_len, oif, oif_slot(e.oif_base, 0))
+                .unwrap_or_else(|| {
+                    stats.no_oif_set += 1;
+                    xdp_action::XDP_DROP
+                })
+        }
+        Copies::Set(set, (prepared, members)) => {
             // The broadcast skips the incoming interface, so its copy needs no work; 0 is none.
             if prepared != 0 && prepared != ifindex {
-                match egress::prepared_copy(ctx, eth, ttl - 1, tot_len, prepared, e.stats_slot) {
+                // The prepared member is the set's highest ifindex: the block's last slot.
+                let slot = oif_slot(e.oif_base, members.wrapping_sub(1));
+                match egress::prepared_copy(ctx, eth, ttl - 1, tot_len, prepared, slot) {
                     Some(true) => {}
                     Some(false) => {
-                        egress::below_threshold(
-                            e.oif_set,
-                            ttl - 1,
-                            prepared,
-                            ifindex,
-                            e.stats_slot,
-                        );
+                        egress::below_threshold(e.oif_set, ttl - 1, prepared, ifindex, e.oif_base);
                         return xdp_action::XDP_DROP;
                     }
                     None => {
@@ -166,7 +167,7 @@ fn forward(
                     }
                 }
             }
-            egress::tag(ctx, e.stats_slot);
+            egress::tag(ctx, e.oif_base, e.oif_set);
             set.redirect(0, (BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS) as u64)
                 .unwrap_or(xdp_action::XDP_DROP)
         }
@@ -178,8 +179,9 @@ enum Copies {
     /// A one-interface set: a plain redirect, the copy's work done here.
     One(u32),
     /// Every interface of the devmap but the incoming one: the copy to the prepared member
-    /// (the `u32`, 0 for none) with its work done here, every other through `mgm_egress`.
-    Set(&'static OifSet, u32),
+    /// (the first `u32`, 0 for none) with its work done here, every other through
+    /// `mgm_egress`. The second is the set's member count.
+    Set(&'static OifSet, (u32, u32)),
 }
 
 /// (S,G), then (*,G), then (*,*).
@@ -241,6 +243,8 @@ fn no_cache(ctx: *mut xdp_md, saddr: u32, daddr: u32, ifindex: u32) {
         created_ns: unsafe { bpf_ktime_get_ns() },
         last_upcall_ns: 0,
         pending_pkts: 1,
+        oif_base: 0,
+        oif_slots: 0,
     };
     // With the ring buffer full the daemon never hears of the placeholder: it goes again, so
     // the flow's next packet retries rather than waiting out the placeholder's retry time.

@@ -188,6 +188,8 @@ fn installs(fwd: &mut Forwarding, n: u32, rounds: u32) {
                 created_ns: 0,
                 last_upcall_ns: 0,
                 pending_pkts: 0,
+                oif_base: 0,
+                oif_slots: 0,
             };
             raw.insert(k, v, 0).unwrap();
         }

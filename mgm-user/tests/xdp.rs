@@ -540,10 +540,10 @@ fn each_copy_counts_on_its_entrys_outgoing_interface() {
     let (_, tag2, _) = h.run_with_meta(LO, &Frame::udp(S2, G1, 64).bytes());
     assert_eq!(
         (tag1.len(), tag2.len()),
-        (4, 4),
-        "a counter slot for mgm_egress"
+        (8, 8),
+        "a counter block and set for mgm_egress"
     );
-    assert_ne!(tag1, tag2, "each entry's own slot");
+    assert_ne!(tag1, tag2, "each entry's own block");
     let s = h.oif_stats(S1, G1);
     assert_eq!((s[&h.out].packets, s[&LO].packets), (2, 0));
 

@@ -426,6 +426,8 @@ mod tests {
                         created_ns: 0,
                         last_upcall_ns: 0,
                         pending_pkts: 0,
+                        oif_base: 0,
+                        oif_slots: 0,
                     },
                     oifs: vec![1],
                     stats: EntryStats {
@@ -443,6 +445,7 @@ mod tests {
                     .into(),
                 })
                 .collect(),
+            uncounted: OifStats::default(),
         }
     }
 

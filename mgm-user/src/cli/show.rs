@@ -61,10 +61,14 @@ pub fn render_json(state: &PinnedState) -> String {
             })
         })
         .collect();
+    let u = &state.uncounted;
     let doc = json!({
         "layout_version": state.layout_version,
         "entries": entries,
         "interfaces": interfaces,
+        "uncounted_copies": {
+            "packets": u.packets, "bytes": u.bytes, "ttl_too_low": u.ttl_too_low,
+        },
     });
     format!("{doc:#}\n")
 }

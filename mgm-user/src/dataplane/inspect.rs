@@ -3,11 +3,9 @@
 
 use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
 
-use aya::maps::{
-    xdp::DevMapHash, Array, ArrayOfMaps, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap,
-};
+use aya::maps::{xdp::DevMapHash, Array, ArrayOfMaps, HashMap, Map, MapData, PerCpuArray};
 use mgm_common::{
-    counters::{EntryStats, IfStats, OifStats, OifStatsKey},
+    counters::{EntryStats, IfStats, OifStats},
     fwd::{FwdEntry, FwdKey, IfConfig, Meta, SetInfo},
     maps as m,
 };
@@ -23,8 +21,8 @@ pub struct EntryView {
     /// Outgoing ifindexes, sorted; empty for negative and pending entries.
     pub oifs: Vec<u32>,
     pub stats: EntryStats,
-    /// Counters of every outgoing interface the entry has had, by ifindex: the current ones
-    /// and those it forwarded to before.
+    /// Counters of each outgoing interface, by ifindex; empty for an entry whose copies count
+    /// as uncounted ([`PinnedState::uncounted`]).
     pub oif_stats: BTreeMap<u32, OifStats>,
 }
 
@@ -49,6 +47,8 @@ pub struct PinnedState {
     pub layout_version: u32,
     pub entries: Vec<EntryView>,
     pub interfaces: Vec<InterfaceView>,
+    /// Copies of entries that found no free per-interface counters, all entries together.
+    pub uncounted: OifStats,
 }
 
 fn open<T>(dir: &Path, name: &'static str) -> Result<T, DataplaneError>
@@ -74,18 +74,13 @@ pub fn read_pinned(dir: &Path) -> Result<PinnedState, DataplaneError> {
     let entry_stats: PerCpuArray<MapData, EntryStats> = open(dir, m::ENTRY_STATS)?;
     let ifcfg: HashMap<MapData, u32, IfConfig> = open(dir, m::IFCFG)?;
     let if_stats: PerCpuArray<MapData, IfStats> = open(dir, m::IF_STATS)?;
-    let oif_stats: PerCpuHashMap<MapData, OifStatsKey, OifStats> = open(dir, m::OIF_STATS)?;
-
-    let mut per_slot: BTreeMap<u32, BTreeMap<u32, OifStats>> = BTreeMap::new();
-    for item in oif_stats.iter() {
-        let (key, per_cpu) = item.map_err(map_err(m::OIF_STATS))?;
+    let oif_stats: PerCpuArray<MapData, OifStats> = open(dir, m::OIF_STATS)?;
+    let oif_slot = |slot: u32| -> Result<OifStats, DataplaneError> {
+        let per_cpu = oif_stats.get(&slot, 0).map_err(map_err(m::OIF_STATS))?;
         let mut total = OifStats::default();
         per_cpu.iter().for_each(|s| total.accumulate(s));
-        per_slot
-            .entry(key.slot)
-            .or_default()
-            .insert(key.ifindex, total);
-    }
+        Ok(total)
+    };
 
     let mut entries = Vec::new();
     for item in fwd.iter() {
@@ -115,12 +110,14 @@ pub fn read_pinned(dir: &Path) -> Result<PinnedState, DataplaneError> {
         if let Ok(per_cpu) = entry_stats.get(&entry.stats_slot, 0) {
             per_cpu.iter().for_each(|s| stats.accumulate(s));
         }
-        // Placeholders have slot 0, which no counters belong to.
-        let oif_stats = if entry.stats_slot == 0 {
-            BTreeMap::new()
-        } else {
-            per_slot.remove(&entry.stats_slot).unwrap_or_default()
-        };
+        // The block holds one slot per member, in the order of `oifs`; a block that does not
+        // match them (the set went) is not read.
+        let mut oif_stats = BTreeMap::new();
+        if entry.oif_base != 0 && entry.oif_slots as usize == oifs.len() {
+            for (&ifindex, slot) in oifs.iter().zip(entry.oif_base..) {
+                oif_stats.insert(ifindex, oif_slot(slot)?);
+            }
+        }
         entries.push(EntryView {
             source: Ipv4Addr::from(u32::from_be(key.source)),
             group: Ipv4Addr::from(u32::from_be(key.group)),
@@ -150,5 +147,6 @@ pub fn read_pinned(dir: &Path) -> Result<PinnedState, DataplaneError> {
         layout_version,
         entries,
         interfaces,
+        uncounted: oif_slot(0)?,
     })
 }

@@ -11,16 +11,13 @@ use std::{
 };
 
 use aya::{
-    maps::{
-        xdp::DevMapHash, Array, ArrayOfMaps, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap,
-        PerCpuValues,
-    },
+    maps::{xdp::DevMapHash, Array, ArrayOfMaps, HashMap, Map, MapData, PerCpuArray, PerCpuValues},
     programs::ProgramFd,
 };
 use aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_DEVMAP_HASH;
 use log::warn;
 use mgm_common::{
-    counters::{EntryStats, OifStats, OifStatsKey},
+    counters::{EntryStats, OifStats},
     fwd::{FwdEntry, FwdKey, SetInfo, SetMembers, FWD_NEGATIVE, FWD_PENDING},
     maps as m,
 };
@@ -45,10 +42,68 @@ struct Installed {
     /// The outgoing interfaces; empty for a negative entry (which has no set).
     oifs: BTreeSet<u32>,
     stats_slot: u32,
-    /// The interfaces with counters of this entry in `MGM_OIF_STATS`: every outgoing
-    /// interface it has had, so that its figures last as long as the entry (as `ulInPkts`
-    /// does) and the total out stays the sum of what each interface sent.
-    counted: BTreeSet<u32>,
+    /// First slot of the entry's block in `MGM_OIF_STATS`, one slot per member of `oifs` in
+    /// ascending order; 0 without one (no set, or the array was full).
+    oif_base: u32,
+}
+
+/// Blocks of consecutive slots of `MGM_OIF_STATS`, one per entry with a set, as long as the
+/// set. A freed block is kept by its length and reused whole, or split for a shorter one;
+/// blocks are not merged, so a table whose sets keep growing may run out before every slot is
+/// taken (an entry without a block still forwards, its copies counted as "uncounted").
+#[derive(Debug)]
+struct OifBlocks {
+    /// First slots of the free blocks, by length (index 1 to `OIF_SET_WIDTH`).
+    free: Vec<Vec<u32>>,
+    /// Slots from here on were never handed out; slot 0 is the "uncounted" one.
+    next: u32,
+}
+
+impl OifBlocks {
+    fn new() -> Self {
+        OifBlocks {
+            free: vec![Vec::new(); m::OIF_SET_WIDTH as usize + 1],
+            next: 1,
+        }
+    }
+
+    /// The first slot of a free block of `len` (1 to `OIF_SET_WIDTH`) slots, if one is left.
+    fn alloc(&mut self, len: u32) -> Option<u32> {
+        let len_ix = len as usize;
+        if let Some(base) = self.free.get_mut(len_ix)?.pop() {
+            return Some(base);
+        }
+        if m::OIF_STATS_CAPACITY - self.next >= len {
+            self.next += len;
+            return Some(self.next - len);
+        }
+        let longer = (len_ix + 1..self.free.len()).find(|&l| !self.free[l].is_empty())?;
+        let base = self.free[longer].pop()?;
+        self.free[longer - len_ix].push(base + len);
+        Some(base)
+    }
+
+    fn release(&mut self, base: u32, len: u32) {
+        if let Some(list) = self.free.get_mut(len as usize) {
+            list.push(base);
+        }
+    }
+
+    /// The allocator over the blocks a previous daemon left in use (first slot → length):
+    /// what lies between them is free.
+    fn adopted(used: &BTreeMap<u32, u32>) -> Self {
+        let mut blocks = OifBlocks::new();
+        for (&base, &len) in used {
+            let mut gap = blocks.next;
+            while gap < base {
+                let n = (base - gap).min(m::OIF_SET_WIDTH);
+                blocks.release(gap, n);
+                gap += n;
+            }
+            blocks.next = blocks.next.max(base + len);
+        }
+        blocks
+    }
 }
 
 #[derive(Debug)]
@@ -68,7 +123,10 @@ pub struct Forwarding {
     /// The members of each set of several, written before the set is.
     set_members: Array<MapData, SetMembers>,
     entry_stats: PerCpuArray<MapData, EntryStats>,
-    oif_stats: PerCpuHashMap<MapData, OifStatsKey, OifStats>,
+    oif_stats: PerCpuArray<MapData, OifStats>,
+    oif_blocks: OifBlocks,
+    /// An entry found no block since the last one that did (warned once per run of them).
+    oif_blocks_exhausted: bool,
     /// The devmap program every copy runs (`mgm_egress`).
     egress: ProgramFd,
     entries: BTreeMap<FwdKey, Installed>,
@@ -93,7 +151,7 @@ impl Forwarding {
         set_members: Array<MapData, SetMembers>,
         (entry_stats, oif_stats): (
             PerCpuArray<MapData, EntryStats>,
-            PerCpuHashMap<MapData, OifStatsKey, OifStats>,
+            PerCpuArray<MapData, OifStats>,
         ),
         egress: ProgramFd,
         nr_cpus: usize,
@@ -106,6 +164,8 @@ impl Forwarding {
             set_members,
             entry_stats,
             oif_stats,
+            oif_blocks: OifBlocks::new(),
+            oif_blocks_exhausted: false,
             egress,
             entries: BTreeMap::new(),
             sets_by_oifs: BTreeMap::new(),
@@ -182,12 +242,12 @@ impl Forwarding {
             },
         };
         // Counters before the entry that counts into them: a copy sent before would be lost.
-        let mut counted = old.as_ref().map(|o| o.counted.clone()).unwrap_or_default();
-        for &oif in &fast {
-            if !counted.contains(&oif) && self.make_oif_counters(stats_slot, oif) {
-                counted.insert(oif);
-            }
-        }
+        let old_base = old.as_ref().map_or(0, |o| o.oif_base);
+        let oif_base = match &old {
+            Some(o) if o.oifs == fast && old_base != 0 => old_base,
+            _ => self.oif_block(&fast, old.as_ref()),
+        };
+        let new_block = oif_base != old_base;
         let entry = FwdEntry {
             iif: iif.ifindex,
             oif_set: set_id.unwrap_or(0),
@@ -196,18 +256,28 @@ impl Forwarding {
             created_ns: 0,
             last_upcall_ns: 0,
             pending_pkts: 0,
+            oif_base,
+            oif_slots: if oif_base == 0 { 0 } else { fast.len() as u32 },
         };
-        self.fwd.insert(key, entry, 0).map_err(map_err(m::FWD))?;
+        if let Err(e) = self.fwd.insert(key, entry, 0) {
+            if new_block {
+                self.release_oif_block(oif_base, fast.len());
+            }
+            return Err(map_err(m::FWD)(e));
+        }
         self.entries.insert(
             key,
             Installed {
                 iif: iif.ifindex,
                 oifs: fast,
                 stats_slot,
-                counted,
+                oif_base,
             },
         );
         if let Some(old) = old {
+            if new_block {
+                self.release_oif_block(old.oif_base, old.oifs.len());
+            }
             self.release_set(&old.oifs)?;
         }
         self.pending.remove(&key);
@@ -223,39 +293,57 @@ impl Forwarding {
         };
         self.fwd.remove(&key).map_err(map_err(m::FWD))?;
         self.release_set(&old.oifs)?;
-        for ifindex in old.counted {
-            self.remove_oif_counters(OifStatsKey {
-                slot: old.stats_slot,
-                ifindex,
-            });
-        }
+        self.release_oif_block(old.oif_base, old.oifs.len());
         self.free_slots.push(old.stats_slot);
         Ok(())
     }
 
-    /// Zeroed counters of outgoing interface `ifindex` of the entry with `slot`; false (and a
-    /// warning) when the map is full: that entry's copies there then count on the interface
-    /// only.
-    fn make_oif_counters(&mut self, slot: u32, ifindex: u32) -> bool {
-        let made = PerCpuValues::try_from(vec![OifStats::default(); self.nr_cpus])
-            .map_err(aya::maps::MapError::IoError)
-            .and_then(|zero| {
-                self.oif_stats
-                    .insert(OifStatsKey { slot, ifindex }, zero, 0)
-            });
-        if let Err(e) = &made {
-            warn!(
-                "no counters for ifindex {ifindex} of entry slot {slot} ({e}); \
-                 its copies count on the interface only"
-            );
+    /// A block of counters for `oifs` (ascending, one slot each) before the entry that counts
+    /// into it: zero, but for the interfaces `old` had, whose counts it carries on. Copies
+    /// `old`'s block counts between this read and the entry's rewrite are lost. 0 (and a
+    /// warning) when no block is free or one cannot be written: the entry's copies then count
+    /// as "uncounted".
+    fn oif_block(&mut self, oifs: &BTreeSet<u32>, old: Option<&Installed>) -> u32 {
+        if oifs.is_empty() {
+            return 0;
         }
-        made.is_ok()
+        let Some(base) = self.oif_blocks.alloc(oifs.len() as u32) else {
+            if !self.oif_blocks_exhausted {
+                warn!(
+                    "no free per-interface counters ({} slots in {}); entries count their \
+                     copies as uncounted until some are freed",
+                    m::OIF_STATS_CAPACITY,
+                    m::OIF_STATS
+                );
+            }
+            self.oif_blocks_exhausted = true;
+            return 0;
+        };
+        self.oif_blocks_exhausted = false;
+        let carried: BTreeMap<u32, u32> = old
+            .filter(|o| o.oif_base != 0)
+            .map(|o| o.oifs.iter().copied().zip(o.oif_base..).collect())
+            .unwrap_or_default();
+        for (&oif, slot) in oifs.iter().zip(base..) {
+            let written = match carried.get(&oif) {
+                Some(from) => self.oif_stats.get(from, 0),
+                None => PerCpuValues::try_from(vec![OifStats::default(); self.nr_cpus])
+                    .map_err(aya::maps::MapError::IoError),
+            }
+            .and_then(|values| self.oif_stats.set(slot, values, 0));
+            if let Err(e) = written {
+                warn!("cannot write the counters of ifindex {oif} in slot {slot} ({e}); the entry's copies count as uncounted");
+                self.oif_blocks.release(base, oifs.len() as u32);
+                return 0;
+            }
+        }
+        base
     }
 
-    fn remove_oif_counters(&mut self, key: OifStatsKey) {
-        match self.oif_stats.remove(&key) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(e) => warn!("cannot remove the counters {key:?}: {e}"),
+    /// Gives a block back; the next entry that gets it zeroes it first.
+    fn release_oif_block(&mut self, base: u32, len: usize) {
+        if base != 0 {
+            self.oif_blocks.release(base, len as u32);
         }
     }
 
@@ -506,26 +594,24 @@ impl Forwarding {
         Ok(Some(total))
     }
 
-    /// Counters of each outgoing interface the entry for `key` has had, by ifindex, summed
-    /// over CPUs; empty if no such entry.
+    /// Counters of each outgoing interface of the entry for `key`, by ifindex, summed over
+    /// CPUs; empty if no such entry, or it has no counters.
     ///
     /// # Errors
-    /// Reading the per-CPU hash failed.
+    /// Reading the per-CPU array failed.
     pub fn oif_stats(&self, key: FwdKey) -> Result<BTreeMap<u32, OifStats>, DataplaneError> {
         let Some(e) = self.entries.get(&key) else {
             return Ok(BTreeMap::new());
         };
+        if e.oif_base == 0 {
+            return Ok(BTreeMap::new());
+        }
         let mut all = BTreeMap::new();
-        for &ifindex in &e.counted {
-            let key = OifStatsKey {
-                slot: e.stats_slot,
-                ifindex,
-            };
-            let per_cpu = match self.oif_stats.get(&key, 0) {
-                Ok(v) => v,
-                Err(aya::maps::MapError::KeyNotFound) => continue,
-                Err(source) => return Err(map_err(m::OIF_STATS)(source)),
-            };
+        for (&ifindex, slot) in e.oifs.iter().zip(e.oif_base..) {
+            let per_cpu = self
+                .oif_stats
+                .get(&slot, 0)
+                .map_err(map_err(m::OIF_STATS))?;
             let mut total = OifStats::default();
             per_cpu.iter().for_each(|s| total.accumulate(s));
             all.insert(ifindex, total);
@@ -546,11 +632,7 @@ impl Forwarding {
         for item in self.fwd.iter() {
             found.push(item.map_err(map_err(m::FWD))?);
         }
-        let mut counted: BTreeMap<u32, BTreeSet<u32>> = BTreeMap::new();
-        for k in self.oif_stats.keys() {
-            let k = k.map_err(map_err(m::OIF_STATS))?;
-            counted.entry(k.slot).or_default().insert(k.ifindex);
-        }
+        let mut blocks = BTreeMap::new();
         for (key, e) in found {
             if e.flags & FWD_PENDING != 0 {
                 self.pending.insert(key);
@@ -580,22 +662,28 @@ impl Forwarding {
             used_sets.insert(e.oif_set);
             self.next_set_id = self.next_set_id.max(e.oif_set + 1);
             self.next_slot = self.next_slot.max(e.stats_slot + 1);
+            // The entry counts into its block whatever it is, so no other may get it; but a block
+            // that does not match its set (one gone with the daemon) is not read or freed.
+            let in_range = e.oif_base != 0
+                && e.oif_slots <= m::OIF_SET_WIDTH
+                && e.oif_base
+                    .checked_add(e.oif_slots)
+                    .is_some_and(|end| end <= m::OIF_STATS_CAPACITY);
+            if in_range {
+                blocks.insert(e.oif_base, e.oif_slots);
+            }
+            let fits = in_range && e.oif_slots as usize == oifs.len();
             self.entries.insert(
                 key,
                 Installed {
                     iif: e.iif,
                     oifs,
                     stats_slot: e.stats_slot,
-                    counted: counted.remove(&e.stats_slot).unwrap_or_default(),
+                    oif_base: if fits { e.oif_base } else { 0 },
                 },
             );
         }
-        // Counters of slots no entry has (a daemon stopped between the two deletes).
-        for (slot, ifindexes) in counted {
-            for ifindex in ifindexes {
-                self.remove_oif_counters(OifStatsKey { slot, ifindex });
-            }
-        }
+        self.oif_blocks = OifBlocks::adopted(&blocks);
         self.free_set_ids = (1..self.next_set_id)
             .filter(|id| !used_sets.contains(id))
             .collect();
@@ -684,4 +772,56 @@ fn delete_elem(map: BorrowedFd<'_>, index: u32) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Blocks never overlap, slot 0 is never handed out, a freed block is reused whole or
+    /// split for a shorter one, and the array running out is a `None`, not a panic.
+    #[test]
+    fn counter_blocks_are_disjoint_reused_and_bounded() {
+        let mut b = OifBlocks::new();
+        let first = b.alloc(3).unwrap();
+        let second = b.alloc(2).unwrap();
+        assert_eq!((first, second), (1, 4), "slot 0 is the uncounted one");
+        b.release(first, 3);
+        assert_eq!(b.alloc(3), Some(first), "a freed block of the length asked");
+        b.release(first, 3);
+        assert_eq!(
+            b.alloc(m::OIF_STATS_CAPACITY - 6),
+            None,
+            "longer than the set width"
+        );
+        // Take every never-used slot, in blocks of the widest sets.
+        let mut taken = 0;
+        while b.alloc(m::OIF_SET_WIDTH).is_some() {
+            taken += 1;
+        }
+        assert!(taken > 0 && b.next <= m::OIF_STATS_CAPACITY);
+        let left = m::OIF_STATS_CAPACITY - b.next;
+        assert!(left < m::OIF_SET_WIDTH);
+        // What is left at the end, then the freed block of 3, split.
+        for _ in 0..left {
+            assert!(b.alloc(1).is_some());
+        }
+        assert_eq!(b.alloc(2), Some(first), "split from the freed block of 3");
+        assert_eq!(b.alloc(1), Some(first + 2), "and its remainder");
+        assert_eq!(b.alloc(1), None, "every slot taken");
+    }
+
+    /// A restarted daemon sees the blocks in use through the entries; the gaps between them
+    /// are free again, and the blocks in use are not handed out twice.
+    #[test]
+    fn adopted_counter_blocks_free_only_the_gaps() {
+        let used = BTreeMap::from([(3, 2), (100, 4)]);
+        let mut b = OifBlocks::adopted(&used);
+        assert_eq!(b.next, 104);
+        // The gaps: 1-2, then 5-99 in blocks of the widest set and the rest.
+        assert_eq!(b.alloc(2), Some(1));
+        assert_eq!(b.alloc(m::OIF_SET_WIDTH), Some(5));
+        assert_eq!(b.alloc(31), Some(5 + m::OIF_SET_WIDTH));
+        assert_eq!(b.alloc(2), Some(104), "past every block in use");
+    }
 }
