@@ -292,4 +292,9 @@ pub trait RoutingProtocol: Send {
     /// Not a Windows callback: reports the result of a request queued on [`Cx`], because a
     /// deferred request cannot return its code to the caller (spec §10).
     fn request_done(&mut self, _cx: &mut Cx, _request: &Request, _result: Result<(), MgmError>) {}
+
+    /// Not a Windows callback: the answer promised under `ticket` ([`Cx::answer_later`]) did
+    /// not come in time. MGM's proposal stood, and this client's callbacks are not waited for
+    /// until it answers again.
+    fn answer_missed(&mut self, _cx: &mut Cx, _ticket: u64) {}
 }

@@ -211,6 +211,7 @@ impl Mgm {
             self.answer_deadlines.pop_first();
             if let Some(waiting) = self.waiting.remove(&(h, ticket)) {
                 self.unresponsive.insert(h);
+                self.call(h, now, |p, cx| p.answer_missed(cx, ticket));
                 self.resume(h, waiting, None, now);
             }
         }

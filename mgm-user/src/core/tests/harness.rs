@@ -106,6 +106,7 @@ pub enum Cb {
         request: Request,
         result: Result<(), MgmError>,
     },
+    AnswerMissed(u64),
 }
 
 /// A callback and the name of the fake that received it.
@@ -321,6 +322,10 @@ impl RoutingProtocol for Fake {
             result,
         };
         self.record(cx, "request_done", cb);
+    }
+
+    fn answer_missed(&mut self, cx: &mut Cx, ticket: u64) {
+        self.record(cx, "answer_missed", Cb::AnswerMissed(ticket));
     }
 }
 

@@ -30,6 +30,7 @@ fn kinds(calls: &[Call]) -> Vec<(&'static str, &'static str)> {
                 Cb::CreationAlert { .. } => "creation_alert",
                 Cb::PruneAlert { .. } => "prune_alert",
                 Cb::JoinAlert { .. } => "join_alert",
+                Cb::AnswerMissed(_) => "answer_missed",
                 _ => "other",
             };
             (*to, kind)
@@ -92,7 +93,10 @@ fn a_missed_deadline_resolves_with_the_proposal_and_stops_waiting_until_an_answe
     assert_eq!(t.ops(), []);
     // At the deadline MGM's proposal stands: ETH1, not the scripted ETH2.
     t.advance_by(Duration::from_millis(1));
-    assert_eq!(kinds(&t.calls()), [("dvmrp", "creation_alert")]);
+    assert_eq!(
+        kinds(&t.calls()),
+        [("pim", "answer_missed"), ("dvmrp", "creation_alert")]
+    );
     assert_eq!(t.ops(), [install(S1, G1, ETH1, &[ETH3])]);
     // Not waited for now: the next flow resolves at once, with the scripted answer.
     t.packet(S1, G2, ETH1);

@@ -33,7 +33,7 @@ pub struct RemoteModule {
     names: Names,
     answer_within: Duration,
     next_cb: u64,
-    /// False after MGM stopped waiting for this module, until it waits again: for the log.
+    /// False after a missed deadline until MGM waits again: one warning per episode.
     responsive: bool,
     full_log: RateLimit,
 }
@@ -105,26 +105,16 @@ impl RemoteModule {
     }
 
     fn log_no_wait(&mut self, why: NoWait, cx: &Cx) {
-        match why {
-            NoWait::Unresponsive if self.responsive => {
-                self.responsive = false;
-                warn!(
-                    "module connection {}: a callback's answer did not come within {:?}; MGM's \
-                     proposal stood, and callbacks stop waiting until the module answers",
-                    self.conn, self.answer_within
-                );
-            }
-            NoWait::Full => {
-                if let Some(left_out) = self.full_log.allow(cx.now()) {
-                    warn!(
-                        "module connection {}: too many decisions wait for its answers; MGM's \
-                         proposal stands for this callback{}",
-                        self.conn,
-                        ratelimit::suppressed(left_out, FULL_LOG)
-                    );
-                }
-            }
-            _ => {}
+        if why != NoWait::Full {
+            return;
+        }
+        if let Some(left_out) = self.full_log.allow(cx.now()) {
+            warn!(
+                "module connection {}: too many decisions wait for its answers; MGM's proposal \
+                 stands for this callback{}",
+                self.conn,
+                ratelimit::suppressed(left_out, FULL_LOG)
+            );
         }
     }
 
@@ -298,6 +288,16 @@ impl RoutingProtocol for RemoteModule {
             entry: sg.into(),
             iface,
         });
+    }
+
+    fn answer_missed(&mut self, _cx: &mut Cx, ticket: u64) {
+        if std::mem::replace(&mut self.responsive, false) {
+            warn!(
+                "module connection {}: no answer to callback {ticket} within {:?}; MGM's \
+                 proposal stands, and callbacks stop waiting until the module answers",
+                self.conn, self.answer_within
+            );
+        }
     }
 }
 
