@@ -4,7 +4,9 @@
 It registers over mgm's module socket, takes the interfaces it is given, and then:
 - passes IGMP's local joins and leaves on the interfaces it co-owns with IGMP on as
   memberships of its own, so those hosts get their streams;
-- accepts MGM's RPF proposals (the kernel's unicast routes);
+- accepts MGM's RPF proposals (the kernel's unicast routes), except for the groups named with
+  --slow, whose answer it sends later with an upstream neighbour of its own, as a protocol that
+  consults its peers first would (mgm goes on with everything else meanwhile);
 - refuses forwarding on the interfaces named with --block when a new entry is created: an
   admission-control policy.
 
@@ -19,25 +21,34 @@ import argparse
 import json
 import socket
 import sys
+import threading
 import time
 
 
 class Module:
-    def __init__(self, path, block, silent, decide_ms=0):
+    def __init__(self, path, block, silent, decide_ms=0, slow=()):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(path)
         self.lines = self.sock.makefile("r", encoding="utf-8")
         self.block = set(block)
         self.silent = silent
         self.decide_s = decide_ms / 1000
+        # group -> (seconds, upstream neighbour) for RPF answers sent later.
+        self.slow = {}
+        for spec in slow:
+            group, ms, upstream = spec.split(":")
+            self.slow[group] = (int(ms) / 1000, upstream)
+        # Answers sent later go out from timer threads.
+        self.sending = threading.Lock()
         self.next_id = 0
         # Responses that arrived while a nested request (sent from a callback) was waiting.
         self.responses = {}
 
     def send(self, msg):
         line = json.dumps(msg)
-        print(">", line, flush=True)
-        self.sock.sendall(line.encode() + b"\n")
+        with self.sending:
+            print(">", line, flush=True)
+            self.sock.sendall(line.encode() + b"\n")
 
     def receive(self):
         line = self.lines.readline()
@@ -71,7 +82,10 @@ class Module:
     def on_callback(self, cb):
         kind = cb["callback"]
         entry = {k: cb[k] for k in ("source", "source_mask", "group", "group_mask") if k in cb}
-        if kind == "rpf":
+        if kind == "rpf" and cb["group"] in self.slow:
+            delay, upstream = self.slow[cb["group"]]
+            threading.Timer(delay, self.answer, (cb,), {"upstream": upstream}).start()
+        elif kind == "rpf":
             self.answer(cb)  # MGM's proposal stands
         elif kind == "creation_alert":
             refused = [o["interface"] for o in cb["oifs"] if o["interface"] in self.block]
@@ -111,9 +125,12 @@ def main():
     p.add_argument("--decide-ms", type=int, default=0, metavar="MS",
                    help="take this long to act on a local join or leave, as a protocol that "
                         "consults its own state would")
+    p.add_argument("--slow", action="append", default=[], metavar="GROUP:MS:UPSTREAM",
+                   help="answer the RPF callback of GROUP's flows after MS milliseconds, with "
+                        "UPSTREAM as the upstream neighbour (repeatable)")
     args = p.parse_args()
     try:
-        Module(args.socket, args.block, args.silent, args.decide_ms).run(
+        Module(args.socket, args.block, args.silent, args.decide_ms, args.slow).run(
             args.protocol_id, args.component_id, args.take)
     except (OSError, RuntimeError) as e:
         sys.exit(f"module: {e}")

@@ -12,6 +12,7 @@ use std::{
 use xtask::lab::{
     daemon::keep_output,
     downstream, lan_host_addr, mgm_bin, receiver_addr,
+    stream::Stream,
     traffic::{Capture, Receiver, Sender},
     unique_tag, Daemon, IgmpVersion, Lab, FAST_IGMP, HOST_IF, SENDER_ADDR, SWITCHED_SOURCE_ADDR,
     SWITCH_MEMBERSHIP_INTERVAL, SWITCH_QUERY_INTERVAL, SWITCH_ROUTER_PORT, UPSTREAM,
@@ -1506,6 +1507,103 @@ fn an_out_of_process_module_owns_interfaces_answers_callbacks_and_releases_on_ex
         .log()
         .iter()
         .any(|l| l.contains("no answer to callback")));
+}
+
+/// The group whose RPF answer the slow module sends late, and what it answers.
+const SLOW_G: Ipv4Addr = Ipv4Addr::new(239, 3, 3, 3);
+const SLOW: Duration = Duration::from_millis(2500);
+const SLOW_UPSTREAM: &str = "198.18.0.77";
+
+/// Issue 19: a module slow to answer one flow's RPF callback (within its deadline) delays
+/// that flow alone. Meanwhile a host joining another group on another downstream gets its
+/// stream within a second, and a receiver already streaming loses nothing; the slow flow is
+/// forwarded once the answer comes, as the answer says.
+#[test]
+fn a_module_slow_to_answer_one_flow_delays_no_other() {
+    let tag = unique_tag("t");
+    let lab = Lab::up(&tag, &[IgmpVersion::V3; 3]).expect("lab up");
+    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{tag}"));
+    let roles = ["--external", UPSTREAM, "--downstream", "dn1", "dn2", "dn3"];
+    let mut args = FAST_IGMP.to_vec();
+    // Long enough that a loop waiting for the answer would stall for all of SLOW.
+    args.extend(["--module-answer-ms", "5000"]);
+    let daemon =
+        Daemon::start_as(&mgm_bin(), &lab, &pin_dir, &roles, &args, false).expect("mgm starts");
+    let mut t = Setup { daemon, lab };
+    let socket = t.daemon.socket();
+    let (r1, r2, r3) = (t.receiver(0), t.receiver(1), t.receiver(2));
+
+    // The module owns up0: every flow's RPF callback goes to it.
+    let slow = format!("{SLOW_G}:{}:{SLOW_UPSTREAM}", SLOW.as_millis());
+    let module = Module::start(&socket, &["--take", "up0", "--slow", &slow]);
+    module.wait(&t, "the module did not get ready", |m| {
+        m.lines().iter().any(|l| l == "ready")
+    });
+
+    // r3 streams G1 from before the slow callback to after it, every datagram counted.
+    r3.grow_buffer(1 << 22).expect("r3 buffer");
+    r3.join(G1).unwrap();
+    let tx = Sender::new(&t.lab.sender, SENDER_ADDR, 8).expect("sender socket");
+    let g1 = Stream::start(tx, r3, G1, Duration::from_millis(5));
+    if !g1.wait_received(10, JOIN_TIMEOUT) {
+        t.fail("r3's stream never arrived");
+    }
+    r1.join(SLOW_G).unwrap();
+    if let Err(e) = t
+        .daemon
+        .wait_for(&format!("dn1 joins (*, {SLOW_G})"), JOIN_TIMEOUT)
+    {
+        t.fail(&format!("r1's join did not reach mgm: {e:#}"));
+    }
+
+    t.streaming(&[SENDER_ADDR], &[SLOW_G, G2], || {
+        module.wait(&t, "no RPF callback for the slow flow", |m| {
+            m.callbacks("rpf")
+                .iter()
+                .any(|c| c["group"] == SLOW_G.to_string())
+        });
+        // The module got the callback by now, so its answer leaves by `asked + SLOW`.
+        let asked = Instant::now();
+        std::thread::scope(|s| {
+            let slow_first = s.spawn(|| r1.first_arrival(SLOW_G, SLOW + JOIN_TIMEOUT));
+            r2.join(G2).unwrap();
+            let joined = Instant::now();
+            let first = r2.first_arrival(G2, JOIN_TIMEOUT);
+            let delay = first.map(|at| at - joined);
+            if delay.is_none_or(|d| d > Duration::from_secs(1)) {
+                t.fail(&format!(
+                    "r2 joined while the module sat on an answer and got its stream after \
+                     {delay:?}, not within 1 s"
+                ));
+            }
+            let slow_first = slow_first.join().unwrap();
+            match slow_first {
+                // 200 ms for the module's own callback-to-print time and this thread's poll.
+                Some(at) if at + Duration::from_millis(200) >= asked + SLOW => {}
+                other => t.fail(&format!(
+                    "the slow flow arrived at {:?} after its callback, not once the module \
+                     answered {SLOW:?} after it",
+                    other.map(|at| at.saturating_duration_since(asked))
+                )),
+            }
+        });
+        let mfes = ask(&socket, serde_json::json!({"op": "mfes"}));
+        let mfe = mfes["result"]["mfes"]
+            .as_array()
+            .and_then(|a| a.iter().find(|m| m["group"] == SLOW_G.to_string()))
+            .unwrap_or_else(|| t.fail(&format!("no entry for the slow flow: {mfes}")));
+        assert_eq!(
+            (&mfe["upstream"], &mfe["oifs"]),
+            (&SLOW_UPSTREAM.into(), &serde_json::json!(["dn1"])),
+            "{mfes}"
+        );
+    });
+    match g1.finish() {
+        Some(tally) if tally.lost == 0 => {}
+        tally => t.fail(&format!(
+            "r3 lost datagrams while the module was slow: {tally:?}"
+        )),
+    }
 }
 
 /// Which receiver wants which group in the counter test: two downstreams of G1's MFE (a

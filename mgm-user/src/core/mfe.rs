@@ -3,16 +3,17 @@
 //! MFEs lives in `mod.rs`; nothing here performs I/O.
 
 use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::Ipv4Addr;
 
 use std::time::Duration;
 
 use super::action::MapOp;
 use super::error::MgmError;
-use super::protocol::{MgmIfEntry, RouteInfo};
+use super::protocol::{Answer, MgmIfEntry, RouteInfo};
 use super::time::Instant;
 use super::types::{InterfaceId, MembershipKey, ProtocolHandle, ProtocolId, SourceGroupEntry};
+use super::waiting::{Alerting, Asked, Job, Step};
 use super::Mgm;
 
 /// An MFE's key. Field order makes MFEs sort by group, then source, as enumeration needs
@@ -258,7 +259,8 @@ impl Mgm {
         Ok(())
     }
 
-    /// Steps 1–5 of spec §5.2 for one (S,G).
+    /// Steps 1–5 of spec §5.2 for one (S,G). A creation already waiting for a client's answer
+    /// is not started again: the data plane's placeholder holds the flow until it ends.
     pub(super) fn create_mfe(
         &mut self,
         source: Ipv4Addr,
@@ -273,20 +275,243 @@ impl Mgm {
             self.install_current(key);
             return Ok(());
         }
+        if self.is_waiting(key, Job::is_create) {
+            return Ok(());
+        }
         if self.mfes.len() >= self.config.max_mfes {
             return Err(MgmError::NotEnoughMemory);
         }
         // Step 1: with no route, the arrival interface is the candidate [Dec].
         let candidate = self.rpf_candidate(source, in_if);
-        // Step 2: nobody to ask means a negative MFE and no callbacks [Dec].
-        let (r, forced_negative) = match self.rpf_callback(key, candidate, hdr, now) {
-            Some(answer) => (answer, false),
-            None => (candidate, true),
+        let job = Job::Create {
+            in_if,
+            hdr: hdr.to_vec(),
         };
-        let vetoed = match forced_negative {
-            true => BTreeSet::new(),
-            false => self.creation_alerts(key, r.iif, now),
+        self.resolve(key, job, candidate, now);
+        Ok(())
+    }
+
+    /// Step 1 of spec §5.2: the RPF table's answer for `source`, or `fallback` with no upstream
+    /// and no route when no route covers it.
+    pub(super) fn rpf_candidate(&self, source: Ipv4Addr, fallback: InterfaceId) -> Candidate {
+        match self.routes.lookup(source) {
+            Some(r) => Candidate {
+                iif: r.if_id,
+                upstream: r.upstream,
+                route: r.info(),
+            },
+            None => Candidate {
+                iif: fallback,
+                upstream: Ipv4Addr::UNSPECIFIED,
+                route: RouteInfo::default(),
+            },
+        }
+    }
+
+    /// Steps 2–5 of spec §5.2 for `job` from the step-1 `candidate`: the RPF callback, the
+    /// creation alerts, the install. The job waits at a callback whose answer comes later and
+    /// goes on from there when it comes ([`Mgm::answer`]).
+    pub(super) fn resolve(&mut self, key: MfeKey, job: Job, candidate: Candidate, now: Instant) {
+        let Some(owner) = self.owner_of(candidate.iif) else {
+            return self.after_rpf(key, job, candidate, None, now);
         };
+        let hdr = self.job_header(key, &job);
+        match self.rpf_callback(owner, key, candidate, &hdr, None, now) {
+            Asked::Now(r) => self.after_rpf(key, job, candidate, Some(r), now),
+            Asked::Later(ticket, deadline) => {
+                self.park(owner, ticket, deadline, key, Step::Rpf { job, candidate });
+            }
+        }
+    }
+
+    /// The first bytes of the packet behind `job`, for the RPF callback: a refresh has no
+    /// packet of its own and reuses the creating one's (spec §5.6).
+    pub(super) fn job_header(&self, key: MfeKey, job: &Job) -> Vec<u8> {
+        match job {
+            Job::Create { hdr, .. } => hdr.clone(),
+            Job::Refresh => self
+                .mfes
+                .get(&key)
+                .map(|m| m.hdr.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Step 2 of spec §5.2: the RPF callback on `owner`, the owner of the candidate iif, which
+    /// may rewrite iif, upstream and route. With `answer` it resumes a waiting job.
+    pub(super) fn rpf_callback(
+        &mut self,
+        owner: ProtocolHandle,
+        key: MfeKey,
+        candidate: Candidate,
+        hdr: &[u8],
+        answer: Option<Answer>,
+        now: Instant,
+    ) -> Asked<Candidate> {
+        let sg = SourceGroupEntry::sg(key.source, key.group);
+        let Candidate {
+            mut iif,
+            mut upstream,
+            mut route,
+        } = candidate;
+        match self.ask(owner, now, answer, |p, cx| {
+            p.rpf(cx, sg, &mut iif, &mut upstream, hdr, &mut route)
+        }) {
+            Some((ticket, deadline)) => Asked::Later(ticket, deadline),
+            None => Asked::Now(Candidate {
+                iif,
+                upstream,
+                route,
+            }),
+        }
+    }
+
+    /// After step 2 of spec §5.2, with the RPF `answer`, or `None` if nobody owned the
+    /// candidate iif: a creation then makes a negative MFE with no callbacks [Dec]; a refresh
+    /// has no owner to vouch for the MFE, which goes as at expiry, as it does when the answer
+    /// moved the iif to an interface nobody owns.
+    pub(super) fn after_rpf(
+        &mut self,
+        key: MfeKey,
+        job: Job,
+        candidate: Candidate,
+        answer: Option<Candidate>,
+        now: Instant,
+    ) {
+        let Some(rpf) = answer else {
+            return match job {
+                Job::Refresh => self.remove_mfe(key),
+                Job::Create { .. } => {
+                    let alerting = Alerting {
+                        job,
+                        candidate,
+                        rpf: candidate,
+                        vetoed: BTreeSet::new(),
+                        offers: VecDeque::new(),
+                    };
+                    self.finish(key, alerting, true, now)
+                }
+            };
+        };
+        if matches!(job, Job::Refresh) && self.owner_of(rpf.iif).is_none() {
+            return self.remove_mfe(key);
+        }
+        let alerting = Alerting {
+            job,
+            candidate,
+            rpf,
+            vetoed: BTreeSet::new(),
+            offers: self.creation_offers(key, rpf.iif),
+        };
+        self.creation_alerts(key, alerting, now);
+    }
+
+    /// Step 3 of spec §5.3: the OIFs a creation alert offers, grouped by owner in the order
+    /// the alerts go out (spec §5.2 step 4).
+    fn creation_offers(
+        &self,
+        key: MfeKey,
+        iif: InterfaceId,
+    ) -> VecDeque<(ProtocolHandle, Vec<MgmIfEntry>)> {
+        let mut by_owner: BTreeMap<_, Vec<MgmIfEntry>> = BTreeMap::new();
+        for id in self.members.covering_ids(key.source, key.group) {
+            if id == iif {
+                continue;
+            }
+            let Some(owner) = self.interfaces.get(&id) else {
+                continue;
+            };
+            let Some(h) = owner.primary() else {
+                continue;
+            };
+            by_owner
+                .entry((self.sort_key(h), h))
+                .or_default()
+                .push(MgmIfEntry {
+                    if_id: id,
+                    igmp: owner.igmp.is_some(),
+                    enabled: true,
+                });
+        }
+        by_owner.into_iter().map(|((_, h), o)| (h, o)).collect()
+    }
+
+    /// Step 4 of spec §5.2: the creation alerts still to send, one per owner in order, then
+    /// the install. Waits at an alert whose answer comes later.
+    pub(super) fn creation_alerts(&mut self, key: MfeKey, mut alerting: Alerting, now: Instant) {
+        while let Some((h, offered)) = alerting.offers.pop_front() {
+            match self.creation_alert(h, key, alerting.rpf.iif, &offered, None, now) {
+                Asked::Now(vetoed) => alerting.vetoed.extend(vetoed),
+                Asked::Later(ticket, deadline) => {
+                    let step = Step::Alert { alerting, offered };
+                    return self.park(h, ticket, deadline, key, step);
+                }
+            }
+        }
+        self.finish(key, alerting, false, now);
+    }
+
+    /// One creation alert to `h` with its `offered` OIFs; the ones it disabled. With
+    /// `answer` it resumes a waiting job.
+    pub(super) fn creation_alert(
+        &mut self,
+        h: ProtocolHandle,
+        key: MfeKey,
+        iif: InterfaceId,
+        offered: &[MgmIfEntry],
+        answer: Option<Answer>,
+        now: Instant,
+    ) -> Asked<Vec<InterfaceId>> {
+        let sg = SourceGroupEntry::sg(key.source, key.group);
+        let mut entries = offered.to_vec();
+        if let Some((ticket, deadline)) = self.ask(h, now, answer, |p, cx| {
+            p.creation_alert(cx, sg, iif, &mut entries)
+        }) {
+            return Asked::Later(ticket, deadline);
+        }
+        // Match by position: the callee may only flip `enabled` on its own entries.
+        let vetoed = offered
+            .iter()
+            .zip(&entries)
+            .filter(|(_, answer)| !answer.enabled)
+            .map(|(offer, _)| offer.if_id)
+            .collect();
+        Asked::Now(vetoed)
+    }
+
+    /// Step 5 of spec §5.2: the job's MFE from its callbacks' answers, installed. Membership
+    /// changes while the job waited count, as the OIF list comes from the table as it is now.
+    fn finish(&mut self, key: MfeKey, alerting: Alerting, forced_negative: bool, now: Instant) {
+        let Alerting {
+            job,
+            candidate,
+            rpf,
+            vetoed,
+            ..
+        } = alerting;
+        match job {
+            Job::Create { hdr, .. } => {
+                self.finish_create(key, candidate, rpf, vetoed, forced_negative, hdr, now)
+            }
+            Job::Refresh => self.finish_refresh(key, candidate, rpf, vetoed, now),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish_create(
+        &mut self,
+        key: MfeKey,
+        candidate: Candidate,
+        r: Candidate,
+        vetoed: BTreeSet<InterfaceId>,
+        forced_negative: bool,
+        hdr: Vec<u8>,
+        now: Instant,
+    ) {
+        // A creation that waited may find the table full: the data plane raises it again.
+        if self.mfes.contains_key(&key) || self.mfes.len() >= self.config.max_mfes {
+            return;
+        }
         let oif_state = vetoed
             .iter()
             .map(|id| {
@@ -314,7 +539,7 @@ impl Mgm {
             counters: MfeCounters::default(),
             packets_at_start: 0,
             rpf_candidate: candidate,
-            hdr: hdr.to_vec(),
+            hdr,
             last_wrong_if: None,
         };
         self.expiry.insert((mfe.expires_at, key));
@@ -329,125 +554,56 @@ impl Mgm {
         if negative && !forced_negative {
             self.mfe_alert(key, true, now);
         }
-        Ok(())
-    }
-
-    /// Step 1 of spec §5.2: the RPF table's answer for `source`, or `fallback` with no upstream
-    /// and no route when no route covers it.
-    pub(super) fn rpf_candidate(&self, source: Ipv4Addr, fallback: InterfaceId) -> Candidate {
-        match self.routes.lookup(source) {
-            Some(r) => Candidate {
-                iif: r.if_id,
-                upstream: r.upstream,
-                route: r.info(),
-            },
-            None => Candidate {
-                iif: fallback,
-                upstream: Ipv4Addr::UNSPECIFIED,
-                route: RouteInfo::default(),
-            },
-        }
-    }
-
-    /// Step 2 of spec §5.2: the RPF callback on the owner of the candidate iif, which may
-    /// rewrite iif, upstream and route. `None` if nobody owns the candidate iif.
-    fn rpf_callback(
-        &mut self,
-        key: MfeKey,
-        candidate: Candidate,
-        hdr: &[u8],
-        now: Instant,
-    ) -> Option<Candidate> {
-        let owner = self.owner_of(candidate.iif)?;
-        let sg = SourceGroupEntry::sg(key.source, key.group);
-        let Candidate {
-            mut iif,
-            mut upstream,
-            mut route,
-        } = candidate;
-        self.call(owner, now, |p, cx| {
-            p.rpf(cx, sg, &mut iif, &mut upstream, hdr, &mut route)
-        });
-        Some(Candidate {
-            iif,
-            upstream,
-            route,
-        })
-    }
-
-    /// Steps 3 (spec §5.3) and 4 of spec §5.2: one creation alert per owner of the OIFs, in id
-    /// order. Returns the OIFs their owner disabled.
-    fn creation_alerts(
-        &mut self,
-        key: MfeKey,
-        iif: InterfaceId,
-        now: Instant,
-    ) -> BTreeSet<InterfaceId> {
-        let sg = SourceGroupEntry::sg(key.source, key.group);
-        let mut by_owner: BTreeMap<_, Vec<MgmIfEntry>> = BTreeMap::new();
-        for id in self.members.covering_ids(key.source, key.group) {
-            if id == iif {
-                continue;
-            }
-            let Some(owner) = self.interfaces.get(&id) else {
-                continue;
-            };
-            let Some(h) = owner.primary() else {
-                continue;
-            };
-            by_owner
-                .entry((self.sort_key(h), h))
-                .or_default()
-                .push(MgmIfEntry {
-                    if_id: id,
-                    igmp: owner.igmp.is_some(),
-                    enabled: true,
-                });
-        }
-        let mut vetoed = BTreeSet::new();
-        for ((_, h), offered) in by_owner {
-            let mut entries = offered.clone();
-            self.call(h, now, |p, cx| p.creation_alert(cx, sg, iif, &mut entries));
-            // Match by position: the callee may only flip `enabled` on its own entries.
-            for (offer, answer) in offered.iter().zip(&entries) {
-                if !answer.enabled {
-                    vetoed.insert(offer.if_id);
-                }
-            }
-        }
-        vetoed
     }
 
     /// Re-creates MFE `key` in place (spec §5.6 refresh in place [Dec], §9 item 11): route
     /// lookup, the RPF callback with the header of the packet that created it, the creation
     /// alerts, then one install that *replaces* the data-plane entry (only if the result
-    /// differs), so no packet of the flow is dropped. The new iif, upstream, route and vetoes
-    /// are the refresh's answers; FORWARD pins stay, as the MFE is not deleted. A negative
-    /// result sends the prune alert as creation does. With `new_lifetime` (an expiry) the
-    /// lifetime starts again.
+    /// differs), so no packet of the flow is dropped, even while the refresh waits for an
+    /// answer. The new iif, upstream, route and vetoes are the refresh's answers; FORWARD pins
+    /// stay, as the MFE is not deleted. A negative result sends the prune alert as creation
+    /// does. With `new_lifetime` (an expiry) the lifetime starts again now.
     ///
     /// The RPF step fails when it ends on an interface nobody owns (the RPF table points where
     /// no protocol runs, or the callback moved the iif there): there is no owner to vouch for
     /// the MFE, so it is deleted as at expiry, and the next packet goes through §5.2.
     pub(super) fn refresh_mfe(&mut self, key: MfeKey, new_lifetime: bool, now: Instant) {
-        let Some(old) = self.mfes.get(&key) else {
+        let lifetime = self.config.mfe_lifetime_s;
+        let Some(mfe) = self.mfes.get_mut(&key) else {
             return;
         };
+        if new_lifetime {
+            self.expiry.remove(&(mfe.expires_at, key));
+            mfe.created_at = now;
+            mfe.timeout_s = lifetime;
+            mfe.expires_at = now + Duration::from_secs(lifetime.into());
+            mfe.packets_at_start = mfe.counters.packets();
+            self.expiry.insert((mfe.expires_at, key));
+        }
+        let iif = mfe.iif;
+        // A refresh waiting for an answer asks afresh if its question changed meanwhile.
+        if self.is_waiting(key, |job| matches!(job, Job::Refresh)) {
+            return;
+        }
         // Without a route, the flow's packets arrive on the MFE's iif: that is the arrival
         // interface §5.2 step 1 falls back to.
-        let candidate = self.rpf_candidate(key.source, old.iif);
-        let hdr = old.hdr.clone();
-        let Some(r) = self.rpf_callback(key, candidate, &hdr, now) else {
-            self.remove_mfe(key);
-            return;
-        };
+        let candidate = self.rpf_candidate(key.source, iif);
+        self.resolve(key, Job::Refresh, candidate, now);
+    }
+
+    fn finish_refresh(
+        &mut self,
+        key: MfeKey,
+        candidate: Candidate,
+        r: Candidate,
+        vetoed: BTreeSet<InterfaceId>,
+        now: Instant,
+    ) {
+        // The iif's owner may have left while the refresh waited.
         let Some(iif_owner) = self.owner_of(r.iif) else {
-            self.remove_mfe(key);
-            return;
+            return self.remove_mfe(key);
         };
-        let vetoed = self.creation_alerts(key, r.iif, now);
         let iif_protocol = self.sort_key(iif_owner).0;
-        let lifetime = self.config.mfe_lifetime_s;
         let Some(mfe) = self.mfes.get_mut(&key) else {
             return;
         };
@@ -463,14 +619,6 @@ impl Mgm {
         }
         for id in &vetoed {
             mfe.oif_state.entry(*id).or_default().vetoed = true;
-        }
-        if new_lifetime {
-            self.expiry.remove(&(mfe.expires_at, key));
-            mfe.created_at = now;
-            mfe.timeout_s = lifetime;
-            mfe.expires_at = now + Duration::from_secs(lifetime.into());
-            mfe.packets_at_start = mfe.counters.packets();
-            self.expiry.insert((mfe.expires_at, key));
         }
         // The MFE-level alerts a change of the OIF list sends (spec §4.7), plus the prune
         // alert a negative result gets at creation, which lets the owner choose the lifetime.
@@ -617,6 +765,7 @@ impl Mgm {
 
     /// The MFE-level alert to the iif owner (spec §4.7): a graft becomes a join alert, a turn
     /// to negative a prune alert whose timeout output restarts the MFE's lifetime (spec §5.6).
+    /// MGM's proposal stands while the owner's answer is on its way.
     fn mfe_alert(&mut self, key: MfeKey, negative: bool, now: Instant) {
         let Some(mfe) = self.mfes.get(&key) else {
             return;
@@ -631,13 +780,29 @@ impl Mgm {
             return;
         }
         let mut timeout = timeout_in;
-        self.call(owner, now, |p, cx| {
+        let later = self.ask(owner, now, None, |p, cx| {
             p.prune_alert(cx, sg, iif, false, &mut timeout)
         });
+        match later {
+            Some((ticket, deadline)) => {
+                self.set_lifetime(key, timeout_in, now);
+                let step = Step::Prune {
+                    at: now,
+                    iif,
+                    timeout_in,
+                };
+                self.park(owner, ticket, deadline, key, step);
+            }
+            None => self.set_lifetime(key, timeout, now),
+        }
+    }
+
+    /// MFE `key` lives `timeout_s` from `from` (spec §5.6).
+    pub(super) fn set_lifetime(&mut self, key: MfeKey, timeout_s: u32, from: Instant) {
         if let Some(mfe) = self.mfes.get_mut(&key) {
             self.expiry.remove(&(mfe.expires_at, key));
-            mfe.timeout_s = timeout;
-            mfe.expires_at = now + Duration::from_secs(timeout.into());
+            mfe.timeout_s = timeout_s;
+            mfe.expires_at = from + Duration::from_secs(timeout_s.into());
             self.expiry.insert((mfe.expires_at, key));
         }
     }
@@ -646,6 +811,7 @@ impl Mgm {
     pub(super) fn remove_mfe(&mut self, key: MfeKey) {
         if let Some(mfe) = self.mfes.remove(&key) {
             self.expiry.remove(&(mfe.expires_at, key));
+            self.forget_waiting(key);
         }
         self.track_negative(key, None);
         if self.installed.remove(&key).is_some() {

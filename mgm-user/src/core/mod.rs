@@ -7,7 +7,9 @@
 //! - the next timer deadline comes from [`Mgm::poll_timeout`], and the driver calls
 //!   [`Mgm::handle_timeout`] when it passes;
 //! - client callbacks run synchronously on the registered [`RoutingProtocol`] objects, which can
-//!   only queue further requests through [`Cx`] (spec §7, §10).
+//!   only queue further requests through [`Cx`] (spec §7, §10); a client that answers from
+//!   elsewhere may promise a callback's out-parameters for later, and the driver hands the
+//!   answer in with [`Mgm::answer`] while the decision waits (`waiting.rs`).
 //!
 //! The driver (daemon) feeds API calls, ring-buffer upcalls, route changes and counter snapshots
 //! in, and applies what comes out.
@@ -25,6 +27,7 @@ mod reconcile;
 mod route;
 mod time;
 mod types;
+mod waiting;
 
 #[cfg(test)]
 mod tests;
@@ -40,7 +43,7 @@ pub use enumerate::{
 };
 pub use error::MgmError;
 pub use mfe::{MfeCounters, OifCounters};
-pub use protocol::{Cx, MgmIfEntry, Request, RouteInfo, RoutingProtocol};
+pub use protocol::{Answer, Cx, MgmIfEntry, NoWait, Request, RouteInfo, RoutingProtocol};
 pub use reconcile::DataPlaneEntry;
 pub use route::Route;
 pub use time::Instant;
@@ -82,6 +85,9 @@ pub struct Config {
     pub negative_budget: usize,
     /// Maximum open group enumerations.
     pub max_enumerations: usize,
+    /// Most decisions waiting for one client's answers ([`Cx::answer_later`]); past it, the
+    /// client's callbacks get MGM's proposal at once, counted in [`Mgm::waiting_full`].
+    pub max_waiting: usize,
 }
 
 impl Default for Config {
@@ -96,6 +102,7 @@ impl Default for Config {
             max_mfes: 65_536,
             negative_budget: 1_024,
             max_enumerations: 64,
+            max_waiting: 64,
         }
     }
 }
@@ -143,6 +150,14 @@ pub struct Mgm {
     /// MFEs a route change may have moved, checked at `reroute_at` (spec §9 item 11).
     rerouted: BTreeSet<MfeKey>,
     reroute_at: Option<Instant>,
+    /// Decisions waiting for an answer, by client and ticket (`waiting.rs`).
+    waiting: BTreeMap<(ProtocolHandle, u64), waiting::Waiting>,
+    /// Their deadlines, earliest first.
+    answer_deadlines: BTreeSet<(Instant, ProtocolHandle, u64)>,
+    /// Clients that missed a deadline and have not answered since: not waited for.
+    unresponsive: BTreeSet<ProtocolHandle>,
+    /// Times a client had [`Config::max_waiting`] decisions waiting already.
+    waiting_full: u64,
 }
 
 /// How long a route change waits for the rest of its burst before it moves MFEs: well inside
@@ -176,6 +191,10 @@ impl Mgm {
             queue: VecDeque::new(),
             rerouted: BTreeSet::new(),
             reroute_at: None,
+            waiting: BTreeMap::new(),
+            answer_deadlines: BTreeSet::new(),
+            unresponsive: BTreeSet::new(),
+            waiting_full: 0,
         }
     }
 
@@ -224,6 +243,8 @@ impl Mgm {
             return Err(MgmError::CanNotComplete);
         }
         self.enumerations.retain(|_, e| e.owner != handle);
+        // Releasing its interfaces settled every decision that waited for it.
+        self.forget_client(handle);
         self.registrations.remove(&handle);
         Ok(())
     }
@@ -259,11 +280,15 @@ impl Mgm {
         self.map_ops.pop_front()
     }
 
-    /// The earliest timer deadline: when the next MFE expires (spec §5.6), or when route changes
-    /// are due to move MFEs (spec §9 item 11).
+    /// The earliest timer deadline: when the next MFE expires (spec §5.6), when route changes
+    /// are due to move MFEs (spec §9 item 11), or when a client's answer is due.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let expiry = self.expiry.first().map(|(t, _)| *t);
-        expiry.into_iter().chain(self.reroute_at).min()
+        expiry
+            .into_iter()
+            .chain(self.reroute_at)
+            .chain(self.next_answer_deadline())
+            .min()
     }
 
     /// The MFEs whose lifetime ends by `now`, as (source, group). The driver gives the core
@@ -278,11 +303,13 @@ impl Mgm {
     }
 
     /// Fires every timer due at `now`:
+    /// - decisions whose client's answer is overdue go on with MGM's proposal;
     /// - route changes move the MFEs whose RPF answer they changed (refresh in place);
     /// - an MFE whose lifetime ended is refreshed in place if its packet count moved during the
     ///   lifetime, and deleted otherwise (spec §5.6 \[Dec\]). Expiry itself invokes no
     ///   callback; a refresh invokes those of §5.2.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.answers_due(now);
         if self.reroute_at.is_some_and(|at| at <= now) {
             self.reroute_at = None;
             for key in std::mem::take(&mut self.rerouted) {
@@ -387,11 +414,24 @@ impl Mgm {
         now: Instant,
         f: impl FnOnce(&mut dyn RoutingProtocol, &mut Cx) -> T,
     ) -> Option<T> {
+        let mut out = None;
+        self.invoke(to, Cx::new(to, now), |p, cx| out = Some(f(p, cx)))?;
+        out
+    }
+
+    /// Invokes one callback on `to` with `cx` and queues whatever it asked for. Returns
+    /// `None` if `to` is not registered, else the answer it promised for later, if it tried.
+    fn invoke(
+        &mut self,
+        to: ProtocolHandle,
+        mut cx: Cx,
+        f: impl FnOnce(&mut dyn RoutingProtocol, &mut Cx),
+    ) -> Option<Option<protocol::Promise>> {
         let reg = self.registrations.get_mut(&to)?;
         let igmp = reg.protocol_id == ProtocolId::IGMP;
-        let mut cx = Cx::new(to, now);
-        let out = f(reg.protocol.as_mut(), &mut cx);
-        for request in cx.into_requests() {
+        f(reg.protocol.as_mut(), &mut cx);
+        let (requests, later) = cx.into_parts();
+        for request in requests {
             let refused = igmp && self.igmp_disabled_for(&request);
             self.queue.push_back(Queued {
                 from: to,
@@ -399,7 +439,7 @@ impl Mgm {
                 refused,
             });
         }
-        Some(out)
+        Some(later)
     }
 
     fn igmp_disabled_for(&self, request: &Request) -> bool {

@@ -211,6 +211,7 @@ impl Mgm {
         if self.interfaces.get(&id).is_some_and(Owner::is_empty) {
             self.interfaces.remove(&id);
         }
+        self.settle_waiting(h, id, now);
         Ok(())
     }
 

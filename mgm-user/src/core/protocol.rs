@@ -4,9 +4,14 @@
 //!
 //! Callbacks run synchronously inside the call that caused them, but they never call MGM
 //! directly: requests queued on [`Cx`] run after the current operation finishes, so nothing
-//! re-enters the core (spec §7, §10). Nothing here performs I/O.
+//! re-enters the core (spec §7, §10). A client that answers from elsewhere (an out-of-process
+//! module) may instead say, through [`Cx::answer_later`], that a callback's out-parameters come
+//! later: MGM parks the decision that needs them and goes on with other work (see
+//! [`Mgm::answer`](super::Mgm::answer)). Nothing here performs I/O.
 
+use std::any::Any;
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
 use super::error::MgmError;
 use super::time::Instant;
@@ -106,13 +111,37 @@ impl std::fmt::Display for Request {
     }
 }
 
+/// Why MGM does not wait for a callback's answer: its proposal stands at once.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum NoWait {
+    /// The callback has no out-parameters, or it resumes a decision already.
+    NothingToWait,
+    /// The client missed a deadline and has not answered anything since.
+    Unresponsive,
+    /// The client has [`Config::max_waiting`](super::Config) decisions waiting already.
+    Full,
+}
+
+/// A promise to answer later: its ticket and time limit, or why MGM turned it down.
+pub(crate) type Promise = Result<(u64, Duration), NoWait>;
+
+/// The answer of a client that answered later, handed back by
+/// [`Mgm::answer`](super::Mgm::answer) to the client's own callback; MGM never looks inside.
+pub type Answer = Box<dyn Any + Send>;
+
 /// The context handed to every callback. It tells the callee who it is and when the callback
 /// happens, and collects the requests it wants MGM to run afterwards (spec §10).
-#[derive(Debug)]
 pub struct Cx {
     handle: ProtocolHandle,
     now: Instant,
     requests: Vec<Request>,
+    /// Whether this callback may answer later.
+    may_wait: Result<(), NoWait>,
+    /// The ticket and time limit of an answer promised for later, or why MGM turned the
+    /// promise down.
+    later: Option<Promise>,
+    /// The answer this callback resumes a decision with.
+    answer: Option<Answer>,
 }
 
 impl Cx {
@@ -121,6 +150,24 @@ impl Cx {
             handle,
             now,
             requests: Vec::new(),
+            may_wait: Err(NoWait::NothingToWait),
+            later: None,
+            answer: None,
+        }
+    }
+
+    /// A context for a callback whose out-parameters MGM can wait for (`may_wait`), or that
+    /// resumes a decision with `answer`.
+    pub(crate) fn asking(
+        handle: ProtocolHandle,
+        now: Instant,
+        may_wait: Result<(), NoWait>,
+        answer: Option<Answer>,
+    ) -> Self {
+        Self {
+            may_wait,
+            answer,
+            ..Self::new(handle, now)
         }
     }
 
@@ -139,8 +186,29 @@ impl Cx {
         self.requests.push(request);
     }
 
-    pub(crate) fn into_requests(self) -> Vec<Request> {
-        self.requests
+    /// The callee answers this callback later, as [`Mgm::answer`](super::Mgm::answer) with
+    /// `ticket`, within `within`; until then the out-parameters mean nothing, and the
+    /// decision that needs them waits while MGM goes on. Past `within`, MGM's proposal stands,
+    /// as with the no-op default, and the callee's later callbacks are not waited for until it
+    /// answers again. `Err` says why MGM does not wait: then the out-parameters count now.
+    pub fn answer_later(&mut self, ticket: u64, within: Duration) -> Result<(), NoWait> {
+        let promise = match self.may_wait {
+            Ok(()) if within.is_zero() => Err(NoWait::NothingToWait),
+            Ok(()) => Ok((ticket, within)),
+            Err(why) => Err(why),
+        };
+        self.later = Some(promise);
+        promise.map(|_| ())
+    }
+
+    /// The answer this callback resumes a decision with: the callee sets the out-parameters
+    /// from it, as it would have at once, and asks nothing.
+    pub fn take_answer(&mut self) -> Option<Answer> {
+        self.answer.take()
+    }
+
+    pub(crate) fn into_parts(self) -> (Vec<Request>, Option<Promise>) {
+        (self.requests, self.later)
     }
 }
 
@@ -148,7 +216,8 @@ impl Cx {
 ///
 /// Every method has a no-op default, which leaves every out-parameter as it was on input
 /// (spec §2.1). MGM ignores return values (spec §7), so there are none. Methods run inside the
-/// MGM call that caused them and must return promptly.
+/// MGM call that caused them and must return promptly; `rpf`, `creation_alert` and the prune
+/// alert of a negative MFE may promise their out-parameters for later ([`Cx::answer_later`]).
 pub trait RoutingProtocol: Send {
     /// `PMGM_RPF_CALLBACK`: a packet for (S,G) has no MFE; confirm or rewrite the expected
     /// incoming interface, upstream neighbour and route (spec §5.2 step 2). `hdr` holds the IP
@@ -223,4 +292,9 @@ pub trait RoutingProtocol: Send {
     /// Not a Windows callback: reports the result of a request queued on [`Cx`], because a
     /// deferred request cannot return its code to the caller (spec §10).
     fn request_done(&mut self, _cx: &mut Cx, _request: &Request, _result: Result<(), MgmError>) {}
+
+    /// Not a Windows callback: the answer promised under `ticket` ([`Cx::answer_later`]) did
+    /// not come in time. MGM's proposal stood, and this client's callbacks are not waited for
+    /// until it answers again.
+    fn answer_missed(&mut self, _cx: &mut Cx, _ticket: u64) {}
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::core::Instant;
 use crate::core::{
-    ComponentId, Config, Cx, DataPlaneEntry, InterfaceId, MapOp, Mgm, MgmError, MgmIfEntry,
+    ComponentId, Config, Cx, DataPlaneEntry, InterfaceId, MapOp, Mgm, MgmError, MgmIfEntry, NoWait,
     ProtocolHandle, ProtocolId, Request, Route, RouteInfo, RoutingProtocol, SourceGroupEntry,
     MGM_EXCLUDE_STATE_FLAG, MGM_FORWARD_STATE_FLAG, MGM_JOIN_STATE_FLAG,
 };
@@ -106,6 +106,7 @@ pub enum Cb {
         request: Request,
         result: Result<(), MgmError>,
     },
+    AnswerMissed(u64),
 }
 
 /// A callback and the name of the fake that received it.
@@ -157,7 +158,19 @@ pub struct Script {
     pub veto: BTreeSet<InterfaceId>,
     pub prune_timeout: Option<u32>,
     pub queue_on: BTreeMap<&'static str, Vec<Request>>,
+    /// Callback kinds ("rpf", "creation_alert", "prune_alert") the fake answers later, within
+    /// [`ANSWER_WITHIN`]: its scripted answer then applies when [`Harness::answer`] hands the
+    /// answer back.
+    pub later: BTreeSet<&'static str>,
+    /// Tickets of the answers MGM waits for, in promise order.
+    pub promised: Vec<u64>,
+    /// Why MGM did not wait, for each promise it turned down.
+    pub not_waited: Vec<NoWait>,
+    next_ticket: u64,
 }
+
+/// How long a fake that answers later asks MGM to wait.
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
 struct Fake {
     name: &'static str,
@@ -166,6 +179,26 @@ struct Fake {
 }
 
 impl Fake {
+    /// Whether this callback's answer comes later: not when it resumes with one (then it is
+    /// not recorded again), nor when MGM does not wait.
+    fn later(&self, cx: &mut Cx, kind: &'static str, cb: Cb) -> bool {
+        if cx.take_answer().is_some() {
+            return false;
+        }
+        self.record(cx, kind, cb);
+        let mut script = self.script.lock().unwrap();
+        if !script.later.contains(kind) {
+            return false;
+        }
+        script.next_ticket += 1;
+        let ticket = script.next_ticket;
+        match cx.answer_later(ticket, ANSWER_WITHIN) {
+            Ok(()) => script.promised.push(ticket),
+            Err(why) => script.not_waited.push(why),
+        }
+        script.promised.last() == Some(&ticket)
+    }
+
     fn record(&self, cx: &mut Cx, kind: &'static str, cb: Cb) {
         self.log.lock().unwrap().push((self.name, cb));
         let queued = self.script.lock().unwrap().queue_on.remove(kind);
@@ -192,7 +225,9 @@ impl RoutingProtocol for Fake {
             hdr_len: hdr.len(),
             route: *route,
         };
-        self.record(cx, "rpf", cb);
+        if self.later(cx, "rpf", cb) {
+            return;
+        }
         if let Some((i, u)) = self.script.lock().unwrap().rpf_answer {
             *iif = i;
             *upstream = u;
@@ -211,7 +246,9 @@ impl RoutingProtocol for Fake {
             iif,
             oifs: oifs.to_vec(),
         };
-        self.record(cx, "creation_alert", cb);
+        if self.later(cx, "creation_alert", cb) {
+            return;
+        }
         let script = self.script.lock().unwrap();
         for e in oifs.iter_mut() {
             if script.veto.contains(&e.if_id) {
@@ -234,7 +271,9 @@ impl RoutingProtocol for Fake {
             member_delete,
             timeout_s: *timeout_s,
         };
-        self.record(cx, "prune_alert", cb);
+        if self.later(cx, "prune_alert", cb) {
+            return;
+        }
         if let Some(t) = self.script.lock().unwrap().prune_timeout {
             *timeout_s = t;
         }
@@ -283,6 +322,10 @@ impl RoutingProtocol for Fake {
             result,
         };
         self.record(cx, "request_done", cb);
+    }
+
+    fn answer_missed(&mut self, cx: &mut Cx, ticket: u64) {
+        self.record(cx, "answer_missed", Cb::AnswerMissed(ticket));
     }
 }
 
@@ -416,6 +459,18 @@ impl Harness {
         self.mgm
             .no_cache_upcall(s, g, in_if, &[0x45; 20], now)
             .unwrap();
+    }
+
+    /// `h` answers the callback it promised under `ticket`; its script says what the answer
+    /// is.
+    pub fn answer(&mut self, h: ProtocolHandle, ticket: u64) -> Result<(), MgmError> {
+        let now = self.now;
+        self.mgm.answer(h, ticket, Box::new(()), now)
+    }
+
+    /// The ticket of the last answer `name` promised.
+    pub fn promised(&self, name: &'static str) -> u64 {
+        *self.script(name).promised.last().expect("nothing promised")
     }
 
     pub fn wrong_if(&mut self, s: Ipv4Addr, g: Ipv4Addr, in_if: InterfaceId) {

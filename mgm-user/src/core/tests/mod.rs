@@ -11,6 +11,7 @@ mod sec05_mfe;
 mod sec05_refresh;
 mod sec06_enumeration;
 mod sec07_callbacks;
+mod sec07_later;
 mod sec08_errors;
 mod sec10_reconcile;
 

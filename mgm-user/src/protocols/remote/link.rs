@@ -1,7 +1,6 @@
 //! One module connection: a reader thread and a writer thread around its blocking Unix stream.
 //! The daemon's single task never touches the socket, so a module that stops reading or
-//! writing cannot stall it; and answers to callbacks reach a waiting callback while that task
-//! is busy inside the core (the reader hands them over on their own channel).
+//! writing cannot stall it; requests and answers to callbacks alike reach it as events.
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -9,8 +8,7 @@ use std::{
     os::unix::net::UnixStream,
     sync::{
         atomic::{AtomicU64, AtomicUsize, Ordering},
-        mpsc::{self, Receiver, SyncSender, TrySendError},
-        Arc, Mutex,
+        mpsc, Arc,
     },
     thread,
 };
@@ -32,10 +30,6 @@ pub const OUT_BYTES: usize = 16 << 20;
 /// instead, so one request cannot take the whole of [`OUT_BYTES`].
 pub const MAX_REPLY: usize = 4 << 20;
 
-/// Answers waiting for a callback. A module answers one callback at a time, so more are
-/// answers nobody asked for: dropped and counted, not stored.
-pub const ANSWER_QUEUE: usize = 64;
-
 /// What the bounds of every module connection turned away, since the daemon started.
 #[derive(Debug, Default)]
 pub struct BoundHits {
@@ -43,7 +37,7 @@ pub struct BoundHits {
     pub out_full: AtomicU64,
     /// Replies over [`MAX_REPLY`] answered with an error.
     pub reply_too_large: AtomicU64,
-    /// Answers dropped with [`ANSWER_QUEUE`] waiting.
+    /// Answers no decision waited for: late, repeated, or to no callback.
     pub answers_dropped: AtomicU64,
 }
 
@@ -66,6 +60,8 @@ fn hit(counter: &AtomicU64) -> (u64, bool) {
 pub enum LinkEvent {
     /// A request (every op but `answer`).
     Request { conn: ConnId, line: ModuleLine },
+    /// An answer to a callback.
+    Answer { conn: ConnId, answer: Answer },
     /// The module closed the connection, or was disconnected.
     Closed { conn: ConnId },
 }
@@ -153,9 +149,6 @@ impl Writer {
     }
 }
 
-/// Answers to this connection's callbacks, shared by the registrations it makes over time.
-pub type Answers = Arc<Mutex<Receiver<Answer>>>;
-
 /// Starts the reader and writer threads of connection `conn`.
 ///
 /// # Errors
@@ -164,7 +157,7 @@ pub fn spawn(
     conn: ConnId,
     stream: UnixStream,
     events: Sender<LinkEvent>,
-) -> std::io::Result<(Writer, Answers)> {
+) -> std::io::Result<Writer> {
     stream.set_nonblocking(false)?;
     let stream = Arc::new(stream);
     let (tx, rx) = mpsc::channel::<String>();
@@ -175,7 +168,6 @@ pub fn spawn(
         queued: queued.clone(),
         stream: stream.clone(),
     };
-    let (answer_tx, answer_rx) = mpsc::sync_channel(ANSWER_QUEUE);
     let mut out = stream.try_clone()?;
     thread::Builder::new()
         .name(format!("mgm-module-{conn}-out"))
@@ -195,23 +187,17 @@ pub fn spawn(
     thread::Builder::new()
         .name(format!("mgm-module-{conn}-in"))
         .spawn(move || {
-            read_lines(conn, &stream, &replies, &answer_tx, &events);
+            read_lines(conn, &stream, &replies, &events);
             // The writer may still owe the module an error line; it closes the other half.
             let _ = stream.shutdown(Shutdown::Read);
             let _ = events.blocking_send(LinkEvent::Closed { conn });
         })?;
-    Ok((writer, Arc::new(Mutex::new(answer_rx))))
+    Ok(writer)
 }
 
 /// Reads until the module closes or breaks the protocol. Bad lines get an error response;
 /// a line longer than [`MAX_LINE`] ends the connection, as nothing after it can be trusted.
-fn read_lines(
-    conn: ConnId,
-    stream: &UnixStream,
-    replies: &Writer,
-    answers: &SyncSender<Answer>,
-    events: &Sender<LinkEvent>,
-) {
+fn read_lines(conn: ConnId, stream: &UnixStream, replies: &Writer, events: &Sender<LinkEvent>) {
     let mut input = BufReader::new(stream);
     let mut buf = Vec::new();
     loop {
@@ -240,33 +226,20 @@ fn read_lines(
         if text.is_empty() {
             continue;
         }
-        match ModuleLine::parse(text) {
+        let event = match ModuleLine::parse(text) {
             Ok(ModuleLine {
-                op: Op::Answer(a), ..
-            }) => {
-                // The registration may be gone; a late answer then has nobody to go to.
-                if let Err(TrySendError::Full(_)) = answers.try_send(a) {
-                    let (n, log) = hit(&BOUND_HITS.answers_dropped);
-                    if log {
-                        warn!(
-                            "module connection {conn}: {ANSWER_QUEUE} answers nobody waits \
-                             for; dropping more ({n} so far)"
-                        );
-                    }
-                }
-            }
-            Ok(line) => {
-                if events
-                    .blocking_send(LinkEvent::Request { conn, line })
-                    .is_err()
-                {
-                    return;
-                }
-            }
+                op: Op::Answer(answer),
+                ..
+            }) => LinkEvent::Answer { conn, answer },
+            Ok(line) => LinkEvent::Request { conn, line },
             Err((id, why)) => {
                 warn!("module connection {conn}: bad request: {why}");
                 replies.send(&bad_request(id, why));
+                continue;
             }
+        };
+        if events.blocking_send(event).is_err() {
+            return;
         }
     }
 }
@@ -303,7 +276,6 @@ fn bad_request(id: Option<u64>, message: String) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn lines(s: &UnixStream) -> impl Iterator<Item = serde_json::Value> + '_ {
         BufReader::new(s)
@@ -315,7 +287,7 @@ mod tests {
     fn requests_answers_and_bad_lines_go_their_ways() {
         let (ours, module) = UnixStream::pair().unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::channel(8);
-        let (_writer, answers) = spawn(1, ours, tx).unwrap();
+        let _writer = spawn(1, ours, tx).unwrap();
         let mut m = &module;
         m.write_all(
             b"{\"id\":1,\"op\":\"mfes\"}\n\n{\"op\":\"answer\",\"to\":5}\n{\"id\":2,\"op\":\"nope\"}\nnot json\n",
@@ -325,12 +297,10 @@ mod tests {
             panic!("no request")
         };
         assert_eq!((line.id, line.op), (Some(1), Op::Mfes(Default::default())));
-        let a = answers
-            .lock()
-            .unwrap()
-            .recv_timeout(Duration::from_secs(5))
-            .unwrap();
-        assert_eq!(a.to, 5);
+        let Some(LinkEvent::Answer { conn: 1, answer }) = rx.blocking_recv() else {
+            panic!("no answer")
+        };
+        assert_eq!(answer.to, 5);
         let mut out = lines(&module);
         let e = out.next().unwrap();
         assert_eq!(
@@ -372,7 +342,7 @@ mod tests {
     fn a_module_that_does_not_read_is_disconnected_by_the_bytes_it_left_unread() {
         let (ours, _module) = UnixStream::pair().unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::channel(8);
-        let (writer, _answers) = spawn(3, ours, tx).unwrap();
+        let writer = spawn(3, ours, tx).unwrap();
         // Few long lines: a bound in lines would take them all.
         let big = "y".repeat(1 << 20);
         let sent = (0..64).take_while(|_| writer.send(&big)).count();
@@ -388,7 +358,7 @@ mod tests {
     fn a_reply_over_the_limit_becomes_an_error_with_its_id() {
         let (ours, module) = UnixStream::pair().unwrap();
         let (tx, _rx) = tokio::sync::mpsc::channel(8);
-        let (writer, _answers) = spawn(4, ours, tx).unwrap();
+        let writer = spawn(4, ours, tx).unwrap();
         let mfe = |oif: String| super::super::wire::Mfe {
             source: "198.18.0.2".parse().unwrap(),
             group: "239.1.1.1".parse().unwrap(),
@@ -424,24 +394,5 @@ mod tests {
             (ok["id"].as_u64(), ok["ok"].as_bool()),
             (Some(8), Some(true))
         );
-    }
-
-    #[test]
-    fn answers_nobody_takes_are_dropped_past_the_queue() {
-        let (ours, module) = UnixStream::pair().unwrap();
-        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
-        let (_writer, answers) = spawn(5, ours, tx).unwrap();
-        let mut m = &module;
-        for to in 0..ANSWER_QUEUE * 4 {
-            writeln!(m, "{{\"op\":\"answer\",\"to\":{to}}}").unwrap();
-        }
-        // A request after them: once it arrives, every answer before it was handled.
-        m.write_all(b"{\"id\":1,\"op\":\"mfes\"}\n").unwrap();
-        assert!(matches!(
-            rx.blocking_recv(),
-            Some(LinkEvent::Request { conn: 5, .. })
-        ));
-        let queued = std::iter::from_fn(|| answers.lock().unwrap().try_recv().ok()).count();
-        assert_eq!(queued, ANSWER_QUEUE);
     }
 }

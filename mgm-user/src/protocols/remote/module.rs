@@ -1,54 +1,53 @@
 //! The core's view of an out-of-process module: a [`RoutingProtocol`] whose callbacks become
 //! lines on the module's connection. Callbacks with out-parameters (rpf, creation alert, and
-//! the prune alert of a negative MFE) wait for the module's answer up to a deadline; without
-//! one in time, MGM's proposal stands, as if the callback were the trait's no-op default.
-//! A module that misses a deadline is not waited for again until an answer (even a late one)
-//! shows it is alive, so a hung module costs the daemon one deadline, not one per packet.
+//! the prune alert of a negative MFE) promise them for later ([`Cx::answer_later`]) and return
+//! at once: the decision that needs the answer waits in the core, nothing else does. The
+//! daemon hands the module's answer to [`Mgm::answer`](crate::core::Mgm::answer), which calls
+//! the same callback again with it; without one by the deadline, MGM's proposal stands, as if
+//! the callback were the trait's no-op default. A module that misses a deadline is not waited
+//! for again until an answer (even a late one) shows it is alive, so a hung module costs each
+//! decision nothing past one deadline.
 
-use std::{
-    net::Ipv4Addr,
-    sync::mpsc::RecvTimeoutError,
-    time::{Duration, Instant},
-};
+use std::{net::Ipv4Addr, time::Duration};
 
 use log::warn;
 
 use super::{
-    link::{Answers, ConnId, Writer},
+    link::{ConnId, Writer},
     wire::{self, Answer, Callback, CallbackBody, OfferedOif},
 };
-use crate::core::{Cx, InterfaceId, MgmIfEntry, RouteInfo, RoutingProtocol, SourceGroupEntry};
+use crate::core::{
+    Cx, InterfaceId, MgmIfEntry, NoWait, RouteInfo, RoutingProtocol, SourceGroupEntry,
+};
+use crate::ratelimit::{self, RateLimit};
 
 pub use crate::managed::Names;
+
+/// At most one warning a minute that a module has too many decisions waiting.
+const FULL_LOG: Duration = Duration::from_secs(60);
 
 /// One registered out-of-process module.
 pub struct RemoteModule {
     conn: ConnId,
     writer: Writer,
-    answers: Answers,
     names: Names,
     answer_within: Duration,
     next_cb: u64,
-    /// False after a missed deadline, until an answer arrives.
+    /// False after a missed deadline until MGM waits again: one warning per episode.
     responsive: bool,
+    full_log: RateLimit,
 }
 
 impl RemoteModule {
-    pub fn new(
-        conn: ConnId,
-        writer: Writer,
-        answers: Answers,
-        names: Names,
-        answer_within: Duration,
-    ) -> Self {
+    pub fn new(conn: ConnId, writer: Writer, names: Names, answer_within: Duration) -> Self {
         Self {
             conn,
             writer,
-            answers,
             names,
             answer_within,
             next_cb: 0,
             responsive: true,
+            full_log: RateLimit::new(FULL_LOG),
         }
     }
 
@@ -78,45 +77,44 @@ impl RemoteModule {
         });
     }
 
-    /// Sends a callback that wants an answer and waits for it, within the deadline.
-    fn ask(&mut self, body: CallbackBody) -> Option<Answer> {
+    /// The answer this callback resumes with, if MGM hands one back; else sends the callback
+    /// with the time MGM waits for its answer (0: it does not) and returns `None`, leaving
+    /// the out-parameters as MGM proposed.
+    fn ask(&mut self, cx: &mut Cx, body: CallbackBody) -> Option<Answer> {
+        if let Some(answer) = cx.take_answer() {
+            return answer.downcast::<Answer>().ok().map(|a| *a);
+        }
         self.next_cb += 1;
         let cb = self.next_cb;
-        let answers = self.answers.clone();
-        let answers = answers.lock().unwrap_or_else(|p| p.into_inner());
-        // Answers that came after their deadline: the module is alive again.
-        while answers.try_recv().is_ok() {
-            self.responsive = true;
-        }
-        let wait = if self.responsive {
-            self.answer_within
-        } else {
-            Duration::ZERO
+        let wait = match cx.answer_later(cb, self.answer_within) {
+            Ok(()) => {
+                self.responsive = true;
+                self.answer_within
+            }
+            Err(why) => {
+                self.log_no_wait(why, cx);
+                Duration::ZERO
+            }
         };
-        let sent = self.writer.send(&Callback {
+        self.writer.send(&Callback {
             cb,
             answer_within_ms: Some(wait.as_millis() as u64),
             body,
         });
-        if !sent || wait.is_zero() {
-            return None;
+        None
+    }
+
+    fn log_no_wait(&mut self, why: NoWait, cx: &Cx) {
+        if why != NoWait::Full {
+            return;
         }
-        let until = Instant::now() + wait;
-        loop {
-            match answers.recv_timeout(until.saturating_duration_since(Instant::now())) {
-                Ok(a) if a.to == cb => return Some(a),
-                Ok(_) => continue,
-                Err(RecvTimeoutError::Timeout) => {
-                    warn!(
-                        "module connection {}: no answer to callback {cb} within {wait:?}; MGM's \
-                         proposal stands, and callbacks stop waiting until the module answers",
-                        self.conn
-                    );
-                    self.responsive = false;
-                    return None;
-                }
-                Err(RecvTimeoutError::Disconnected) => return None,
-            }
+        if let Some(left_out) = self.full_log.allow(cx.now()) {
+            warn!(
+                "module connection {}: too many decisions wait for its answers; MGM's proposal \
+                 stands for this callback{}",
+                self.conn,
+                ratelimit::suppressed(left_out, FULL_LOG)
+            );
         }
     }
 
@@ -146,7 +144,7 @@ fn hex(bytes: &[u8]) -> String {
 impl RoutingProtocol for RemoteModule {
     fn rpf(
         &mut self,
-        _cx: &mut Cx,
+        cx: &mut Cx,
         sg: SourceGroupEntry,
         iif: &mut InterfaceId,
         upstream: &mut Ipv4Addr,
@@ -161,7 +159,7 @@ impl RoutingProtocol for RemoteModule {
             route: (*route_info).into(),
             header: hex(hdr),
         };
-        let Some(a) = self.ask(body) else { return };
+        let Some(a) = self.ask(cx, body) else { return };
         self.check_unused("rpf", &a, &["iif", "upstream", "route"]);
         if let Some(name) = &a.iif {
             match self.ifindex(name) {
@@ -190,7 +188,7 @@ impl RoutingProtocol for RemoteModule {
 
     fn creation_alert(
         &mut self,
-        _cx: &mut Cx,
+        cx: &mut Cx,
         sg: SourceGroupEntry,
         iif: InterfaceId,
         oifs: &mut [MgmIfEntry],
@@ -207,7 +205,7 @@ impl RoutingProtocol for RemoteModule {
                 })
                 .collect(),
         };
-        let Some(a) = self.ask(body) else { return };
+        let Some(a) = self.ask(cx, body) else { return };
         self.check_unused("creation_alert", &a, &["disable"]);
         for name in &a.disable {
             let mut found = false;
@@ -229,7 +227,7 @@ impl RoutingProtocol for RemoteModule {
 
     fn prune_alert(
         &mut self,
-        _cx: &mut Cx,
+        cx: &mut Cx,
         sg: SourceGroupEntry,
         if_id: InterfaceId,
         member_delete: bool,
@@ -245,7 +243,7 @@ impl RoutingProtocol for RemoteModule {
             // The timeout means nothing here (spec §4.6): nothing to wait for.
             return self.tell(body);
         }
-        let Some(a) = self.ask(body) else { return };
+        let Some(a) = self.ask(cx, body) else { return };
         self.check_unused("prune_alert", &a, &["timeout_s"]);
         if let Some(t) = a.timeout_s {
             *timeout_s = t;
@@ -291,29 +289,39 @@ impl RoutingProtocol for RemoteModule {
             iface,
         });
     }
+
+    fn answer_missed(&mut self, _cx: &mut Cx, ticket: u64) {
+        if std::mem::replace(&mut self.responsive, false) {
+            warn!(
+                "module connection {}: no answer to callback {ticket} within {:?}; MGM's \
+                 proposal stands, and callbacks stop waiting until the module answers",
+                self.conn, self.answer_within
+            );
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::{BufRead, BufReader};
     use std::os::unix::net::UnixStream;
 
     use super::*;
-    use crate::core::Instant as CoreInstant;
+    use crate::core::{Instant as CoreInstant, ProtocolHandle};
     use crate::protocols::remote::link;
 
     const G: Ipv4Addr = Ipv4Addr::new(239, 1, 1, 1);
     const S: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 
-    /// A module over a socket pair; the test plays the module's side.
-    fn remote(answer_within: Duration) -> (RemoteModule, BufReader<UnixStream>, UnixStream) {
+    /// A module over a socket pair; the test reads the module's side.
+    fn remote(answer_within: Duration) -> (RemoteModule, BufReader<UnixStream>) {
         let (ours, theirs) = UnixStream::pair().unwrap();
         let (tx, _rx) = tokio::sync::mpsc::channel(8);
-        let (writer, answers) = link::spawn(7, ours, tx).unwrap();
+        let writer = link::spawn(7, ours, tx).unwrap();
         let names = Names::new(BTreeMap::from([(2, "up0".into()), (3, "dn1".into())]));
-        let module = RemoteModule::new(7, writer, answers, names, answer_within);
-        (module, BufReader::new(theirs.try_clone().unwrap()), theirs)
+        let module = RemoteModule::new(7, writer, names, answer_within);
+        (module, BufReader::new(theirs))
     }
 
     fn next(lines: &mut BufReader<UnixStream>) -> serde_json::Value {
@@ -322,15 +330,25 @@ mod tests {
         serde_json::from_str(&l).unwrap()
     }
 
-    fn rpf(m: &mut RemoteModule) -> (InterfaceId, Ipv4Addr) {
-        let mut cx = Cx::new(crate::core::ProtocolHandle(1), CoreInstant::from_millis(0));
+    /// A callback MGM may wait for (`may_wait`), or one that resumes with `answer`.
+    fn cx(may_wait: Result<(), NoWait>, answer: Option<Answer>) -> Cx {
+        let answer = answer.map(|a| Box::new(a) as crate::core::Answer);
+        Cx::asking(
+            ProtocolHandle(1),
+            CoreInstant::from_millis(0),
+            may_wait,
+            answer,
+        )
+    }
+
+    fn rpf(m: &mut RemoteModule, cx: &mut Cx) -> (InterfaceId, Ipv4Addr) {
         let (mut iif, mut upstream, mut route) = (
             InterfaceId::new(2),
             Ipv4Addr::UNSPECIFIED,
             RouteInfo::default(),
         );
         m.rpf(
-            &mut cx,
+            cx,
             SourceGroupEntry::sg(S, G),
             &mut iif,
             &mut upstream,
@@ -341,73 +359,76 @@ mod tests {
     }
 
     #[test]
-    fn an_answer_rewrites_the_rpf_out_parameters() {
-        let (mut m, mut lines, mut theirs) = remote(Duration::from_secs(5));
-        let answerer = std::thread::spawn(move || {
-            let cb = next(&mut lines);
-            assert_eq!(
-                (&cb["callback"], &cb["iif"]),
-                (&"rpf".into(), &"up0".into())
-            );
-            assert_eq!(cb["answer_within_ms"], 5000);
-            let a = format!(
-                "{{\"op\":\"answer\",\"to\":{},\"iif\":\"dn1\",\"upstream\":\"198.18.1.9\"}}\n",
-                cb["cb"]
-            );
-            theirs.write_all(a.as_bytes()).unwrap();
-        });
+    fn an_rpf_callback_promises_its_answer_and_takes_it_when_mgm_hands_it_back() {
+        let (mut m, mut lines) = remote(Duration::from_secs(5));
+        let mut asked = cx(Ok(()), None);
+        // Returns at once with the proposal; the promise carries the callback's number.
         assert_eq!(
-            rpf(&mut m),
+            rpf(&mut m, &mut asked),
+            (InterfaceId::new(2), Ipv4Addr::UNSPECIFIED)
+        );
+        let cb = next(&mut lines);
+        assert_eq!(
+            (&cb["callback"], &cb["iif"], &cb["answer_within_ms"]),
+            (&"rpf".into(), &"up0".into(), &5000.into())
+        );
+        let ticket = cb["cb"].as_u64().unwrap();
+        let (_, later) = asked.into_parts();
+        assert_eq!(later, Some(Ok((ticket, Duration::from_secs(5)))));
+        let answer = Answer {
+            to: ticket,
+            iif: Some("dn1".into()),
+            upstream: Some(Ipv4Addr::new(198, 18, 1, 9)),
+            ..Answer::default()
+        };
+        assert_eq!(
+            rpf(&mut m, &mut cx(Err(NoWait::NothingToWait), Some(answer))),
             (InterfaceId::new(3), Ipv4Addr::new(198, 18, 1, 9))
         );
-        answerer.join().unwrap();
+        // Resuming sent nothing: the next line is the next callback.
+        m.join_alert(
+            &mut cx(Err(NoWait::NothingToWait), None),
+            SourceGroupEntry::sg(S, G),
+            true,
+        );
+        assert_eq!(next(&mut lines)["cb"], ticket + 1);
     }
 
     #[test]
-    fn a_missed_deadline_keeps_the_proposal_and_stops_waiting_until_an_answer_comes() {
-        let (mut m, mut lines, mut theirs) = remote(Duration::from_millis(50));
-        assert_eq!(rpf(&mut m), (InterfaceId::new(2), Ipv4Addr::UNSPECIFIED));
-        let first = next(&mut lines);
-        assert_eq!(first["answer_within_ms"], 50);
-        // Not waited for now: the proposal stands at once.
-        let t = Instant::now();
-        assert_eq!(rpf(&mut m).0, InterfaceId::new(2));
-        assert!(t.elapsed() < Duration::from_millis(50));
-        assert_eq!(next(&mut lines)["answer_within_ms"], 0);
-        // A late answer shows the module is alive: the next callback waits again.
-        let late = format!("{{\"op\":\"answer\",\"to\":{}}}\n", first["cb"]);
-        theirs.write_all(late.as_bytes()).unwrap();
-        std::thread::sleep(Duration::from_millis(100));
-        rpf(&mut m);
+    fn a_callback_mgm_does_not_wait_for_says_so_and_keeps_the_proposal() {
+        let (mut m, mut lines) = remote(Duration::from_millis(50));
+        for why in [NoWait::Unresponsive, NoWait::Full] {
+            let mut c = cx(Err(why), None);
+            assert_eq!(rpf(&mut m, &mut c).0, InterfaceId::new(2));
+            assert_eq!(next(&mut lines)["answer_within_ms"], 0);
+            assert_eq!(c.into_parts().1, Some(Err(why)));
+        }
+        // Waited for again: the deadline is back.
+        rpf(&mut m, &mut cx(Ok(()), None));
         assert_eq!(next(&mut lines)["answer_within_ms"], 50);
     }
 
     #[test]
     fn a_creation_alert_answer_vetoes_the_named_interfaces_only() {
-        let (mut m, mut lines, mut theirs) = remote(Duration::from_secs(5));
-        let answerer = std::thread::spawn(move || {
-            let cb = next(&mut lines);
-            assert_eq!(cb["oifs"][0]["interface"], "dn1");
-            let a = format!(
-                "{{\"op\":\"answer\",\"to\":{},\"disable\":[\"dn1\"]}}\n",
-                cb["cb"]
-            );
-            theirs.write_all(a.as_bytes()).unwrap();
-        });
-        let mut cx = Cx::new(crate::core::ProtocolHandle(1), CoreInstant::from_millis(0));
+        let (mut m, mut lines) = remote(Duration::from_secs(5));
         let entry = |ifindex| MgmIfEntry {
             if_id: InterfaceId::new(ifindex),
             igmp: true,
             enabled: true,
         };
+        let sg = SourceGroupEntry::sg(S, G);
         let mut oifs = [entry(3), entry(9)];
-        m.creation_alert(
-            &mut cx,
-            SourceGroupEntry::sg(S, G),
-            InterfaceId::new(2),
-            &mut oifs,
-        );
-        answerer.join().unwrap();
+        m.creation_alert(&mut cx(Ok(()), None), sg, InterfaceId::new(2), &mut oifs);
+        let cb = next(&mut lines);
+        assert_eq!(cb["oifs"][0]["interface"], "dn1");
+        assert_eq!((oifs[0].enabled, oifs[1].enabled), (true, true));
+        let answer = Answer {
+            to: cb["cb"].as_u64().unwrap(),
+            disable: vec!["dn1".into()],
+            ..Answer::default()
+        };
+        let mut resumed = cx(Err(NoWait::NothingToWait), Some(answer));
+        m.creation_alert(&mut resumed, sg, InterfaceId::new(2), &mut oifs);
         assert_eq!((oifs[0].enabled, oifs[1].enabled), (false, true));
     }
 }

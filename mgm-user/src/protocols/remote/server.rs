@@ -16,7 +16,7 @@ use tokio::net::UnixListener;
 
 use super::{
     access::Access,
-    link::{self, Answers, ConnId, LinkEvent, Writer},
+    link::{self, ConnId, LinkEvent, Writer, BOUND_HITS},
     module::{Names, RemoteModule},
     wire::{self, ErrorBody, Flag, Hello, Iface, ModuleLine, Op, Output, Response, WIRE_VERSION},
 };
@@ -26,8 +26,12 @@ use crate::core::{
     MGM_JOIN_STATE_FLAG,
 };
 use crate::daemon::sleep_until;
+use crate::ratelimit::{self, RateLimit};
 
-/// Requests waiting for the daemon before a module's reader stops reading.
+/// At most one warning per interval about answers no decision waited for.
+const STRAY_LOG: Duration = Duration::from_secs(10);
+
+/// Requests and answers waiting for the daemon before a module's reader stops reading.
 const IN_QUEUE: usize = 256;
 
 /// Connections served at once (MGM takes 64 registrations); more are turned away.
@@ -51,7 +55,6 @@ pub enum ServerEvent {
 
 struct Session {
     writer: Writer,
-    answers: Answers,
     registration: Option<Registration>,
     /// Since when it has had no registration; it is closed [`REGISTER_WITHIN`] after.
     unregistered_since: Option<std::time::Instant>,
@@ -81,6 +84,7 @@ pub struct ModuleServer {
     next_conn: ConnId,
     events_tx: tokio::sync::mpsc::Sender<LinkEvent>,
     events_rx: tokio::sync::mpsc::Receiver<LinkEvent>,
+    stray_log: RateLimit,
 }
 
 impl ModuleServer {
@@ -113,6 +117,7 @@ impl ModuleServer {
             next_conn: 1,
             events_tx,
             events_rx,
+            stray_log: RateLimit::new(STRAY_LOG),
         })
     }
 
@@ -190,7 +195,36 @@ impl ModuleServer {
                 };
                 session.writer.reply(&response);
             }
+            ServerEvent::Link(LinkEvent::Answer { conn, answer }) => {
+                self.answer(conn, answer, mgm, now)
+            }
             ServerEvent::Link(LinkEvent::Closed { conn }) => self.close(conn, mgm, now),
+        }
+    }
+
+    /// Hands a module's answer to the decision waiting for it. One nobody waits for (late,
+    /// repeated, to no callback, or from a connection with no registration) is counted.
+    fn answer(&mut self, conn: ConnId, answer: wire::Answer, mgm: &mut Mgm, now: core::Instant) {
+        let to = answer.to;
+        let handle = self
+            .sessions
+            .get(&conn)
+            .and_then(|s| s.registration.as_ref())
+            .map(|r| r.handle);
+        let taken = handle.is_some_and(|h| mgm.answer(h, to, Box::new(answer), now).is_ok());
+        if taken {
+            return;
+        }
+        let n = BOUND_HITS
+            .answers_dropped
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        if let Some(left_out) = self.stray_log.allow(now) {
+            warn!(
+                "module connection {conn}: no decision waits for an answer to callback {to} (it \
+                 came late, twice, or to no callback); dropped ({n} so far){}",
+                ratelimit::suppressed(left_out, STRAY_LOG)
+            );
         }
     }
 
@@ -203,7 +237,7 @@ impl ModuleServer {
         }
         let conn = self.next_conn;
         self.next_conn += 1;
-        let (writer, answers) = match link::spawn(conn, stream, self.events_tx.clone()) {
+        let writer = match link::spawn(conn, stream, self.events_tx.clone()) {
             Ok(l) => l,
             Err(e) => {
                 warn!("module socket: cannot serve a new connection: {e}");
@@ -226,7 +260,6 @@ impl ModuleServer {
             conn,
             Session {
                 writer,
-                answers,
                 registration: None,
                 unregistered_since: Some(std::time::Instant::now()),
             },
@@ -457,7 +490,7 @@ impl Requests<'_> {
                     paged(batch, |e| wire::Entry::from(*e), |e| (e.source, e.group));
                 Ok(Some(Output::Groups { groups, rest }))
             }
-            // The reader hands answers straight to the waiting callback.
+            // The reader hands answers over as their own events.
             Op::Answer(_) => Ok(None),
         }
     }
@@ -487,7 +520,6 @@ impl Requests<'_> {
         let module = RemoteModule::new(
             self.conn,
             session.writer.clone(),
-            session.answers.clone(),
             self.names.clone(),
             self.answer_within,
         );
