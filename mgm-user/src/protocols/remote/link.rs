@@ -26,8 +26,8 @@ pub type ConnId = u64;
 /// lines, as one reply can be large (see [`MAX_REPLY`]).
 pub const OUT_BYTES: usize = 16 << 20;
 
-/// The largest reply line; a larger one (an `mfes` of a big table) is answered with an error
-/// instead, so one request cannot take the whole of [`OUT_BYTES`].
+/// The largest reply line; a larger one is answered with an error instead, so one request
+/// cannot take the whole of [`OUT_BYTES`] (enumerations come in pages well under it).
 pub const MAX_REPLY: usize = 4 << 20;
 
 /// What the bounds of every module connection turned away, since the daemon started.

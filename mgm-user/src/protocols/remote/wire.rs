@@ -414,7 +414,8 @@ pub struct Callback {
     /// Numbers this module's callbacks, from 1.
     pub cb: u64,
     /// Present when mgm waits this long for an [`Answer`]; 0 means it does not wait this time
-    /// (the module missed an earlier deadline and has not answered since).
+    /// (the module missed an earlier deadline and has not answered since, or too many of its
+    /// answers are due already).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer_within_ms: Option<u64>,
     #[serde(flatten)]
