@@ -486,7 +486,7 @@ fn limited(
 
 impl Seen {
     /// Every drop cause the daemon counts, for `mgm show stats` and the shutdown line.
-    fn counters(&self, router: &Router) -> control::Counters {
+    fn counters(&self, router: &Router, upstream: Option<&UpstreamEdge>) -> control::Counters {
         let hits = &link::BOUND_HITS;
         control::Counters {
             igmp: self.igmp,
@@ -505,6 +505,9 @@ impl Seen {
             module_out_full: hits.out_full.load(Ordering::Relaxed),
             module_replies_too_large: hits.reply_too_large.load(Ordering::Relaxed),
             module_answers_dropped: hits.answers_dropped.load(Ordering::Relaxed),
+            module_decisions_not_waited: router.mgm.waiting_full(),
+            upstream_reports_dropped: upstream.map_or(0, UpstreamEdge::reports_dropped),
+            upstream_failures: upstream.map_or(0, UpstreamEdge::failures),
         }
     }
 }
@@ -703,7 +706,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
                     }
                     request => {
                         let if_stats = |i: u32| dp.interfaces.stats(i).ok().flatten();
-                        let counters = seen.counters(&router);
+                        let counters = seen.counters(&router, upstream.as_ref());
                         let mut d = control::Daemon {
                             now: router.now(),
                             static_handle: router.static_handle(),
@@ -754,7 +757,8 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         write_map_ops(&mut dp, handover.filter(now, ops), &mut seen, now);
         log_evictions(&router.mgm, opts.negative_budget, &mut seen, now);
         if let Some(p) = &opts.published {
-            *p.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = seen.counters(&router);
+            *p.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                seen.counters(&router, upstream.as_ref());
         }
         ifs.detach_vanished(&mut dp);
         if let Some(u) = &mut upstream {

@@ -224,6 +224,16 @@ impl UpstreamEdge {
         }
     }
 
+    /// The worker's calls that failed so far.
+    pub fn failures(&self) -> u64 {
+        self.failures
+    }
+
+    /// Reports dropped so far because the worker was behind.
+    pub fn reports_dropped(&self) -> u64 {
+        self.worker.dropped()
+    }
+
     /// Counts a failure of the worker's system calls and logs it, rate-limited.
     pub fn failed(&mut self, now: Instant, failure: &Failure) {
         self.failures += 1;

@@ -165,7 +165,7 @@ const ENTRY_OIF_COUNTERS: [Family<OifStats>; 3] = [
     ),
 ];
 
-const DAEMON_COUNTERS: [Family<Counters>; 16] = [
+const DAEMON_COUNTERS: [Family<Counters>; 19] = [
     family(
         "mgm_daemon_igmp_messages_total",
         "IGMP messages the daemon handled.",
@@ -233,8 +233,23 @@ const DAEMON_COUNTERS: [Family<Counters>; 16] = [
     ),
     family(
         "mgm_daemon_module_answers_dropped_total",
-        "Module answers dropped with too many waiting.",
+        "Module answers no decision waited for (late, repeated or unknown).",
         |c| c.module_answers_dropped,
+    ),
+    family(
+        "mgm_daemon_module_decisions_not_waited_total",
+        "Module callbacks not waited for, with too many of the module's decisions waiting.",
+        |c| c.module_decisions_not_waited,
+    ),
+    family(
+        "mgm_daemon_upstream_reports_dropped_total",
+        "Proxy reports dropped because the upstream worker fell behind.",
+        |c| c.upstream_reports_dropped,
+    ),
+    family(
+        "mgm_daemon_upstream_failures_total",
+        "The upstream worker's system calls that failed.",
+        |c| c.upstream_failures,
     ),
     family(
         "mgm_daemon_unknown_records_total",

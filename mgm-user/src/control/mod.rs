@@ -71,6 +71,9 @@ pub struct Counters {
     pub module_out_full: u64,
     pub module_replies_too_large: u64,
     pub module_answers_dropped: u64,
+    pub module_decisions_not_waited: u64,
+    pub upstream_reports_dropped: u64,
+    pub upstream_failures: u64,
 }
 
 /// The daemon's counters as it last published them, for readers on other threads (the

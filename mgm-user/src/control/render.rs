@@ -200,6 +200,12 @@ fn stats_tables(s: &view::Stats) -> String {
         ("modules cut off (unread replies)", s.module_out_full),
         ("module replies too large", s.module_replies_too_large),
         ("module answers dropped", s.module_answers_dropped),
+        (
+            "module decisions not waited for",
+            s.module_decisions_not_waited,
+        ),
+        ("upstream reports dropped", s.upstream_reports_dropped),
+        ("upstream calls failed", s.upstream_failures),
         ("unknown ring records", s.unknown_records),
         ("map write errors", s.map_errors),
     ] {

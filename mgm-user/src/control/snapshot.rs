@@ -382,6 +382,9 @@ fn stats(d: &Daemon<'_>) -> view::Stats {
         module_out_full: c.module_out_full,
         module_replies_too_large: c.module_replies_too_large,
         module_answers_dropped: c.module_answers_dropped,
+        module_decisions_not_waited: c.module_decisions_not_waited,
+        upstream_reports_dropped: c.upstream_reports_dropped,
+        upstream_failures: c.upstream_failures,
         mfes: d.mgm.forwarding_table().len(),
         interfaces: d
             .roles

@@ -220,6 +220,9 @@ fn fixed() -> Vec<(&'static str, Document)> {
                     module_out_full: 0,
                     module_replies_too_large: 1,
                     module_answers_dropped: 2,
+                    module_decisions_not_waited: 0,
+                    upstream_reports_dropped: 0,
+                    upstream_failures: 0,
                     mfes: 3,
                     interfaces: vec![
                         InterfaceStats {
@@ -459,6 +462,9 @@ fn stats_shows_every_counter_of_the_daemon_under_its_own_name() {
         module_out_full: 14,
         module_replies_too_large: 15,
         module_answers_dropped: 16,
+        module_decisions_not_waited: 17,
+        upstream_reports_dropped: 18,
+        upstream_failures: 19,
     };
     let Some(Document::Stats { stats }) = f.ask(Request::show(View::Stats)).document else {
         panic!("no stats document")
@@ -480,6 +486,9 @@ fn stats_shows_every_counter_of_the_daemon_under_its_own_name() {
         stats.module_out_full,
         stats.module_replies_too_large,
         stats.module_answers_dropped,
+        stats.module_decisions_not_waited,
+        stats.upstream_reports_dropped,
+        stats.upstream_failures,
     ];
     assert_eq!(shown, std::array::from_fn(|i| i as u64 + 1));
     let table = render(&Document::Stats { stats });
@@ -488,6 +497,9 @@ fn stats_shows_every_counter_of_the_daemon_under_its_own_name() {
         ("events dropped (queue full)", 11),
         ("event loop stalls", 13),
         ("module answers dropped", 16),
+        ("module decisions not waited for", 17),
+        ("upstream reports dropped", 18),
+        ("upstream calls failed", 19),
     ] {
         let line = table.lines().find(|l| l.contains(row)).unwrap_or_default();
         assert!(line.contains(&format!(" {value} ")), "{row}: {table}");

@@ -154,8 +154,15 @@ pub struct Stats {
     pub module_out_full: u64,
     /// Module replies over the size limit, answered with an error instead.
     pub module_replies_too_large: u64,
-    /// Module answers dropped because too many were waiting.
+    /// Module answers no decision waited for: late, repeated, or to no callback.
     pub module_answers_dropped: u64,
+    /// Module callbacks MGM did not wait for, as too many of the module's decisions were
+    /// waiting already: MGM's proposal stood.
+    pub module_decisions_not_waited: u64,
+    /// Proxy reports dropped because the upstream worker fell behind.
+    pub upstream_reports_dropped: u64,
+    /// The upstream worker's system calls that failed.
+    pub upstream_failures: u64,
     pub mfes: usize,
     pub interfaces: Vec<InterfaceStats>,
 }
