@@ -162,8 +162,9 @@ impl Router {
     }
 
     /// IGMP messages lost on the way in: for mgm, those the XDP program could not queue
-    /// because the ring buffer was full; for igmpproxy, those its raw sockets dropped (the
-    /// `drops` column of /proc/net/raw; nothing else in its namespace has one).
+    /// because the ring buffer was full, or refused at admission (none with
+    /// `--igmp-admit-rate 0`); for igmpproxy, those its raw sockets dropped (the `drops`
+    /// column of /proc/net/raw; nothing else in its namespace has one).
     fn lost(&self) -> anyhow::Result<u64> {
         match self {
             Router::Mgm(d) => {
@@ -172,7 +173,8 @@ impl Router {
                     .as_array()
                     .map(|all| {
                         all.iter()
-                            .filter_map(|i| i["stats"]["ring_full"].as_u64())
+                            .flat_map(|i| ["ring_full", "igmp_limited"].map(|c| &i["stats"][c]))
+                            .filter_map(Value::as_u64)
                             .sum()
                     })
                     .unwrap_or(0))
@@ -246,6 +248,56 @@ impl Drop for Igmpproxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = fs::remove_file(&self.conf);
+    }
+}
+
+/// How long a router process's threads ran on a CPU and waited runnable for one, summed
+/// from `/proc/<pid>/task/*/schedstat`. On a machine shared with other work the waiting tells
+/// a router starved of CPU from a router that is slow, or idle while work waits.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sched {
+    run: Duration,
+    waited: Duration,
+}
+
+impl Sched {
+    fn of(pid: u32) -> anyhow::Result<Sched> {
+        let tasks = fs::read_dir(format!("/proc/{pid}/task"))
+            .with_context(|| format!("list /proc/{pid}/task"))?;
+        let mut total = Sched::default();
+        for task in tasks.flatten() {
+            // A thread may exit while we look: skip it.
+            if let Ok(line) = fs::read_to_string(task.path().join("schedstat")) {
+                total.add(&line);
+            }
+        }
+        Ok(total)
+    }
+
+    /// The calling thread's.
+    fn of_this_thread() -> anyhow::Result<Sched> {
+        let line = fs::read_to_string("/proc/thread-self/schedstat")
+            .context("read /proc/thread-self/schedstat")?;
+        let mut total = Sched::default();
+        total.add(&line);
+        Ok(total)
+    }
+
+    /// Adds a schedstat line: "run_ns wait_ns timeslices".
+    fn add(&mut self, line: &str) {
+        let mut f = line
+            .split_whitespace()
+            .map(|v| v.parse::<u64>().unwrap_or(0));
+        self.run += Duration::from_nanos(f.next().unwrap_or(0));
+        self.waited += Duration::from_nanos(f.next().unwrap_or(0));
+    }
+
+    /// What `self` added since `before`.
+    fn since(self, before: Sched) -> Sched {
+        Sched {
+            run: self.run.saturating_sub(before.run),
+            waited: self.waited.saturating_sub(before.waited),
+        }
     }
 }
 
