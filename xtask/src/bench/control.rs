@@ -12,9 +12,10 @@ mod scale;
 pub use scale::scale;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashSet},
     fs,
     io::{BufRead, BufReader},
+    net::Ipv4Addr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -23,7 +24,7 @@ use std::{
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
-use crate::lab::{self, Daemon, Lab, UPSTREAM};
+use crate::lab::{self, traffic::Capture, Daemon, Lab, UPSTREAM};
 
 /// Runs every control-plane measurement, prints its tables and returns the `control` JSON.
 ///
@@ -93,7 +94,7 @@ impl Kind {
 
 /// A router running in a lab's router namespace.
 enum Router {
-    Mgm(Daemon),
+    Mgm(Daemon, Reported),
     Igmpproxy(Igmpproxy),
 }
 
@@ -103,7 +104,12 @@ impl Router {
         Ok(match kind {
             Kind::Mgm => {
                 let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{}", lab.tag));
-                Router::Mgm(Daemon::start(mgm, lab, &pin_dir, mgm_args, false)?)
+                // Capturing before the daemon starts: no report it sends is missed.
+                let reported = Reported::new(&lab.sender)?;
+                Router::Mgm(
+                    Daemon::start(mgm, lab, &pin_dir, mgm_args, false)?,
+                    reported,
+                )
             }
             Kind::Igmpproxy => Router::Igmpproxy(Igmpproxy::start(lab)?),
         })
@@ -111,7 +117,7 @@ impl Router {
 
     fn pid(&self) -> u32 {
         match self {
-            Router::Mgm(d) => d.pid(),
+            Router::Mgm(d, _) => d.pid(),
             Router::Igmpproxy(p) => p.child.id(),
         }
     }
@@ -119,46 +125,28 @@ impl Router {
     /// How many groups the router has joined on the upstream interface: where a report's
     /// processing ends. igmpproxy joins on its host stack (IP_ADD_MEMBERSHIP), so that is the
     /// `Count` of `up0` in the router namespace's /proc/net/igmp, read only up to that line
-    /// (the kernel formats the file as it is read). mgm is the host side itself and puts each
-    /// group's MAC into the upstream's link-layer filter once its report went out: the users of
-    /// the IPv4 multicast entries of `up0` in /proc/net/dev_mcast (the run's groups differ in
-    /// their low 23 bits, so one MAC is one group; the caller subtracts those present before).
-    fn upstream_groups(&self) -> anyhow::Result<usize> {
-        let file = match self {
-            Router::Mgm(_) => "dev_mcast",
-            Router::Igmpproxy(_) => "igmp",
+    /// (the kernel formats the file as it is read). mgm is the host side itself: the groups
+    /// its reports have joined, as they arrive upstream (see [`Reported`]).
+    fn upstream_groups(&mut self) -> anyhow::Result<usize> {
+        let pid = match self {
+            Router::Mgm(_, reported) => return Ok(reported.count()),
+            Router::Igmpproxy(p) => p.child.id(),
         };
-        let path = format!("/proc/{}/net/{file}", self.pid());
+        let path = format!("/proc/{pid}/net/igmp");
         let reader = BufReader::new(fs::File::open(&path).with_context(|| format!("open {path}"))?);
-        let mut users = 0;
         for line in reader.lines() {
             let line = line.with_context(|| format!("read {path}"))?;
-            match self {
-                // "2    up0    1     0     01005e800001": index, device, users, global, MAC.
-                // Users, not lines: a group whose MAC the kernel already holds (239.128.0.1
-                // shares 224.0.0.1's) adds a user to that line.
-                Router::Mgm(_) => {
-                    let f: Vec<&str> = line.split_whitespace().collect();
-                    if f.get(1) == Some(&UPSTREAM)
-                        && f.get(4).is_some_and(|m| m.starts_with("01005e"))
-                    {
-                        users += f.get(2).and_then(|u| u.parse::<usize>().ok()).unwrap_or(0);
-                    }
-                }
-                // "3\tup0       :     5      V3": index, device, colon, count, version.
-                Router::Igmpproxy(_) => {
-                    if let Some((dev, rest)) = line.split_once(':') {
-                        if dev.split_whitespace().nth(1) == Some(UPSTREAM) {
-                            let count = rest.split_whitespace().next().unwrap_or_default();
-                            return count
-                                .parse()
-                                .with_context(|| format!("bad count in {path}: {line:?}"));
-                        }
-                    }
+            // "3\tup0       :     5      V3": index, device, colon, count, version.
+            if let Some((dev, rest)) = line.split_once(':') {
+                if dev.split_whitespace().nth(1) == Some(UPSTREAM) {
+                    let count = rest.split_whitespace().next().unwrap_or_default();
+                    return count
+                        .parse()
+                        .with_context(|| format!("bad count in {path}: {line:?}"));
                 }
             }
         }
-        Ok(users)
+        Ok(0)
     }
 
     /// IGMP messages lost on the way in: for mgm, those the XDP program could not queue
@@ -167,7 +155,7 @@ impl Router {
     /// column of /proc/net/raw; nothing else in its namespace has one).
     fn lost(&self) -> anyhow::Result<u64> {
         match self {
-            Router::Mgm(d) => {
+            Router::Mgm(d, _) => {
                 let show = d.show()?;
                 Ok(show["interfaces"]
                     .as_array()
@@ -248,6 +236,65 @@ impl Drop for Igmpproxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = fs::remove_file(&self.conf);
+    }
+}
+
+/// The groups mgm's upstream host side has joined, from its reports as they arrive at the
+/// upstream host (`eth0` of the lab's sender namespace). mgm sends a group's report and puts
+/// the group into `up0`'s link-layer filter in one step; counting the filter's entries in
+/// `/proc/net/dev_mcast` instead made every look cost a line per group joined, printed under
+/// `up0`'s address-list lock, on which each join's `SIOCADDMULTI` then waited.
+struct Reported {
+    capture: Capture,
+    groups: HashSet<Ipv4Addr>,
+}
+
+impl Reported {
+    fn new(upstream_host: &lab::Netns) -> anyhow::Result<Reported> {
+        let capture = Capture::new(upstream_host, lab::HOST_IF)?;
+        // mgm sends a report per new group: an IGMPv3 window's 3,200 at once.
+        capture.grow_buffer(32 << 20)?;
+        Ok(Reported {
+            capture,
+            groups: HashSet::new(),
+        })
+    }
+
+    /// Groups joined so far: those of IGMPv1/v2 reports, and of IGMPv3 records that are not
+    /// TO_IN {} or BLOCK (RFC 3376 §4.2.12: a join is IS_EX, TO_EX, or sources allowed).
+    fn count(&mut self) -> usize {
+        const IPPROTO_IGMP: u8 = 2;
+        let frames = self.capture.waiting_where(|f| f[23] == IPPROTO_IGMP);
+        for f in frames {
+            let igmp = &f[14 + usize::from(f[14] & 0x0f) * 4..];
+            match igmp.first() {
+                Some(0x12 | 0x16) if igmp.len() >= 8 => {
+                    self.groups
+                        .insert(Ipv4Addr::new(igmp[4], igmp[5], igmp[6], igmp[7]));
+                }
+                Some(0x22) if igmp.len() >= 8 => {
+                    let records = u16::from_be_bytes([igmp[6], igmp[7]]);
+                    let mut at = 8;
+                    for _ in 0..records {
+                        let Some(r) = igmp.get(at..at + 8) else {
+                            break;
+                        };
+                        let sources = usize::from(u16::from_be_bytes([r[2], r[3]]));
+                        let joins = match r[0] {
+                            2 | 4 => true,
+                            1 | 5 => sources > 0,
+                            _ => false,
+                        };
+                        if joins {
+                            self.groups.insert(Ipv4Addr::new(r[4], r[5], r[6], r[7]));
+                        }
+                        at += 8 + 4 * sources + 4 * usize::from(r[1]);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.groups.len()
     }
 }
 

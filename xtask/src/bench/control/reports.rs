@@ -142,7 +142,7 @@ struct Progress {
 }
 
 /// Sends the reports, keeping at most [`WINDOW_MESSAGES`] ahead of the router.
-fn drive(gen: &Generator, router: &Router) -> anyhow::Result<Progress> {
+fn drive(gen: &Generator, router: &mut Router) -> anyhow::Result<Progress> {
     let total: usize = gen.reports.iter().map(|r| r.2).sum();
     let base = router.upstream_groups()?;
     let start = Instant::now();
@@ -216,7 +216,7 @@ pub fn measure(
     let gen = Generator::new(&lab.receivers[0], receiver_addr(0), version, groups)?;
     let offered = gen.open_loop()?;
     let max_groups = (groups + 1_000).to_string();
-    let router = Router::start(
+    let mut router = Router::start(
         kind,
         mgm,
         &lab,
@@ -233,7 +233,7 @@ pub fn measure(
     )?;
     let idle = Memory::of(router.pid())?;
     let (sched, own) = (Sched::of(router.pid())?, Sched::of_this_thread()?);
-    let p = drive(&gen, &router)?;
+    let p = drive(&gen, &mut router)?;
     let sched = Sched::of(router.pid())?.since(sched);
     let own = Sched::of_this_thread()?.since(own);
     // Let the kernel settle the last joins before memory is read.
