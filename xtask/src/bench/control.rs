@@ -94,18 +94,29 @@ impl Kind {
 
 /// A router running in a lab's router namespace.
 enum Router {
-    Mgm(Daemon, Reported),
+    Mgm(Daemon, Option<Reported>),
     Igmpproxy(Igmpproxy),
 }
 
 impl Router {
-    /// Starts `kind` on `lab` and waits until it is ready; `mgm_args` go to `mgm run`.
-    fn start(kind: Kind, mgm: &Path, lab: &Lab, mgm_args: &[&str]) -> anyhow::Result<Router> {
+    /// Starts `kind` on `lab` and waits until it is ready; `mgm_args` go to `mgm run`. With
+    /// `count_joins`, mgm's upstream reports are counted for [`Router::upstream_groups`].
+    fn start(
+        kind: Kind,
+        mgm: &Path,
+        lab: &Lab,
+        mgm_args: &[&str],
+        count_joins: bool,
+    ) -> anyhow::Result<Router> {
         Ok(match kind {
             Kind::Mgm => {
                 let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{}", lab.tag));
                 // Capturing before the daemon starts: no report it sends is missed.
-                let reported = Reported::new(&lab.sender)?;
+                let reported = if count_joins {
+                    Some(Reported::new(&lab.sender)?)
+                } else {
+                    None
+                };
                 Router::Mgm(
                     Daemon::start(mgm, lab, &pin_dir, mgm_args, false)?,
                     reported,
@@ -129,7 +140,8 @@ impl Router {
     /// its reports have joined, as they arrive upstream (see [`Reported`]).
     fn upstream_groups(&mut self) -> anyhow::Result<usize> {
         let pid = match self {
-            Router::Mgm(_, reported) => return Ok(reported.count()),
+            Router::Mgm(_, Some(reported)) => return Ok(reported.count()),
+            Router::Mgm(_, None) => bail!("mgm was started without counting its joins"),
             Router::Igmpproxy(p) => p.child.id(),
         };
         let path = format!("/proc/{pid}/net/igmp");

@@ -230,6 +230,7 @@ pub fn measure(
             "--igmp-admit-rate",
             "0",
         ],
+        true,
     )?;
     let idle = Memory::of(router.pid())?;
     let (sched, own) = (Sched::of(router.pid())?, Sched::of_this_thread()?);
