@@ -272,41 +272,48 @@ impl Reported {
         })
     }
 
-    /// Groups joined so far: those of IGMPv1/v2 reports, and of IGMPv3 records that are not
-    /// TO_IN {} or BLOCK (RFC 3376 §4.2.12: a join is IS_EX, TO_EX, or sources allowed).
+    /// Groups joined so far.
     fn count(&mut self) -> usize {
         const IPPROTO_IGMP: u8 = 2;
         let frames = self.capture.waiting_where(|f| f[23] == IPPROTO_IGMP);
         for f in frames {
-            let igmp = &f[14 + usize::from(f[14] & 0x0f) * 4..];
-            match igmp.first() {
-                Some(0x12 | 0x16) if igmp.len() >= 8 => {
-                    self.groups
-                        .insert(Ipv4Addr::new(igmp[4], igmp[5], igmp[6], igmp[7]));
-                }
-                Some(0x22) if igmp.len() >= 8 => {
-                    let records = u16::from_be_bytes([igmp[6], igmp[7]]);
-                    let mut at = 8;
-                    for _ in 0..records {
-                        let Some(r) = igmp.get(at..at + 8) else {
-                            break;
-                        };
-                        let sources = usize::from(u16::from_be_bytes([r[2], r[3]]));
-                        let joins = match r[0] {
-                            2 | 4 => true,
-                            1 | 5 => sources > 0,
-                            _ => false,
-                        };
-                        if joins {
-                            self.groups.insert(Ipv4Addr::new(r[4], r[5], r[6], r[7]));
-                        }
-                        at += 8 + 4 * sources + 4 * usize::from(r[1]);
-                    }
-                }
-                _ => {}
+            if let Some(igmp) = f.get(14 + usize::from(f[14] & 0x0f) * 4..) {
+                self.groups.extend(joined_groups(igmp));
             }
         }
         self.groups.len()
+    }
+}
+
+/// The groups an IGMP message joins: that of an IGMPv1/v2 report, and those of IGMPv3 records
+/// that are not TO_IN {} or BLOCK (RFC 3376 §4.2.12: a join is IS_EX, TO_EX, or sources
+/// allowed). A record cut short ends the list.
+fn joined_groups(igmp: &[u8]) -> Vec<Ipv4Addr> {
+    let group = |b: &[u8]| Ipv4Addr::new(b[0], b[1], b[2], b[3]);
+    match igmp.first() {
+        Some(0x12 | 0x16) if igmp.len() >= 8 => vec![group(&igmp[4..8])],
+        Some(0x22) if igmp.len() >= 8 => {
+            let records = u16::from_be_bytes([igmp[6], igmp[7]]);
+            let mut joined = Vec::new();
+            let mut at = 8;
+            for _ in 0..records {
+                let Some(r) = igmp.get(at..at + 8) else {
+                    break;
+                };
+                let sources = usize::from(u16::from_be_bytes([r[2], r[3]]));
+                let joins = match r[0] {
+                    2 | 4 => true,
+                    1 | 5 => sources > 0,
+                    _ => false,
+                };
+                if joins {
+                    joined.push(group(&r[4..8]));
+                }
+                at += 8 + 4 * sources + 4 * usize::from(r[1]);
+            }
+            joined
+        }
+        _ => Vec::new(),
     }
 }
 
@@ -495,5 +502,37 @@ fn print_memory(memory: &[Value]) {
                 kib(&m["bpf_map_bytes"])
             ),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lab::traffic::{v3_report, MODE_IS_EXCLUDE};
+
+    #[test]
+    fn joined_groups_reads_v2_reports_and_v3_join_records_only() {
+        let (a, b) = (Ipv4Addr::new(239, 1, 0, 1), Ipv4Addr::new(239, 1, 0, 2));
+        let source = Ipv4Addr::new(198, 18, 0, 2);
+        assert_eq!(joined_groups(&[0x16, 0, 0, 0, 239, 1, 0, 1]), vec![a]);
+        assert_eq!(
+            joined_groups(&v3_report(MODE_IS_EXCLUDE, &[a, b], &[])),
+            vec![a, b]
+        );
+        // TO_EX {} joins; TO_IN {} leaves; ALLOW with a source joins; BLOCK does not
+        assert_eq!(joined_groups(&v3_report(4, &[a], &[])), vec![a]);
+        assert!(joined_groups(&v3_report(3, &[a], &[])).is_empty());
+        assert_eq!(joined_groups(&v3_report(5, &[b], &[source])), vec![b]);
+        assert!(joined_groups(&v3_report(6, &[b], &[source])).is_empty());
+        // the records after the sources of the first are read from the right place
+        assert_eq!(
+            joined_groups(&v3_report(MODE_IS_EXCLUDE, &[a, b], &[source])),
+            vec![a, b]
+        );
+        // a report cut inside its second record yields the first only
+        let cut = v3_report(MODE_IS_EXCLUDE, &[a, b], &[]);
+        assert_eq!(joined_groups(&cut[..cut.len() - 1]), vec![a]);
+        // a query is no join
+        assert!(joined_groups(&[0x11, 0, 0, 0, 0, 0, 0, 0]).is_empty());
     }
 }
