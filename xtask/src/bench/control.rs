@@ -12,9 +12,10 @@ mod scale;
 pub use scale::scale;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashSet},
     fs,
     io::{BufRead, BufReader},
+    net::Ipv4Addr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -23,7 +24,7 @@ use std::{
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
-use crate::lab::{self, Daemon, Lab, UPSTREAM};
+use crate::lab::{self, traffic::Capture, Daemon, Lab, UPSTREAM};
 
 /// Runs every control-plane measurement, prints its tables and returns the `control` JSON.
 ///
@@ -93,17 +94,33 @@ impl Kind {
 
 /// A router running in a lab's router namespace.
 enum Router {
-    Mgm(Daemon),
+    Mgm(Daemon, Option<Reported>),
     Igmpproxy(Igmpproxy),
 }
 
 impl Router {
-    /// Starts `kind` on `lab` and waits until it is ready; `mgm_args` go to `mgm run`.
-    fn start(kind: Kind, mgm: &Path, lab: &Lab, mgm_args: &[&str]) -> anyhow::Result<Router> {
+    /// Starts `kind` on `lab` and waits until it is ready; `mgm_args` go to `mgm run`. With
+    /// `count_joins`, mgm's upstream reports are counted for [`Router::upstream_groups`].
+    fn start(
+        kind: Kind,
+        mgm: &Path,
+        lab: &Lab,
+        mgm_args: &[&str],
+        count_joins: bool,
+    ) -> anyhow::Result<Router> {
         Ok(match kind {
             Kind::Mgm => {
                 let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{}", lab.tag));
-                Router::Mgm(Daemon::start(mgm, lab, &pin_dir, mgm_args, false)?)
+                // Capturing before the daemon starts: no report it sends is missed.
+                let reported = if count_joins {
+                    Some(Reported::new(&lab.sender)?)
+                } else {
+                    None
+                };
+                Router::Mgm(
+                    Daemon::start(mgm, lab, &pin_dir, mgm_args, false)?,
+                    reported,
+                )
             }
             Kind::Igmpproxy => Router::Igmpproxy(Igmpproxy::start(lab)?),
         })
@@ -111,7 +128,7 @@ impl Router {
 
     fn pid(&self) -> u32 {
         match self {
-            Router::Mgm(d) => d.pid(),
+            Router::Mgm(d, _) => d.pid(),
             Router::Igmpproxy(p) => p.child.id(),
         }
     }
@@ -119,60 +136,45 @@ impl Router {
     /// How many groups the router has joined on the upstream interface: where a report's
     /// processing ends. igmpproxy joins on its host stack (IP_ADD_MEMBERSHIP), so that is the
     /// `Count` of `up0` in the router namespace's /proc/net/igmp, read only up to that line
-    /// (the kernel formats the file as it is read). mgm is the host side itself and puts each
-    /// group's MAC into the upstream's link-layer filter once its report went out: the users of
-    /// the IPv4 multicast entries of `up0` in /proc/net/dev_mcast (the run's groups differ in
-    /// their low 23 bits, so one MAC is one group; the caller subtracts those present before).
-    fn upstream_groups(&self) -> anyhow::Result<usize> {
-        let file = match self {
-            Router::Mgm(_) => "dev_mcast",
-            Router::Igmpproxy(_) => "igmp",
+    /// (the kernel formats the file as it is read). mgm is the host side itself: the groups
+    /// its reports have joined, as they arrive upstream (see [`Reported`]).
+    fn upstream_groups(&mut self) -> anyhow::Result<usize> {
+        let pid = match self {
+            Router::Mgm(_, Some(reported)) => return Ok(reported.count()),
+            Router::Mgm(_, None) => bail!("mgm was started without counting its joins"),
+            Router::Igmpproxy(p) => p.child.id(),
         };
-        let path = format!("/proc/{}/net/{file}", self.pid());
+        let path = format!("/proc/{pid}/net/igmp");
         let reader = BufReader::new(fs::File::open(&path).with_context(|| format!("open {path}"))?);
-        let mut users = 0;
         for line in reader.lines() {
             let line = line.with_context(|| format!("read {path}"))?;
-            match self {
-                // "2    up0    1     0     01005e800001": index, device, users, global, MAC.
-                // Users, not lines: a group whose MAC the kernel already holds (239.128.0.1
-                // shares 224.0.0.1's) adds a user to that line.
-                Router::Mgm(_) => {
-                    let f: Vec<&str> = line.split_whitespace().collect();
-                    if f.get(1) == Some(&UPSTREAM)
-                        && f.get(4).is_some_and(|m| m.starts_with("01005e"))
-                    {
-                        users += f.get(2).and_then(|u| u.parse::<usize>().ok()).unwrap_or(0);
-                    }
-                }
-                // "3\tup0       :     5      V3": index, device, colon, count, version.
-                Router::Igmpproxy(_) => {
-                    if let Some((dev, rest)) = line.split_once(':') {
-                        if dev.split_whitespace().nth(1) == Some(UPSTREAM) {
-                            let count = rest.split_whitespace().next().unwrap_or_default();
-                            return count
-                                .parse()
-                                .with_context(|| format!("bad count in {path}: {line:?}"));
-                        }
-                    }
+            // "3\tup0       :     5      V3": index, device, colon, count, version.
+            if let Some((dev, rest)) = line.split_once(':') {
+                if dev.split_whitespace().nth(1) == Some(UPSTREAM) {
+                    let count = rest.split_whitespace().next().unwrap_or_default();
+                    return count
+                        .parse()
+                        .with_context(|| format!("bad count in {path}: {line:?}"));
                 }
             }
         }
-        Ok(users)
+        Ok(0)
     }
 
     /// IGMP messages lost on the way in: for mgm, those the XDP program could not queue
-    /// because the ring buffer was full; for igmpproxy, those its raw sockets dropped (the
-    /// `drops` column of /proc/net/raw; nothing else in its namespace has one).
+    /// because the ring buffer was full, or refused at admission (none with
+    /// `--igmp-admit-rate 0`); for igmpproxy, those its raw sockets dropped (the `drops`
+    /// column of /proc/net/raw; nothing else in its namespace has one).
     fn lost(&self) -> anyhow::Result<u64> {
         match self {
-            Router::Mgm(d) => {
+            Router::Mgm(d, _) => {
                 let show = d.show()?;
                 Ok(show["interfaces"]
                     .as_array()
                     .map(|all| {
                         all.iter()
-                            .filter_map(|i| i["stats"]["ring_full"].as_u64())
+                            .flat_map(|i| ["ring_full", "igmp_limited"].map(|c| &i["stats"][c]))
+                            .filter_map(Value::as_u64)
                             .sum()
                     })
                     .unwrap_or(0))
@@ -246,6 +248,122 @@ impl Drop for Igmpproxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = fs::remove_file(&self.conf);
+    }
+}
+
+/// The groups mgm's upstream host side has joined, from its reports as they arrive at the
+/// upstream host (`eth0` of the lab's sender namespace). mgm sends a group's report and puts
+/// the group into `up0`'s link-layer filter in one step; counting the filter's entries in
+/// `/proc/net/dev_mcast` instead made every look cost a line per group joined, printed under
+/// `up0`'s address-list lock, on which each join's `SIOCADDMULTI` then waited.
+struct Reported {
+    capture: Capture,
+    groups: HashSet<Ipv4Addr>,
+}
+
+impl Reported {
+    fn new(upstream_host: &lab::Netns) -> anyhow::Result<Reported> {
+        let capture = Capture::new(upstream_host, lab::HOST_IF)?;
+        // mgm sends a report per new group: an IGMPv3 window's 3,200 at once.
+        capture.grow_buffer(32 << 20)?;
+        Ok(Reported {
+            capture,
+            groups: HashSet::new(),
+        })
+    }
+
+    /// Groups joined so far.
+    fn count(&mut self) -> usize {
+        const IPPROTO_IGMP: u8 = 2;
+        let frames = self.capture.waiting_where(|f| f[23] == IPPROTO_IGMP);
+        for f in frames {
+            if let Some(igmp) = f.get(14 + usize::from(f[14] & 0x0f) * 4..) {
+                self.groups.extend(joined_groups(igmp));
+            }
+        }
+        self.groups.len()
+    }
+}
+
+/// The groups an IGMP message joins: that of an IGMPv1/v2 report, and those of IGMPv3 records
+/// that are not TO_IN {} or BLOCK (RFC 3376 §4.2.12: a join is IS_EX, TO_EX, or sources
+/// allowed). A record cut short ends the list.
+fn joined_groups(igmp: &[u8]) -> Vec<Ipv4Addr> {
+    let group = |b: &[u8]| Ipv4Addr::new(b[0], b[1], b[2], b[3]);
+    match igmp.first() {
+        Some(0x12 | 0x16) if igmp.len() >= 8 => vec![group(&igmp[4..8])],
+        Some(0x22) if igmp.len() >= 8 => {
+            let records = u16::from_be_bytes([igmp[6], igmp[7]]);
+            let mut joined = Vec::new();
+            let mut at = 8;
+            for _ in 0..records {
+                let Some(r) = igmp.get(at..at + 8) else {
+                    break;
+                };
+                let sources = usize::from(u16::from_be_bytes([r[2], r[3]]));
+                let joins = match r[0] {
+                    2 | 4 => true,
+                    1 | 5 => sources > 0,
+                    _ => false,
+                };
+                if joins {
+                    joined.push(group(&r[4..8]));
+                }
+                at += 8 + 4 * sources + 4 * usize::from(r[1]);
+            }
+            joined
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// How long a router process's threads ran on a CPU and waited runnable for one, summed
+/// from `/proc/<pid>/task/*/schedstat`. On a machine shared with other work the waiting tells
+/// a router starved of CPU from a router that is slow, or idle while work waits.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sched {
+    run: Duration,
+    waited: Duration,
+}
+
+impl Sched {
+    fn of(pid: u32) -> anyhow::Result<Sched> {
+        let tasks = fs::read_dir(format!("/proc/{pid}/task"))
+            .with_context(|| format!("list /proc/{pid}/task"))?;
+        let mut total = Sched::default();
+        for task in tasks.flatten() {
+            // A thread may exit while we look: skip it.
+            if let Ok(line) = fs::read_to_string(task.path().join("schedstat")) {
+                total.add(&line);
+            }
+        }
+        Ok(total)
+    }
+
+    /// The calling thread's.
+    fn of_this_thread() -> anyhow::Result<Sched> {
+        let line = fs::read_to_string("/proc/thread-self/schedstat")
+            .context("read /proc/thread-self/schedstat")?;
+        let mut total = Sched::default();
+        total.add(&line);
+        Ok(total)
+    }
+
+    /// Adds a schedstat line: "run_ns wait_ns timeslices".
+    fn add(&mut self, line: &str) {
+        let mut f = line
+            .split_whitespace()
+            .map(|v| v.parse::<u64>().unwrap_or(0));
+        self.run += Duration::from_nanos(f.next().unwrap_or(0));
+        self.waited += Duration::from_nanos(f.next().unwrap_or(0));
+    }
+
+    /// What `self` added since `before`.
+    fn since(self, before: Sched) -> Sched {
+        Sched {
+            run: self.run.saturating_sub(before.run),
+            waited: self.waited.saturating_sub(before.waited),
+        }
     }
 }
 
@@ -384,5 +502,37 @@ fn print_memory(memory: &[Value]) {
                 kib(&m["bpf_map_bytes"])
             ),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lab::traffic::{v3_report, MODE_IS_EXCLUDE};
+
+    #[test]
+    fn joined_groups_reads_v2_reports_and_v3_join_records_only() {
+        let (a, b) = (Ipv4Addr::new(239, 1, 0, 1), Ipv4Addr::new(239, 1, 0, 2));
+        let source = Ipv4Addr::new(198, 18, 0, 2);
+        assert_eq!(joined_groups(&[0x16, 0, 0, 0, 239, 1, 0, 1]), vec![a]);
+        assert_eq!(
+            joined_groups(&v3_report(MODE_IS_EXCLUDE, &[a, b], &[])),
+            vec![a, b]
+        );
+        // TO_EX {} joins; TO_IN {} leaves; ALLOW with a source joins; BLOCK does not
+        assert_eq!(joined_groups(&v3_report(4, &[a], &[])), vec![a]);
+        assert!(joined_groups(&v3_report(3, &[a], &[])).is_empty());
+        assert_eq!(joined_groups(&v3_report(5, &[b], &[source])), vec![b]);
+        assert!(joined_groups(&v3_report(6, &[b], &[source])).is_empty());
+        // the records after the sources of the first are read from the right place
+        assert_eq!(
+            joined_groups(&v3_report(MODE_IS_EXCLUDE, &[a, b], &[source])),
+            vec![a, b]
+        );
+        // a report cut inside its second record yields the first only
+        let cut = v3_report(MODE_IS_EXCLUDE, &[a, b], &[]);
+        assert_eq!(joined_groups(&cut[..cut.len() - 1]), vec![a]);
+        // a query is no join
+        assert!(joined_groups(&[0x11, 0, 0, 0, 0, 0, 0, 0]).is_empty());
     }
 }

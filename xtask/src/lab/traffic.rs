@@ -106,21 +106,7 @@ impl Receiver {
     /// (SO_RCVBUFFORCE, root), so a reader that is descheduled for a while on a busy machine
     /// loses nothing to a full buffer: tests that count every datagram need that.
     pub fn grow_buffer(&self, bytes: u32) -> anyhow::Result<()> {
-        let value = libc::c_int::try_from(bytes).context("buffer size")?;
-        // SAFETY: the option value is a c_int that lives for the duration of the call.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                (&value as *const libc::c_int).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error()).context("SO_RCVBUFFORCE");
-        }
-        Ok(())
+        force_receive_buffer(&self.sock, bytes)
     }
 
     /// Reads for `window` and returns the sequence numbers of the lab datagrams for `group`
@@ -327,6 +313,26 @@ impl Sender {
     }
 }
 
+/// Sets `sock`'s receive buffer to `bytes` whatever the namespace's `rmem_max`
+/// (SO_RCVBUFFORCE, root).
+fn force_receive_buffer(sock: &Socket, bytes: u32) -> anyhow::Result<()> {
+    let value = libc::c_int::try_from(bytes).context("buffer size")?;
+    // SAFETY: the option value is a c_int that lives for the duration of the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("SO_RCVBUFFORCE");
+    }
+    Ok(())
+}
+
 /// A raw capture of the IPv4 frames arriving on one interface (AF_PACKET), to look at what
 /// the router put on the wire: MACs, TTL, checksum.
 pub struct Capture {
@@ -391,6 +397,28 @@ impl Capture {
             .filter(|p| p.group == group)
             .map(|p| p.seq)
             .collect()
+    }
+
+    /// As [`Receiver::grow_buffer`]: a burst read later loses nothing.
+    pub fn grow_buffer(&self, bytes: u32) -> anyhow::Result<()> {
+        force_receive_buffer(&self.sock, bytes)
+    }
+
+    /// The untagged IPv4 frames waiting now that `keep` accepts, without waiting for more.
+    pub fn waiting_where(&self, keep: impl Fn(&[u8]) -> bool) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
+        while let Ok(n) = self.sock.recv_with_flags(&mut buf, libc::MSG_DONTWAIT) {
+            // SAFETY: recv initialised the first `n` bytes.
+            let f: Vec<u8> = buf[..n]
+                .iter()
+                .map(|b| unsafe { b.assume_init() })
+                .collect();
+            if f.len() >= 34 && f[12..14] == [0x08, 0x00] && keep(&f) {
+                got.push(f);
+            }
+        }
+        got
     }
 
     /// The untagged IPv4 frames captured within `window` that `keep` accepts.

@@ -52,7 +52,7 @@ struct Bed {
 impl Bed {
     fn new(kind: Kind, mgm: &Path) -> anyhow::Result<Bed> {
         let lab = Lab::up(&unique_tag("t"), &[IgmpVersion::V3])?;
-        let router = Router::start(kind, mgm, &lab, &MGM_ARGS)?;
+        let router = Router::start(kind, mgm, &lab, &MGM_ARGS, false)?;
         let rx = Receiver::new(&lab.receivers[0], receiver_addr(0))?;
         let tx = Sender::new(&lab.sender, SENDER_ADDR, 8)?;
         Ok(Bed {

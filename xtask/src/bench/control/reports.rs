@@ -17,7 +17,7 @@ use anyhow::Context;
 use serde_json::{json, Value};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::{Kind, Memory, Router};
+use super::{Kind, Memory, Router, Sched};
 use crate::lab::{
     receiver_addr,
     traffic::{
@@ -142,7 +142,7 @@ struct Progress {
 }
 
 /// Sends the reports, keeping at most [`WINDOW_MESSAGES`] ahead of the router.
-fn drive(gen: &Generator, router: &Router) -> anyhow::Result<Progress> {
+fn drive(gen: &Generator, router: &mut Router) -> anyhow::Result<Progress> {
     let total: usize = gen.reports.iter().map(|r| r.2).sum();
     let base = router.upstream_groups()?;
     let start = Instant::now();
@@ -216,7 +216,7 @@ pub fn measure(
     let gen = Generator::new(&lab.receivers[0], receiver_addr(0), version, groups)?;
     let offered = gen.open_loop()?;
     let max_groups = (groups + 1_000).to_string();
-    let router = Router::start(
+    let mut router = Router::start(
         kind,
         mgm,
         &lab,
@@ -230,9 +230,13 @@ pub fn measure(
             "--igmp-admit-rate",
             "0",
         ],
+        true,
     )?;
     let idle = Memory::of(router.pid())?;
-    let p = drive(&gen, &router)?;
+    let (sched, own) = (Sched::of(router.pid())?, Sched::of_this_thread()?);
+    let p = drive(&gen, &mut router)?;
+    let sched = Sched::of(router.pid())?.since(sched);
+    let own = Sched::of_this_thread()?.since(own);
     // Let the kernel settle the last joins before memory is read.
     std::thread::sleep(Duration::from_millis(200));
     let after = Memory::of(router.pid())?;
@@ -255,6 +259,14 @@ pub fn measure(
         "records_per_second": p.completed as f64 / secs,
         "messages_per_second": messages_done as f64 / secs,
         "generator_messages_per_second": offered,
+        // The router's own CPU time over the run, and how long it waited runnable for a CPU:
+        // records per CPU second hold on a machine busy with other work, records/s do not.
+        "router_cpu_seconds": sched.run.as_secs_f64(),
+        "router_runqueue_seconds": sched.waited.as_secs_f64(),
+        "records_per_cpu_second": p.completed as f64 / sched.run.as_secs_f64().max(1e-6),
+        // The generator's thread (sends, polls, and the XDP program runs in its softirqs):
+        // on two CPUs its time is time the router does not get.
+        "generator_cpu_seconds": own.run.as_secs_f64(),
         "lost_messages": lost,
         "memory_idle": idle.json(),
         "memory": after.json(),
@@ -294,7 +306,7 @@ pub fn print(reports: &[Value]) {
          {WINDOW_MESSAGES} reports in flight; mgm with --igmp-admit-rate 0 (no admission limit):"
     );
     println!(
-        "  {:<10} {:>3} {:>8} {:>9} {:>8} {:>10} {:>10} {:>11} {:>5} {:>15}",
+        "  {:<10} {:>3} {:>8} {:>9} {:>8} {:>10} {:>10} {:>11} {:>5} {:>15} {:>6} {:>8} {:>12} {:>7}",
         "router",
         "ver",
         "groups",
@@ -304,7 +316,11 @@ pub fn print(reports: &[Value]) {
         "records/s",
         "× igmpproxy",
         "lost",
-        "generator rep/s"
+        "generator rep/s",
+        "cpu s",
+        "waited s",
+        "records/cpu s",
+        "gen cpu s"
     );
     for r in reports {
         let ratio = r["ratio_vs_igmpproxy"]
@@ -314,7 +330,7 @@ pub fn print(reports: &[Value]) {
             .as_str()
             .map_or(String::new(), |c| format!("  ({c})"));
         println!(
-            "  {:<10} {:>3} {:>8} {:>9} {:>8.3} {:>10.0} {:>10.0} {:>11} {:>5} {:>15.0}{cut}",
+            "  {:<10} {:>3} {:>8} {:>9} {:>8.3} {:>10.0} {:>10.0} {:>11} {:>5} {:>15.0} {:>6.3} {:>8.3} {:>12.0} {:>7.3}{cut}",
             r["router"].as_str().unwrap_or("?"),
             r["version"].as_str().unwrap_or("?"),
             r["groups"].to_string(),
@@ -327,6 +343,10 @@ pub fn print(reports: &[Value]) {
             r["generator_messages_per_second"]
                 .as_f64()
                 .unwrap_or(f64::NAN),
+            r["router_cpu_seconds"].as_f64().unwrap_or(f64::NAN),
+            r["router_runqueue_seconds"].as_f64().unwrap_or(f64::NAN),
+            r["records_per_cpu_second"].as_f64().unwrap_or(f64::NAN),
+            r["generator_cpu_seconds"].as_f64().unwrap_or(f64::NAN),
         );
     }
 }
