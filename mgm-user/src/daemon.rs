@@ -24,6 +24,7 @@ use crate::{
     },
     dataplane::{
         error::report,
+        maps::Counted,
         netdev::{mac_string, NetDev},
     },
     dataplane::{ringbuf, Dataplane, Event, LoadOptions, Tunables, XdpMode},
@@ -632,7 +633,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
                 // Fresh counters tell the core which expiring MFEs still carry a flow.
                 let now = router.now();
                 let due = router.mgm.expiring(now);
-                sync_counters(&dp, &mut router.mgm, due);
+                sync_counters(&mut dp, &mut router.mgm, &due);
                 router.handle_timeout(now);
             }
             () = sleep_until(hold_ends) => {
@@ -660,9 +661,13 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
                     u.end_adoption(now);
                 }
             }
-            _ = counters.tick() => {
-                let all = router.mgm.forwarding_table().into_keys().collect();
-                sync_counters(&dp, &mut router.mgm, all);
+            _ = counters.tick() => dp.forwarding.start_counter_sweep(),
+            // A sweep goes a bounded step a turn, between whatever else is ready.
+            () = std::future::ready(()), if dp.forwarding.sweeping() => {
+                match dp.forwarding.sweep_counters() {
+                    Ok(counted) => give_counters(&mut router.mgm, counted),
+                    Err(e) => warn!("cannot read the MFE counters: {}", report(&e)),
+                }
             }
             change = route_watch.next() => {
                 let now = router.now();
@@ -1285,25 +1290,24 @@ pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 /// per-CPU maps.
 const COUNTER_SYNC: Duration = Duration::from_secs(5);
 
-/// Gives the core the data plane's counters of the MFEs `keys` names, as (source, group).
-fn sync_counters(dp: &Dataplane, mgm: &mut Mgm, keys: Vec<(Ipv4Addr, Ipv4Addr)>) {
-    for (source, group) in keys {
-        let k = key(source, group);
-        let read = dp.forwarding.stats(k).and_then(|s| match s {
-            Some(s) => Ok(Some((s, dp.forwarding.oif_stats(k)?))),
-            None => Ok(None),
-        });
-        let (stats, oifs) = match read {
-            Ok(Some(s)) => s,
-            Ok(None) => continue,
-            Err(e) => {
-                warn!(
-                    "cannot read the counters of ({source}, {group}): {}",
-                    report(&e)
-                );
-                continue;
-            }
-        };
+/// Gives the core fresh data-plane counters of the MFEs `keys` names, as (source, group).
+fn sync_counters(dp: &mut Dataplane, mgm: &mut Mgm, keys: &[(Ipv4Addr, Ipv4Addr)]) {
+    let keys: Vec<FwdKey> = keys.iter().map(|&(s, g)| key(s, g)).collect();
+    match dp.forwarding.read_counters(&keys) {
+        Ok(counted) => give_counters(mgm, counted),
+        Err(e) => warn!("cannot read the counters of expiring MFEs: {}", report(&e)),
+    }
+}
+
+/// Hands the core the counters the data plane read.
+fn give_counters(mgm: &mut Mgm, counted: Vec<Counted>) {
+    for Counted {
+        source,
+        group,
+        stats,
+        oifs,
+    } in counted
+    {
         let counters = core::MfeCounters {
             in_pkts: stats.pkts,
             in_octets: stats.bytes,
@@ -1328,7 +1332,8 @@ fn sync_counters(dp: &Dataplane, mgm: &mut Mgm, keys: Vec<(Ipv4Addr, Ipv4Addr)>)
                 })
                 .collect(),
         };
-        // The MFE can only be missing if it expired between the two calls.
+        // The data plane holds entries the core does not know yet (adopted, before the
+        // reconciliation), and an MFE may have expired since.
         let _ = mgm.set_mfe_counters(source, group, counters);
     }
 }

@@ -7,6 +7,7 @@ use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
     io,
     net::Ipv4Addr,
+    ops::Range,
     os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
 };
 
@@ -22,7 +23,11 @@ use mgm_common::{
     maps as m,
 };
 
-use super::{error::map_err, DataplaneError};
+use super::{
+    counters::{self, Step, Sums, Sweep},
+    error::map_err,
+    DataplaneError,
+};
 use crate::core::{DataPlaneEntry, InterfaceId, MapOp};
 
 /// Size of `struct bpf_devmap_val` (ifindex + program fd), which egress programs need.
@@ -141,6 +146,21 @@ pub struct Forwarding {
     /// Placeholders the XDP program inserted and no install has replaced yet.
     pending: BTreeSet<FwdKey>,
     nr_cpus: usize,
+    /// The counter arrays' sums as last read or written, for [`Forwarding::sweep_counters`].
+    entry_sums: Sums<EntryStats>,
+    oif_sums: Sums<OifStats>,
+    sweep: Sweep<FwdKey>,
+    /// The kernel has not refused a batch read of a counter array.
+    batch: bool,
+}
+
+/// One entry's counters, summed over CPUs; its outgoing interfaces' by ifindex.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counted {
+    pub source: Ipv4Addr,
+    pub group: Ipv4Addr,
+    pub stats: EntryStats,
+    pub oifs: BTreeMap<u32, OifStats>,
 }
 
 impl Forwarding {
@@ -176,6 +196,10 @@ impl Forwarding {
             next_slot: 1,
             pending: BTreeSet::new(),
             nr_cpus,
+            entry_sums: Sums::default(),
+            oif_sums: Sums::default(),
+            sweep: Sweep::Idle,
+            batch: true,
         }
     }
 
@@ -330,7 +354,13 @@ impl Forwarding {
                 None => PerCpuValues::try_from(vec![OifStats::default(); self.nr_cpus])
                     .map_err(aya::maps::MapError::IoError),
             }
-            .and_then(|values| self.oif_stats.set(slot, values, 0));
+            .and_then(|values| {
+                let mut total = OifStats::default();
+                values.iter().for_each(|v| total.accumulate(v));
+                self.oif_stats.set(slot, values, 0)?;
+                self.oif_sums.set(slot, total);
+                Ok(())
+            });
             if let Err(e) = written {
                 warn!("cannot write the counters of ifindex {oif} in slot {slot} ({e}); the entry's copies count as uncounted");
                 self.oif_blocks.release(base, oifs.len() as u32);
@@ -567,6 +597,10 @@ impl Forwarding {
         if let Some(first) = values.first_mut() {
             first.uninit = uninit;
         }
+        let sum = EntryStats {
+            uninit,
+            ..EntryStats::default()
+        };
         let zero = PerCpuValues::try_from(values).map_err(|e| DataplaneError::Map {
             map: m::ENTRY_STATS,
             source: aya::maps::MapError::IoError(e),
@@ -574,7 +608,109 @@ impl Forwarding {
         self.entry_stats
             .set(slot, zero, 0)
             .map_err(map_err(m::ENTRY_STATS))?;
+        self.entry_sums.set(slot, sum);
         Ok(slot)
+    }
+
+    /// Starts a sweep of every entry's counters ([`Forwarding::sweep_counters`]), unless one
+    /// is under way.
+    pub fn start_counter_sweep(&mut self) {
+        self.sweep.start();
+    }
+
+    /// A sweep is under way: [`Forwarding::sweep_counters`] has more to do.
+    pub fn sweeping(&self) -> bool {
+        self.sweep.running()
+    }
+
+    /// One bounded step of the sweep: reads a few thousand counter slots in one batch call,
+    /// or hands out the counters of up to a thousand entries (then returned), each entry once
+    /// a sweep. Counters are at most one sweep old, never older than the entry's install.
+    ///
+    /// # Errors
+    /// Reading a counter array failed; the sweep ends (the next one starts over).
+    pub fn sweep_counters(&mut self) -> Result<Vec<Counted>, DataplaneError> {
+        let step = self
+            .sweep
+            .next(&self.entries, self.next_slot, self.oif_blocks.next);
+        let read = match step {
+            None => return Ok(Vec::new()),
+            Some(Step::Deliver(keys)) => {
+                return Ok(keys.iter().filter_map(|&k| self.counted(k)).collect())
+            }
+            Some(Step::Entries(slots)) => self.read_entry_sums(slots),
+            Some(Step::Oifs(slots)) => self.read_oif_sums(slots),
+        };
+        if read.is_err() {
+            self.sweep = Sweep::Idle;
+        }
+        read.map(|()| Vec::new())
+    }
+
+    /// Fresh counters of the entries `keys` names (those installed): two reads an entry, or
+    /// both arrays whole in batches when that costs less (many MFEs expiring at once).
+    ///
+    /// # Errors
+    /// Reading a counter array failed.
+    pub fn read_counters(&mut self, keys: &[FwdKey]) -> Result<Vec<Counted>, DataplaneError> {
+        let in_use = self.next_slot + self.oif_blocks.next;
+        if keys.len() as u64 * counters::SLOTS_PER_CALL > u64::from(in_use) {
+            self.read_entry_sums(1..self.next_slot)?;
+            self.read_oif_sums(1..self.oif_blocks.next)?;
+        } else {
+            for k in keys {
+                let Some(e) = self.entries.get(k) else {
+                    continue;
+                };
+                let slot = e.stats_slot;
+                let block = if e.oif_base == 0 {
+                    0..0
+                } else {
+                    e.oif_base..e.oif_base + e.oifs.len() as u32
+                };
+                self.read_entry_sums(slot..slot + 1)?;
+                self.read_oif_sums(block)?;
+            }
+        }
+        Ok(keys.iter().filter_map(|&k| self.counted(k)).collect())
+    }
+
+    fn read_entry_sums(&mut self, slots: Range<u32>) -> Result<(), DataplaneError> {
+        if slots.is_empty() {
+            return Ok(());
+        }
+        let (array, sums) = (&self.entry_stats, &mut self.entry_sums);
+        counters::read_slots(array, slots, self.nr_cpus, &mut self.batch, sums)
+            .map_err(map_err(m::ENTRY_STATS))
+    }
+
+    fn read_oif_sums(&mut self, slots: Range<u32>) -> Result<(), DataplaneError> {
+        if slots.is_empty() {
+            return Ok(());
+        }
+        let (array, sums) = (&self.oif_stats, &mut self.oif_sums);
+        counters::read_slots(array, slots, self.nr_cpus, &mut self.batch, sums)
+            .map_err(map_err(m::OIF_STATS))
+    }
+
+    /// The counters of the entry for `key` from the sums.
+    fn counted(&self, key: FwdKey) -> Option<Counted> {
+        let e = self.entries.get(&key)?;
+        let oifs = if e.oif_base == 0 {
+            BTreeMap::new()
+        } else {
+            e.oifs
+                .iter()
+                .zip(e.oif_base..)
+                .map(|(&ifindex, slot)| (ifindex, self.oif_sums.get(slot)))
+                .collect()
+        };
+        Some(Counted {
+            source: Ipv4Addr::from(u32::from_be(key.source)),
+            group: Ipv4Addr::from(u32::from_be(key.group)),
+            stats: self.entry_sums.get(e.stats_slot),
+            oifs,
+        })
     }
 
     /// Counters of the entry for `key`, summed over CPUs; `None` if no such entry.

@@ -1,6 +1,7 @@
 //! The only part of mgm that touches aya: loading and attaching the XDP programs, pinning
 //! their maps, applying the core's map operations and reading events and counters.
 
+mod counters;
 pub mod error;
 pub mod inspect;
 pub mod interfaces;
