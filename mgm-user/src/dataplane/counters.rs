@@ -14,12 +14,14 @@ use aya::maps::{IterableMap, MapData, MapError, PerCpuArray};
 use log::info;
 use mgm_common::counters::{EntryStats, OifStats};
 
-/// Slots one sweep step reads (one batch call): about 1 ms of kernel copying on the project's VM.
-pub(super) const READ_SLOTS: u32 = 4096;
-/// Slots a batch call reads in the time of one single-slot call (measured, 2 CPUs).
-pub(super) const SLOTS_PER_CALL: u64 = 16;
-/// Entries one sweep step hands out.
-pub(super) const DELIVER_KEYS: usize = 1024;
+/// Slots one sweep step reads (one batch call): about 1 ms on the project's VM (0.45 µs a
+/// slot, 2 CPUs).
+pub(super) const READ_SLOTS: u32 = 2048;
+/// Slots a batch call reads in the time the two single lookups of one entry's counters take
+/// (6.7 µs with 100k entries installed, same VM).
+pub(super) const SLOTS_PER_ENTRY: u64 = 15;
+/// Entries one sweep step hands out: about 1 ms with the core's update of each.
+pub(super) const DELIVER_KEYS: usize = 512;
 
 /// A counter record, summed over CPUs field by field.
 pub(super) trait Summed: aya::Pod + Default {

@@ -623,8 +623,8 @@ impl Forwarding {
         self.sweep.running()
     }
 
-    /// One bounded step of the sweep: reads a few thousand counter slots in one batch call,
-    /// or hands out the counters of up to a thousand entries (then returned), each entry once
+    /// One bounded step of the sweep (about 1 ms): reads 2048 counter slots in one batch call,
+    /// or hands out the counters of up to 512 entries (then returned), each entry once
     /// a sweep. Counters are at most one sweep old, never older than the entry's install.
     ///
     /// # Errors
@@ -654,7 +654,7 @@ impl Forwarding {
     /// Reading a counter array failed.
     pub fn read_counters(&mut self, keys: &[FwdKey]) -> Result<Vec<Counted>, DataplaneError> {
         let in_use = self.next_slot + self.oif_blocks.next;
-        if keys.len() as u64 * counters::SLOTS_PER_CALL > u64::from(in_use) {
+        if keys.len() as u64 * counters::SLOTS_PER_ENTRY > u64::from(in_use) {
             self.read_entry_sums(1..self.next_slot)?;
             self.read_oif_sums(1..self.oif_blocks.next)?;
         } else {
