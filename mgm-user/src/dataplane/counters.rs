@@ -1,7 +1,7 @@
 //! The per-CPU counter arrays read in bulk and in bounded steps. A sweep reads the slots in
-//! use with `BPF_MAP_LOOKUP_BATCH`, a few thousand slots a step, into sums kept here, then
-//! hands the entries' counters out a slice at a time: the event loop never waits on more
-//! than one step, however large the table.
+//! use with `BPF_MAP_LOOKUP_BATCH`, 2048 slots a step, into sums kept here, then hands the
+//! entries' counters out a slice at a time: the periodic sync never holds the event loop for
+//! more than one step, however large the table.
 
 use std::{
     collections::BTreeMap,
