@@ -553,7 +553,7 @@ mod tests {
         rig.attacher.attach("dn2", 6);
         rig.stuck_in("dn2");
         rig.open.send(()).unwrap();
-        let mut outcomes = vec![rig.next(), rig.next()];
+        let mut outcomes = [rig.next(), rig.next()];
         outcomes.sort_by_key(|o| format!("{o:?}"));
         match &outcomes[..] {
             [Outcome::Failed { name, .. }, Outcome::Gone {
