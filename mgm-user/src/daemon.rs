@@ -1004,7 +1004,7 @@ impl Interfaces {
                     self.vanished(dp, router, modules, &name, ifindex);
                 }
                 Change::Appeared { name, ifindex } => {
-                    debug!("{name} appeared (ifindex {ifindex}): attaching XDP");
+                    info!("{name} exists now (ifindex {ifindex}): XDP is being attached");
                     dp.attach(&name, ifindex);
                 }
             }
