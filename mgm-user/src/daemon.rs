@@ -1110,21 +1110,27 @@ impl Interfaces {
             }
             Outcome::Failed { name, error } => {
                 self.attach_failures += 1;
-                let failures = self.attach_failures;
+                let n = self.attach_failures;
                 limited(
                     &mut self.attach_failed,
                     router.now(),
                     log::Level::Error,
                     || {
                         format!(
-                        "{name} appeared but cannot be managed ({failures} interfaces so far): {}",
-                        report(&error)
-                    )
+                            "{name} cannot be managed ({n} attaches failed): {}",
+                            report(&error)
+                        )
                     },
                 );
             }
             Outcome::Gone { name, ifindex } => {
-                debug!("{name} (ifindex {ifindex}) is gone or renamed again before its attach");
+                // Not there as announced: released now, so a phantom never holds the name;
+                // the announcement of what became of it finds nothing more to release.
+                debug!("{name} (ifindex {ifindex}) is gone or renamed before its attach");
+                if self.managed.ifindex(&name) == Some(ifindex) {
+                    let changes = self.managed.removed(ifindex);
+                    self.apply(dp, router, modules, changes);
+                }
             }
             Outcome::Found(dev) => {
                 // A name a reload added, found: managed from now on, unless an announcement
