@@ -1,8 +1,8 @@
 //! Attaching the ingress program to interfaces that appear while running, and detaching it
 //! from ones that vanish, on a worker thread (issue 19): the lookups' `SIOCGIFADDR` and the
 //! attach's `bpf_link_create` take the kernel's rtnl lock, which any other process's netlink
-//! change holds, and a link pin's removal releases its link under rtnl too. The loop queues
-//! what it wants and acts on the outcomes as events; attaching at start stays in
+//! change holds, and removing a link pin can release the link, which takes it too. The loop
+//! queues what it wants and acts on the outcomes as events; attaching at start stays in
 //! [`Dataplane::load`](super::Dataplane::load).
 //!
 //! What waits for the worker is the newest wanted state of each interface name (attached to

@@ -317,10 +317,7 @@ impl Dataplane {
             mode: opts.mode,
             pin_dir: opts.pin_dir.clone(),
         })
-        .map_err(|source| DataplaneError::PinDir {
-            path: opts.pin_dir.clone(),
-            source,
-        })?;
+        .map_err(DataplaneError::Worker)?;
         Ok(Dataplane {
             forwarding,
             events,
