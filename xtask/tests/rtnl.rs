@@ -1,8 +1,9 @@
-//! The event loop never waits on the kernel's rtnl lock for an interface that appears (issue
-//! 19), under the real `mgm` binary: while another process holds rtnl, a managed downstream
-//! appears, and a new stream to a kernel IGMP host on another downstream is forwarded within
-//! 1 s; dn2's attach completes once rtnl is free. Needs root and userfaultfd; run through
-//! `cargo xtask test`.
+//! The event loop never waits on the kernel's rtnl lock for an interface that appears or a
+//! reload (issue 19), under the real `mgm` binary. While another process holds rtnl, a managed
+//! downstream appears, and a new stream to a kernel IGMP host on another downstream is
+//! forwarded within 1 s; then, rtnl held again, a reload adds a downstream: the reload
+//! completes and another new stream is forwarded within 1 s. Each interface is attached once
+//! rtnl is free. Needs root and userfaultfd; run through `cargo xtask test`.
 //!
 //! rtnl is held the way a slow netlink or ioctl caller holds it: an ethtool ioctl
 //! (`SIOCETHTOOL`, `ETHTOOL_GSET`) copies its answer to a buffer whose second page is
@@ -15,7 +16,7 @@ use std::{
     io,
     net::{Ipv4Addr, UdpSocket},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
-    path::PathBuf,
+    path::{Path, PathBuf},
     thread::JoinHandle,
     time::{Duration, Instant},
 };
@@ -29,8 +30,9 @@ use xtask::{
     },
 };
 
-/// The host on dn1 joins it; its stream starts while rtnl is held.
+/// The host on dn1 joins them; their streams start while rtnl is held, one per phase.
 const G: Ipv4Addr = Ipv4Addr::new(239, 6, 6, 6);
+const G2: Ipv4Addr = Ipv4Addr::new(239, 6, 6, 8);
 /// Streamed before, to show the host's joins were heard.
 const G0: Ipv4Addr = Ipv4Addr::new(239, 6, 6, 7);
 /// The issue's bound on a join's first packet under load.
@@ -180,86 +182,160 @@ fn fail(daemon: &Daemon, what: &str) -> ! {
     })
 }
 
-const SELF: &str =
-    "rtnl::a_new_stream_is_forwarded_within_a_second_while_rtnl_is_held_and_an_interface_appears";
+/// The configuration at start: dn2 does not exist yet, dn3 is not managed.
+const BEFORE: &str = "\
+[interfaces]
+upstream = \"up0\"
+downstream = [\"dn1\", \"dn2\"]
+";
 
-#[test]
-fn a_new_stream_is_forwarded_within_a_second_while_rtnl_is_held_and_an_interface_appears() {
-    let tag = unique_tag("t");
-    let lab = Lab::up(&tag, &[IgmpVersion::V3, IgmpVersion::V3]).expect("lab up");
-    // dn2 does not exist when mgm starts.
-    lab.router.ip(&["link", "del", "dn2"]).unwrap();
-    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{tag}"));
-    let mut daemon = Daemon::start(&mgm_bin(), &lab, &pin_dir, &FAST_IGMP, false).expect("mgm");
-    if let Err(e) = daemon.wait_for("manages dn2 once it appears", PATIENCE) {
-        fail(&daemon, &format!("{e:#}"));
-    }
-    // The kernel host on dn1 joins G, then G0; G0's stream shows both joins were heard.
-    let joined = Receiver::new(&lab.receivers[0], receiver_addr(0)).unwrap();
-    joined.join(G).unwrap();
-    let shown = Receiver::new(&lab.receivers[0], receiver_addr(0)).unwrap();
-    shown.join(G0).unwrap();
-    let before = Stream::start(&lab, G0);
-    let mut heard = Counter::start(shown, G0);
-    if !heard.more(20, PATIENCE) {
-        fail(&daemon, "the host on dn1 never got its first stream");
-    }
-    let mut counter = Counter::start(joined, G);
-    // Opened now: joining a group or opening a socket in a namespace may want rtnl.
-    let tx = Sender::new(&lab.sender, SENDER_ADDR, 8).unwrap();
+/// The reload adds dn3.
+const AFTER: &str = "\
+[interfaces]
+upstream = \"up0\"
+downstream = [\"dn1\", \"dn2\", \"dn3\"]
+";
 
-    // dn2 appears while mgm is stopped, so its announcement waits in mgm's socket until
-    // rtnl is held.
-    let stopped = Stopped::new(daemon.pid());
-    lab.rewire_downstream(1, "dn2", IgmpVersion::V3).unwrap();
-    let held = match RtnlHeld::take(&lab.receivers[0], HOST_IF) {
-        Ok(Some(held)) => held,
+/// A configuration file of the test's own, removed when dropped.
+struct ConfigFile(PathBuf);
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+const SELF: &str = "rtnl::the_loop_serves_streams_while_rtnl_is_held_as_an_interface_appears_and_a_reload_adds_one";
+
+/// Holds rtnl through the first receiver's link; `None` (the skip announced) if it cannot.
+fn hold(lab: &Lab) -> Option<RtnlHeld> {
+    match RtnlHeld::take(&lab.receivers[0], HOST_IF) {
+        Ok(Some(held)) => Some(held),
         Ok(None) => {
             announce_skip(
                 SELF,
                 "this kernel's ethtool ioctl does not copy its answer under rtnl",
             );
-            return;
+            None
         }
         Err(e) => {
             announce_skip(
                 SELF,
                 &format!("cannot hold rtnl through userfaultfd: {e:#}"),
             );
-            return;
+            None
         }
-    };
-    // mgm goes on: it takes dn2's announcement at once (it waits in its socket), and the
-    // attach of dn2 waits for rtnl; the loop must not, so the new stream's first packet (an
-    // upcall) is served.
-    stopped.go_on();
+    }
+}
+
+/// With rtnl `held`: `counter`'s stream starts through `tx` and its first datagram must come
+/// within [`WITHIN`]; the loop must have logged `taken` meanwhile, and not `attached` (the
+/// attach waits for rtnl). Then rtnl goes free and `attached` must follow.
+fn served_while_held(
+    daemon: &mut Daemon,
+    held: RtnlHeld,
+    (tx, group, counter): (Sender, Ipv4Addr, &mut Counter),
+    what: &str,
+    (taken, attached): (&str, &str),
+) -> Stream {
     let started = Instant::now();
-    let stream = Stream::from_sender(tx, G);
+    let stream = Stream::from_sender(tx, group);
     let forwarded = counter.more(1, WITHIN);
     let took = started.elapsed();
     // Its log line may reach this test after the datagram.
-    let taken = forwarded && daemon.wait_for("dn2 exists now", PATIENCE).is_ok();
-    let attached_meanwhile = daemon.log().iter().any(|l| l.contains("dn2 appeared"));
+    let logged = forwarded && daemon.wait_for(taken, PATIENCE).is_ok();
+    let attached_meanwhile = daemon.log().iter().any(|l| l.contains(attached));
     drop(held);
     if !forwarded {
         fail(
-            &daemon,
+            daemon,
             &format!(
                 "a new stream to the host on dn1 was not forwarded within {WITHIN:?} while \
-                 rtnl was held and dn2 appeared"
+                 rtnl was held and {what}"
             ),
         );
     }
     assert!(
-        taken && !attached_meanwhile,
-        "dn2's announcement taken: {taken}, dn2 attached while rtnl was held: \
+        logged && !attached_meanwhile,
+        "{taken:?} logged: {logged}; {attached:?} logged while rtnl was held: \
          {attached_meanwhile} (then the test held nothing)"
     );
-    // With rtnl free, dn2's attach completes.
-    if let Err(e) = daemon.wait_for("dn2 appeared", PATIENCE) {
-        fail(&daemon, &format!("dn2 was never attached: {e:#}"));
+    if let Err(e) = daemon.wait_for(attached, PATIENCE) {
+        fail(daemon, &format!("not attached once rtnl was free: {e:#}"));
     }
-    drop(stream);
-    drop(before);
-    println!("first datagram of the new stream after {took:?} with rtnl held");
+    println!("{what}: first datagram of a new stream after {took:?} with rtnl held");
+    stream
+}
+
+#[test]
+fn the_loop_serves_streams_while_rtnl_is_held_as_an_interface_appears_and_a_reload_adds_one() {
+    let tag = unique_tag("t");
+    let v3 = IgmpVersion::V3;
+    let lab = Lab::up(&tag, &[v3, v3, v3]).expect("lab up");
+    lab.router.ip(&["link", "del", "dn2"]).unwrap();
+    let config = ConfigFile(std::env::temp_dir().join(format!("mgm-{tag}.toml")));
+    std::fs::write(&config.0, BEFORE).unwrap();
+    let mut daemon = start(&tag, &lab, &config.0);
+    if let Err(e) = daemon.wait_for("manages dn2 once it appears", PATIENCE) {
+        fail(&daemon, &format!("{e:#}"));
+    }
+    // The kernel host on dn1 joins G and G2, then G0; G0's stream shows the joins were heard.
+    // Joining a group or opening a socket in a namespace may want rtnl: all done now.
+    let receiver = || Receiver::new(&lab.receivers[0], receiver_addr(0)).unwrap();
+    let (joined, joined2, shown) = (receiver(), receiver(), receiver());
+    joined.join(G).unwrap();
+    joined2.join(G2).unwrap();
+    shown.join(G0).unwrap();
+    let before = Stream::start(&lab, G0);
+    let mut heard = Counter::start(shown, G0);
+    if !heard.more(20, PATIENCE) {
+        fail(&daemon, "the host on dn1 never got its first stream");
+    }
+    let (mut counter, mut counter2) = (Counter::start(joined, G), Counter::start(joined2, G2));
+    let sender = || Sender::new(&lab.sender, SENDER_ADDR, 8).unwrap();
+    let (tx, tx2) = (sender(), sender());
+
+    // dn2 appears while mgm is stopped, so its announcement waits in mgm's socket until rtnl
+    // is held; resumed, mgm takes it at once, and dn2's attach waits for rtnl.
+    let stopped = Stopped::new(daemon.pid());
+    lab.rewire_downstream(1, "dn2", v3).unwrap();
+    let Some(held) = hold(&lab) else {
+        return;
+    };
+    stopped.go_on();
+    let first = served_while_held(
+        &mut daemon,
+        held,
+        (tx, G, &mut counter),
+        "dn2 appeared",
+        ("dn2 exists now", "dn2 appeared"),
+    );
+
+    // A reload adds dn3, which exists: the reload completes while rtnl is held, and dn3's
+    // lookup and attach wait for rtnl.
+    std::fs::write(&config.0, AFTER).unwrap();
+    let Some(held) = hold(&lab) else {
+        return;
+    };
+    daemon.hang_up();
+    if let Err(e) = daemon.wait_for("reload: downstream added: dn3", WITHIN) {
+        drop(held);
+        fail(&daemon, &format!("the reload waited on rtnl: {e:#}"));
+    }
+    let second = served_while_held(
+        &mut daemon,
+        held,
+        (tx2, G2, &mut counter2),
+        "a reload added dn3",
+        ("reload: downstream added: dn3", "dn3 appeared"),
+    );
+    drop((first, second, before));
+}
+
+fn start(tag: &str, lab: &Lab, config: &Path) -> Daemon {
+    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{tag}"));
+    let config_arg = config.display().to_string();
+    let mut extra = vec!["--config", &config_arg];
+    extra.extend(FAST_IGMP);
+    Daemon::start_as(&mgm_bin(), lab, &pin_dir, &[], &extra, false).expect("mgm")
 }
