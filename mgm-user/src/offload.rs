@@ -13,6 +13,7 @@
 //! | link events and reloads: interface lookups (`dataplane/netdev.rs`) | `ioctl(SIOCGIFHWADDR / MTU / ADDR)` | yes: `SIOCGIFADDR` takes rtnl, and a name that does not exist has the kernel try to load a module of that name | `dataplane::attacher::Attacher` |
 //! | link events and reloads: XDP attach and detach (`dataplane/loader.rs`) | `bpf_link_create` (or netlink `RTM_SETLINK` with `IFLA_XDP`), link pins and their removal | yes: rtnl, and the driver's reconfiguration | `dataplane::attacher::Attacher` |
 //! | start: lookups and XDP attach of the interfaces there | as above | yes | before the loop starts |
+//! | IGMP starting on an interface: its query socket (`sockets::QuerySocket::new`) | `socket`, `SO_BINDTODEVICE`, `bind`, `IP_MULTICAST_IF`, `IP_OPTIONS` | no: none takes rtnl (tried against a held rtnl) | loop |
 //! | RPF routes: the dump at start, then changes (`routes.rs`, `links.rs`) | netlink dump, then subscriptions | the dump yes, before the loop starts; changes no: readiness-driven | start / loop |
 //!
 //! Map writes stay on the loop: they are the core's output, must land in the order the core
