@@ -27,7 +27,7 @@ use crate::{
         maps::Counted,
         netdev::{mac_string, NetDev},
     },
-    dataplane::{ringbuf, Dataplane, Event, LoadOptions, Tunables, XdpMode},
+    dataplane::{ringbuf, Dataplane, Event, LoadOptions, Outcome, Tunables, XdpMode},
     fair::Fair,
     handover::Handover,
     igmp::querier,
@@ -679,6 +679,10 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
                 follow_link(&mut dp, &name, change);
                 all_groups = true;
             }
+            outcome = dp.next_outcome() => {
+                ifs.outcome(&mut dp, &mut router, &mut modules, outcome);
+                all_groups = true;
+            }
             guard = readable_logger(&mut logger) => {
                 let mut guard = guard.context("XDP log ring buffer poll failed")?;
                 guard.get_inner_mut().flush();
@@ -834,11 +838,11 @@ impl Running<'_> {
         settings.static_routes = self.statics.routes();
         let mut diff = reload::diff(settings, &read);
         for name in &diff.downstream_removed {
-            self.ifs.remove_downstream(self.router, self.modules, name);
+            self.ifs
+                .remove_downstream(self.dp, self.router, self.modules, name);
         }
         for (name, config) in &diff.downstream_added {
-            self.ifs
-                .add_downstream(self.dp, self.router, name, config.clone());
+            self.ifs.add_downstream(self.dp, name, config.clone());
         }
         for (name, config) in &diff.igmp_changed {
             self.ifs.reconfigure(self.router, name, config.clone());
@@ -927,6 +931,9 @@ struct Interfaces {
     /// them: the set member whose copy the ingress program prepares must keep its settings
     /// until its set is rewritten, or that program drops the packet.
     to_detach: Vec<(String, u32)>,
+    /// Interfaces that appeared but could not be attached, for the log.
+    attach_failures: u64,
+    attach_failed: RateLimit,
 }
 
 impl Interfaces {
@@ -944,6 +951,8 @@ impl Interfaces {
             names: opts.names.clone(),
             no_address: BTreeSet::new(),
             to_detach: Vec::new(),
+            attach_failures: 0,
+            attach_failed: RateLimit::new(WARN_INTERVAL),
         }
     }
 
@@ -964,8 +973,8 @@ impl Interfaces {
     }
 
     /// Acts on one link announcement: managed interfaces that vanished are released and
-    /// detached, ones that appeared are attached and taken, and IGMP starts where an address
-    /// it waited for came.
+    /// detached, ones that appeared go to be attached (and are taken once they are, see
+    /// [`Interfaces::outcome`]), and IGMP starts where an address it waited for came.
     fn follow(
         &mut self,
         dp: &mut Dataplane,
@@ -980,22 +989,36 @@ impl Interfaces {
             },
             links::LinkEvent::Removed(ifindex) => self.managed.removed(*ifindex),
             links::LinkEvent::Address(ifindex) => {
-                self.address_added(router, *ifindex);
+                self.address_added(dp, *ifindex);
                 Vec::new()
             }
         };
+        self.apply(dp, router, modules, changes);
+    }
+
+    fn apply(
+        &mut self,
+        dp: &mut Dataplane,
+        router: &mut Router,
+        modules: &mut ModuleServer,
+        changes: Vec<Change>,
+    ) {
         for change in changes {
             match change {
                 Change::Vanished { name, ifindex } => {
-                    self.vanished(router, modules, &name, ifindex);
+                    self.vanished(dp, router, modules, &name, ifindex);
                 }
-                Change::Appeared { name, ifindex } => self.appeared(dp, router, &name, ifindex),
+                Change::Appeared { name, ifindex } => {
+                    info!("{name} exists now (ifindex {ifindex}): XDP is being attached");
+                    dp.attach(&name, ifindex);
+                }
             }
         }
     }
 
     fn vanished(
         &mut self,
+        dp: &mut Dataplane,
         router: &mut Router,
         modules: &mut ModuleServer,
         name: &str,
@@ -1005,6 +1028,9 @@ impl Interfaces {
         modules.interface_removed(ifindex);
         self.names.remove(ifindex);
         self.no_address.remove(&ifindex);
+        // Queued now, so the worker removes the name's pin before it attaches anything
+        // announced after this (the same name again, or this interface under another name).
+        dp.detach(name);
         self.to_detach.push((name.to_owned(), ifindex));
         warn!(
             "{name} is gone (ifindex {ifindex}): released by every owner, its entries and \
@@ -1012,32 +1038,24 @@ impl Interfaces {
         );
     }
 
-    /// Manages `name` as a downstream running IGMP with `config` (a reload added it): at once
-    /// if it exists, else when it appears.
-    fn add_downstream(
-        &mut self,
-        dp: &mut Dataplane,
-        router: &mut Router,
-        name: &str,
-        config: querier::Config,
-    ) {
+    /// Manages `name` as a downstream running IGMP with `config` (a reload added it): once
+    /// the worker finds it, or when it appears.
+    fn add_downstream(&mut self, dp: &mut Dataplane, name: &str, config: querier::Config) {
         self.igmp.insert(name.to_owned(), config);
         self.managed.add(name);
-        match NetDev::lookup(name) {
-            Ok(dev) => {
-                for change in self.managed.link(dev.ifindex, name) {
-                    if let Change::Appeared { name, ifindex } = change {
-                        self.appeared(dp, router, &name, ifindex);
-                    }
-                }
-            }
-            Err(e) => warn!("{}; mgm manages {name} once it appears", report(&e)),
-        }
+        dp.lookup(name, None);
     }
 
     /// Stops managing downstream `name` (a reload removed it): released by every owner, its
-    /// entries and querier removed, XDP detached once the maps no longer copy to it.
-    fn remove_downstream(&mut self, router: &mut Router, modules: &mut ModuleServer, name: &str) {
+    /// entries and querier removed, XDP detached, and its settings removed once the maps no
+    /// longer copy to it.
+    fn remove_downstream(
+        &mut self,
+        dp: &mut Dataplane,
+        router: &mut Router,
+        modules: &mut ModuleServer,
+        name: &str,
+    ) {
         self.igmp.remove(name);
         let Some(ifindex) = self.managed.forget(name) else {
             return;
@@ -1046,6 +1064,7 @@ impl Interfaces {
         modules.interface_removed(ifindex);
         self.names.remove(ifindex);
         self.no_address.remove(&ifindex);
+        dp.detach(name);
         self.to_detach.push((name.to_owned(), ifindex));
         info!("{name} is no longer managed: released, its entries and querier removed");
     }
@@ -1065,63 +1084,100 @@ impl Interfaces {
         }
     }
 
-    /// Removes the interfaces that vanished from the maps; call once the core's map
-    /// operations of their release are written.
+    /// Removes the settings of the interfaces that vanished from the maps; call once the
+    /// core's map operations of their release are written.
     fn detach_vanished(&mut self, dp: &mut Dataplane) {
         for (name, ifindex) in std::mem::take(&mut self.to_detach) {
-            // The name's link pin is the new interface's if it appeared again meanwhile.
-            let pin = self
-                .managed
-                .ifindex(&name)
-                .is_none()
-                .then_some(name.as_str());
-            if let Err(e) = dp.detach(ifindex, pin) {
+            if let Err(e) = dp.forget(ifindex) {
                 error!("{name}: cannot remove it from the maps: {}", report(&e));
             }
         }
     }
 
-    fn appeared(&mut self, dp: &mut Dataplane, router: &mut Router, name: &str, ifindex: u32) {
-        let dev = match NetDev::lookup(name) {
-            Ok(dev) if dev.ifindex == ifindex => dev,
-            // Gone or renamed again since the announcement: a later one says what it is.
-            Ok(_) | Err(_) => return,
-        };
-        match dp.attach(&dev) {
-            Ok(mode) => info!("{name} appeared (ifindex {ifindex}): XDP attached in {mode} mode"),
-            Err(e) => {
-                error!("{name} appeared but cannot be managed: {}", report(&e));
-                return;
+    /// Acts on what the attach worker did: an interface attached is taken by its protocols;
+    /// one found (a reload added it, or an address came) is managed, or starts IGMP.
+    fn outcome(
+        &mut self,
+        dp: &mut Dataplane,
+        router: &mut Router,
+        modules: &mut ModuleServer,
+        outcome: Outcome,
+    ) {
+        match outcome {
+            Outcome::Attached { dev, mode } => {
+                info!(
+                    "{} appeared (ifindex {}): XDP attached in {mode} mode",
+                    dev.name, dev.ifindex
+                );
+                if let Err(e) = self.start(router, &dev) {
+                    error!("{}: {e:#}", dev.name);
+                }
             }
-        }
-        if let Err(e) = self.start(router, &dev) {
-            error!("{name}: {e:#}");
+            Outcome::Failed { name, error } => {
+                self.attach_failures += 1;
+                let n = self.attach_failures;
+                limited(
+                    &mut self.attach_failed,
+                    router.now(),
+                    log::Level::Error,
+                    || {
+                        format!(
+                            "{name} cannot be managed ({n} attaches failed): {}",
+                            report(&error)
+                        )
+                    },
+                );
+            }
+            Outcome::Gone { name, ifindex } => {
+                // Not there as announced: released now, so a phantom never holds the name;
+                // the announcement of what became of it finds nothing more to release.
+                debug!("{name} (ifindex {ifindex}) is gone or renamed before its attach");
+                if self.managed.ifindex(&name) == Some(ifindex) {
+                    let changes = self.managed.removed(ifindex);
+                    self.apply(dp, router, modules, changes);
+                }
+            }
+            Outcome::Found(dev) => {
+                // A name a reload added, found: managed from now on, unless an announcement
+                // was first.
+                if self.managed.missing().any(|n| n == dev.name) {
+                    let changes = self.managed.link(dev.ifindex, &dev.name);
+                    self.apply(dp, router, modules, changes);
+                }
+                self.address_found(router, &dev);
+            }
         }
     }
 
-    fn address_added(&mut self, router: &mut Router, ifindex: u32) {
-        if !self.no_address.contains(&ifindex) {
+    /// An address appeared on `ifindex`: where IGMP waits for one, the worker reads the
+    /// interface again (also while its attach is under way: that attach's lookup may have
+    /// come before the address).
+    fn address_added(&mut self, dp: &mut Dataplane, ifindex: u32) {
+        if !self.no_address.contains(&ifindex) && !dp.attaching(ifindex) {
             return;
         }
-        let Some(name) = self.managed.name(ifindex) else {
+        if let Some(name) = self.managed.name(ifindex) {
+            dp.lookup(name, Some(ifindex));
+        }
+    }
+
+    fn address_found(&mut self, router: &mut Router, dev: &NetDev) {
+        let ifindex = dev.ifindex;
+        if !self.no_address.contains(&ifindex) || self.managed.name(ifindex) != Some(&dev.name) {
+            return;
+        }
+        let Some(config) = self.igmp.get(&dev.name) else {
             return;
         };
-        let dev = match NetDev::lookup(name) {
-            Ok(dev) if dev.ifindex == ifindex => dev,
-            Ok(_) | Err(_) => return,
-        };
-        let Some(config) = self.igmp.get(name) else {
-            return;
-        };
-        match router.start_igmp(&dev, config) {
+        match router.start_igmp(dev, config) {
             Ok(true) => {
                 self.no_address.remove(&ifindex);
-                info!("{name} has an IPv4 address now: IGMP started there");
+                info!("{} has an IPv4 address now: IGMP started there", dev.name);
             }
             Ok(false) => {}
             Err(e) => {
                 self.no_address.remove(&ifindex);
-                error!("{name}: {e:#}");
+                error!("{}: {e:#}", dev.name);
             }
         }
     }
@@ -1185,7 +1241,7 @@ fn follow_link(dp: &mut Dataplane, name: &impl Fn(u32) -> String, event: links::
     let links::LinkEvent::Changed(c) = event else {
         return;
     };
-    match dp.interfaces.follow(c.ifindex, c.mac, c.mtu) {
+    match dp.follow(c.ifindex, c.mac, c.mtu) {
         Ok(Some(moved)) => info!(
             "{}: now MAC {} and MTU {} (was {} and {})",
             name(c.ifindex),

@@ -10,8 +10,10 @@
 //! | IGMP queries downstream (`sockets::QuerySocket::try_send`) | `sendto(MSG_DONTWAIT)` on a raw socket | no: a full send buffer is `EAGAIN`, counted as a query not sent; robustness covers it | loop |
 //! | the proxy's reports upstream | `sendto` on a raw socket | yes: blocks on a full send buffer | [`UpstreamWorker`] |
 //! | the upstream's link-layer filter (`sockets::LinkFilter`) | `ioctl(SIOCADDMULTI / SIOCDELMULTI)` | yes: takes the kernel's rtnl lock, held by any netlink change of any interface (and long on a busy device) | [`UpstreamWorker`] |
-//! | link events: interface lookups (`dataplane/netdev.rs`) | `ioctl(SIOCGIFHWADDR / MTU / ADDR)` | yes: `SIOCGIFADDR` takes rtnl | loop (not moved yet) |
-//! | link events and reloads: XDP attach and detach (`dataplane/loader.rs`) | netlink `RTM_SETLINK` with `IFLA_XDP`, program and map pins | yes: rtnl, and the driver's reconfiguration | loop (not moved yet) |
+//! | link events and reloads: interface lookups (`dataplane/netdev.rs`) | `ioctl(SIOCGIFHWADDR / MTU / ADDR)` | yes: `SIOCGIFADDR` takes rtnl, and a name that does not exist has the kernel try to load a module of that name | `dataplane::attacher::Attacher` |
+//! | link events and reloads: XDP attach and detach (`dataplane/loader.rs`) | `bpf_link_create` (or netlink `RTM_SETLINK` with `IFLA_XDP`), link pins and their removal | yes: rtnl, and the driver's reconfiguration | `dataplane::attacher::Attacher` |
+//! | start: lookups and XDP attach of the interfaces there | as above | yes | before the loop starts |
+//! | IGMP starting on an interface: its query socket (`sockets::QuerySocket::new`) | `socket`, `SO_BINDTODEVICE`, `bind`, `IP_MULTICAST_IF`, `IP_OPTIONS` | no: none takes rtnl (tried against a held rtnl) | loop |
 //! | RPF routes: the dump at start, then changes (`routes.rs`, `links.rs`) | netlink dump, then subscriptions | the dump yes, before the loop starts; changes no: readiness-driven | start / loop |
 //!
 //! Map writes stay on the loop: they are the core's output, must land in the order the core
@@ -19,9 +21,9 @@
 //! and each is a bounded, non-blocking call on a hash or array map, so a worker would only add a
 //! queue and a thread hop to every join's first packet.
 //!
-//! The link events' lookups and attaches stay on the loop for now: they happen once per link
-//! change or reload, and their outcome decides in the same turn whether the core takes the
-//! interface; moving them needs attaching to become a two-step event.
+//! Attaching an interface that appears is a two-step event: the loop asks the attach worker
+//! (see `dataplane/attacher.rs`), and hands the interface to its protocols when the worker's
+//! outcome comes back; an interface that vanished meanwhile makes that outcome stale.
 //!
 //! The upstream's reports and filter changes go to one worker thread, in the order the proxy's
 //! host side emitted them: reports are a bounded FIFO (a host retransmits its state changes and

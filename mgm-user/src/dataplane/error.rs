@@ -47,6 +47,8 @@ pub enum DataplaneError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error("cannot start the XDP attach worker")]
+    Worker(#[source] io::Error),
     #[error("cannot count the possible CPUs")]
     Cpus(#[source] io::Error),
     #[error("{table} is full ({capacity} entries)")]

@@ -1,7 +1,8 @@
 //! Loads the embedded XDP object, pins its maps, attaches the ingress program to every managed
-//! interface and hands out typed map handles. Only [`Dataplane::detach`] detaches the programs
-//! and removes the pins: dropping the [`Dataplane`] (an error return, a panic) leaves XDP
-//! forwarding with the last state, as a crash does.
+//! interface and hands out typed map handles; interfaces that come and go later are attached
+//! and detached by the [`Attacher`]'s worker. Only [`Dataplane::detach_all`] detaches the
+//! programs and removes the pins: dropping the [`Dataplane`] (an error return, a panic) leaves
+//! XDP forwarding with the last state, as a crash does.
 //!
 //! Maps a crashed or killed daemon left pinned are adopted: their entries keep forwarding as
 //! soon as the programs are attached again.
@@ -30,8 +31,9 @@ use mgm_common::{
 };
 
 use super::{
+    attacher::{Attacher, Kernel, Outcome},
     error::{map_err, report},
-    interfaces::InterfaceSettings,
+    interfaces::{InterfaceSettings, SettingsChange},
     maps::Forwarding,
     netdev::NetDev,
     DataplaneError,
@@ -251,10 +253,9 @@ pub fn verified_instructions(
 
 /// The loaded and attached data plane.
 pub struct Dataplane {
-    /// Owns the programs and their links: dropping it detaches them.
-    ebpf: Ebpf,
-    /// How interfaces that appear later are attached.
-    mode: XdpMode,
+    /// Attaches interfaces that appear later, and detaches ones that vanish; owns the
+    /// programs.
+    attacher: Attacher,
     /// The TTL threshold interfaces that appear later get.
     ttl_threshold: u8,
     pub forwarding: Forwarding,
@@ -311,6 +312,12 @@ impl Dataplane {
         };
         let events = Some(loaded.take_map(m::EVENTS)?);
         let attached = attach_all(&mut loaded.ebpf, &opts.interfaces, opts.mode, &opts.pin_dir)?;
+        let attacher = Attacher::spawn(Ingress {
+            ebpf: loaded.ebpf,
+            mode: opts.mode,
+            pin_dir: opts.pin_dir.clone(),
+        })
+        .map_err(DataplaneError::Worker)?;
         Ok(Dataplane {
             forwarding,
             events,
@@ -321,60 +328,83 @@ impl Dataplane {
             adopted,
             _pin_lock: pin_lock,
             remove_pins: false,
-            ebpf: loaded.ebpf,
-            mode: opts.mode,
+            attacher,
             ttl_threshold: opts.ttl_threshold,
         })
     }
 
-    /// Manages an interface that appeared while running (spec §10): writes its settings and
-    /// attaches the ingress program to it, through a pinned link like the others. Returns the
-    /// mode it was attached in.
-    ///
-    /// # Errors
-    /// A map cannot be written or the program cannot be attached; its settings are removed
-    /// again.
-    pub fn attach(&mut self, dev: &NetDev) -> Result<&'static str, DataplaneError> {
-        // A link pinned for an interface of this name that vanished is defunct.
-        let _ = fs::remove_file(self.pin_dir.join(format!("link_{}", dev.name)));
-        self.interfaces.add(dev, self.ttl_threshold)?;
-        match attach_all(
-            &mut self.ebpf,
-            std::slice::from_ref(dev),
-            self.mode,
-            &self.pin_dir,
-        ) {
-            Ok(mut attached) => {
-                let (_, mode) = attached.pop().unwrap_or((dev.name.clone(), "adopted"));
-                self.attached.retain(|(n, _)| *n != dev.name);
-                self.attached.push((dev.name.clone(), mode));
-                Ok(mode)
-            }
-            Err(e) => {
-                let _ = self.interfaces.remove(dev.ifindex);
-                Err(e)
-            }
-        }
+    /// Manages an interface that appeared while running (spec §10): the worker looks `name`
+    /// up and attaches the ingress program to it if it is still `ifindex`, through a pinned
+    /// link like the others; [`Dataplane::next_outcome`] tells.
+    pub fn attach(&mut self, name: &str, ifindex: u32) {
+        self.attacher.attach(name, ifindex);
     }
 
-    /// Forgets an interface that vanished or was renamed away (spec §10): its settings go
-    /// from the maps, so its counter slot is free, and with `pin`, its name then, its link pin
-    /// goes, which detaches the program from an interface that still exists (the kernel
-    /// detached it from one that vanished).
+    /// Stops managing `name`, which vanished, was renamed away or is no longer configured
+    /// (spec §10): the worker removes its link pin, which detaches the program from an
+    /// interface that still exists (the kernel detached it from one that vanished). Its
+    /// settings stay until [`Dataplane::forget`].
+    pub fn detach(&mut self, name: &str) {
+        self.attacher.detach(name);
+        self.attached.retain(|(n, _)| n != name);
+    }
+
+    /// Removes the settings of an interface no longer managed from the maps, so its counter
+    /// slot is free.
     ///
     /// # Errors
     /// A map cannot be written.
-    pub fn detach(&mut self, ifindex: u32, pin: Option<&str>) -> Result<(), DataplaneError> {
-        if let Some(name) = pin {
-            let path = self.pin_dir.join(format!("link_{name}"));
-            if let Err(e) = fs::remove_file(&path) {
-                if e.kind() != io::ErrorKind::NotFound {
-                    warn!("cannot remove {}: {e}", path.display());
-                }
-            }
-            self.attached.retain(|(n, _)| n != name);
-        }
+    pub fn forget(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
         self.interfaces.remove(ifindex)
+    }
+
+    /// Has the worker read `name` again (for its address, or whether it exists): an
+    /// [`Outcome::Found`] follows if it exists, as `ifindex` when that is given.
+    pub fn lookup(&mut self, name: &str, ifindex: Option<u32>) {
+        self.attacher.lookup(name, ifindex);
+    }
+
+    /// Whether `ifindex` waits for its attach.
+    pub fn attaching(&self, ifindex: u32) -> bool {
+        self.attacher.waiting(ifindex)
+    }
+
+    /// Takes a link's new MAC or MTU into its settings (see [`InterfaceSettings::follow`]);
+    /// for an interface that waits for its attach, into the settings it gets then.
+    ///
+    /// # Errors
+    /// A map cannot be written.
+    pub fn follow(
+        &mut self,
+        ifindex: u32,
+        mac: Option<[u8; 6]>,
+        mtu: Option<u32>,
+    ) -> Result<Option<SettingsChange>, DataplaneError> {
+        if self.attacher.moved(ifindex, mac, mtu) {
+            return Ok(None);
+        }
+        self.interfaces.follow(ifindex, mac, mtu)
+    }
+
+    /// The next current outcome of the worker. An interface attached has its settings in
+    /// the maps by then (if they cannot be written, it is detached again and
+    /// [`Outcome::Failed`]). Cancel-safe.
+    pub async fn next_outcome(&mut self) -> Outcome {
+        match self.attacher.next().await {
+            Outcome::Attached { dev, mode } => {
+                if let Err(error) = self.interfaces.add(&dev, self.ttl_threshold) {
+                    self.detach(&dev.name);
+                    return Outcome::Failed {
+                        name: dev.name,
+                        error,
+                    };
+                }
+                self.attached.retain(|(n, _)| *n != dev.name);
+                self.attached.push((dev.name.clone(), mode));
+                Outcome::Attached { dev, mode }
+            }
+            outcome => outcome,
+        }
     }
 
     /// The event ring buffer, once.
@@ -400,11 +430,52 @@ impl Drop for Dataplane {
         if !self.remove_pins {
             return;
         }
+        // An attach under way would pin its link after the pins are gone.
+        if let Err(waited) = self.attacher.stop() {
+            warn!("an XDP attach is still under way after {waited:?}; its link may stay pinned");
+        }
         // Removing the link pins detaches the programs; the map pins would keep stale maps.
         if let Err(e) = remove_pins(&self.pin_dir) {
             warn!("could not remove pins in {}: {e}", self.pin_dir.display());
         }
     }
+}
+
+/// The program the [`Attacher`]'s worker attaches, and how.
+struct Ingress {
+    ebpf: Ebpf,
+    mode: XdpMode,
+    pin_dir: PathBuf,
+}
+
+impl Kernel for Ingress {
+    fn lookup(&mut self, name: &str) -> Result<NetDev, DataplaneError> {
+        NetDev::lookup(name)
+    }
+
+    fn attach(&mut self, dev: &NetDev) -> Result<&'static str, DataplaneError> {
+        let mut attached = attach_all(
+            &mut self.ebpf,
+            std::slice::from_ref(dev),
+            self.mode,
+            &self.pin_dir,
+        )?;
+        Ok(attached.pop().map_or("adopted", |(_, mode)| mode))
+    }
+
+    fn detach(&mut self, name: &str) {
+        let path = link_pin(&self.pin_dir, name);
+        if let Err(e) = fs::remove_file(&path) {
+            if e.kind() != io::ErrorKind::NotFound {
+                warn!("cannot remove {}: {e}", path.display());
+            }
+        }
+    }
+}
+
+/// Where the link of interface `name` is pinned.
+fn link_pin(pin_dir: &Path, name: &str) -> PathBuf {
+    pin_dir.join(format!("link_{name}"))
 }
 
 fn load_program(ebpf: &mut Ebpf, name: &'static str) -> Result<ProgramFd, DataplaneError> {
@@ -443,7 +514,7 @@ fn attach_all(
         })?;
     let mut attached = Vec::new();
     for dev in interfaces {
-        let pin = pin_dir.join(format!("link_{}", dev.name));
+        let pin = link_pin(pin_dir, &dev.name);
         if let Some(link) = pinned_link(&pin) {
             prog.attach_to_link(link)
                 .map_err(|source| DataplaneError::Attach {

@@ -40,7 +40,11 @@ impl Stream {
 
     /// The stream from `address` of `host`, such as the source behind an upstream switch.
     pub fn from_host(host: &Netns, address: Ipv4Addr, group: Ipv4Addr) -> Stream {
-        let mut tx = Sender::new(host, address, 8).expect("sender socket");
+        Stream::from_sender(Sender::new(host, address, 8).expect("sender socket"), group)
+    }
+
+    /// The stream through `tx`, a socket opened beforehand.
+    pub fn from_sender(mut tx: Sender, group: Ipv4Addr) -> Stream {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
             // The stop channel paces the stream: each timeout is the next datagram's turn.
