@@ -16,8 +16,16 @@ pub const EVENT_WRONG_IF: u32 = 3;
 /// Longer messages (jumbo frames) are delivered up to this bound and counted as truncated.
 pub const IGMP_PAYLOAD_MAX: usize = 1476;
 
+/// [`IgmpEvent::flags`]: the IPv4 header carried the Router Alert option (RFC 2113: type 148,
+/// length 4), as hosts and routers send IGMP (RFC 2236 §2, RFC 3376 §4).
+pub const IGMP_FLAG_ROUTER_ALERT: u8 = 1;
+
 /// An IGMP message and where it came from. The IGMP bytes are copied verbatim; the daemon
 /// parses them and verifies the checksum, so malformed reports never reach the core.
+///
+/// `ttl` and `flags` took two bytes that were padding: a program from before them wrote 0
+/// there, which reads as TTL 0 without Router Alert, so records keep their size and every
+/// other field its place and the pinned layout version stays.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct IgmpEvent {
@@ -33,10 +41,16 @@ pub struct IgmpEvent {
     pub igmp_len: u16,
     /// Bytes of `payload` that hold the message (`min(igmp_len, IGMP_PAYLOAD_MAX)`).
     pub copied: u16,
-    pub _pad: [u16; 3],
+    /// The IPv4 TTL it arrived with, not decremented.
+    pub ttl: u8,
+    /// [`IGMP_FLAG_ROUTER_ALERT`] or 0.
+    pub flags: u8,
+    pub _pad: [u16; 2],
     pub payload: [u8; IGMP_PAYLOAD_MAX],
 }
 const _: () = assert!(core::mem::size_of::<IgmpEvent>() == 32 + IGMP_PAYLOAD_MAX);
+const _: () = assert!(core::mem::offset_of!(IgmpEvent, ttl) == 26);
+const _: () = assert!(core::mem::offset_of!(IgmpEvent, payload) == 32);
 
 /// Packet bytes an upcall carries from the IPv4 header on: the longest IPv4 header (60 bytes)
 /// and a UDP header, rounded up so the record stays 8-byte sized.

@@ -11,7 +11,7 @@ use aya_ebpf::{helpers::bpf_xdp_load_bytes, programs::XdpContext};
 use aya_log_ebpf::debug;
 use mgm_common::{
     counters::IfStats,
-    event::{IgmpEvent, EVENT_IGMP, IGMP_PAYLOAD_MAX},
+    event::{IgmpEvent, EVENT_IGMP, IGMP_FLAG_ROUTER_ALERT, IGMP_PAYLOAD_MAX},
 };
 
 use crate::{
@@ -20,7 +20,7 @@ use crate::{
     parse::{
         cursor::Cursor,
         eth::{copy_mac, Eth},
-        ipv4::Ipv4,
+        ipv4::{self, Ipv4},
     },
 };
 
@@ -69,6 +69,13 @@ pub fn igmp(ctx: &XdpContext, cur: &Cursor, eth: &Eth, ip: &Ipv4, ifindex: u32, 
     } else {
         igmp_len
     };
+    // Hosts send IGMP with TTL 1 and Router Alert; the daemon decides what a report without
+    // them is worth.
+    let flags = if ipv4::has_router_alert(ip, cur.end) {
+        IGMP_FLAG_ROUTER_ALERT
+    } else {
+        0
+    };
     let Some(mut entry) = MGM_EVENTS.reserve_untyped::<IgmpEvent>(0) else {
         stats.ring_full += 1;
         debug!(
@@ -89,7 +96,9 @@ pub fn igmp(ctx: &XdpContext, cur: &Cursor, eth: &Eth, ip: &Ipv4, ifindex: u32, 
         copy_mac(addr_of_mut!((*ev).src_mac), addr_of!((*eth.hdr).src));
         addr_of_mut!((*ev).igmp_len).write(igmp_len as u16);
         addr_of_mut!((*ev).copied).write(copied as u16);
-        addr_of_mut!((*ev)._pad).write([0; 3]);
+        addr_of_mut!((*ev).ttl).write((*ip.hdr).ttl);
+        addr_of_mut!((*ev).flags).write(flags);
+        addr_of_mut!((*ev)._pad).write([0; 2]);
         // The verifier needs the length proven in [1, IGMP_PAYLOAD_MAX] right here.
         let len = (copied as u32) & 0x7ff;
         if len == 0 || len as usize > IGMP_PAYLOAD_MAX {

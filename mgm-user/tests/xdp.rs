@@ -375,6 +375,49 @@ fn igmp_without_ip_options_is_snooped_too() {
 }
 
 #[test]
+fn igmp_events_carry_the_ttl_and_whether_the_options_hold_router_alert() {
+    let mut h = harness();
+    let ra = ROUTER_ALERT;
+    let nops = |n: usize| vec![1u8; n];
+    // (IPv4 options, TTL, Router Alert expected): RA alone, none, after NOPs and after another
+    // option, at the very end of the longest list; not after the end-of-list option, nor
+    // with a length other than 4, nor cut by the header's end, nor inside another option's
+    // bytes, nor past a zero option length.
+    let cases: Vec<(Vec<u8>, u8, bool)> = vec![
+        (ra.to_vec(), 1, true),
+        (vec![], 1, false),
+        (vec![], 64, false),
+        ([nops(4), ra.to_vec()].concat(), 2, true),
+        ([vec![0x88, 4, 0x12, 0x34], ra.to_vec()].concat(), 255, true),
+        ([nops(36), ra.to_vec()].concat(), 1, true),
+        ([vec![0, 0, 0, 0], ra.to_vec()].concat(), 1, false),
+        (vec![0x94, 3, 0, 0], 1, false),
+        ([nops(5), vec![0x94, 4, 0]].concat(), 1, false),
+        ([vec![0x88, 8, 0, 0], ra.to_vec()].concat(), 1, false),
+        ([vec![0x88, 0, 0, 0], ra.to_vec()].concat(), 1, false),
+    ];
+    for (options, ttl, router_alert) in cases {
+        let mut f = Frame::igmp(&IgmpMessage::V2Report { group: G1 });
+        f.options = options.clone();
+        f.ttl = ttl;
+        assert_eq!(h.run(&f.bytes()).0, XDP_PASS, "{options:02x?}");
+        match &h.events()[..] {
+            [Event::Igmp {
+                ttl: got_ttl,
+                router_alert: got_ra,
+                ..
+            }] => assert_eq!(
+                (*got_ttl, *got_ra),
+                (ttl, router_alert),
+                "options {options:02x?}"
+            ),
+            other => panic!("options {options:02x?}: {other:?}"),
+        }
+    }
+    assert_eq!(h.if_stats().malformed, 0);
+}
+
+#[test]
 fn bad_igmp_checksum_is_delivered_but_rejected_by_the_daemon() {
     let mut h = harness();
     let mut f = Frame::igmp(&IgmpMessage::V2Report { group: G1 });

@@ -6,8 +6,8 @@ use std::net::Ipv4Addr;
 use aya::maps::{MapData, RingBuf};
 
 use mgm_common::event::{
-    IgmpEvent, UpcallEvent, EVENT_IGMP, EVENT_NO_CACHE, EVENT_WRONG_IF, IGMP_PAYLOAD_MAX,
-    UPCALL_HEADER_MAX,
+    IgmpEvent, UpcallEvent, EVENT_IGMP, EVENT_NO_CACHE, EVENT_WRONG_IF, IGMP_FLAG_ROUTER_ALERT,
+    IGMP_PAYLOAD_MAX, UPCALL_HEADER_MAX,
 };
 
 use crate::igmp::{self, DecodeError, IgmpMessage};
@@ -21,6 +21,10 @@ pub enum Event {
         reporter: Ipv4Addr,
         destination: Ipv4Addr,
         src_mac: [u8; 6],
+        /// The IPv4 TTL it arrived with.
+        ttl: u8,
+        /// Whether its IPv4 header carried Router Alert.
+        router_alert: bool,
         message: IgmpMessage,
     },
     /// An IGMP message that failed to decode (bad checksum, short, unknown type).
@@ -98,6 +102,8 @@ pub fn decode(record: &[u8]) -> Event {
                     reporter,
                     destination: be_addr(ev.dst_ip),
                     src_mac: ev.src_mac,
+                    ttl: ev.ttl,
+                    router_alert: ev.flags & IGMP_FLAG_ROUTER_ALERT != 0,
                     message,
                 },
                 Err(error) => Event::BadIgmp {
@@ -143,6 +149,10 @@ mod tests {
     use crate::igmp::codec::encode;
 
     fn igmp_record(payload: &[u8], igmp_len: u16) -> Vec<u8> {
+        igmp_record_with(payload, igmp_len, 1, IGMP_FLAG_ROUTER_ALERT)
+    }
+
+    fn igmp_record_with(payload: &[u8], igmp_len: u16, ttl: u8, flags: u8) -> Vec<u8> {
         let mut ev = IgmpEvent {
             kind: EVENT_IGMP,
             ifindex: 7,
@@ -151,7 +161,9 @@ mod tests {
             src_mac: [2, 0, 0, 0, 0, 1],
             igmp_len,
             copied: payload.len() as u16,
-            _pad: [0; 3],
+            ttl,
+            flags,
+            _pad: [0; 2],
             payload: [0; IGMP_PAYLOAD_MAX],
         };
         ev.payload[..payload.len()].copy_from_slice(payload);
@@ -177,8 +189,37 @@ mod tests {
                 reporter: Ipv4Addr::new(198, 18, 1, 2),
                 destination: group,
                 src_mac: [2, 0, 0, 0, 0, 1],
+                ttl: 1,
+                router_alert: true,
                 message: IgmpMessage::V2Report { group },
             }
+        );
+    }
+
+    #[test]
+    fn igmp_record_carries_its_ttl_and_router_alert_and_ignores_unknown_flags() {
+        let bytes = encode(&IgmpMessage::V2Report {
+            group: Ipv4Addr::new(239, 1, 1, 1),
+        });
+        let len = bytes.len() as u16;
+        let header = |ev| match ev {
+            Event::Igmp {
+                ttl, router_alert, ..
+            } => (ttl, router_alert),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            header(decode(&igmp_record_with(&bytes, len, 1, 0))),
+            (1, false)
+        );
+        assert_eq!(
+            header(decode(&igmp_record_with(&bytes, len, 64, 1))),
+            (64, true)
+        );
+        // Bits no program sets yet say nothing about Router Alert.
+        assert_eq!(
+            header(decode(&igmp_record_with(&bytes, len, 2, 0xfe))),
+            (2, false)
         );
     }
 
