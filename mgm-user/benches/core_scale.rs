@@ -86,7 +86,8 @@ impl Bed {
     fn report(&mut self, bytes: &[u8]) -> usize {
         let now = Instant::from_millis(self.now);
         let msg = igmp::decode(bytes, bytes.len()).expect("a report we encoded");
-        self.igmp.handle_message(DOWNSTREAM, now, HOST, &msg);
+        self.igmp
+            .handle_message(DOWNSTREAM, now, querier::IpHeader::conforming(HOST), &msg);
         let applied = self.igmp.apply_memberships(&mut self.mgm, now);
         assert!(applied.iter().all(|a| a.result.is_ok()), "a change failed");
         self.drain();

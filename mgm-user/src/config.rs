@@ -67,6 +67,7 @@ pub struct Igmp {
     pub fast_leave: Value<bool>,
     pub max_groups: Value<usize>,
     pub max_sources: Value<usize>,
+    pub strict_reports: Value<bool>,
 }
 
 /// `[routes]`: `static` holds routes in `--static-route`'s words.
@@ -401,6 +402,7 @@ impl Igmp {
             fast_leave: value(&self.fast_leave).unwrap_or(base.fast_leave),
             max_groups: value(&self.max_groups).or(base.max_groups),
             max_sources: value(&self.max_sources).or(base.max_sources),
+            strict_reports: value(&self.strict_reports).unwrap_or(base.strict_reports),
             ..base
         }
     }
@@ -520,6 +522,7 @@ mod tests {
         );
         assert_eq!(value(&c.igmp.version), Some(3));
         assert_eq!(value(&c.igmp.query_interval), Some(125));
+        assert_eq!(value(&c.igmp.strict_reports), Some(false));
         assert_eq!(value(&c.dataplane.xdp_mode).as_deref(), Some("auto"));
     }
 
@@ -619,7 +622,8 @@ mod tests {
     fn per_interface_igmp_settings_override_the_default_there_only() {
         let c = parse(
             "[interfaces]\ndownstream = [\"dn1\", \"dn2\"]\n[igmp]\nquery-interval = 60\n\
-             robustness = 3\n[igmp.interface.dn2]\nquery-interval = 20\nfast-leave = true\n",
+             robustness = 3\n[igmp.interface.dn2]\nquery-interval = 20\nfast-leave = true\n\
+             strict-reports = true\n",
         )
         .unwrap();
         let base = c.igmp.over(querier::Config::default());
@@ -628,6 +632,7 @@ mod tests {
         let dn2 = c.igmp.interface["dn2"].get_ref().over(base.clone());
         assert_eq!(dn2.query_interval, Duration::from_secs(20));
         assert!(dn2.fast_leave);
+        assert!(dn2.strict_reports && !base.strict_reports);
         assert_eq!(dn2.robustness, 3, "what dn2 does not set comes from [igmp]");
         assert!(!c.igmp.interface.contains_key("dn1"));
     }

@@ -209,6 +209,7 @@ impl Router {
         self.igmp
             .start(&mut self.mgm, dev.ifindex, address, config.clone(), now)
             .with_context(|| format!("IGMP on {}", dev.name))?;
+        self.igmp.set_subnets(dev.ifindex, dev.ipv4_subnets.clone());
         self.sockets.insert(dev.ifindex, sock);
         Ok(true)
     }
@@ -453,6 +454,8 @@ struct Limits {
     limit_hits: RateLimit,
     queue_full: RateLimit,
     evictions: RateLimit,
+    foreign_query: RateLimit,
+    nonconforming: RateLimit,
 }
 
 impl Default for Limits {
@@ -467,7 +470,9 @@ impl Default for Limits {
             map_errors: limit.clone(),
             limit_hits: limit.clone(),
             queue_full: limit.clone(),
-            evictions: limit,
+            evictions: limit.clone(),
+            foreign_query: limit.clone(),
+            nonconforming: limit,
         }
     }
 }
@@ -509,6 +514,9 @@ impl Seen {
             module_decisions_not_waited: router.mgm.waiting_full(),
             upstream_reports_dropped: upstream.map_or(0, UpstreamEdge::reports_dropped),
             upstream_failures: upstream.map_or(0, UpstreamEdge::failures),
+            queriers: router
+                .igmp
+                .queriers(|q| q.iter().map(|(i, q)| (*i, q.counters())).collect()),
         }
     }
 }
@@ -989,7 +997,7 @@ impl Interfaces {
             },
             links::LinkEvent::Removed(ifindex) => self.managed.removed(*ifindex),
             links::LinkEvent::Address(ifindex) => {
-                self.address_added(dp, *ifindex);
+                self.address_changed(dp, router, *ifindex);
                 Vec::new()
             }
         };
@@ -1149,11 +1157,14 @@ impl Interfaces {
         }
     }
 
-    /// An address appeared on `ifindex`: where IGMP waits for one, the worker reads the
-    /// interface again (also while its attach is under way: that attach's lookup may have
-    /// come before the address).
-    fn address_added(&mut self, dp: &mut Dataplane, ifindex: u32) {
-        if !self.no_address.contains(&ifindex) && !dp.attaching(ifindex) {
+    /// An address appeared on or went from `ifindex`: where IGMP waits for one or runs (its
+    /// querier needs the interface's subnets), the worker reads the interface again (also
+    /// while its attach is under way: that attach's lookup may have come before the change).
+    fn address_changed(&mut self, dp: &mut Dataplane, router: &Router, ifindex: u32) {
+        if !self.no_address.contains(&ifindex)
+            && !dp.attaching(ifindex)
+            && !router.igmp.runs_on(ifindex)
+        {
             return;
         }
         if let Some(name) = self.managed.name(ifindex) {
@@ -1163,7 +1174,24 @@ impl Interfaces {
 
     fn address_found(&mut self, router: &mut Router, dev: &NetDev) {
         let ifindex = dev.ifindex;
-        if !self.no_address.contains(&ifindex) || self.managed.name(ifindex) != Some(&dev.name) {
+        if self.managed.name(ifindex) != Some(&dev.name) {
+            return;
+        }
+        let subnets = router.igmp.subnets(ifindex);
+        if subnets.as_ref().is_some_and(|s| *s != dev.ipv4_subnets) {
+            router.igmp.set_subnets(ifindex, dev.ipv4_subnets.clone());
+            let list: Vec<String> = dev.ipv4_subnets.iter().map(|s| s.to_string()).collect();
+            let from = if list.is_empty() {
+                "any source (it has no IPv4 address)".to_owned()
+            } else {
+                list.join(", ")
+            };
+            info!(
+                "{}: the querier election hears queries from {from}",
+                dev.name
+            );
+        }
+        if !self.no_address.contains(&ifindex) {
             return;
         }
         let Some(config) = self.igmp.get(&dev.name) else {
@@ -1488,13 +1516,21 @@ fn handle(
         Event::Igmp {
             ifindex,
             reporter,
+            ttl,
+            router_alert,
             message,
             ..
         } => {
             seen.igmp += 1;
             debug!("IGMP on {} from {reporter}: {message}", name(ifindex));
-            if !router.igmp.handle_message(ifindex, now, reporter, &message) {
-                debug!("IGMP does not run on {}: message ignored", name(ifindex));
+            let ip = querier::IpHeader {
+                source: reporter,
+                ttl,
+                router_alert,
+            };
+            match router.igmp.handle_message(ifindex, now, ip, &message) {
+                Some(heard) => log_heard(seen, now, name, ifindex, ip, heard),
+                None => debug!("IGMP does not run on {}: message ignored", name(ifindex)),
             }
         }
         Event::BadIgmp {
@@ -1565,6 +1601,44 @@ fn handle(
             });
         }
     }
+}
+
+/// Logs what the querier on `ifindex` set aside or flagged in a message whose IPv4 header was
+/// `ip`, each kind at most once per [`WARN_INTERVAL`]; the querier counts every one.
+fn log_heard(
+    seen: &mut Seen,
+    now: core::Instant,
+    name: &impl Fn(u32) -> String,
+    ifindex: u32,
+    ip: querier::IpHeader,
+    heard: querier::Heard,
+) {
+    let (limit, level) = match heard {
+        querier::Heard::Handled => return,
+        querier::Heard::ForeignQuery => (&mut seen.limits.foreign_query, log::Level::Warn),
+        querier::Heard::Nonconforming => (&mut seen.limits.nonconforming, log::Level::Info),
+        querier::Heard::Dropped => (&mut seen.limits.nonconforming, log::Level::Warn),
+    };
+    limited(limit, now, level, || {
+        let (interface, from) = (name(ifindex), ip.source);
+        let ra = if ip.router_alert { "with" } else { "without" };
+        let header = format!("TTL {}, {ra} Router Alert", ip.ttl);
+        match heard {
+            querier::Heard::ForeignQuery => format!(
+                "IGMP query on {interface} from {from}, outside the interface's subnets: kept \
+                 out of the querier election"
+            ),
+            querier::Heard::Nonconforming => format!(
+                "IGMP report or leave on {interface} from {from} ({header}) accepted, though \
+                 hosts send TTL 1 with Router Alert (--igmp-strict-reports drops them)"
+            ),
+            // Dropped (Handled returned above).
+            _ => format!(
+                "IGMP report or leave on {interface} from {from} ({header}) dropped: hosts \
+                 send TTL 1 with Router Alert (--igmp-strict-reports)"
+            ),
+        }
+    });
 }
 
 /// An interface's data-plane counters in words, for the log: "IGMP received: 3 queries, ...".

@@ -1,8 +1,8 @@
 //! Link changes as the kernel announces them (RTNLGRP_LINK, and RTNLGRP_IPV4_IFADDR for
 //! addresses). Every copy's source MAC and the MTU the data plane checks a copy against come
 //! from the interface settings in the maps; a MAC or MTU the operator changes later must reach
-//! them too. Interfaces that appear, vanish or are renamed, and addresses that appear, are how
-//! the daemon manages interfaces that come and go (spec §10).
+//! them too. Interfaces that appear, vanish or are renamed, and addresses that come and go, are
+//! how the daemon manages interfaces that come and go (spec §10) and tells IGMP their subnets.
 
 use anyhow::Context;
 use futures::{channel::mpsc::UnboundedReceiver, StreamExt};
@@ -23,7 +23,7 @@ pub enum LinkEvent {
     Changed(LinkChange),
     /// Deleted (or moved to another namespace): the ifindex.
     Removed(u32),
-    /// An IPv4 address was added to the interface with this ifindex.
+    /// An IPv4 address was added to or removed from the interface with this ifindex.
     Address(u32),
 }
 
@@ -44,7 +44,7 @@ pub struct LinkWatch {
 }
 
 impl LinkWatch {
-    /// Subscribes to link changes and IPv4 address additions.
+    /// Subscribes to link changes and IPv4 address changes.
     ///
     /// # Errors
     /// The netlink socket cannot be opened or bound to the group.
@@ -71,9 +71,9 @@ impl LinkWatch {
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)) => {
                     return Some(LinkEvent::Removed(m.header.index))
                 }
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(m)) => {
-                    return Some(LinkEvent::Address(m.header.index))
-                }
+                NetlinkPayload::InnerMessage(
+                    RouteNetlinkMessage::NewAddress(m) | RouteNetlinkMessage::DelAddress(m),
+                ) => return Some(LinkEvent::Address(m.header.index)),
                 _ => {}
             }
         }

@@ -304,6 +304,14 @@ struct RunArgs {
     #[arg(long)]
     igmp_fast_leave: bool,
 
+    /// Drop IGMP reports and leaves that lack the Router Alert option or arrive with a TTL
+    /// other than 1. Hosts send them with both (RFC 2236 §2, RFC 3376 §4), so others were
+    /// forged off the link (RFC 3376 §9.2) or come from an old stack that omits Router Alert.
+    /// Without it they are accepted. Either way each is counted per interface in `mgm show
+    /// stats` (no RA / TTL not 1 / dropped).
+    #[arg(long)]
+    igmp_strict_reports: bool,
+
     /// Most groups kept per interface; more are refused, counted and logged.
     #[arg(long, value_name = "N", default_value_t = 4096)]
     igmp_max_groups: usize,
@@ -442,6 +450,7 @@ fn apply_config(
         igmp_robustness = value(&c.igmp.robustness);
         igmp_last_member_interval_ms = value(&c.igmp.last_member_interval_ms);
         igmp_fast_leave = value(&c.igmp.fast_leave);
+        igmp_strict_reports = value(&c.igmp.strict_reports);
         igmp_max_groups = value(&c.igmp.max_groups);
         igmp_max_sources = value(&c.igmp.max_sources);
     }
@@ -466,6 +475,7 @@ fn igmp_default(args: &RunArgs) -> querier::Config {
         query_response_interval: Duration::from_millis(args.igmp_query_response_ms),
         last_member_query_interval: Duration::from_millis(args.igmp_last_member_interval_ms),
         fast_leave: args.igmp_fast_leave,
+        strict_reports: args.igmp_strict_reports,
         max_groups: Some(args.igmp_max_groups),
         max_sources: Some(args.igmp_max_sources),
         ..querier::Config::default()

@@ -792,11 +792,14 @@ fn general_queries_are_sent_with_the_right_fields() {
 
 /// RFC 4605 §4.1: the proxy stands for its downstream receivers upstream. The first receiver
 /// of a group makes the router's upstream interface report it (from the router's own host
-/// stack), and the last one leaving makes it report the leave.
+/// stack), and the last one leaving makes it report the leave. A host on the upstream link
+/// joining a group makes no state downstream: IGMP does not run on the upstream.
 #[test]
 fn proxy_reports_downstream_membership_upstream() {
     let t = setup(&[IgmpVersion::V2, IgmpVersion::V3], "native");
     let cap = Capture::new(&t.lab.sender, HOST_IF).expect("capture upstream");
+    let upstream_host = Receiver::new(&t.lab.sender, SENDER_ADDR).expect("upstream host socket");
+    upstream_host.join(G2).unwrap();
     // v3 records for G1 from the router's upstream address, as (record type) values.
     let records = |window| -> Vec<u8> {
         cap.frames_where(window, |f| f[23] == 2 && f[26..30] == [198, 18, 0, 1])
@@ -838,6 +841,30 @@ fn proxy_reports_downstream_membership_upstream() {
     // CHANGE_TO_INCLUDE_MODE {}: the leave.
     if !left.contains(&3) {
         t.fail(&format!("no upstream leave for {G1}: records {left:?}"));
+    }
+    // The upstream host's reports reached mgm, and made neither a group nor an entry.
+    let stats = t.daemon.show_view("stats").expect("show stats");
+    let up0 = stats["stats"]["interfaces"]
+        .as_array()
+        .and_then(|i| i.iter().find(|i| i["interface"] == UPSTREAM))
+        .cloned()
+        .unwrap_or_default();
+    let reports = ["igmp_v2_report", "igmp_v3_report"].map(|k| up0[k].as_u64().unwrap_or(0));
+    if reports == [0, 0] {
+        t.fail(&format!("no report heard on {UPSTREAM}: {up0}"));
+    }
+    let groups = t.daemon.show_view("groups").expect("show groups");
+    let mfes = t.daemon.show_view("mfe").expect("show mfe");
+    let g2 = G2.to_string();
+    let in_view = |view: &serde_json::Value, key: &str| {
+        view[key]
+            .as_array()
+            .is_some_and(|rows| rows.iter().any(|r| r["group"] == g2))
+    };
+    if in_view(&groups, "groups") || in_view(&mfes, "mfes") {
+        t.fail(&format!(
+            "{G2}, joined upstream only, made state: {groups}\n{mfes}"
+        ));
     }
 }
 

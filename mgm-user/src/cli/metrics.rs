@@ -21,6 +21,7 @@ use super::show::{addr, entry_state, ifname};
 use crate::{
     control::{Counters, SharedCounters},
     dataplane::inspect::{read_pinned, PinnedState},
+    igmp::querier,
 };
 
 /// At most this many forwarding entries get series of their own.
@@ -263,6 +264,29 @@ const DAEMON_COUNTERS: [Family<Counters>; 19] = [
     ),
 ];
 
+const QUERIER_COUNTERS: [Family<querier::Counters>; 4] = [
+    family(
+        "mgm_interface_igmp_foreign_queries_total",
+        "IGMP queries from outside the interface's subnets, kept out of the querier election.",
+        |c| c.foreign_queries,
+    ),
+    family(
+        "mgm_interface_igmp_reports_without_router_alert_total",
+        "IGMP reports and leaves without the Router Alert option.",
+        |c| c.reports_without_router_alert,
+    ),
+    family(
+        "mgm_interface_igmp_reports_ttl_not_1_total",
+        "IGMP reports and leaves with a TTL other than 1.",
+        |c| c.reports_ttl_not_1,
+    ),
+    family(
+        "mgm_interface_igmp_nonconforming_dropped_total",
+        "IGMP reports and leaves dropped for either (--igmp-strict-reports).",
+        |c| c.nonconforming_dropped,
+    ),
+];
+
 const fn family<T>(name: &'static str, help: &'static str, value: fn(&T) -> u64) -> Family<T> {
     Family { name, help, value }
 }
@@ -284,6 +308,18 @@ pub fn render(state: &PinnedState, counters: &Counters) -> String {
                 f.name,
                 escape(&ifname(i.ifindex)),
                 (f.value)(&i.stats)
+            );
+        }
+    }
+    for f in &QUERIER_COUNTERS {
+        header(&mut out, f.name, f.help, "counter");
+        for (ifindex, c) in &counters.queriers {
+            let _ = writeln!(
+                out,
+                "{}{{interface=\"{}\"}} {}",
+                f.name,
+                escape(&ifname(*ifindex)),
+                (f.value)(c)
             );
         }
     }
@@ -376,9 +412,10 @@ pub fn serve(addr: SocketAddr, pin_dir: PathBuf, daemon: SharedCounters) -> anyh
                     tiny_http::Response::from_string("mgm serves /metrics only\n")
                         .with_status_code(404)
                 } else {
-                    let counters = *daemon
+                    let counters = daemon
                         .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .clone();
                     match read_pinned(&pin_dir) {
                         Ok(state) => tiny_http::Response::from_string(render(&state, &counters))
                             .with_header(
@@ -470,6 +507,16 @@ mod tests {
             unresolved: 4,
             queue_full: 9,
             module_answers_dropped: 2,
+            queriers: vec![(
+                1,
+                querier::Counters {
+                    foreign_queries: 5,
+                    reports_without_router_alert: 6,
+                    reports_ttl_not_1: 7,
+                    nonconforming_dropped: 8,
+                    ..querier::Counters::default()
+                },
+            )],
             ..Counters::default()
         };
         let text = render(&state(1), &daemon);
@@ -481,6 +528,15 @@ mod tests {
         assert!(text.contains("\nmgm_daemon_loop_stalls_total 0\n"));
         assert!(text.contains("mgm_interface_transmitted_packets_total{interface=\"lo\"} 7\n"));
         assert!(text.contains("mgm_interface_transmitted_bytes_total{interface=\"lo\"} 700\n"));
+        for (family, value) in [
+            ("foreign_queries", 5),
+            ("reports_without_router_alert", 6),
+            ("reports_ttl_not_1", 7),
+            ("nonconforming_dropped", 8),
+        ] {
+            let series = format!("mgm_interface_igmp_{family}_total{{interface=\"lo\"}} {value}\n");
+            assert!(text.contains(&series), "{series}");
+        }
         assert!(text
             .contains("mgm_entry_packets_total{source=\"*\",group=\"239.0.0.0\",iif=\"lo\"} 3\n"));
         assert!(text.contains(

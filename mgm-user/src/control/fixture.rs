@@ -116,7 +116,7 @@ impl Fixture {
             statics: &self.statics,
             static_handle: Some(self.static_handle),
             modules: vec![],
-            counters: self.counters,
+            counters: self.counters.clone(),
             if_stats: &stats,
         };
         f(&mut d)

@@ -53,7 +53,7 @@ impl Roles {
 }
 
 /// The daemon's own counters, besides the data plane's.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Counters {
     pub igmp: u64,
     pub igmp_rejected: u64,
@@ -74,6 +74,8 @@ pub struct Counters {
     pub module_decisions_not_waited: u64,
     pub upstream_reports_dropped: u64,
     pub upstream_failures: u64,
+    /// Each IGMP querier's counters, by ifindex.
+    pub queriers: Vec<(u32, crate::igmp::querier::Counters)>,
 }
 
 /// The daemon's counters as it last published them, for readers on other threads (the

@@ -222,6 +222,8 @@ fn stats_tables(s: &view::Stats) -> String {
         "ttl drops",
         "ring full",
         "vlan tagged",
+        "foreign queries",
+        "reports no RA/TTL/dropped",
     ]);
     for i in &s.interfaces {
         ifs.add_row([
@@ -243,6 +245,11 @@ fn stats_tables(s: &view::Stats) -> String {
             i.ttl_too_low.to_string(),
             i.ring_full.to_string(),
             i.vlan_tagged.to_string(),
+            i.igmp_foreign_queries.to_string(),
+            format!(
+                "{}/{}/{}",
+                i.igmp_no_router_alert, i.igmp_ttl_not_1, i.igmp_nonconforming_dropped
+            ),
         ]);
     }
     format!("daemon:\n{daemon}\ninterfaces:\n{ifs}\n")

@@ -9,7 +9,7 @@ use super::{
 use crate::{
     cli::show::addr,
     core::{Instant, InterfaceId, ProtocolId},
-    igmp::querier::{FilterMode, Version},
+    igmp::querier::{FilterMode, Querier, Version},
     protocols::{igmp_proxy, static_routes},
 };
 
@@ -363,7 +363,7 @@ fn protocols(d: &Daemon<'_>) -> Vec<view::Protocol> {
 }
 
 fn stats(d: &Daemon<'_>) -> view::Stats {
-    let c = d.counters;
+    let c = &d.counters;
     view::Stats {
         uptime_s: d.now.as_millis() / 1000,
         igmp_messages: c.igmp,
@@ -392,9 +392,11 @@ fn stats(d: &Daemon<'_>) -> view::Stats {
             .into_iter()
             .filter_map(|(n, _)| {
                 let i = d.names.ifindex(n)?;
+                let igmp = d.igmp.queriers(|q| q.get(&i).map(Querier::counters));
                 Some(view::InterfaceStats::new(
                     n.to_owned(),
                     &(d.if_stats)(i).unwrap_or_default(),
+                    &igmp.unwrap_or_default(),
                 ))
             })
             .collect(),

@@ -12,7 +12,10 @@ use super::{
 };
 use crate::{
     core::{Instant, InterfaceId},
-    igmp::codec::IgmpMessage,
+    igmp::{
+        codec::IgmpMessage,
+        querier::{IpHeader, Subnet},
+    },
     protocols::static_routes::StaticRoute,
     reload::{self, Settings},
 };
@@ -238,6 +241,10 @@ fn fixed() -> Vec<(&'static str, Document)> {
                             malformed: 1,
                             tx_packets: 300,
                             tx_bytes: 308_400,
+                            igmp_foreign_queries: 2,
+                            igmp_no_router_alert: 5,
+                            igmp_ttl_not_1: 1,
+                            igmp_nonconforming_dropped: 0,
                             ..InterfaceStats::default()
                         },
                     ],
@@ -360,7 +367,7 @@ fn a_static_join_forwards_shows_and_leaves() {
 fn a_host_join_survives_a_static_leave_on_the_same_interface() {
     let mut f = Fixture::default();
     let now = Instant::from_millis(1_000);
-    let host = Ipv4Addr::new(198, 18, 1, 2);
+    let host = IpHeader::conforming(Ipv4Addr::new(198, 18, 1, 2));
     f.igmp
         .handle_message(DN1, now, host, &IgmpMessage::V2Report { group: G });
     f.igmp.apply_memberships(&mut f.mgm, now);
@@ -465,6 +472,7 @@ fn stats_shows_every_counter_of_the_daemon_under_its_own_name() {
         module_decisions_not_waited: 17,
         upstream_reports_dropped: 18,
         upstream_failures: 19,
+        queriers: vec![],
     };
     let Some(Document::Stats { stats }) = f.ask(Request::show(View::Stats)).document else {
         panic!("no stats document")
@@ -504,6 +512,56 @@ fn stats_shows_every_counter_of_the_daemon_under_its_own_name() {
         let line = table.lines().find(|l| l.contains(row)).unwrap_or_default();
         assert!(line.contains(&format!(" {value} ")), "{row}: {table}");
     }
+}
+
+#[test]
+fn stats_shows_what_each_interfaces_querier_set_aside_or_flagged() {
+    let mut f = Fixture::default();
+    let now = Instant::from_millis(1_000);
+    let link = Subnet {
+        address: Ipv4Addr::new(198, 18, 1, 1),
+        prefix_len: 24,
+    };
+    f.igmp.set_subnets(DN1, vec![link]);
+    let query = IgmpMessage::Query {
+        max_resp_code: 100,
+        group: Ipv4Addr::UNSPECIFIED,
+        v3: None,
+    };
+    let forged = IpHeader::conforming(Ipv4Addr::new(10, 0, 0, 1));
+    f.igmp.handle_message(DN1, now, forged, &query);
+    let old_stack = IpHeader {
+        router_alert: false,
+        ..IpHeader::conforming(Ipv4Addr::new(198, 18, 1, 2))
+    };
+    let routed = IpHeader {
+        ttl: 3,
+        ..IpHeader::conforming(Ipv4Addr::new(198, 18, 1, 3))
+    };
+    for ip in [old_stack, old_stack, routed] {
+        f.igmp
+            .handle_message(DN1, now, ip, &IgmpMessage::V2Report { group: G });
+    }
+    let Some(Document::Stats { stats }) = f.ask(Request::show(View::Stats)).document else {
+        panic!("no stats document")
+    };
+    let checks: Vec<(&str, [u64; 4])> = stats
+        .interfaces
+        .iter()
+        .map(|i| {
+            let counts = [
+                i.igmp_foreign_queries,
+                i.igmp_no_router_alert,
+                i.igmp_ttl_not_1,
+                i.igmp_nonconforming_dropped,
+            ];
+            (i.interface.as_str(), counts)
+        })
+        .collect();
+    assert_eq!(
+        checks,
+        [("up0", [0; 4]), ("dn1", [1, 2, 1, 0]), ("dn2", [0; 4])]
+    );
 }
 
 #[test]

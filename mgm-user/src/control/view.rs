@@ -170,23 +170,42 @@ pub struct Stats {
 /// Declares [`InterfaceStats`] and its constructor from one list: each counter shown, with
 /// the field of `mgm_common::counters::IfStats` it is read from. The data plane's struct is
 /// the one list of what exists; this one says which of them `mgm show stats` shows, and under
-/// which name, so a counter renamed or removed there fails to build here.
+/// which name, so a counter renamed or removed there fails to build here. The IGMP querier's
+/// counters of the interface follow.
 macro_rules! interface_stats {
     ($($shown:ident from $field:ident),+ $(,)?) => {
-        /// The data plane's counters of one interface.
+        /// The data plane's counters of one interface, and what its IGMP querier set aside or
+        /// flagged (0 where IGMP does not run).
         #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
         #[serde(deny_unknown_fields)]
         pub struct InterfaceStats {
             pub interface: String,
             $(pub $shown: u64,)+
+            /// IGMP queries from outside the interface's subnets: kept out of the querier
+            /// election.
+            pub igmp_foreign_queries: u64,
+            /// IGMP reports and leaves without the Router Alert option.
+            pub igmp_no_router_alert: u64,
+            /// IGMP reports and leaves with a TTL other than 1.
+            pub igmp_ttl_not_1: u64,
+            /// IGMP reports and leaves dropped for either (`--igmp-strict-reports`).
+            pub igmp_nonconforming_dropped: u64,
         }
 
         impl InterfaceStats {
-            /// The named interface's counters as the data plane keeps them.
-            pub fn new(interface: String, s: &mgm_common::counters::IfStats) -> Self {
+            /// The named interface's counters as the data plane and the querier keep them.
+            pub fn new(
+                interface: String,
+                s: &mgm_common::counters::IfStats,
+                igmp: &crate::igmp::querier::Counters,
+            ) -> Self {
                 InterfaceStats {
                     interface,
                     $($shown: s.$field,)+
+                    igmp_foreign_queries: igmp.foreign_queries,
+                    igmp_no_router_alert: igmp.reports_without_router_alert,
+                    igmp_ttl_not_1: igmp.reports_ttl_not_1,
+                    igmp_nonconforming_dropped: igmp.nonconforming_dropped,
                 }
             }
         }

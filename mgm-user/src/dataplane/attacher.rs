@@ -370,6 +370,7 @@ mod tests {
                 mac: [2, 0, 0, 0, 0, ifindex as u8],
                 mtu: 1500,
                 ipv4: None,
+                ipv4_subnets: Vec::new(),
             })
         }
 

@@ -1,9 +1,20 @@
 //! Interface facts the data plane needs (ifindex, MAC, MTU), read with ioctls on a socket so
-//! they come from the network namespace the daemon runs in, whatever /sys shows.
+//! they come from the network namespace the daemon runs in, whatever /sys shows; and its IPv4
+//! prefixes, which IGMP needs, from the kernel's address list over rtnetlink.
 
 use std::{ffi::CString, io, mem, os::fd::AsRawFd};
 
+use rtnetlink::{
+    packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST},
+    packet_route::{
+        address::{AddressAttribute, AddressMessage},
+        AddressFamily, RouteNetlinkMessage,
+    },
+    sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr},
+};
+
 use super::DataplaneError;
+use crate::igmp::querier::Subnet;
 
 /// What mgm needs to know of one interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +25,9 @@ pub struct NetDev {
     pub mtu: u16,
     /// The interface's primary IPv4 address, if it has one (IGMP queries come from it).
     pub ipv4: Option<std::net::Ipv4Addr>,
+    /// Every IPv4 prefix of the interface, secondary addresses' too: where routers that share
+    /// its links query from.
+    pub ipv4_subnets: Vec<Subnet>,
 }
 
 /// `aa:bb:cc:dd:ee:ff`, as `ip link` prints a MAC.
@@ -76,7 +90,51 @@ impl NetDev {
             mac,
             mtu: u16::try_from(mtu).unwrap_or(u16::MAX),
             ipv4,
+            ipv4_subnets: ipv4_subnets(ifindex).map_err(err)?,
         })
+    }
+}
+
+/// The IPv4 prefixes of interface `ifindex` as its connected routes cover them: each
+/// address's, and for a point-to-point one the peer's (the kernel's `IFA_ADDRESS`).
+fn ipv4_subnets(ifindex: u32) -> io::Result<Vec<Subnet>> {
+    let mut socket = Socket::new(NETLINK_ROUTE)?;
+    socket.bind_auto()?;
+    let mut query = AddressMessage::default();
+    query.header.family = AddressFamily::Inet;
+    let mut request = NetlinkMessage::from(RouteNetlinkMessage::GetAddress(query));
+    request.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    request.finalize();
+    let mut bytes = vec![0; request.buffer_len()];
+    request.serialize(&mut bytes);
+    socket.send_to(&bytes, &SocketAddr::new(0, 0), 0)?;
+    let mut subnets = Vec::new();
+    loop {
+        let (bytes, _) = socket.recv_from_full()?;
+        let mut at = 0;
+        while at < bytes.len() {
+            let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes[at..])
+                .map_err(io::Error::other)?;
+            match message.payload {
+                NetlinkPayload::Done(_) => return Ok(subnets),
+                NetlinkPayload::Error(e) => return Err(e.to_io()),
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(a))
+                    if a.header.index == ifindex =>
+                {
+                    subnets.extend(a.attributes.iter().find_map(|attr| match attr {
+                        AddressAttribute::Address(std::net::IpAddr::V4(address)) => Some(Subnet {
+                            address: *address,
+                            prefix_len: a.header.prefix_len,
+                        }),
+                        _ => None,
+                    }));
+                }
+                _ => {}
+            }
+            // Messages start on 4-byte boundaries; `deserialize` checked the length covers a
+            // header at least and fits in what was received.
+            at += (message.header.length as usize).next_multiple_of(4);
+        }
     }
 }
 
@@ -107,6 +165,13 @@ mod tests {
         assert_eq!(lo.ifindex, 1);
         assert_eq!(lo.mac, [0; 6]);
         assert_eq!(lo.ipv4, Some(std::net::Ipv4Addr::LOCALHOST));
+        assert_eq!(
+            lo.ipv4_subnets,
+            [Subnet {
+                address: std::net::Ipv4Addr::LOCALHOST,
+                prefix_len: 8
+            }]
+        );
         let err = NetDev::lookup("mgm-no-such0").unwrap_err().to_string();
         assert!(err.contains("mgm-no-such0"), "{err}");
         assert!(NetDev::lookup("").is_err());

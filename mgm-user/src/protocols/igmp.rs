@@ -28,7 +28,7 @@ use crate::{
     },
     igmp::{
         codec::IgmpMessage,
-        querier::{self, ConfigError, Querier, Transmit},
+        querier::{self, ConfigError, Heard, IpHeader, Querier, Subnet, Transmit},
     },
 };
 
@@ -148,22 +148,33 @@ impl Igmp {
         lock(&self.queriers).contains_key(&ifindex)
     }
 
-    /// Feeds an IGMP message heard on `ifindex` from `from` to its querier. `false` if IGMP
-    /// does not run there.
+    /// Feeds an IGMP message heard on `ifindex`, `ip` being its IPv4 header, to the querier
+    /// there, and returns what it made of it. `None` if IGMP does not run there: above all
+    /// on the upstream, where hosts' reports must never make memberships downstream.
     pub fn handle_message(
         &mut self,
         ifindex: u32,
         now: Instant,
-        from: Ipv4Addr,
+        ip: IpHeader,
         msg: &IgmpMessage,
-    ) -> bool {
-        match lock(&self.queriers).get_mut(&ifindex) {
-            Some(q) => {
-                q.handle_message(now, from, msg);
-                true
-            }
-            None => false,
+    ) -> Option<Heard> {
+        lock(&self.queriers)
+            .get_mut(&ifindex)
+            .map(|q| q.handle_message(now, ip, msg))
+    }
+
+    /// Tells the querier on `ifindex`, if IGMP runs there, the interface's prefixes.
+    pub fn set_subnets(&mut self, ifindex: u32, subnets: Vec<Subnet>) {
+        if let Some(q) = lock(&self.queriers).get_mut(&ifindex) {
+            q.set_subnets(subnets);
         }
+    }
+
+    /// The prefixes the querier on `ifindex` knows; `None` if IGMP does not run there.
+    pub fn subnets(&self, ifindex: u32) -> Option<Vec<Subnet>> {
+        lock(&self.queriers)
+            .get(&ifindex)
+            .map(|q| q.subnets().to_vec())
     }
 
     /// Runs every querier timer due at `now`.
@@ -313,13 +324,17 @@ mod tests {
             Err(StartError::Take(MgmError::AlreadyExists))
         ));
         let report = IgmpMessage::V2Report { group: G };
-        assert!(igmp.handle_message(3, now, Ipv4Addr::new(198, 18, 1, 2), &report));
+        let host = IpHeader::conforming(Ipv4Addr::new(198, 18, 1, 2));
+        assert_eq!(
+            igmp.handle_message(3, now, host, &report),
+            Some(Heard::Handled)
+        );
         let applied = igmp.apply_memberships(&mut mgm, now);
         assert_eq!(applied.len(), 1);
         assert_eq!(applied[0].result, Ok(()));
         assert!(igmp.stop(&mut mgm, 3, now));
         assert!(!igmp.runs_on(3));
-        assert!(!igmp.handle_message(3, now, Ipv4Addr::new(198, 18, 1, 2), &report));
+        assert_eq!(igmp.handle_message(3, now, host, &report), None);
         assert_eq!(
             mgm.get_protocol_on_interface(InterfaceId::new(3)),
             Err(MgmError::NotFound)
@@ -331,7 +346,8 @@ mod tests {
         let mut mgm = Mgm::new(Config::default());
         let mut igmp = Igmp::register(&mut mgm).unwrap();
         let now = Instant::from_millis(0);
-        let (addr, host) = (Ipv4Addr::new(198, 18, 1, 1), Ipv4Addr::new(198, 18, 1, 2));
+        let addr = Ipv4Addr::new(198, 18, 1, 1);
+        let host = IpHeader::conforming(Ipv4Addr::new(198, 18, 1, 2));
         let report = IgmpMessage::V2Report { group: G };
         igmp.start(&mut mgm, 3, addr, querier::Config::default(), now)
             .unwrap();
@@ -356,6 +372,52 @@ mod tests {
         assert_eq!(
             mgm.get_protocol_on_interface(InterfaceId::new(7)),
             Ok((ProtocolId::IGMP, ComponentId(0)))
+        );
+    }
+
+    #[test]
+    fn igmp_heard_on_the_upstream_makes_no_membership_anywhere() {
+        // IGMP runs on the downstream only; the upstream (2) is the proxy's host side.
+        const UP: u32 = 2;
+        const DOWN: u32 = 3;
+        let mut mgm = Mgm::new(Config::default());
+        let mut igmp = Igmp::register(&mut mgm).unwrap();
+        let now = Instant::from_millis(0);
+        igmp.start(
+            &mut mgm,
+            DOWN,
+            Ipv4Addr::new(198, 18, 1, 1),
+            querier::Config::default(),
+            now,
+        )
+        .unwrap();
+        while igmp.poll_transmit().is_some() {}
+        let upstream_host = IpHeader::conforming(Ipv4Addr::new(198, 18, 0, 2));
+        let joins = [
+            IgmpMessage::V1Report { group: G },
+            IgmpMessage::V2Report { group: G },
+            IgmpMessage::V3Report {
+                records: vec![crate::igmp::GroupRecord {
+                    kind: crate::igmp::RecordType::ChangeToExclude,
+                    group: G,
+                    sources: vec![],
+                }],
+                truncated: false,
+            },
+        ];
+        for msg in &joins {
+            assert_eq!(igmp.handle_message(UP, now, upstream_host, msg), None);
+        }
+        assert_eq!(igmp.apply_memberships(&mut mgm, now), []);
+        assert!(igmp.queriers(|q| q[&DOWN].groups().next().is_none()));
+        // The same report heard downstream does join there: the upstream made the difference.
+        let downstream_host = IpHeader::conforming(Ipv4Addr::new(198, 18, 1, 2));
+        igmp.handle_message(DOWN, now, downstream_host, &joins[1]);
+        let applied = igmp.apply_memberships(&mut mgm, now);
+        assert_eq!(applied.len(), 1);
+        assert_eq!(
+            (applied[0].membership.ifindex, applied[0].membership.join),
+            (DOWN, true)
         );
     }
 }

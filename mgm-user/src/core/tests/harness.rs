@@ -511,7 +511,10 @@ impl Harness {
     pub fn host_reports(&mut self, igmp: &mut Igmp, id: InterfaceId, g: Ipv4Addr) {
         let now = self.now;
         let report = IgmpMessage::V2Report { group: g };
-        assert!(igmp.handle_message(id.ifindex, now, Ipv4Addr::new(192, 0, 2, 9), &report));
+        let host = querier::IpHeader::conforming(Ipv4Addr::new(192, 0, 2, 9));
+        assert!(igmp
+            .handle_message(id.ifindex, now, host, &report)
+            .is_some());
         for applied in igmp.apply_memberships(&mut self.mgm, now) {
             assert_eq!(applied.result, Ok(()), "{applied:?}");
         }

@@ -89,6 +89,12 @@ pub struct Config {
     /// also the most tracked-host units (a host per group plus each source in its filter),
     /// counted apart; more are refused and counted in [`super::Counters::host_limit_hits`].
     pub max_sources: Option<usize>,
+    /// Drop reports and leaves that lack the Router Alert option or arrive with a TTL other
+    /// than 1, which every host sends them with (RFC 2236 §2, RFC 3376 §4); RFC 3376 §9.2
+    /// offers this as a defence against reports forged from off the link, at the cost of
+    /// hosts that omit Router Alert. Off: they are handled all the same. Counted either way
+    /// ([`super::Counters::reports_without_router_alert`] and the next two).
+    pub strict_reports: bool,
 }
 
 impl Default for Config {
@@ -108,6 +114,7 @@ impl Default for Config {
             fast_leave: false,
             max_groups: None,
             max_sources: None,
+            strict_reports: false,
         }
     }
 }

@@ -11,7 +11,8 @@
 //!
 //! The daemon's loop per interface is: feed every IGMP message heard there to
 //! [`Querier::handle_message`], call [`Querier::handle_timeout`] at the deadline, and after
-//! each call drain both poll queues.
+//! each call drain both poll queues. It tells the querier the interface's subnets with
+//! [`Querier::set_subnets`] whenever its addresses change.
 
 mod config;
 mod group;
@@ -21,6 +22,7 @@ mod tests;
 
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
+    fmt,
     net::Ipv4Addr,
     time::Duration,
 };
@@ -42,6 +44,68 @@ pub use crate::core::Instant;
 fn after(t: Instant, d: Duration) -> Instant {
     let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     Instant::from_millis(t.as_millis().saturating_add(ms))
+}
+
+/// One of the interface's own prefixes: an address with its prefix length, as `ip addr`
+/// shows it. Routers on the link query from inside one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Subnet {
+    pub address: Ipv4Addr,
+    /// 0 to 32; more counts as 32.
+    pub prefix_len: u8,
+}
+
+impl Subnet {
+    /// Whether `ip` lies inside the prefix.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let host_bits = 32 - u32::from(self.prefix_len.min(32));
+        let mask = u32::MAX.checked_shl(host_bits).unwrap_or(0);
+        (u32::from(ip) ^ u32::from(self.address)) & mask == 0
+    }
+}
+
+impl fmt::Display for Subnet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix_len)
+    }
+}
+
+/// The IPv4 header of a message heard on the interface, as far as IGMP looks at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpHeader {
+    pub source: Ipv4Addr,
+    /// The TTL it arrived with; IGMP is sent with 1 (RFC 2236 §2, RFC 3376 §4).
+    pub ttl: u8,
+    /// Whether it carried the Router Alert option (RFC 2113), as IGMP is sent with too.
+    pub router_alert: bool,
+}
+
+impl IpHeader {
+    /// A header as hosts and routers send IGMP from `source`: TTL 1 and Router Alert.
+    pub fn conforming(source: Ipv4Addr) -> IpHeader {
+        IpHeader {
+            source,
+            ttl: 1,
+            router_alert: true,
+        }
+    }
+}
+
+/// What [`Querier::handle_message`] made of a message, for the daemon's log: the exceptions
+/// are counted too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heard {
+    /// Handled as the RFCs say.
+    Handled,
+    /// A report or leave without Router Alert or with a TTL other than 1, handled all the
+    /// same ([`Config::strict_reports`] is off).
+    Nonconforming,
+    /// A report or leave without Router Alert or with a TTL other than 1, dropped
+    /// ([`Config::strict_reports`]).
+    Dropped,
+    /// A query from outside the interface's subnets: it neither won the election nor
+    /// changed a timer.
+    ForeignQuery,
 }
 
 /// A query to send on this interface. The daemon encodes `message` with
@@ -121,6 +185,16 @@ pub struct Counters {
     pub host_limit_hits: u64,
     /// Stalls of the driver the querier was told of: see [`Querier::postpone`].
     pub stalls: u64,
+    /// Queries from a source outside every subnet of the interface (see
+    /// [`Querier::set_subnets`]), in [`Self::queries_received`] too.
+    pub foreign_queries: u64,
+    /// Reports and leaves without the Router Alert option.
+    pub reports_without_router_alert: u64,
+    /// Reports and leaves with a TTL other than 1.
+    pub reports_ttl_not_1: u64,
+    /// Reports and leaves dropped for either under [`Config::strict_reports`]; they count in
+    /// no other counter but the two above.
+    pub nonconforming_dropped: u64,
 }
 
 /// A deadline missed by more than this means the querier's driver did not run (the daemon was
@@ -149,7 +223,9 @@ impl Timer {
 /// [startup query interval] apart, then one every [query interval]. A query from a lower
 /// address makes us non-querier until the Other Querier Present timer runs out; then we send
 /// a general query at once and resume. Queries from 0.0.0.0 never win (no router sends from
-/// it). A non-querier adopts the querier's QRV and QQIC, sends nothing, and ignores the
+/// it), nor do queries from outside the interface's subnets ([`Querier::set_subnets`]): a
+/// forged query from a lower address would take the querier duties (RFC 3376 §9.1), and a
+/// router that shares the link has an address on it. A non-querier adopts the querier's QRV and QQIC, sends nothing, and ignores the
 /// "Send Q" actions of §6.4.2; the querier's own specific queries lower its timers instead
 /// (§6.6.1).
 ///
@@ -169,6 +245,9 @@ pub struct Querier {
     ifindex: u32,
     /// Our address on the interface: the election compares it.
     own_address: Ipv4Addr,
+    /// The interface's prefixes: queries from outside them do not elect. Empty while none is
+    /// known; every query is then taken as on the link.
+    subnets: Vec<Subnet>,
     config: Config,
     /// The latest `now` seen; time never goes back.
     now: Instant,
@@ -227,6 +306,7 @@ impl Querier {
         let mut querier = Querier {
             ifindex,
             own_address,
+            subnets: Vec::new(),
             config,
             now,
             other_querier: None,
@@ -271,20 +351,42 @@ impl Querier {
         Ok(())
     }
 
-    /// Handles one IGMP message heard on the interface from `from` (the IP source).
+    /// The interface's prefixes are now `subnets` (its addresses changed). Without any, every
+    /// query is taken as from the link, as the querier cannot tell. An elected querier that is
+    /// no longer inside one stays until its Other Querier Present timer runs out, as its
+    /// queries no longer keep it.
+    pub fn set_subnets(&mut self, subnets: Vec<Subnet>) {
+        self.subnets = subnets;
+    }
+
+    /// The interface's prefixes, as last set.
+    pub fn subnets(&self) -> &[Subnet] {
+        &self.subnets
+    }
+
+    /// Handles one IGMP message heard on the interface, `ip` being its IPv4 header.
     ///
     /// Reports and leaves drive the filter state (RFC 3376 §6.4, §7.3.2); queries from
     /// other routers drive the election and lower timers (§6.6.1, §6.6.2). Timers already
     /// due at `now` run first.
-    pub fn handle_message(&mut self, now: Instant, from: Ipv4Addr, msg: &IgmpMessage) {
+    pub fn handle_message(&mut self, now: Instant, ip: IpHeader, msg: &IgmpMessage) -> Heard {
         let now = self.tick(now);
         self.run_timers(now);
+        let from = ip.source;
+        let mut heard = match msg {
+            IgmpMessage::Query { .. } => Heard::Handled,
+            _ => self.check_header(ip),
+        };
+        if heard == Heard::Dropped {
+            self.flush();
+            return heard;
+        }
         match msg {
             IgmpMessage::Query {
                 max_resp_code,
                 group,
                 v3,
-            } => self.on_query(now, from, *max_resp_code, *group, v3.as_ref()),
+            } => heard = self.on_query(now, from, *max_resp_code, *group, v3.as_ref()),
             IgmpMessage::V1Report { group } => {
                 self.counters.v1_reports_received += 1;
                 self.on_old_report(now, from, *group, Version::V1);
@@ -324,6 +426,34 @@ impl Querier {
             }
         }
         self.flush();
+        heard
+    }
+
+    /// Counts a report or leave sent without Router Alert or with a TTL other than 1, which
+    /// no host does (RFC 3376 §4): one forged off the link, or from an old stack that omits
+    /// Router Alert. RFC 3376 §9.2 lets a router drop them, at the cost of those stacks:
+    /// [`Config::strict_reports`] says whether to.
+    fn check_header(&mut self, ip: IpHeader) -> Heard {
+        let c = &mut self.counters;
+        if !ip.router_alert {
+            c.reports_without_router_alert += 1;
+        }
+        if ip.ttl != 1 {
+            c.reports_ttl_not_1 += 1;
+        }
+        if ip.router_alert && ip.ttl == 1 {
+            Heard::Handled
+        } else if self.config.strict_reports {
+            c.nonconforming_dropped += 1;
+            Heard::Dropped
+        } else {
+            Heard::Nonconforming
+        }
+    }
+
+    /// Whether `address` lies inside one of the interface's prefixes, or none is known.
+    fn on_link(&self, address: Ipv4Addr) -> bool {
+        self.subnets.is_empty() || self.subnets.iter().any(|s| s.contains(address))
     }
 
     /// `from` reported about `group`: its last reporter, and its timers re-filed.
@@ -664,10 +794,10 @@ impl Querier {
         max_resp_code: u8,
         group: Ipv4Addr,
         v3: Option<&QueryV3>,
-    ) {
+    ) -> Heard {
         if from == self.own_address {
             // Our own query, looped back.
-            return;
+            return Heard::Handled;
         }
         self.counters.queries_received += 1;
         let older = match self.config.version {
@@ -676,6 +806,10 @@ impl Querier {
         };
         if older {
             self.counters.older_version_queries_received += 1;
+        }
+        if !from.is_unspecified() && !self.on_link(from) {
+            self.counters.foreign_queries += 1;
+            return Heard::ForeignQuery;
         }
         // §6.6.2: a query from a lower address wins the election.
         if !from.is_unspecified() && from < self.own_address {
@@ -697,8 +831,20 @@ impl Querier {
             let oqpi = self.params().other_querier_present_interval;
             self.timers[Timer::OtherQuerierPresent as usize] = Some(after(now, oqpi));
         }
-        // §6.6.1: a specific query of the querier with S clear lowers our timers to its
-        // LMQT (RFC 2236 §3: count × the query's Max Response Time).
+        self.lower_timers(now, from, max_resp_code, group, v3);
+        Heard::Handled
+    }
+
+    /// §6.6.1: a specific query of the querier with S clear lowers our timers to its LMQT
+    /// (RFC 2236 §3: count × the query's Max Response Time).
+    fn lower_timers(
+        &mut self,
+        now: Instant,
+        from: Ipv4Addr,
+        max_resp_code: u8,
+        group: Ipv4Addr,
+        v3: Option<&QueryV3>,
+    ) {
         if group.is_unspecified()
             || self.other_querier != Some(from)
             || v3.is_some_and(|q| q.s_flag)

@@ -3,11 +3,24 @@
 use std::time::Duration;
 
 use super::*;
-use crate::igmp::querier::ConfigError;
+use crate::igmp::querier::{ConfigError, Subnet};
 
 fn lower_query() -> IgmpMessage {
     v3_query(Ipv4Addr::UNSPECIFIED, &[], false)
 }
+
+/// The harness's link: our address, the other routers' and the hosts' lie inside it.
+const LINK: Subnet = Subnet {
+    address: OWN,
+    prefix_len: 24,
+};
+/// Lower than ours, off the link.
+const FOREIGN: Ipv4Addr = Ipv4Addr::new(9, 9, 9, 9);
+/// A prefix around [`FOREIGN`].
+const FOREIGN_NET: Subnet = Subnet {
+    address: Ipv4Addr::new(9, 9, 9, 1),
+    prefix_len: 24,
+};
 
 #[test]
 fn rfc3376_8_7_startup_sends_startup_query_count_queries_startup_interval_apart() {
@@ -176,4 +189,75 @@ fn rfc3376_8_3_response_interval_must_be_below_query_interval() {
         ..Config::default()
     };
     assert_eq!(config.validate(), Err(ConfigError::ZeroRobustness));
+}
+
+#[test]
+fn rfc3376_9_1_query_from_outside_the_subnets_does_not_elect() {
+    let mut t = Harness::v3_router();
+    t.q.set_subnets(vec![LINK]);
+    assert_eq!(t.recv(FOREIGN, lower_query()), Heard::ForeignQuery);
+    assert!(t.q.is_querier());
+    assert_eq!(t.q.querier_address(), OWN);
+    assert_eq!(t.q.other_querier_expires(), None);
+    // 0.0.0.0 never elects, and is not counted as foreign: hosts without an address send it.
+    assert_eq!(t.recv(Ipv4Addr::UNSPECIFIED, lower_query()), Heard::Handled);
+    let c = t.q.counters();
+    assert_eq!((c.foreign_queries, c.queries_received), (1, 2));
+    t.advance(SQI);
+    assert_eq!(t.sent(), [general_query()], "we go on querying");
+}
+
+#[test]
+fn rfc3376_9_1_query_from_inside_any_subnet_elects() {
+    let mut t = Harness::v3_router();
+    t.q.set_subnets(vec![FOREIGN_NET, LINK]);
+    assert_eq!(t.recv(LOWER, lower_query()), Heard::Handled);
+    assert_eq!(t.q.querier_address(), LOWER);
+    assert_eq!(t.q.counters().foreign_queries, 0);
+}
+
+#[test]
+fn rfc3376_9_1_without_a_known_subnet_every_query_elects_as_before() {
+    let mut t = Harness::v3_router();
+    assert_eq!(t.recv(FOREIGN, lower_query()), Heard::Handled);
+    assert_eq!(t.q.querier_address(), FOREIGN);
+    assert_eq!(t.q.counters().foreign_queries, 0);
+}
+
+#[test]
+fn rfc3376_9_1_subnets_follow_the_interface_addresses() {
+    let mut t = Harness::v3_router();
+    t.q.set_subnets(vec![LINK]);
+    t.recv(FOREIGN, lower_query());
+    assert!(t.q.is_querier());
+    // The interface gets an address on FOREIGN's prefix: FOREIGN is a neighbour now.
+    t.q.set_subnets(vec![LINK, FOREIGN_NET]);
+    assert_eq!(t.recv(FOREIGN, lower_query()), Heard::Handled);
+    assert_eq!(t.q.querier_address(), FOREIGN);
+    // The address goes again: FOREIGN's queries no longer keep it querier.
+    t.q.set_subnets(vec![LINK]);
+    t.advance(QI);
+    assert_eq!(t.recv(FOREIGN, lower_query()), Heard::ForeignQuery);
+    t.advance(OQPI - QI - 1);
+    assert!(!t.q.is_querier());
+    t.advance(1);
+    assert!(t.q.is_querier());
+    assert_eq!(t.sent(), [general_query()]);
+}
+
+#[test]
+fn subnet_contains_what_its_prefix_covers() {
+    let net = |prefix_len| Subnet {
+        address: Ipv4Addr::new(10, 1, 2, 3),
+        prefix_len,
+    };
+    assert!(net(24).contains(Ipv4Addr::new(10, 1, 2, 255)));
+    assert!(!net(24).contains(Ipv4Addr::new(10, 1, 3, 0)));
+    assert!(net(32).contains(Ipv4Addr::new(10, 1, 2, 3)));
+    assert!(!net(32).contains(Ipv4Addr::new(10, 1, 2, 4)));
+    assert!(net(0).contains(Ipv4Addr::new(198, 51, 100, 1)));
+    assert!(
+        !net(33).contains(Ipv4Addr::new(10, 1, 2, 4)),
+        "past 32 counts as 32"
+    );
 }

@@ -11,10 +11,13 @@ mod reload;
 mod rfc2236;
 mod rfc3376;
 mod stall;
+mod strict;
 
 use std::net::Ipv4Addr;
 
-use super::{Config, Instant, Membership, Querier, Transmit, Version, ALL_SYSTEMS};
+use super::{
+    Config, Heard, Instant, IpHeader, Membership, Querier, Transmit, Version, ALL_SYSTEMS,
+};
 use crate::igmp::codec::{GroupRecord, IgmpMessage, QueryV3, RecordType};
 
 pub(super) const IF: u32 = 7;
@@ -117,9 +120,15 @@ impl Harness {
         self.advance(ms - elapsed);
     }
 
-    pub fn recv(&mut self, from: Ipv4Addr, msg: IgmpMessage) {
-        self.q.handle_message(self.now, from, &msg);
+    pub fn recv(&mut self, from: Ipv4Addr, msg: IgmpMessage) -> Heard {
+        self.recv_with(IpHeader::conforming(from), msg)
+    }
+
+    /// [`Harness::recv`] with the IPv4 header `ip`.
+    pub fn recv_with(&mut self, ip: IpHeader, msg: IgmpMessage) -> Heard {
+        let heard = self.q.handle_message(self.now, ip, &msg);
         self.collect();
+        heard
     }
 
     /// Sends one v3 record from `from`.

@@ -177,7 +177,7 @@ fn run(config: Config, ops: &[Op]) -> Result<(), TestCaseError> {
             }
             other => {
                 let (from, msg) = message(other).unwrap();
-                q.handle_message(now, from, &msg);
+                q.handle_message(now, IpHeader::conforming(from), &msg);
             }
         }
         while q.poll_transmit().is_some() {}
