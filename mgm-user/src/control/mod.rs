@@ -74,6 +74,7 @@ pub struct Counters {
     pub module_decisions_not_waited: u64,
     pub upstream_reports_dropped: u64,
     pub upstream_failures: u64,
+    pub attach_failures: u64,
 }
 
 /// The daemon's counters as it last published them, for readers on other threads (the
