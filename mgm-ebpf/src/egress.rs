@@ -11,8 +11,9 @@
 //! `FwdEntry::oif_base`, one slot per member of its set in ascending ifindex order).
 //! `mgm_egress` learns the block and the set from the XDP metadata the ingress program put in
 //! front of the frame ([`tag`]), which the broadcast clones with each copy, and its position
-//! from the set's member list; where the kernel drops metadata (generic XDP), it looks the
-//! entry up again.
+//! from the set's member list; where there is no metadata, it looks the entry up again: generic
+//! XDP drops it at the redirect, and some kernels refuse `bpf_xdp_adjust_meta` to XDP programs
+//! altogether ([`XDP_META`]).
 
 use core::ptr::addr_of_mut;
 
@@ -20,6 +21,7 @@ use aya_ebpf::{
     bindings::xdp_action,
     helpers::{bpf_check_mtu, bpf_redirect, bpf_xdp_adjust_meta},
     programs::XdpContext,
+    Global,
 };
 use mgm_common::{
     counters::{IfStats, OifStats},
@@ -51,10 +53,19 @@ struct Tag {
 
 const TAG_LEN: usize = core::mem::size_of::<Tag>();
 
+/// Whether this kernel lets XDP programs call `bpf_xdp_adjust_meta`: the daemon probes it and
+/// sets 0 where it does not (seen on a 6.18 build), and the verifier, reading the read-only
+/// global as a constant, then never walks the call it would reject.
+#[unsafe(no_mangle)]
+static XDP_META: Global<u8> = Global::new(1);
+
 /// Puts the entry's counter block `oif_base` and set `oif_set` in front of the frame as XDP
 /// metadata, for `mgm_egress` to count each copy on its entry without looking it up again.
 #[inline(always)]
 pub fn tag(ctx: &XdpContext, oif_base: u32, oif_set: u32) {
+    if XDP_META.load() == 0 {
+        return;
+    }
     // SAFETY: `ctx` is this program's context.
     if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(TAG_LEN as i32)) } != 0 {
         return;

@@ -492,7 +492,12 @@ fn limited(
 
 impl Seen {
     /// Every drop cause the daemon counts, for `mgm show stats` and the shutdown line.
-    fn counters(&self, router: &Router, upstream: Option<&UpstreamEdge>) -> control::Counters {
+    fn counters(
+        &self,
+        router: &Router,
+        upstream: Option<&UpstreamEdge>,
+        ifs: &Interfaces,
+    ) -> control::Counters {
         let hits = &link::BOUND_HITS;
         control::Counters {
             igmp: self.igmp,
@@ -514,6 +519,7 @@ impl Seen {
             module_decisions_not_waited: router.mgm.waiting_full(),
             upstream_reports_dropped: upstream.map_or(0, UpstreamEdge::reports_dropped),
             upstream_failures: upstream.map_or(0, UpstreamEdge::failures),
+            attach_failures: ifs.attach_failures,
             queriers: router
                 .igmp
                 .queriers(|q| q.iter().map(|(i, q)| (*i, q.counters())).collect()),
@@ -723,7 +729,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
                     }
                     request => {
                         let if_stats = |i: u32| dp.interfaces.stats(i).ok().flatten();
-                        let counters = seen.counters(&router, upstream.as_ref());
+                        let counters = seen.counters(&router, upstream.as_ref(), &ifs);
                         let mut d = control::Daemon {
                             now: router.now(),
                             static_handle: router.static_handle(),
@@ -775,7 +781,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         log_evictions(&router.mgm, opts.negative_budget, &mut seen, now);
         if let Some(p) = &opts.published {
             *p.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                seen.counters(&router, upstream.as_ref());
+                seen.counters(&router, upstream.as_ref(), &ifs);
         }
         ifs.detach_vanished(&mut dp);
         if let Some(u) = &mut upstream {
@@ -939,7 +945,7 @@ struct Interfaces {
     /// them: the set member whose copy the ingress program prepares must keep its settings
     /// until its set is rewritten, or that program drops the packet.
     to_detach: Vec<(String, u32)>,
-    /// Interfaces that appeared but could not be attached, for the log.
+    /// Interfaces that appeared but could not be attached, for `mgm show stats` and the log.
     attach_failures: u64,
     attach_failed: RateLimit,
 }

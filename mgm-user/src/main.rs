@@ -596,6 +596,12 @@ fn try_main(cli: Cli, file: Option<config::Config>) -> anyhow::Result<()> {
                     None => println!("{name}: accepted (this kernel does not report a count)"),
                 }
             }
+            if !loaded.xdp_meta {
+                println!(
+                    "bpf_xdp_adjust_meta: refused by this kernel; copies find their entry's \
+                     counters by a lookup"
+                );
+            }
             Ok(())
         }
         Command::Show(args) => show(args),

@@ -11,8 +11,12 @@ use crate::core::Instant;
 #[derive(Debug, Clone)]
 pub struct RateLimit {
     interval: Duration,
-    /// When the next warning may be logged; `None` before the first.
-    next: Option<Instant>,
+    /// Warnings logged per interval.
+    burst: u32,
+    /// When the current interval ends; `None` before the first warning.
+    until: Option<Instant>,
+    /// Warnings logged in the current interval.
+    logged: u32,
     /// Warnings left out since the last one logged.
     suppressed: u64,
 }
@@ -20,9 +24,17 @@ pub struct RateLimit {
 impl RateLimit {
     /// At most one warning per `interval`.
     pub const fn new(interval: Duration) -> Self {
+        Self::burst(interval, 1)
+    }
+
+    /// At most `burst` lines per `interval`: for lines an operator wants one by one when
+    /// they are few (an upstream join), which a flood must still not turn into a log flood.
+    pub const fn burst(interval: Duration, burst: u32) -> Self {
         RateLimit {
             interval,
-            next: None,
+            burst,
+            until: None,
+            logged: 0,
             suppressed: 0,
         }
     }
@@ -30,11 +42,15 @@ impl RateLimit {
     /// A warning happens at `now`: `Some(n)` to log it, `n` being how many were left out
     /// since the last one logged; `None` to leave it out (it is counted for the next).
     pub fn allow(&mut self, now: Instant) -> Option<u64> {
-        if self.next.is_some_and(|next| now < next) {
+        if self.until.is_none_or(|until| now >= until) {
+            self.until = Some(now + self.interval);
+            self.logged = 0;
+        }
+        if self.logged >= self.burst {
             self.suppressed += 1;
             return None;
         }
-        self.next = Some(now + self.interval);
+        self.logged += 1;
         Some(std::mem::take(&mut self.suppressed))
     }
 }
@@ -70,6 +86,18 @@ mod tests {
         assert_eq!(r.allow(at(1500)), None);
         assert_eq!(r.allow(at(5000)), Some(1));
         assert_eq!(r.allow(at(7000)), Some(0));
+    }
+
+    #[test]
+    fn a_burst_logs_that_many_per_interval_and_the_next_interval_says_how_many_were_left_out() {
+        let mut r = RateLimit::burst(SECOND, 3);
+        assert_eq!(r.allow(at(0)), Some(0));
+        assert_eq!(r.allow(at(10)), Some(0));
+        assert_eq!(r.allow(at(20)), Some(0));
+        assert_eq!(r.allow(at(30)), None);
+        assert_eq!(r.allow(at(999)), None);
+        assert_eq!(r.allow(at(1000)), Some(2));
+        assert_eq!(r.allow(at(1001)), Some(0));
     }
 
     #[test]

@@ -22,6 +22,9 @@ use crate::{
 
 /// Least time between two warnings of the worker's failures or of reports it fell behind on.
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
+/// Upstream changes logged at info per interval; the rest go to debug.
+const CHANGES_LOGGED: u32 = 20;
+const CHANGES_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The upstream interface's report socket and link-layer filter, where the worker's calls go.
 struct Wire {
@@ -57,6 +60,8 @@ pub struct UpstreamEdge {
     failed: RateLimit,
     /// The limit of the warnings of reports dropped over the worker's queue.
     behind: RateLimit,
+    /// The limit of the info lines of what upstream is told.
+    changed: RateLimit,
 }
 
 impl UpstreamEdge {
@@ -111,6 +116,7 @@ impl UpstreamEdge {
             failures: 0,
             failed: RateLimit::new(WARN_INTERVAL),
             behind: RateLimit::new(WARN_INTERVAL),
+            changed: RateLimit::burst(CHANGES_INTERVAL, CHANGES_LOGGED),
         }
     }
 
@@ -176,7 +182,16 @@ impl UpstreamEdge {
         for g in groups {
             let state = downstream_state(mgm, g, upstream);
             if self.state.wanted(g) != state.as_ref() {
-                info!("upstream: {}", Wanted(g, state.as_ref()));
+                // Each change at info while they are few; a downstream flood of random
+                // groups shows at debug, its volume in the next info line's note.
+                match self.changed.allow(now) {
+                    Some(n) => info!(
+                        "upstream: {}{}",
+                        Wanted(g, state.as_ref()),
+                        suppressed(n, CHANGES_INTERVAL)
+                    ),
+                    None => debug!("upstream: {}", Wanted(g, state.as_ref())),
+                }
             }
             self.state.set(now, g, state);
         }

@@ -573,7 +573,8 @@ fn a_one_interface_set_gets_the_copys_mac_and_counters_in_the_ingress_program() 
 /// Each copy counts on its entry's outgoing interface too (spec §6.3 `ulOutPackets`): the one
 /// copy of a one-interface set, and a larger set's prepared copy, in the ingress program, which
 /// then tags the frame with the entry's counter slot for `mgm_egress` to count the other
-/// copies. The incoming interface gets no copy and counts none; entries sharing a set count
+/// copies, where the kernel lets it (`bpf_xdp_adjust_meta`; without it, no tag and no
+/// failure). The incoming interface gets no copy and counts none; entries sharing a set count
 /// apart, and an entry deleted and installed again starts from zero.
 #[test]
 fn each_copy_counts_on_its_entrys_outgoing_interface() {
@@ -600,13 +601,26 @@ fn each_copy_counts_on_its_entrys_outgoing_interface() {
     h.install(S2, G1, LO, &[LO, h.out]);
     let (verdict, tag1, _) = h.run_with_meta(LO, &frame);
     assert_eq!(verdict, XDP_REDIRECT);
-    let (_, tag2, _) = h.run_with_meta(LO, &Frame::udp(S2, G1, 64).bytes());
-    assert_eq!(
-        (tag1.len(), tag2.len()),
-        (8, 8),
-        "a counter block and set for mgm_egress"
-    );
-    assert_ne!(tag1, tag2, "each entry's own block");
+    let (verdict2, tag2, _) = h.run_with_meta(LO, &Frame::udp(S2, G1, 64).bytes());
+    assert_eq!(verdict2, XDP_REDIRECT);
+    if h.loaded.xdp_meta {
+        assert_eq!(
+            (tag1.len(), tag2.len()),
+            (8, 8),
+            "a counter block and set for mgm_egress"
+        );
+        assert_ne!(tag1, tag2, "each entry's own block");
+    } else {
+        xtask::kernel::announce_skip(
+            "each_copy_counts_on_its_entrys_outgoing_interface (the metadata tag part)",
+            "this kernel refuses bpf_xdp_adjust_meta to XDP programs; only forwarding without \
+             the tag is checked",
+        );
+        assert!(
+            tag1.is_empty() && tag2.is_empty(),
+            "no metadata without the helper"
+        );
+    }
     let s = h.oif_stats(S1, G1);
     assert_eq!((s[&h.out].packets, s[&LO].packets), (2, 0));
 

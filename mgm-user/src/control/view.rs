@@ -163,6 +163,8 @@ pub struct Stats {
     pub upstream_reports_dropped: u64,
     /// The upstream worker's system calls that failed.
     pub upstream_failures: u64,
+    /// Managed interfaces that appeared but whose XDP attach failed (the log names each).
+    pub attach_failures: u64,
     pub mfes: usize,
     pub interfaces: Vec<InterfaceStats>,
 }

@@ -164,6 +164,12 @@ pub struct Mgm {
 /// the second spec §9 item 11 allows.
 pub const REROUTE_DELAY: Duration = Duration::from_millis(100);
 
+/// The most MFEs one [`Mgm::handle_timeout`] call expires, and as many again that it moves
+/// after a route change: a restart's adopted entries all end their lifetime in the same
+/// instant, and a default route's change moves every MFE, so the rest waits for the next
+/// call (the deadline stays due) and the driver's other work goes in between.
+pub const TIMEOUTS_PER_CALL: usize = 256;
+
 impl Default for Mgm {
     fn default() -> Self {
         Self::new(Config::default())
@@ -291,13 +297,15 @@ impl Mgm {
             .min()
     }
 
-    /// The MFEs whose lifetime ends by `now`, as (source, group). The driver gives the core
-    /// their latest counters ([`Mgm::set_mfe_counters`]) before [`Mgm::handle_timeout`], which
-    /// tells active flows from idle ones by them.
+    /// The MFEs the next [`Mgm::handle_timeout`] at `now` expires (at most
+    /// [`TIMEOUTS_PER_CALL`]), as (source, group). The driver gives the core their latest
+    /// counters ([`Mgm::set_mfe_counters`]) before that call, which tells active flows from
+    /// idle ones by them.
     pub fn expiring(&self, now: Instant) -> Vec<(Ipv4Addr, Ipv4Addr)> {
         self.expiry
             .iter()
             .take_while(|(at, _)| *at <= now)
+            .take(TIMEOUTS_PER_CALL)
             .map(|(_, k)| (k.source, k.group))
             .collect()
     }
@@ -308,11 +316,23 @@ impl Mgm {
     /// - an MFE whose lifetime ended is refreshed in place if its packet count moved during the
     ///   lifetime, and deleted otherwise (spec §5.6 \[Dec\]). Expiry itself invokes no
     ///   callback; a refresh invokes those of §5.2.
+    ///
+    /// Each call moves and expires at most [`TIMEOUTS_PER_CALL`] MFEs; [`Mgm::poll_timeout`]
+    /// stays due while more wait.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.answers_due(now);
         if self.reroute_at.is_some_and(|at| at <= now) {
-            self.reroute_at = None;
-            for key in std::mem::take(&mut self.rerouted) {
+            let batch: Vec<MfeKey> = self
+                .rerouted
+                .iter()
+                .take(TIMEOUTS_PER_CALL)
+                .copied()
+                .collect();
+            for key in &batch {
+                self.rerouted.remove(key);
+            }
+            self.reroute_at = (!self.rerouted.is_empty()).then_some(now);
+            for key in batch {
                 let moved = self
                     .mfes
                     .get(&key)
@@ -322,7 +342,10 @@ impl Mgm {
                 }
             }
         }
-        while let Some(&(at, key)) = self.expiry.first() {
+        for _ in 0..TIMEOUTS_PER_CALL {
+            let Some(&(at, key)) = self.expiry.first() else {
+                break;
+            };
             if at > now {
                 break;
             }

@@ -12,6 +12,7 @@ use std::{
     fs, io,
     os::fd::{AsFd, AsRawFd},
     path::{Path, PathBuf},
+    sync::OnceLock,
     time::Duration,
 };
 
@@ -20,8 +21,9 @@ use aya::{
     programs::{
         links::{FdLink, PinnedLink},
         xdp::{XdpLink, XdpLinkId},
-        ProgramFd, Xdp, XdpMode as AyaXdpMode,
+        ProgramFd, ProgramType, Xdp, XdpMode as AyaXdpMode,
     },
+    sys::{is_helper_supported, BpfHelper},
     Ebpf, EbpfLoader,
 };
 use log::{info, warn};
@@ -114,6 +116,20 @@ pub struct Loaded {
     pub ebpf: Ebpf,
     /// The devmap program every copy runs, for outgoing-set entries.
     pub egress: ProgramFd,
+    /// Whether the programs pass each copy its entry's counters as XDP metadata
+    /// ([`xdp_metadata`]).
+    pub xdp_meta: bool,
+}
+
+/// Whether this kernel lets XDP programs call `bpf_xdp_adjust_meta`, which hands each copy of
+/// a set its entry's counter block. Where it does not (a 6.18 build here refuses it), the
+/// programs load without the call and `mgm_egress` looks the entry up again per copy: slower,
+/// the same counts. A probe that fails counts as no, so the programs still load. Probed once.
+pub fn xdp_metadata() -> bool {
+    static SUPPORTED: OnceLock<bool> = OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        is_helper_supported(ProgramType::Xdp, BpfHelper::BPF_FUNC_xdp_adjust_meta).unwrap_or(false)
+    })
 }
 
 impl Loaded {
@@ -209,8 +225,11 @@ fn load_with_pins(t: &Tunables, pin_dir: Option<&Path>) -> Result<Loaded, Datapl
     let level = t.ebpf_log_level as usize as u8;
     let (igmp_interval, igmp_window) = admission(t.igmp_admit_rate);
     let (upcall_interval, upcall_window) = admission(t.upcall_admit_rate);
+    let xdp_meta = xdp_metadata();
+    let meta_flag = u8::from(xdp_meta);
     let mut loader = EbpfLoader::new();
     loader
+        .override_global("XDP_META", &meta_flag, true)
         .override_global("PENDING_RETRY_NS", &pending, true)
         .override_global("WRONG_IF_INTERVAL_NS", &wrong_if, true)
         .override_global("IGMP_ADMIT_INTERVAL_NS", &igmp_interval, true)
@@ -226,7 +245,11 @@ fn load_with_pins(t: &Tunables, pin_dir: Option<&Path>) -> Result<Loaded, Datapl
     let mut ebpf = loader.load(object)?;
     let egress = load_program(&mut ebpf, EGRESS)?;
     load_program(&mut ebpf, INGRESS)?;
-    Ok(Loaded { ebpf, egress })
+    Ok(Loaded {
+        ebpf,
+        egress,
+        xdp_meta,
+    })
 }
 
 /// How many instructions the verifier processed for each program (kernel ≥ 5.16).
@@ -285,6 +308,12 @@ impl Dataplane {
     pub fn load(opts: &LoadOptions) -> Result<Dataplane, DataplaneError> {
         let (adopt, pin_lock) = prepare_pin_dir(&opts.pin_dir)?;
         let mut loaded = load_with_pins(&opts.tunables, Some(&opts.pin_dir))?;
+        if !loaded.xdp_meta {
+            info!(
+                "this kernel refuses bpf_xdp_adjust_meta to XDP programs: each copy to a set \
+                 of several interfaces finds its entry's counters by a lookup instead"
+            );
+        }
         let logger = match aya_log::EbpfLogger::init(&mut loaded.ebpf) {
             Ok(l) => Some(l),
             Err(e) => {

@@ -124,8 +124,11 @@ fn per_packet(
     }
     let mut printed = output(&mut cmd)?;
     // The core's membership changes with a full table against an empty one (no root needed).
+    // With the object's path, as every build of mgm-user: cargo builds the package's binary for
+    // a bench too, and without it would replace `mgm` with one that cannot load.
     let mut core = cargo();
-    core.args(["bench", "-p", "mgm-user", "--bench", "core_scale", "--"]);
+    core.args(["bench", "-p", "mgm-user", "--bench", "core_scale", "--"])
+        .env("MGM_EBPF_OBJECT", ebpf_object());
     if quick {
         core.arg("--quick");
     }

@@ -274,3 +274,94 @@ fn sec9_11_dec_the_lowest_metric_counts_and_its_withdrawal_falls_back_to_the_nex
     t.advance(1);
     assert_eq!(t.ops(), []);
 }
+
+/// `n` groups 239.9.x.y with an MFE from S1 each, created now.
+fn many_mfes(t: &mut Harness, n: u32) -> Vec<Ipv4Addr> {
+    let groups: Vec<Ipv4Addr> = (0..n)
+        .map(|i| Ipv4Addr::from(u32::from(Ipv4Addr::new(239, 9, 0, 0)) + i))
+        .collect();
+    for g in &groups {
+        t.packet(S1, *g, ETH1);
+    }
+    t.settle();
+    groups
+}
+
+#[test]
+fn sec5_6_dec_mfes_ending_together_expire_a_bounded_batch_per_call_until_none_is_due() {
+    use crate::core::TIMEOUTS_PER_CALL;
+    // given: more MFEs than one call expires, all created in the same instant (as a restart's
+    // adopted ones are); every third carried packets, (S1, G1) did not
+    let (mut t, _pim, _dvmrp) = flowing();
+    let groups = many_mfes(&mut t, 2 * TIMEOUTS_PER_CALL as u32 + 7);
+    let active: Vec<Ipv4Addr> = groups.iter().step_by(3).copied().collect();
+    t.advance(600);
+    for g in &active {
+        t.flow(S1, *g, 4);
+    }
+    // when: their lifetime ends, one call at a time at that instant
+    t.advance(299);
+    let at = t.mgm.poll_timeout().unwrap();
+    t.now = at;
+    let mut calls = 0;
+    while t.mgm.poll_timeout().is_some_and(|d| d <= at) {
+        let due = t.mgm.expiring(at);
+        assert!(!due.is_empty() && due.len() <= TIMEOUTS_PER_CALL);
+        let before = t.mgm.forwarding_table();
+        t.mgm.handle_timeout(at);
+        calls += 1;
+        let after = t.mgm.forwarding_table();
+        // then: the call handled exactly the MFEs `expiring` named: idle ones deleted, active
+        // ones refreshed in place; the others untouched until their turn
+        for key in before.keys() {
+            let named = due.contains(key);
+            let kept = after.contains_key(key);
+            let was_active = active.contains(&key.1);
+            assert_eq!(kept, !named || was_active, "{key:?} named {named}");
+            if named && was_active {
+                let rec = t.mgm.get_mfe(key.0, key.1, 1000, at).unwrap();
+                assert_eq!(rec.up_time_s, 0, "{key:?} refreshed");
+            }
+        }
+        assert!(calls <= groups.len(), "no progress");
+    }
+    assert_eq!(calls, (groups.len() + 1).div_ceil(TIMEOUTS_PER_CALL));
+    // and the survivors are the flows, each with a new lifetime
+    let left: Vec<Ipv4Addr> = t.mgm.forwarding_table().keys().map(|k| k.1).collect();
+    assert_eq!(left, active);
+    assert_eq!(t.mgm.poll_timeout(), Some(at + Duration::from_secs(900)));
+    t.assert_map_matches();
+}
+
+#[test]
+fn sec9_11_dec_a_route_change_under_many_mfes_moves_them_a_bounded_batch_per_call() {
+    use crate::core::{REROUTE_DELAY, TIMEOUTS_PER_CALL};
+    // given: more MFEs from S1 than one call moves
+    let (mut t, _pim, _dvmrp) = flowing();
+    let groups = many_mfes(&mut t, 2 * TIMEOUTS_PER_CALL as u32 + 7);
+    // when: a route sends S1 in through ETH2, and its burst delay passes
+    t.route(S1, 32, ETH2, UP2);
+    let at = t.now + REROUTE_DELAY;
+    t.now = at;
+    let on_eth2 = |t: &Harness| {
+        t.mgm
+            .forwarding_table()
+            .values()
+            .filter(|(iif, _)| *iif == ETH2)
+            .count()
+    };
+    let mut calls = 0;
+    while t.mgm.poll_timeout().is_some_and(|d| d <= at) {
+        let before = on_eth2(&t);
+        t.mgm.handle_timeout(at);
+        calls += 1;
+        // then: each call moves at most its share, and at least one
+        let moved = on_eth2(&t) - before;
+        assert!((1..=TIMEOUTS_PER_CALL).contains(&moved), "{moved} moved");
+    }
+    // all of them, within that instant, and the lifetimes go on
+    assert_eq!(on_eth2(&t), groups.len() + 1);
+    assert_eq!(calls, (groups.len() + 1).div_ceil(TIMEOUTS_PER_CALL));
+    assert!(t.mgm.poll_timeout().unwrap() > at);
+    t.assert_map_matches();
+}
