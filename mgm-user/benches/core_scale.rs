@@ -284,23 +284,36 @@ fn main() {
     );
     let (e_full, e_empty) = (full.expire_all(), empty.expire_all());
     let describe = |e: &Expiry| {
-        let longest = e.turns.iter().max().copied().unwrap_or_default();
         let total: Duration = e.turns.iter().sum();
         format!(
-            "{} MFEs end together: {} turns, {:.1} ms in all, longest {:.0} us",
+            "{} MFEs end together: {} turns, {:.1} ms in all, p99 {:.0} us, longest {:.0} us",
             e.deleted,
             e.turns.len(),
             total.as_secs_f64() * 1e3,
-            longest.as_secs_f64() * 1e6
+            p99(e.turns.clone()).as_secs_f64() * 1e6,
+            e.turns
+                .iter()
+                .max()
+                .copied()
+                .unwrap_or_default()
+                .as_secs_f64()
+                * 1e6
         )
     };
-    let (p99_full, p99_empty) = (p99(e_full.turns.clone()), p99(e_empty.turns.clone()));
+    // The median: the baseline has few turns (40), whose p99 is their longest, a neighbour's
+    // preemption as often as the core's work.
+    let median_turn = |e: &Expiry| {
+        let mut t = e.turns.clone();
+        t.sort();
+        t[t.len() / 2]
+    };
+    let (med_full, med_empty) = (median_turn(&e_full), median_turn(&e_empty));
     println!(
-        "{{\"control\":\"mass expiry, p99 of the loop turns while {}\",\"micros\":{:.1},\"baseline\":\"the same while {}\",\"baseline_micros\":{:.1},\"ratio\":{:.2}}}",
+        "{{\"control\":\"mass expiry, the median loop turn while {}\",\"micros\":{:.1},\"baseline\":\"the same while {}\",\"baseline_micros\":{:.1},\"ratio\":{:.2}}}",
         describe(&e_full),
-        p99_full.as_secs_f64() * 1e6,
+        med_full.as_secs_f64() * 1e6,
         describe(&e_empty),
-        p99_empty.as_secs_f64() * 1e6,
-        p99_full.as_secs_f64() / p99_empty.as_secs_f64()
+        med_empty.as_secs_f64() * 1e6,
+        med_full.as_secs_f64() / med_empty.as_secs_f64()
     );
 }
