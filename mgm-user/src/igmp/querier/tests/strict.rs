@@ -12,6 +12,16 @@ fn header(ttl: u8, router_alert: bool) -> IpHeader {
     }
 }
 
+/// (reports without Router Alert, with TTL other than 1, dropped for either).
+fn nonconforming(t: &Harness) -> (u64, u64, u64) {
+    let c = t.q.counters();
+    (
+        c.reports_without_router_alert,
+        c.reports_ttl_not_1,
+        c.nonconforming_dropped,
+    )
+}
+
 fn strict() -> Harness {
     let mut t = Harness::new(Config {
         strict_reports: true,
@@ -27,15 +37,7 @@ fn rfc3376_9_2_lenient_report_without_router_alert_joins_and_is_counted() {
     let report = IgmpMessage::V2Report { group: G };
     assert_eq!(t.recv_with(header(1, false), report), Heard::Nonconforming);
     assert_eq!(t.members(), [join(None, G)]);
-    let c = t.q.counters();
-    assert_eq!(
-        (
-            c.reports_without_router_alert,
-            c.reports_ttl_not_1,
-            c.nonconforming_dropped
-        ),
-        (1, 0, 0)
-    );
+    assert_eq!(nonconforming(&t), (1, 0, 0));
 }
 
 #[test]
@@ -44,15 +46,7 @@ fn rfc3376_9_2_lenient_report_with_ttl_other_than_1_joins_and_is_counted() {
     let report = v3_report(RecordType::ChangeToExclude, G, &[]);
     assert_eq!(t.recv_with(header(2, true), report), Heard::Nonconforming);
     assert_eq!(t.members(), [join(None, G)]);
-    let c = t.q.counters();
-    assert_eq!(
-        (
-            c.reports_without_router_alert,
-            c.reports_ttl_not_1,
-            c.nonconforming_dropped
-        ),
-        (0, 1, 0)
-    );
+    assert_eq!(nonconforming(&t), (0, 1, 0));
 }
 
 #[test]
@@ -92,15 +86,7 @@ fn rfc3376_9_2_strict_counts_a_report_lacking_both_under_each_and_drops_it_once(
     let mut t = strict();
     let report = v3_report(RecordType::ModeIsInclude, G, &[S1]);
     assert_eq!(t.recv_with(header(0, false), report), Heard::Dropped);
-    let c = t.q.counters();
-    assert_eq!(
-        (
-            c.reports_without_router_alert,
-            c.reports_ttl_not_1,
-            c.nonconforming_dropped
-        ),
-        (1, 1, 1)
-    );
+    assert_eq!(nonconforming(&t), (1, 1, 1));
     assert_eq!(t.members(), []);
 }
 
@@ -112,15 +98,7 @@ fn rfc3376_9_2_strict_conforming_report_joins() {
         Heard::Handled
     );
     assert_eq!(t.members(), [join(None, G)]);
-    let c = t.q.counters();
-    assert_eq!(
-        (
-            c.reports_without_router_alert,
-            c.reports_ttl_not_1,
-            c.nonconforming_dropped
-        ),
-        (0, 0, 0)
-    );
+    assert_eq!(nonconforming(&t), (0, 0, 0));
 }
 
 #[test]
@@ -134,13 +112,5 @@ fn rfc3376_9_2_strict_does_not_look_at_queries() {
     let query = v3_query(Ipv4Addr::UNSPECIFIED, &[], false);
     assert_eq!(t.recv_with(ip, query), Heard::Handled);
     assert_eq!(t.q.querier_address(), LOWER);
-    let c = t.q.counters();
-    assert_eq!(
-        (
-            c.reports_without_router_alert,
-            c.reports_ttl_not_1,
-            c.nonconforming_dropped
-        ),
-        (0, 0, 0)
-    );
+    assert_eq!(nonconforming(&t), (0, 0, 0));
 }
