@@ -724,7 +724,8 @@ fn find(summary: &[Value], size: u64, fanout: u64, fw: Forwarder) -> Option<&Val
 /// How a run counts as saturating the router, for results.json.
 const SATURATED: &str = "a run saturated the router when the router's ingress NAPI thread \
 (all its forwarding work) was busy 90 % of the run or more, or its ingress ring refused more than \
-1 % of the frames offered; otherwise the router forwarded what the generator offered";
+1 % of the frames offered (also when other load on its CPU held it back: router_cpu0_busy); \
+otherwise the router forwarded what the generator offered";
 
 /// Whether the router was the bottleneck of a run ([`SATURATED`]). Otherwise its received
 /// rate is what the generator (and the receivers beside it) allowed, not the router's
@@ -820,8 +821,9 @@ fn print_table(
     println!(
         "\nforwarding rate on kernel {kernel} (medians; Mpps; rtr = the router's ingress NAPI \
          thread on CPU {ROUTER_CPU}: its share of the CPU and its run time per ingress packet; \
-         sat = the share of runs that saturated the router; gen = the generator's share of CPU \
-         {HOST_CPU}{path_head}):"
+         cpu{ROUTER_CPU} = how busy that CPU was, the router and anything else; sat = the share \
+         of runs that saturated the router; gen = the generator's share of CPU {HOST_CPU}\
+         {path_head}):"
     );
     let path_cols = |ns: String, rxd: String| {
         if with_path {
@@ -831,7 +833,7 @@ fn print_table(
         }
     };
     println!(
-        "  {:>5} {:>6} {:<17} {:>5} {:>8} {:>8} {:>10} {:>10} {:>8} {:>10} {:>5}{}",
+        "  {:>5} {:>6} {:<17} {:>5} {:>8} {:>8} {:>10} {:>10} {:>8} {:>5} {:>10} {:>5}{}",
         "bytes",
         "fanout",
         "forwarder",
@@ -841,13 +843,14 @@ fn print_table(
         "rx total",
         "rx/recvr",
         "rtr busy",
+        format!("cpu{ROUTER_CPU}"),
         "rtr ns/pkt",
         "sat",
         path_cols("path ns".into(), "rx'd".into()),
     );
     for s in summary {
         println!(
-            "  {:>5} {:>6} {:<17} {:>4.0}% {:>8.3} {:>8.3} {:>10.3} {:>10.3} {:>7.0}% {:>10.0} {:>4.0}%{}",
+            "  {:>5} {:>6} {:<17} {:>4.0}% {:>8.3} {:>8.3} {:>10.3} {:>10.3} {:>7.0}% {:>4.0}% {:>10.0} {:>4.0}%{}",
             int(s, "frame_bytes"),
             int(s, "fanout"),
             s["forwarder"].as_str().unwrap_or("?"),
@@ -857,6 +860,7 @@ fn print_table(
             f(s, "received_pps") / 1e6,
             f(s, "per_receiver_pps") / 1e6,
             f(s, "router_napi_busy") * 100.0,
+            f(s, "router_cpu0_busy") * 100.0,
             f(s, "router_ns_per_ingress_packet"),
             f(s, "router_saturated_share") * 100.0,
             path_cols(
