@@ -65,6 +65,11 @@ fn forwarders(ipmr: bool) -> Vec<Forwarder> {
 const BASELINE_NOTES: &str = "bridge = the kernel bridge, IGMP snooping with static mdb entries: L2, no TTL or MAC rewrite; \
 tc = bench_tc_clone at TC ingress, one bpf_clone_redirect per outgoing interface, source MAC and TTL written; \
 raw = XDP broadcast redirect that writes nothing; raw+mac = the same writing each copy's source MAC, the least a correct router does";
+/// What the tables say where the socket generator sent.
+const SOCKET_NOTE: &str = "socket generator: frames reach the router as the sender's skbs, not as \
+a NIC's pages: its veth copies each into a page before an XDP forwarder runs, and hands the bridge \
+and tc the skb, which a NIC's frame would need built; so ns against bridge and tc lean towards \
+them, and against raw and raw+mac compare like with like. Not comparable with live-frames runs";
 /// A font for the plot (Debian's fonts-dejavu-core).
 const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
@@ -226,6 +231,9 @@ struct Slow {
     /// redirected frame it had no room for on both ends (receiver rx, router tx) and a
     /// transmitted skb on the router's end only, so each receiver's is the larger of the two.
     receiver_drops: u64,
+    /// The socket generator's frames the sender's veth had no room for in the router's ring
+    /// (its tx_dropped; 0 for live frames, whose refusals the router's rx_dropped counts).
+    refused_at_sender: u64,
 }
 
 /// Counters that must be read right next to the generator's send.
@@ -254,6 +262,8 @@ impl<'a> Bench<'a> {
         for host in &lab.receivers[..pinned_receivers] {
             cpu::threaded_napi(host, HOST_IF, HOST_CPU)?;
         }
+        let frame = udp_frame(sender_mac(lab)?, SENDER_ADDR, GROUP, FRAME_SIZES[0]);
+        let generator = Generator::load(bench_object, &lab.sender, frame)?;
         Ok(Bench {
             lab,
             harness: Harness {
@@ -263,7 +273,7 @@ impl<'a> Bench<'a> {
                 scratch,
                 pin_dir: PathBuf::from("/sys/fs/bpf").join(format!("mgm-{tag}")),
             },
-            generator: Generator::load(bench_object)?,
+            generator,
             receivers,
             router_napi,
             plan,
@@ -296,6 +306,10 @@ impl<'a> Bench<'a> {
                     Ok(rx_dropped.max(tx_dropped))
                 })
                 .sum::<anyhow::Result<u64>>()?,
+            refused_at_sender: match self.generator.live_frames_refused() {
+                Some(_) => tx_dropped(&self.lab.sender, HOST_IF)?,
+                None => 0,
+            },
         })
     }
 
@@ -325,7 +339,8 @@ impl<'a> Bench<'a> {
         Ok(run)
     }
 
-    /// [`Bench::path`] into `run`'s fields for `receive`.
+    /// [`Bench::path`] into `run`'s fields for `receive`; nothing where the kernel refuses
+    /// live-frames test runs, which feeding the router needs.
     fn add_path(
         &mut self,
         run: &mut Value,
@@ -334,6 +349,9 @@ impl<'a> Bench<'a> {
         size: usize,
         receive: Receive,
     ) -> anyhow::Result<()> {
+        if self.generator.live_frames_refused().is_some() {
+            return Ok(());
+        }
         let (ns, delivered) = self.path(fw, flow, size, receive)?;
         let prefix = match receive {
             Receive::Apart => "",
@@ -429,8 +447,14 @@ impl<'a> Bench<'a> {
             .collect();
         let received: u64 = got.iter().sum();
         let ingress = b.ingress.0 - a.ingress.0;
+        // Frames that did not fit the router's ingress ring: at its veth for live frames, at
+        // the sender's for the socket's, which are offered too.
+        let refused_at_sender = b.refused_at_sender - a.refused_at_sender;
+        let refused = b.ingress.1 - a.ingress.1 + refused_at_sender;
+        let offered_frames = offered.frames + refused_at_sender;
         let busy = a_fast.cpu.busy_until(b_fast.cpu);
         let napi_ns = (b_fast.napi_ns - a_fast.napi_ns) as f64;
+        let napi_busy = napi_ns / (secs * 1e9);
         // Only the flow's receivers may get it.
         let stray: u64 = got[flow.fanout..].iter().sum();
         if stray > 0 && fw != Forwarder::Drop {
@@ -444,16 +468,18 @@ impl<'a> Bench<'a> {
             "frame_bytes": size,
             "fanout": flow.fanout,
             "seconds": secs,
-            "offered_pps": offered.rate(),
+            "offered_pps": offered_frames as f64 / offered.seconds,
+            "generator_cpu_share": offered.cpu_share,
             "ingress_pps": ingress as f64 / secs,
-            "ingress_ring_drops_pps": (b.ingress.1 - a.ingress.1) as f64 / secs,
+            "ingress_ring_drops_pps": refused as f64 / secs,
             "received_pps": received as f64 / secs,
             "receiver_ring_drops_pps": (b.receiver_drops - a.receiver_drops) as f64 / secs,
             "per_receiver_pps": received as f64 / secs / flow.fanout as f64,
             "min_receiver_pps": got[..flow.fanout].iter().min().copied().unwrap_or(0) as f64 / secs,
-            "router_napi_busy": napi_ns / (secs * 1e9),
+            "router_napi_busy": napi_busy,
             "router_cpu0_busy": busy,
             "router_ns_per_ingress_packet": if ingress > 0 { napi_ns / ingress as f64 } else { f64::NAN },
+            "router_saturated": saturated(napi_busy, offered_frames, refused),
         }))
     }
 }
@@ -490,27 +516,48 @@ pub fn forwarding(
     }
     let planned = plan.fanouts.clone();
     let bench = Bench::new(&lab, &tag, mgm, bench_object, &scratch.0, plan, RECEIVERS)?;
+    println!("forwarding: {}", bench.generator.announce());
+    let feed_missing = feed_missing(&bench.generator);
+    if let Some(why) = &feed_missing {
+        println!("forwarding: the router's path fed directly and by turns left out: {why}");
+    }
+    let generator = bench.generator.describe();
+    let socket = bench.generator.live_frames_refused().is_some();
     let compared = bench.forwarders.clone();
     let (runs, by_turns) = run_all(bench, &lab)?;
     drop(lab);
     let summary = summarize(&runs);
-    let ratios = ratios(&summary, &compared);
+    let with_path = feed_missing.is_none();
+    let ratios = ratios(&summary, &compared, with_path);
     let kernel = crate::bench::kernel_release();
-    print_table(&summary, &ratios, &compared, &kernel);
+    print_table(&summary, &ratios, &compared, &kernel, with_path);
     print_turns(&by_turns, &compared);
     println!("  ({BASELINE_NOTES})");
+    if socket {
+        println!("  ({SOCKET_NOTE})");
+    }
     let png = crate::workspace_root().join("target/bench/forwarding.png");
     if let Some(dir) = png.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
     plot::plot(&summary, &by_turns, &png, FONT).context("cannot draw the plot")?;
     println!("wrote {}", png.display());
+    let mut left_out = serde_json::Map::new();
+    if let Some(why) = missing {
+        left_out.insert("kernel_ipmr".into(), json!(why));
+    }
+    if let Some(why) = feed_missing {
+        left_out.insert("path_fed_directly".into(), json!(why));
+        left_out.insert("by_turns".into(), json!(why));
+    }
     Ok(json!({
-        "method": "one lab of network namespaces; generator: bench_gen (BPF_PROG_TEST_RUN, live frames, XDP_TX) on CPU 1; router: threaded NAPI of its ingress veth on CPU 0; receivers: bench_count (XDP, counts and drops) with NAPI on CPU 1; medians of interleaved runs",
+        "method": "one lab of network namespaces; generator (below) on CPU 1; router: threaded NAPI of its ingress veth on CPU 0; receivers: bench_count (XDP, counts and drops) with NAPI on CPU 1; medians of interleaved runs",
+        "generator": generator,
+        "saturated": SATURATED,
         "frame_bytes": "Ethernet frame handed to the veth, header included, no FCS (1514 = a 1500-byte IPv4 packet)",
         "kernel": kernel,
         "forwarders": compared.iter().map(|fw| fw.name()).collect::<Vec<_>>(),
-        "left_out": missing.map(|why| json!({"kernel_ipmr": why})),
+        "left_out": (!left_out.is_empty()).then_some(Value::Object(left_out)),
         "baselines": BASELINE_NOTES,
         "fanouts": planned,
         "rounds": Plan::new(quick).rounds,
@@ -535,7 +582,17 @@ fn prepare_router(lab: &Lab) -> anyhow::Result<()> {
     lab.router.enable_gro(UPSTREAM)
 }
 
-/// Every rate run, then (per frame size) the by-turns measurement of each fan-out.
+/// Why the router's path cannot be fed directly (per run and by turns), if it cannot.
+fn feed_missing(generator: &Generator) -> Option<String> {
+    generator.live_frames_refused().map(|why| {
+        format!(
+            "bench_feed needs live-frames test runs (a plain test run performs no redirect); {why}"
+        )
+    })
+}
+
+/// Every rate run, then (per frame size) the by-turns measurement of each fan-out where the
+/// router can be fed directly.
 fn run_all(mut bench: Bench<'_>, lab: &Lab) -> anyhow::Result<(Vec<Value>, Vec<Value>)> {
     let mac = sender_mac(lab)?;
     let (mut runs, mut by_turns) = (Vec::new(), Vec::new());
@@ -559,19 +616,27 @@ fn run_all(mut bench: Bench<'_>, lab: &Lab) -> anyhow::Result<(Vec<Value>, Vec<V
             for fanout in bench.plan.fanouts.clone() {
                 for &fw in &order {
                     let r = bench.measure(fw, &flow(fanout), size)?;
+                    let path = r["path_ns_per_packet"]
+                        .as_f64()
+                        .map_or(String::new(), |ns| {
+                            format!("; path fed directly {ns:>5.0} ns/packet")
+                        });
                     println!(
-                        "  fan-out {fanout} {:<12} offered {:>6.3} Mpps, router took {:>6.3}, received {:>6.3} per receiver ({:>6.3} lost at receivers), router {:>4.0} ns/packet; path fed directly {:>5.0} ns/packet",
+                        "  fan-out {fanout} {:<12} offered {:>6.3} Mpps, router took {:>6.3}, received {:>6.3} per receiver ({:>6.3} lost at receivers), router {:>4.0} ns/packet, {}{path}",
                         fw.name(),
                         r["offered_pps"].as_f64().unwrap_or(0.0) / 1e6,
                         r["ingress_pps"].as_f64().unwrap_or(0.0) / 1e6,
                         r["per_receiver_pps"].as_f64().unwrap_or(0.0) / 1e6,
                         r["receiver_ring_drops_pps"].as_f64().unwrap_or(0.0) / 1e6,
                         r["router_ns_per_ingress_packet"].as_f64().unwrap_or(f64::NAN),
-                        r["path_ns_per_packet"].as_f64().unwrap_or(f64::NAN),
+                        if r["router_saturated"] == true { "saturated" } else { "not saturated" },
                     );
                     runs.push(r);
                 }
             }
+        }
+        if bench.generator.live_frames_refused().is_some() {
+            continue;
         }
         for fanout in bench.plan.fanouts.clone() {
             let plan = bench.plan.turns;
@@ -607,8 +672,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Fields of a run whose medians the summary keeps.
-const METRICS: [&str; 10] = [
+const METRICS: [&str; 11] = [
     "offered_pps",
+    "generator_cpu_share",
     "ingress_pps",
     "received_pps",
     "per_receiver_pps",
@@ -620,7 +686,8 @@ const METRICS: [&str; 10] = [
     "path_copies_delivered",
 ];
 
-/// Medians per (frame size, fan-out, forwarder).
+/// Medians per (frame size, fan-out, forwarder), and the share of its runs that saturated
+/// the router.
 fn summarize(runs: &[Value]) -> Vec<Value> {
     let mut groups: BTreeMap<(u64, u64, String), Vec<&Value>> = BTreeMap::new();
     for r in runs {
@@ -639,6 +706,8 @@ fn summarize(runs: &[Value]) -> Vec<Value> {
             for m in METRICS {
                 o[m] = json!(median(rs.iter().filter_map(|r| r[m].as_f64()).collect()));
             }
+            let saturated = rs.iter().filter(|r| r["router_saturated"] == true).count();
+            o["router_saturated_share"] = json!(saturated as f64 / rs.len() as f64);
             o
         })
         .collect()
@@ -652,11 +721,49 @@ fn find(summary: &[Value], size: u64, fanout: u64, fw: Forwarder) -> Option<&Val
     })
 }
 
+/// How a run counts as saturating the router, for results.json.
+const SATURATED: &str = "a run saturated the router when the router's ingress NAPI thread \
+(all its forwarding work) was busy 90 % of the run or more, or its ingress ring refused more than \
+1 % of the frames offered (also when other load on its CPU held it back: router_cpu0_busy); \
+otherwise the router forwarded what the generator offered";
+
+/// Whether the router was the bottleneck of a run ([`SATURATED`]). Otherwise its received
+/// rate is what the generator (and the receivers beside it) allowed, not the router's
+/// capacity.
+fn saturated(napi_busy: f64, offered: u64, refused: u64) -> bool {
+    napi_busy >= 0.9 || refused as f64 > 0.01 * offered as f64
+}
+
+/// What mgm's received rate over a baseline's says of their capacities, from whether each
+/// saturated the router (in most of its runs): `capacity` when both did; `at_least` when only
+/// the baseline did (mgm could have forwarded more); `at_most` when only mgm did; `offered`
+/// when neither did, and both forwarded what was offered: no capacity ratio at all.
+fn rate_is(mgm_saturated: bool, baseline_saturated: bool) -> &'static str {
+    match (mgm_saturated, baseline_saturated) {
+        (true, true) => "capacity",
+        (false, true) => "at_least",
+        (true, false) => "at_most",
+        (false, false) => "offered",
+    }
+}
+
+/// A rate ratio as the table shows it: a bound with its sign, bracketed when it is no
+/// capacity ratio ([`rate_is`]).
+fn rate_cell(ratio: f64, is: &str) -> String {
+    match is {
+        "capacity" => format!("{ratio:.2}"),
+        "at_least" => format!("≥{ratio:.2}"),
+        "at_most" => format!("≤{ratio:.2}"),
+        _ => format!("({ratio:.2})"),
+    }
+}
+
 /// mgm against each baseline per (frame size, fan-out), from the medians of the same run:
-/// `mgm_vs_<baseline>_rate` (received per receiver), `<baseline>_vs_mgm_ns_per_packet` (router
-/// CPU per ingress packet) and `mgm_vs_<baseline>_path_capacity` (1 / path ns), for every
+/// `mgm_vs_<baseline>_rate` (received per receiver) with `mgm_vs_<baseline>_rate_is`
+/// ([`rate_is`]), `<baseline>_vs_mgm_ns_per_packet` (router CPU per ingress packet) and, where
+/// the path was fed directly, `mgm_vs_<baseline>_path_capacity` (1 / path ns), for every
 /// forwarder compared but mgm; and `mgm_vs_xdp_drop_rate`.
-fn ratios(summary: &[Value], compared: &[Forwarder]) -> Vec<Value> {
+fn ratios(summary: &[Value], compared: &[Forwarder], with_path: bool) -> Vec<Value> {
     let mut out = Vec::new();
     for s in summary.iter().filter(|s| s["forwarder"] == "mgm") {
         let (size, fanout) = (
@@ -672,6 +779,7 @@ fn ratios(summary: &[Value], compared: &[Forwarder]) -> Vec<Value> {
             .and_then(|v| v["ingress_pps"].as_f64())
             .unwrap_or(f64::NAN);
         let rate = |fw| get(fw, "per_receiver_pps");
+        let saturated = |fw| get(fw, "router_saturated_share") > 0.5;
         let ns = |fw| get(fw, "router_ns_per_ingress_packet");
         let path = |fw| get(fw, "path_ns_per_packet");
         let mut r = json!({
@@ -682,50 +790,83 @@ fn ratios(summary: &[Value], compared: &[Forwarder]) -> Vec<Value> {
         for &b in compared.iter().filter(|&&fw| fw != Forwarder::Mgm) {
             let name = b.name();
             r[format!("mgm_vs_{name}_rate")] = json!(rate(Forwarder::Mgm) / rate(b));
+            r[format!("mgm_vs_{name}_rate_is")] =
+                json!(rate_is(saturated(Forwarder::Mgm), saturated(b)));
             r[format!("{name}_vs_mgm_ns_per_packet")] = json!(ns(b) / ns(Forwarder::Mgm));
-            r[format!("mgm_vs_{name}_path_capacity")] = json!(path(b) / path(Forwarder::Mgm));
+            if with_path {
+                r[format!("mgm_vs_{name}_path_capacity")] = json!(path(b) / path(Forwarder::Mgm));
+            }
         }
         out.push(r);
     }
     out
 }
 
-fn print_table(summary: &[Value], ratios: &[Value], compared: &[Forwarder], kernel: &str) {
+fn print_table(
+    summary: &[Value],
+    ratios: &[Value],
+    compared: &[Forwarder],
+    kernel: &str,
+    with_path: bool,
+) {
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    let path_head = if with_path {
+        format!(
+            "; path = the router's path fed directly on CPU {ROUTER_CPU}, ns per ingress packet \
+             and the share of copies received, with the receivers on CPU {HOST_CPU}"
+        )
+    } else {
+        String::new()
+    };
     println!(
         "\nforwarding rate on kernel {kernel} (medians; Mpps; rtr = the router's ingress NAPI \
          thread on CPU {ROUTER_CPU}: its share of the CPU and its run time per ingress packet; \
-         path = the router's path fed directly on CPU {ROUTER_CPU}, ns per ingress packet and the \
-         share of copies received, with the receivers on CPU {HOST_CPU}):"
+         cpu{ROUTER_CPU} = how busy that CPU was, the router and anything else; sat = the share \
+         of runs that saturated the router; gen = the generator's share of CPU {HOST_CPU}\
+         {path_head}):"
     );
+    let path_cols = |ns: String, rxd: String| {
+        if with_path {
+            format!(" {ns:>9} {rxd:>6}")
+        } else {
+            String::new()
+        }
+    };
     println!(
-        "  {:>5} {:>6} {:<17} {:>8} {:>8} {:>10} {:>10} {:>8} {:>10} {:>9} {:>6}",
+        "  {:>5} {:>6} {:<17} {:>5} {:>8} {:>8} {:>10} {:>10} {:>8} {:>5} {:>10} {:>5}{}",
         "bytes",
         "fanout",
         "forwarder",
+        "gen",
         "offered",
         "ingress",
         "rx total",
         "rx/recvr",
         "rtr busy",
+        format!("cpu{ROUTER_CPU}"),
         "rtr ns/pkt",
-        "path ns",
-        "rx'd",
+        "sat",
+        path_cols("path ns".into(), "rx'd".into()),
     );
     for s in summary {
         println!(
-            "  {:>5} {:>6} {:<17} {:>8.3} {:>8.3} {:>10.3} {:>10.3} {:>7.0}% {:>10.0} {:>9.0} {:>5.0}%",
+            "  {:>5} {:>6} {:<17} {:>4.0}% {:>8.3} {:>8.3} {:>10.3} {:>10.3} {:>7.0}% {:>4.0}% {:>10.0} {:>4.0}%{}",
             int(s, "frame_bytes"),
             int(s, "fanout"),
             s["forwarder"].as_str().unwrap_or("?"),
+            f(s, "generator_cpu_share") * 100.0,
             f(s, "offered_pps") / 1e6,
             f(s, "ingress_pps") / 1e6,
             f(s, "received_pps") / 1e6,
             f(s, "per_receiver_pps") / 1e6,
             f(s, "router_napi_busy") * 100.0,
+            f(s, "router_cpu0_busy") * 100.0,
             f(s, "router_ns_per_ingress_packet"),
-            f(s, "path_ns_per_packet"),
-            f(s, "path_copies_delivered") * 100.0,
+            f(s, "router_saturated_share") * 100.0,
+            path_cols(
+                format!("{:.0}", f(s, "path_ns_per_packet")),
+                format!("{:.0}%", f(s, "path_copies_delivered") * 100.0)
+            ),
         );
     }
     let baselines: Vec<Forwarder> = compared
@@ -733,38 +874,51 @@ fn print_table(summary: &[Value], ratios: &[Value], compared: &[Forwarder], kern
         .copied()
         .filter(|&fw| fw != Forwarder::Mgm)
         .collect();
-    for (title, key) in [
+    let mut tables = vec![
         (
-            "rate = received per receiver, mgm's over the baseline's",
+            "rate = received per receiver, mgm's over the baseline's (≥ only the baseline \
+             saturated the router, ≤ only mgm did, (in brackets) neither did: both forwarded \
+             what the generator offered, which says nothing of capacity; compare ns there)",
             "mgm_vs_{}_rate",
         ),
         (
             "ns = the baseline's router CPU per ingress packet over mgm's",
             "{}_vs_mgm_ns_per_packet",
         ),
-        (
+    ];
+    if with_path {
+        tables.push((
             "cap = capacity, 1 / path ns, what one router CPU forwards, mgm's over the baseline's",
             "mgm_vs_{}_path_capacity",
-        ),
-    ] {
+        ));
+    }
+    for (title, key) in tables {
         println!("\nmgm against the baselines, {title}:");
         let heads: String = baselines
             .iter()
             .map(|b| format!(" {:>10}", format!("× {}", b.short())))
             .collect();
-        let drop = key == "mgm_vs_{}_rate";
+        let rate = key == "mgm_vs_{}_rate";
         println!(
             "  {:>5} {:>6}{heads}{}",
             "bytes",
             "fanout",
-            if drop { "     × drop" } else { "" }
+            if rate { "     × drop" } else { "" }
         );
         for r in ratios {
             let cells: String = baselines
                 .iter()
-                .map(|b| format!(" {:>10.2}", f(r, &key.replace("{}", b.name()))))
+                .map(|b| {
+                    let key = key.replace("{}", b.name());
+                    let cell = if rate {
+                        rate_cell(f(r, &key), r[format!("{key}_is")].as_str().unwrap_or("?"))
+                    } else {
+                        format!("{:.2}", f(r, &key))
+                    };
+                    format!(" {cell:>10}")
+                })
                 .collect();
-            let ceiling = if drop {
+            let ceiling = if rate {
                 format!(" {:>10.2}", f(r, "mgm_vs_xdp_drop_rate"))
             } else {
                 String::new()
@@ -903,7 +1057,7 @@ mod tests {
         json!({
             "frame_bytes": 64, "fanout": 2, "forwarder": fw.name(),
             "per_receiver_pps": rate, "router_ns_per_ingress_packet": ns,
-            "path_ns_per_packet": path,
+            "path_ns_per_packet": path, "router_saturated_share": 1.0,
         })
     }
 
@@ -924,13 +1078,51 @@ mod tests {
             row(Forwarder::Tc, 2.0, 300.0, 600.0),
         ];
         let compared = [Forwarder::Mgm, Forwarder::Bridge, Forwarder::Tc];
-        let r = &ratios(&summary, &compared)[0];
+        let r = &ratios(&summary, &compared, true)[0];
         assert_eq!(r["mgm_vs_bridge_rate"], 4.0);
+        assert_eq!(r["mgm_vs_bridge_rate_is"], "capacity");
         assert_eq!(r["bridge_vs_mgm_ns_per_packet"], 4.0);
         assert_eq!(r["mgm_vs_bridge_path_capacity"], 5.0);
         assert_eq!(r["mgm_vs_tc_clone_redirect_rate"], 2.0);
         assert_eq!(r["mgm_vs_tc_clone_redirect_path_capacity"], 3.0);
         assert!(r.get("mgm_vs_kernel_rate").is_none());
+        // Without the path fed directly, no capacity from it.
+        let r = &ratios(&summary, &compared, false)[0];
+        assert_eq!(r["bridge_vs_mgm_ns_per_packet"], 4.0);
+        assert!(r.get("mgm_vs_bridge_path_capacity").is_none());
+    }
+
+    #[test]
+    fn a_router_that_kept_up_with_the_generator_was_not_saturated() {
+        assert!(!saturated(0.15, 1_000_000, 0));
+        assert!(
+            !saturated(0.5, 1_000_000, 10_000),
+            "1 % refused is still keeping up"
+        );
+        assert!(saturated(0.5, 1_000_000, 10_001));
+        assert!(saturated(0.95, 1_000_000, 0));
+    }
+
+    #[test]
+    fn rate_ratios_claim_a_capacity_only_where_both_saturated() {
+        let mut summary = [
+            row(Forwarder::Mgm, 4.0, 100.0, 200.0),
+            row(Forwarder::Bridge, 1.0, 400.0, 1000.0),
+        ];
+        let compared = [Forwarder::Mgm, Forwarder::Bridge];
+        let is = |summary: &[Value]| {
+            ratios(summary, &compared, false)[0]["mgm_vs_bridge_rate_is"].clone()
+        };
+        summary[0]["router_saturated_share"] = json!(0.0);
+        assert_eq!(is(&summary), "at_least");
+        summary[1]["router_saturated_share"] = json!(0.4);
+        assert_eq!(is(&summary), "offered");
+        summary[0]["router_saturated_share"] = json!(0.6);
+        assert_eq!(is(&summary), "at_most");
+        assert_eq!(rate_cell(2.0, "capacity"), "2.00");
+        assert_eq!(rate_cell(2.0, "at_least"), "≥2.00");
+        assert_eq!(rate_cell(2.0, "at_most"), "≤2.00");
+        assert_eq!(rate_cell(1.0, "offered"), "(1.00)");
     }
 
     #[test]

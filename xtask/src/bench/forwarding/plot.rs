@@ -67,6 +67,16 @@ pub fn plot(summary: &[Value], by_turns: &[Value], png: &Path, font: &str) -> an
             .into_iter()
             .filter(|t| t["receivers_count_in"] == Counter::Xdp.name())
             .collect();
+        if turns.is_empty() {
+            // Where the router could not be fed directly (no live-frames test runs).
+            bottom
+                .titled(
+                    &format!("{size}-byte: router CPU capacity, by turns: not measured"),
+                    ("sans-serif", 22),
+                )
+                .map_err(draw_error)?;
+            continue;
+        }
         let capacity_lines = lines(&turns, |t, fw| {
             let ns = t[format!("{}_router_ns_per_packet", fw.name())].as_f64()?;
             Some(1e3 / ns)

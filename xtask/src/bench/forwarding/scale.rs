@@ -10,8 +10,8 @@ use anyhow::bail;
 use serde_json::{json, Value};
 
 use super::{
-    check_stop, enter, generator::udp_frame, median, router::Running, sender_mac, Bench, Flow,
-    Forwarder, Plan, Scratch,
+    check_stop, enter, feed_missing, generator::udp_frame, median, rate_cell, rate_is,
+    router::Running, sender_mac, Bench, Flow, Forwarder, Plan, Scratch,
 };
 use crate::{
     bench::table,
@@ -44,6 +44,11 @@ pub fn scale(mgm: &Path, bench_object: &Path, quick: bool) -> anyhow::Result<Val
         Plan::new(quick),
         1,
     )?;
+    println!("scale: {}", bench.generator.announce());
+    let feed_missing = feed_missing(&bench.generator);
+    if let Some(why) = &feed_missing {
+        println!("scale: the router's path fed directly left out: {why}");
+    }
     table::prepare_router(&lab.router, entries)?;
     let flow = Flow {
         source: SENDER_ADDR,
@@ -107,10 +112,15 @@ pub fn scale(mgm: &Path, bench_object: &Path, quick: bool) -> anyhow::Result<Val
         }
     }
     let med = |v: &[Value], k: &str| median(v.iter().filter_map(|r| r[k].as_f64()).collect());
+    // Whether most of them saturated the router: only then is a rate its capacity.
+    let saturated =
+        |v: &[Value]| 2 * v.iter().filter(|r| r["router_saturated"] == true).count() > v.len();
     let correct = full
         .iter()
         .all(|r| r["min_receiver_pps"].as_f64().is_some_and(|x| x > 0.0));
     let summary = json!({
+        "generator": bench.generator.describe(),
+        "left_out": feed_missing.as_ref().map(|why| json!({"path_fed_directly": why})),
         "interfaces": INTERFACES,
         "entries": entries + 1,
         "frame_bytes": FRAME,
@@ -126,6 +136,7 @@ pub fn scale(mgm: &Path, bench_object: &Path, quick: bool) -> anyhow::Result<Val
         "alone_per_receiver_pps": med(&alone, "per_receiver_pps"),
         "full_per_receiver_pps": med(&full, "per_receiver_pps"),
         "full_vs_alone_rate": med(&full, "per_receiver_pps") / med(&alone, "per_receiver_pps"),
+        "full_vs_alone_rate_is": rate_is(saturated(&full), saturated(&alone)),
         "alone_router_ns_per_packet": med(&alone, "router_ns_per_ingress_packet"),
         "full_router_ns_per_packet": med(&full, "router_ns_per_ingress_packet"),
         "alone_path_ns_per_packet": med(&alone, "path_ns_per_packet"),
@@ -143,24 +154,37 @@ pub fn scale(mgm: &Path, bench_object: &Path, quick: bool) -> anyhow::Result<Val
         "runs_full": full,
         "runs_alone_after": after,
     });
+    let f = |k: &str| summary[k].as_f64().unwrap_or(f64::NAN);
+    let path = if feed_missing.is_some() {
+        String::new()
+    } else {
+        format!(
+            "path fed directly: alone {:.0} ns/packet, among them {:.0}: capacity {:.2}×; with the receiver on the router's CPU: alone {:.0}, among them {:.0}: capacity {:.2}×, alone again afterwards {:.0}: {:.2}×; ",
+            f("alone_path_ns_per_packet"),
+            f("full_path_ns_per_packet"),
+            f("full_vs_alone_path_capacity"),
+            f("alone_local_path_ns_per_packet"),
+            f("full_local_path_ns_per_packet"),
+            f("full_vs_alone_local_path_capacity"),
+            f("alone_after_local_path_ns_per_packet"),
+            f("full_vs_alone_after_local_path_capacity"),
+        )
+    };
     println!(
         "\nscale ({} entries, {INTERFACES} interfaces, {FRAME}-byte frames, fan-out 1, medians):\n  \
-         alone {:.3} Mpps ({:.0} ns/packet), among them {:.3} Mpps ({:.0} ns/packet): {:.2}×; \
-         path fed directly: alone {:.0} ns/packet, among them {:.0}: capacity {:.2}×; with the receiver on the router's CPU: alone {:.0}, among them {:.0}: capacity {:.2}×, alone again afterwards {:.0}: {:.2}×; flow reached only its receiver: {correct}; filled in {:.1} s ({:.1} s of it for the reports); stopped in {stop_secs:.1} s{}",
+         alone {:.3} Mpps ({:.0} ns/packet), among them {:.3} Mpps ({:.0} ns/packet): {}× \
+         (≥: only the runs alone saturated the router, ≤: only those among them did, in \
+         brackets: neither did, so no capacity ratio); \
+         {path}flow reached only its receiver: {correct}; filled in {:.1} s ({:.1} s of it for the reports); stopped in {stop_secs:.1} s{}",
         entries + 1,
-        summary["alone_per_receiver_pps"].as_f64().unwrap_or(0.0) / 1e6,
-        summary["alone_router_ns_per_packet"].as_f64().unwrap_or(f64::NAN),
-        summary["full_per_receiver_pps"].as_f64().unwrap_or(0.0) / 1e6,
-        summary["full_router_ns_per_packet"].as_f64().unwrap_or(f64::NAN),
-        summary["full_vs_alone_rate"].as_f64().unwrap_or(f64::NAN),
-        summary["alone_path_ns_per_packet"].as_f64().unwrap_or(f64::NAN),
-        summary["full_path_ns_per_packet"].as_f64().unwrap_or(f64::NAN),
-        summary["full_vs_alone_path_capacity"].as_f64().unwrap_or(f64::NAN),
-        summary["alone_local_path_ns_per_packet"].as_f64().unwrap_or(f64::NAN),
-        summary["full_local_path_ns_per_packet"].as_f64().unwrap_or(f64::NAN),
-        summary["full_vs_alone_local_path_capacity"].as_f64().unwrap_or(f64::NAN),
-        summary["alone_after_local_path_ns_per_packet"].as_f64().unwrap_or(f64::NAN),
-        summary["full_vs_alone_after_local_path_capacity"].as_f64().unwrap_or(f64::NAN),
+        f("alone_per_receiver_pps") / 1e6,
+        f("alone_router_ns_per_packet"),
+        f("full_per_receiver_pps") / 1e6,
+        f("full_router_ns_per_packet"),
+        rate_cell(
+            f("full_vs_alone_rate"),
+            summary["full_vs_alone_rate_is"].as_str().unwrap_or("?")
+        ),
         fill_secs,
         reports_secs,
         if stopped { "" } else { " (killed after 10 s)" },
