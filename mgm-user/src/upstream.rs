@@ -205,7 +205,9 @@ impl UpstreamEdge {
                 let total = self.worker.dropped();
                 if let Some(n) = self.behind.allow(now) {
                     warn!(
-                        "upstream: the oldest IGMP report waiting for {} dropped, the worker                          being {} reports behind ({total} dropped so far; the host's                          retransmissions and query answers carry the state){}",
+                        "upstream: the oldest IGMP report waiting for {} dropped, the worker \
+                         being {} reports behind ({total} dropped so far; the host's \
+                         retransmissions and query answers carry the state){}",
                         self.name,
                         crate::offload::REPORT_QUEUE,
                         suppressed(n, WARN_INTERVAL)
@@ -272,10 +274,12 @@ impl UpstreamEdge {
         let dropped = self.worker.dropped();
         match self.worker.stop() {
             Ok(()) => info!(
-                "upstream: left every group on {name} ({failures} calls failed, {dropped}                  reports dropped behind the worker)"
+                "upstream: left every group on {name} ({failures} calls failed, {dropped} \
+                 reports dropped behind the worker)"
             ),
             Err(waited) => warn!(
-                "upstream: the worker on {name} did not finish leaving in {waited:?}: a system                  call is stuck; the groups it did not leave time out upstream"
+                "upstream: the worker on {name} did not finish leaving in {waited:?}: a system \
+                 call is stuck; the groups it did not leave time out upstream"
             ),
         }
     }
