@@ -603,7 +603,12 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
     );
 
     let mut upstream = match &opts.upstream_host {
-        Some(h) => Some(open_upstream(h, &interfaces, &opts.igmp_config)?),
+        Some(h) => {
+            let dev = interfaces.iter().find(|d| d.name == h.interface);
+            let edge = UpstreamEdge::open(&h.interface, dev, h.changes.clone(), &opts.igmp_config)
+                .with_context(|| format!("cannot report upstream on {}", h.interface))?;
+            Some(edge)
+        }
         None => None,
     };
     if let (Some(u), true) = (&mut upstream, dp.adopted > 0) {
@@ -1316,19 +1321,6 @@ fn follow_link(dp: &mut Dataplane, name: &impl Fn(u32) -> String, event: links::
             report(&e)
         ),
     }
-}
-
-/// The proxy's host side on its upstream interface.
-fn open_upstream(
-    host: &UpstreamHost,
-    interfaces: &[NetDev],
-    igmp: &querier::Config,
-) -> anyhow::Result<UpstreamEdge> {
-    let dev = interfaces
-        .iter()
-        .find(|d| d.name == host.interface)
-        .context("the upstream interface is not managed")?;
-    UpstreamEdge::open(dev, host.changes.clone(), igmp)
 }
 
 /// Follows the upstream interface as it goes and comes (spec §10): the host side stops with

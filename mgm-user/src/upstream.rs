@@ -68,17 +68,29 @@ pub struct UpstreamEdge {
 }
 
 impl UpstreamEdge {
-    /// The host side on `dev`, taking the groups the routing side's alerts were about from
-    /// `changes`; its robustness and intervals are those IGMP runs with downstream.
+    /// The host side on upstream `name`, which is `dev` at start, taking the groups the
+    /// routing side's alerts were about from `changes`; its robustness and intervals are
+    /// those IGMP runs with downstream. It reports at once if `dev` is up with an IPv4
+    /// address, else from when the interface is ([`UpstreamEdge::relink`]): the proxy waits
+    /// for its upstream as for any managed interface (spec §10).
     ///
     /// # Errors
-    /// `dev` has no IPv4 address to report from, or a socket cannot be opened.
+    /// A socket or the worker thread cannot be opened.
     pub fn open(
-        dev: &NetDev,
+        name: &str,
+        dev: Option<&NetDev>,
         changes: UpstreamQueue,
         igmp: &querier::Config,
     ) -> anyhow::Result<UpstreamEdge> {
-        Ok(UpstreamEdge::new(dev, changes, igmp, wire(dev)?))
+        let mut edge = UpstreamEdge::new(name, dev.map_or(0, |d| d.ifindex), changes, igmp);
+        match dev {
+            Some(d) if d.up && d.ipv4.is_some() => edge.worker = Some(wire(d)?),
+            _ => warn!(
+                "upstream: {name} does not exist, is down or has no IPv4 address; the proxy \
+                 reports there once it is up with one"
+            ),
+        }
+        Ok(edge)
     }
 
     /// The interface is gone, down or without an address: its sockets are stale or cannot
@@ -120,12 +132,12 @@ impl UpstreamEdge {
         Ok(())
     }
 
-    /// The host side on `dev` with its system calls made by `worker`.
+    /// The host side on `name`, ifindex `ifindex`, with no worker yet.
     fn new(
-        dev: &NetDev,
+        name: &str,
+        ifindex: u32,
         changes: UpstreamQueue,
         igmp: &querier::Config,
-        worker: UpstreamWorker,
     ) -> UpstreamEdge {
         let config = host::Config {
             robustness: igmp.robustness,
@@ -139,11 +151,11 @@ impl UpstreamEdge {
             .map_or(0, |d| d.as_nanos() as u64)
             ^ u64::from(std::process::id());
         UpstreamEdge {
-            ifindex: dev.ifindex,
-            name: dev.name.clone(),
+            ifindex,
+            name: name.to_owned(),
             state: Upstream::new(config, seed),
             changes,
-            worker: Some(worker),
+            worker: None,
             dropped_before: 0,
             failures: 0,
             failed: RateLimit::new(WARN_INTERVAL),

@@ -226,3 +226,48 @@ fn spec10_the_upstream_deleted_and_created_again_is_taken_back_and_reported_at_o
     }
     eprintln!("the stream was back {back:?} after up0 came up");
 }
+
+#[test]
+fn spec10_an_upstream_missing_at_start_is_waited_for_and_taken_when_it_appears() {
+    let tag = unique_tag("t");
+    let mut lab = Lab::up(&tag, &[IgmpVersion::V3]).expect("lab up");
+    lab.add_upstream_switch().expect("upstream switch");
+    // up0 does not exist when mgm starts.
+    lab.router.ip(&["link", "del", "up0"]).unwrap();
+    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{tag}"));
+    let mut daemon = Daemon::start(&mgm_bin(), &lab, &pin_dir, &FAST_IGMP, false).expect("mgm");
+    let fail = |lab: &Lab, daemon: &Daemon, what: &str| -> ! {
+        let mdb = lab.sender.bridge(&["mdb", "show"]).unwrap_or_default();
+        panic!(
+            "{what}\nswitch mdb:\n{mdb}\nmgm log:\n{}",
+            daemon.log().join("\n")
+        )
+    };
+    if let Err(e) = daemon.wait_for("reports there once it is up", PATIENCE) {
+        fail(&lab, &daemon, &format!("{e:#}"));
+    }
+
+    // A host joins meanwhile; the stream reaches mgm once up0 exists.
+    let rx = Receiver::new(&lab.receivers[0], receiver_addr(0)).expect("receiver");
+    rx.join(G).unwrap();
+    let mut counter = Counter::start(rx, G);
+    let source = lab.upstream_source.as_ref().expect("source host");
+    let stream = Stream::from_host(source, SWITCHED_SOURCE_ADDR, G);
+    if let Err(e) = daemon.wait_for("membership: dn1 joins", PATIENCE) {
+        fail(&lab, &daemon, &format!("{e:#}"));
+    }
+    lab.rewire_upstream_switch().expect("up0");
+    let up = Instant::now();
+    if !counter.more(1, BACK_WITHIN) {
+        fail(
+            &lab,
+            &daemon,
+            &format!("the host got no datagram within {BACK_WITHIN:?} of up0 appearing"),
+        );
+    }
+    if !lab.switch_forwards_to_router(G).expect("bridge mdb") {
+        fail(&lab, &daemon, "the switch does not hold G for mgm");
+    }
+    eprintln!("the stream came {:?} after up0 came up", up.elapsed());
+    drop(stream);
+}
