@@ -519,6 +519,7 @@ impl Seen {
             module_decisions_not_waited: router.mgm.waiting_full(),
             upstream_reports_dropped: upstream.map_or(0, UpstreamEdge::reports_dropped),
             upstream_failures: upstream.map_or(0, UpstreamEdge::failures),
+            upstream_relinks: upstream.map_or(0, UpstreamEdge::relinks),
             attach_failures: ifs.attach_failures,
             queriers: router
                 .igmp

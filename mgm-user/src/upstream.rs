@@ -58,6 +58,8 @@ pub struct UpstreamEdge {
     worker: Option<UpstreamWorker>,
     /// Reports dropped behind the workers of the interface's earlier links.
     dropped_before: u64,
+    /// Times the host side started on a link after waiting for it.
+    relinks: u64,
     /// The worker's failures so far, and their warnings' limit.
     failures: u64,
     failed: RateLimit,
@@ -121,6 +123,7 @@ impl UpstreamEdge {
         self.gone();
         self.worker = Some(wire(dev)?);
         self.ifindex = dev.ifindex;
+        self.relinks += 1;
         self.state.relink(now);
         info!(
             "upstream: {} is up (ifindex {}): reporting {} groups there again",
@@ -157,6 +160,7 @@ impl UpstreamEdge {
             changes,
             worker: None,
             dropped_before: 0,
+            relinks: 0,
             failures: 0,
             failed: RateLimit::new(WARN_INTERVAL),
             behind: RateLimit::new(WARN_INTERVAL),
@@ -295,6 +299,11 @@ impl UpstreamEdge {
             Some(f) => f,
             None => std::future::pending().await,
         }
+    }
+
+    /// Times the host side started on a link after waiting for it.
+    pub fn relinks(&self) -> u64 {
+        self.relinks
     }
 
     /// The worker's calls that failed so far.

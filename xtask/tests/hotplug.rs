@@ -189,6 +189,7 @@ fn spec10_the_upstream_deleted_and_created_again_is_taken_back_and_reported_at_o
         fail(&lab, &daemon, "the switch does not hold G for mgm again");
     }
     let resumed: Vec<u64> = counters.iter_mut().map(|c| c.last().unwrap()).collect();
+    assert_eq!(relinks(&daemon), 1, "counted once");
 
     // Every datagram arrives after the outage too, and only the outage's were lost.
     if let Some(c) = counters.first_mut() {
@@ -269,5 +270,14 @@ fn spec10_an_upstream_missing_at_start_is_waited_for_and_taken_when_it_appears()
         fail(&lab, &daemon, "the switch does not hold G for mgm");
     }
     eprintln!("the stream came {:?} after up0 came up", up.elapsed());
+    assert_eq!(relinks(&daemon), 1, "counted once");
     drop(stream);
+}
+
+/// How many times the proxy's host side started on its upstream after waiting for it.
+fn relinks(daemon: &Daemon) -> u64 {
+    let stats = daemon.show_view("stats").expect("show stats");
+    stats["stats"]["upstream_relinks"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no upstream_relinks: {stats:#}"))
 }
