@@ -953,7 +953,8 @@ struct Interfaces {
     names: Names,
     /// IGMP interfaces waiting for an IPv4 address, by ifindex.
     no_address: BTreeSet<u32>,
-    /// The proxy's upstream interface, whose address the host side reports from.
+    /// The proxy's upstream interface: read again on each of its link and address changes,
+    /// as its host side reports only while it is up with an IPv4 address.
     upstream: Option<String>,
     /// Interfaces that vanished, to remove from the maps once the entries no longer copy to
     /// them: the set member whose copy the ingress program prepares must keep its settings
