@@ -519,6 +519,7 @@ impl Seen {
             module_decisions_not_waited: router.mgm.waiting_full(),
             upstream_reports_dropped: upstream.map_or(0, UpstreamEdge::reports_dropped),
             upstream_failures: upstream.map_or(0, UpstreamEdge::failures),
+            upstream_relinks: upstream.map_or(0, UpstreamEdge::relinks),
             attach_failures: ifs.attach_failures,
             queriers: router
                 .igmp
@@ -603,7 +604,12 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
     );
 
     let mut upstream = match &opts.upstream_host {
-        Some(h) => Some(open_upstream(h, &interfaces, &opts.igmp_config)?),
+        Some(h) => {
+            let dev = interfaces.iter().find(|d| d.name == h.interface);
+            let edge = UpstreamEdge::open(&h.interface, dev, h.changes.clone(), &opts.igmp_config)
+                .with_context(|| format!("cannot report upstream on {}", h.interface))?;
+            Some(edge)
+        }
         None => None,
     };
     if let (Some(u), true) = (&mut upstream, dp.adopted > 0) {
@@ -690,11 +696,17 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
             change = link_watch.next() => {
                 let change = change.context("the link-change subscription closed")?;
                 ifs.follow(&mut dp, &mut router, &mut modules, &change);
+                follow_upstream(&mut upstream, &ifs, None, router.now());
                 follow_link(&mut dp, &name, change);
                 all_groups = true;
             }
             outcome = dp.next_outcome() => {
+                let dev = match &outcome {
+                    Outcome::Attached { dev, .. } | Outcome::Found(dev) => Some(dev.clone()),
+                    _ => None,
+                };
                 ifs.outcome(&mut dp, &mut router, &mut modules, outcome);
+                follow_upstream(&mut upstream, &ifs, dev.as_ref(), router.now());
                 all_groups = true;
             }
             guard = readable_logger(&mut logger) => {
@@ -941,6 +953,9 @@ struct Interfaces {
     names: Names,
     /// IGMP interfaces waiting for an IPv4 address, by ifindex.
     no_address: BTreeSet<u32>,
+    /// The proxy's upstream interface: read again on each of its link and address changes,
+    /// as its host side reports only while it is up with an IPv4 address.
+    upstream: Option<String>,
     /// Interfaces that vanished, to remove from the maps once the entries no longer copy to
     /// them: the set member whose copy the ingress program prepares must keep its settings
     /// until its set is rewritten, or that program drops the packet.
@@ -964,6 +979,7 @@ impl Interfaces {
                 .collect(),
             names: opts.names.clone(),
             no_address: BTreeSet::new(),
+            upstream: opts.upstream_host.as_ref().map(|h| h.interface.clone()),
             to_detach: Vec::new(),
             attach_failures: 0,
             attach_failed: RateLimit::new(WARN_INTERVAL),
@@ -997,13 +1013,19 @@ impl Interfaces {
         event: &links::LinkEvent,
     ) {
         let changes = match event {
-            links::LinkEvent::Changed(c) => match &c.name {
-                Some(n) => self.managed.link(c.ifindex, n),
-                None => Vec::new(),
-            },
+            links::LinkEvent::Changed(c) => {
+                let changes = match &c.name {
+                    Some(n) => self.managed.link(c.ifindex, n),
+                    None => Vec::new(),
+                };
+                // The upstream's host side follows its link going up and down.
+                self.look_at_upstream(dp, c.ifindex);
+                changes
+            }
             links::LinkEvent::Removed(ifindex) => self.managed.removed(*ifindex),
             links::LinkEvent::Address(ifindex) => {
                 self.address_changed(dp, router, *ifindex);
+                self.look_at_upstream(dp, *ifindex);
                 Vec::new()
             }
         };
@@ -1163,6 +1185,16 @@ impl Interfaces {
         }
     }
 
+    /// The proxy's upstream `ifindex` changed (flags, address): the worker reads it again,
+    /// for its host side, which reports only from an interface up with an IPv4 address.
+    fn look_at_upstream(&self, dp: &mut Dataplane, ifindex: u32) {
+        if let Some(name) = self.managed.name(ifindex) {
+            if Some(name) == self.upstream.as_deref() {
+                dp.lookup(name, Some(ifindex));
+            }
+        }
+    }
+
     /// An address appeared on or went from `ifindex`: where IGMP waits for one or runs (its
     /// querier needs the interface's subnets), the worker reads the interface again (also
     /// while its attach is under way: that attach's lookup may have come before the change).
@@ -1293,17 +1325,36 @@ fn follow_link(dp: &mut Dataplane, name: &impl Fn(u32) -> String, event: links::
     }
 }
 
-/// The proxy's host side on its upstream interface.
-fn open_upstream(
-    host: &UpstreamHost,
-    interfaces: &[NetDev],
-    igmp: &querier::Config,
-) -> anyhow::Result<UpstreamEdge> {
-    let dev = interfaces
-        .iter()
-        .find(|d| d.name == host.interface)
-        .context("the upstream interface is not managed")?;
-    UpstreamEdge::open(dev, host.changes.clone(), igmp)
+/// Follows the upstream interface as it goes and comes (spec §10): the host side stops with
+/// the link it ran on, or when that goes down or loses its address (the switch upstream
+/// forgets a port that goes down), and starts again on `dev` (attached or read again) when
+/// that is the link under the upstream's name, up, with an IPv4 address to report from.
+fn follow_upstream(
+    upstream: &mut Option<UpstreamEdge>,
+    ifs: &Interfaces,
+    dev: Option<&NetDev>,
+    now: core::Instant,
+) {
+    let Some(u) = upstream else {
+        return;
+    };
+    let current = ifs.managed.ifindex(u.name());
+    if current != Some(u.ifindex()) {
+        u.gone();
+    }
+    let Some(dev) = dev.filter(|d| d.name == u.name() && current == Some(d.ifindex)) else {
+        return;
+    };
+    if !dev.up || dev.ipv4.is_none() {
+        u.gone();
+        return;
+    }
+    if u.runs_on(dev.ifindex) {
+        return;
+    }
+    if let Err(e) = u.relink(now, dev) {
+        error!("upstream: cannot report on {}: {e:#}", dev.name);
+    }
 }
 
 /// Hands an IGMP message heard on the upstream interface to the proxy's host side (the

@@ -53,8 +53,13 @@ pub struct UpstreamEdge {
     state: Upstream,
     /// Where the routing side notes the groups its alerts were about.
     changes: UpstreamQueue,
-    /// Makes the system calls: sends the reports, changes the filter.
-    worker: UpstreamWorker,
+    /// Makes the system calls: sends the reports, changes the filter; none while the
+    /// interface is gone.
+    worker: Option<UpstreamWorker>,
+    /// Reports dropped behind the workers of the interface's earlier links.
+    dropped_before: u64,
+    /// Times the host side started on a link after waiting for it.
+    relinks: u64,
     /// The worker's failures so far, and their warnings' limit.
     failures: u64,
     failed: RateLimit,
@@ -65,36 +70,77 @@ pub struct UpstreamEdge {
 }
 
 impl UpstreamEdge {
-    /// The host side on `dev`, taking the groups the routing side's alerts were about from
-    /// `changes`; its robustness and intervals are those IGMP runs with downstream.
+    /// The host side on upstream `name`, which is `dev` at start, taking the groups the
+    /// routing side's alerts were about from `changes`; its robustness and intervals are
+    /// those IGMP runs with downstream. It reports at once if `dev` is up with an IPv4
+    /// address, else from when the interface is ([`UpstreamEdge::relink`]): the proxy waits
+    /// for its upstream as for any managed interface (spec §10).
     ///
     /// # Errors
-    /// `dev` has no IPv4 address to report from, or a socket cannot be opened.
+    /// A socket or the worker thread cannot be opened.
     pub fn open(
-        dev: &NetDev,
+        name: &str,
+        dev: Option<&NetDev>,
         changes: UpstreamQueue,
         igmp: &querier::Config,
     ) -> anyhow::Result<UpstreamEdge> {
-        let address = dev.ipv4.with_context(|| {
-            format!(
-                "{} has no IPv4 address; the proxy reports upstream from it",
-                dev.name
-            )
-        })?;
-        let socket = QuerySocket::new(dev, address)
-            .with_context(|| format!("cannot open the upstream report socket on {}", dev.name))?;
-        let filter = LinkFilter::new(dev).context("cannot open a socket for SIOCADDMULTI")?;
-        let worker = UpstreamWorker::spawn(&dev.name, Wire { socket, filter })
-            .context("cannot start the upstream's worker thread")?;
-        Ok(UpstreamEdge::new(dev, changes, igmp, worker))
+        let mut edge = UpstreamEdge::new(name, dev.map_or(0, |d| d.ifindex), changes, igmp);
+        match dev {
+            Some(d) if d.up && d.ipv4.is_some() => edge.worker = Some(wire(d)?),
+            _ => warn!(
+                "upstream: {name} does not exist, is down or has no IPv4 address; the proxy \
+                 reports there once it is up with one"
+            ),
+        }
+        Ok(edge)
     }
 
-    /// The host side on `dev` with its system calls made by `worker`.
+    /// The interface is gone, down or without an address: its sockets are stale or cannot
+    /// send, and what the host would send is dropped until [`UpstreamEdge::relink`]. The
+    /// worker finishes its queue on its own.
+    pub fn gone(&mut self) {
+        if let Some(w) = self.worker.take() {
+            self.dropped_before += w.dropped();
+            warn!(
+                "upstream: {} is gone, down or without an IPv4 address; the proxy reports \
+                 there again once it is up with one",
+                self.name
+            );
+        }
+    }
+
+    /// Whether the host side runs on `ifindex` (not gone, not on an earlier link).
+    pub fn runs_on(&self, ifindex: u32) -> bool {
+        self.worker.is_some() && self.ifindex == ifindex
+    }
+
+    /// The interface appeared again as `dev`: the host side moves to it and reports every
+    /// group at once there, as a host that starts (RFC 3376 §5.1).
+    ///
+    /// # Errors
+    /// `dev` has no IPv4 address, or a socket cannot be opened: the host side stays gone.
+    pub fn relink(&mut self, now: Instant, dev: &NetDev) -> anyhow::Result<()> {
+        self.gone();
+        self.worker = Some(wire(dev)?);
+        self.ifindex = dev.ifindex;
+        self.relinks += 1;
+        self.state.relink(now);
+        info!(
+            "upstream: {} is up (ifindex {}): reporting {} groups there again",
+            self.name,
+            self.ifindex,
+            self.state.groups().count()
+        );
+        self.flush(now);
+        Ok(())
+    }
+
+    /// The host side on `name`, ifindex `ifindex`, with no worker yet.
     fn new(
-        dev: &NetDev,
+        name: &str,
+        ifindex: u32,
         changes: UpstreamQueue,
         igmp: &querier::Config,
-        worker: UpstreamWorker,
     ) -> UpstreamEdge {
         let config = host::Config {
             robustness: igmp.robustness,
@@ -108,11 +154,13 @@ impl UpstreamEdge {
             .map_or(0, |d| d.as_nanos() as u64)
             ^ u64::from(std::process::id());
         UpstreamEdge {
-            ifindex: dev.ifindex,
-            name: dev.name.clone(),
+            ifindex,
+            name: name.to_owned(),
             state: Upstream::new(config, seed),
             changes,
-            worker,
+            worker: None,
+            dropped_before: 0,
+            relinks: 0,
             failures: 0,
             failed: RateLimit::new(WARN_INTERVAL),
             behind: RateLimit::new(WARN_INTERVAL),
@@ -122,6 +170,10 @@ impl UpstreamEdge {
 
     pub fn ifindex(&self) -> u32 {
         self.ifindex
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Reports the groups of the adopted entries that arrive upstream and go somewhere, at once.
@@ -198,11 +250,17 @@ impl UpstreamEdge {
         self.flush(now);
     }
 
-    /// Hands the pending reports and filter changes to the worker, in the order decided.
+    /// Hands the pending reports and filter changes to the worker, in the order decided;
+    /// drops them while the interface is gone (a relink reports the state anew).
     fn flush(&mut self, now: Instant) {
+        let Some(worker) = &mut self.worker else {
+            while self.state.poll_transmit().is_some() {}
+            while self.state.poll_filter().is_some() {}
+            return;
+        };
         while let Some(t) = self.state.poll_transmit() {
-            if !self.worker.report(t.destination, codec::encode(&t.message)) {
-                let total = self.worker.dropped();
+            if !worker.report(t.destination, codec::encode(&t.message)) {
+                let total = self.dropped_before + worker.dropped();
                 if let Some(n) = self.behind.allow(now) {
                     warn!(
                         "upstream: the oldest IGMP report waiting for {} dropped, the worker \
@@ -229,16 +287,25 @@ impl UpstreamEdge {
                     "stops receiving"
                 }
             );
-            self.worker.filter(group, receive);
+            worker.filter(group, receive);
         }
     }
 
-    /// The next failure of the worker's system calls; never, once the worker has ended.
+    /// The next failure of the worker's system calls; never, once the worker has ended or
+    /// while the interface is gone.
     pub async fn next_failure(&mut self) -> Failure {
-        match self.worker.next_failure().await {
+        let Some(worker) = &mut self.worker else {
+            return std::future::pending().await;
+        };
+        match worker.next_failure().await {
             Some(f) => f,
             None => std::future::pending().await,
         }
+    }
+
+    /// Times the host side started on a link after waiting for it.
+    pub fn relinks(&self) -> u64 {
+        self.relinks
     }
 
     /// The worker's calls that failed so far.
@@ -248,7 +315,7 @@ impl UpstreamEdge {
 
     /// Reports dropped so far because the worker was behind.
     pub fn reports_dropped(&self) -> u64 {
-        self.worker.dropped()
+        self.dropped_before + self.worker.as_ref().map_or(0, UpstreamWorker::dropped)
     }
 
     /// Counts a failure of the worker's system calls and logs it, rate-limited.
@@ -271,8 +338,11 @@ impl UpstreamEdge {
         self.flush(now);
         let name = self.name.clone();
         let failures = self.failures;
-        let dropped = self.worker.dropped();
-        match self.worker.stop() {
+        let dropped = self.reports_dropped();
+        let Some(worker) = self.worker.take() else {
+            return;
+        };
+        match worker.stop() {
             Ok(()) => info!(
                 "upstream: left every group on {name} ({failures} calls failed, {dropped} \
                  reports dropped behind the worker)"
@@ -283,6 +353,21 @@ impl UpstreamEdge {
             ),
         }
     }
+}
+
+/// The worker making the host side's system calls on `dev`, with its sockets.
+fn wire(dev: &NetDev) -> anyhow::Result<UpstreamWorker> {
+    let address = dev.ipv4.with_context(|| {
+        format!(
+            "{} has no IPv4 address; the proxy reports upstream from it",
+            dev.name
+        )
+    })?;
+    let socket = QuerySocket::new(dev, address)
+        .with_context(|| format!("cannot open the upstream report socket on {}", dev.name))?;
+    let filter = LinkFilter::new(dev).context("cannot open a socket for SIOCADDMULTI")?;
+    UpstreamWorker::spawn(&dev.name, Wire { socket, filter })
+        .context("cannot start the upstream's worker thread")
 }
 
 /// What the downstreams want of `group`, in the words of the log: "join (*, 239.1.1.1)",

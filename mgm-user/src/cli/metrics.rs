@@ -166,7 +166,7 @@ const ENTRY_OIF_COUNTERS: [Family<OifStats>; 3] = [
     ),
 ];
 
-const DAEMON_COUNTERS: [Family<Counters>; 20] = [
+const DAEMON_COUNTERS: [Family<Counters>; 21] = [
     family(
         "mgm_daemon_igmp_messages_total",
         "IGMP messages the daemon handled.",
@@ -251,6 +251,11 @@ const DAEMON_COUNTERS: [Family<Counters>; 20] = [
         "mgm_daemon_upstream_failures_total",
         "The upstream worker's system calls that failed.",
         |c| c.upstream_failures,
+    ),
+    family(
+        "mgm_daemon_upstream_relinks_total",
+        "Times the proxy's host side started on its upstream after waiting for it.",
+        |c| c.upstream_relinks,
     ),
     family(
         "mgm_daemon_attach_failures_total",

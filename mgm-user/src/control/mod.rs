@@ -74,6 +74,7 @@ pub struct Counters {
     pub module_decisions_not_waited: u64,
     pub upstream_reports_dropped: u64,
     pub upstream_failures: u64,
+    pub upstream_relinks: u64,
     pub attach_failures: u64,
     /// Each IGMP querier's counters, by ifindex.
     pub queriers: Vec<(u32, crate::igmp::querier::Counters)>,

@@ -206,6 +206,7 @@ fn stats_tables(s: &view::Stats) -> String {
         ),
         ("upstream reports dropped", s.upstream_reports_dropped),
         ("upstream calls failed", s.upstream_failures),
+        ("upstream links taken again", s.upstream_relinks),
         ("interface attaches failed", s.attach_failures),
         ("unknown ring records", s.unknown_records),
         ("map write errors", s.map_errors),

@@ -385,6 +385,7 @@ fn stats(d: &Daemon<'_>) -> view::Stats {
         module_decisions_not_waited: c.module_decisions_not_waited,
         upstream_reports_dropped: c.upstream_reports_dropped,
         upstream_failures: c.upstream_failures,
+        upstream_relinks: c.upstream_relinks,
         attach_failures: c.attach_failures,
         mfes: d.mgm.forwarding_table().len(),
         interfaces: d

@@ -226,6 +226,7 @@ fn fixed() -> Vec<(&'static str, Document)> {
                     module_decisions_not_waited: 0,
                     upstream_reports_dropped: 0,
                     upstream_failures: 0,
+                    upstream_relinks: 0,
                     attach_failures: 0,
                     mfes: 3,
                     interfaces: vec![
@@ -473,7 +474,8 @@ fn stats_shows_every_counter_of_the_daemon_under_its_own_name() {
         module_decisions_not_waited: 17,
         upstream_reports_dropped: 18,
         upstream_failures: 19,
-        attach_failures: 20,
+        upstream_relinks: 20,
+        attach_failures: 21,
         queriers: vec![],
     };
     let Some(Document::Stats { stats }) = f.ask(Request::show(View::Stats)).document else {
@@ -499,6 +501,7 @@ fn stats_shows_every_counter_of_the_daemon_under_its_own_name() {
         stats.module_decisions_not_waited,
         stats.upstream_reports_dropped,
         stats.upstream_failures,
+        stats.upstream_relinks,
         stats.attach_failures,
     ];
     assert_eq!(shown, std::array::from_fn(|i| i as u64 + 1));
@@ -511,7 +514,8 @@ fn stats_shows_every_counter_of_the_daemon_under_its_own_name() {
         ("module decisions not waited for", 17),
         ("upstream reports dropped", 18),
         ("upstream calls failed", 19),
-        ("interface attaches failed", 20),
+        ("upstream links taken again", 20),
+        ("interface attaches failed", 21),
     ] {
         let line = table.lines().find(|l| l.contains(row)).unwrap_or_default();
         assert!(line.contains(&format!(" {value} ")), "{row}: {table}");

@@ -163,6 +163,9 @@ pub struct Stats {
     pub upstream_reports_dropped: u64,
     /// The upstream worker's system calls that failed.
     pub upstream_failures: u64,
+    /// Times the proxy's host side started on its upstream after waiting for it (missing,
+    /// down or without an IPv4 address: created again, re-dialled, or later than mgm).
+    pub upstream_relinks: u64,
     /// Managed interfaces that appeared but whose XDP attach failed (the log names each).
     pub attach_failures: u64,
     pub mfes: usize,

@@ -371,6 +371,7 @@ mod tests {
                 mtu: 1500,
                 ipv4: None,
                 ipv4_subnets: Vec::new(),
+                up: true,
             })
         }
 

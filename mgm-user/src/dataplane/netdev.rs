@@ -28,6 +28,8 @@ pub struct NetDev {
     /// Every IPv4 prefix of the interface, secondary addresses' too: where routers that share
     /// its links query from.
     pub ipv4_subnets: Vec<Subnet>,
+    /// Administratively up (`IFF_UP`): a socket cannot send from it before.
+    pub up: bool,
 }
 
 /// `aa:bb:cc:dd:ee:ff`, as `ip link` prints a MAC.
@@ -71,6 +73,10 @@ impl NetDev {
         // SAFETY: SIOCGIFMTU filled the mtu member of the union.
         let mtu = unsafe { req.ifr_ifru.ifru_mtu };
         let mut req = ifreq(name);
+        ioctl(&sock, libc::SIOCGIFFLAGS, &mut req).map_err(err)?;
+        // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+        let up = unsafe { req.ifr_ifru.ifru_flags } & libc::IFF_UP as libc::c_short != 0;
+        let mut req = ifreq(name);
         let ipv4 = match ioctl(&sock, libc::SIOCGIFADDR, &mut req) {
             Ok(()) => {
                 // SAFETY: SIOCGIFADDR filled the addr member with a sockaddr_in.
@@ -91,6 +97,7 @@ impl NetDev {
             mtu: u16::try_from(mtu).unwrap_or(u16::MAX),
             ipv4,
             ipv4_subnets: ipv4_subnets(ifindex).map_err(err)?,
+            up,
         })
     }
 }

@@ -239,6 +239,12 @@ impl Host {
         self.send_due(now);
     }
 
+    /// Forgets every group and every querier heard: the interface is a new link (created
+    /// again), where nothing was reported yet.
+    pub fn restart(&mut self) {
+        *self = Host::new(self.config.clone(), self.rng);
+    }
+
     /// Reports every group's leave at once, `robustness` times, and forgets them: for a
     /// daemon that stops on purpose and will send nothing later.
     pub fn leave_all(&mut self, now: Instant) {

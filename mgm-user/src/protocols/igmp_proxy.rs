@@ -190,6 +190,25 @@ impl Upstream {
         }
     }
 
+    /// The upstream interface is a new link (deleted and created again): nothing was
+    /// reported on it, so every group of the interface state is reported at once and
+    /// repeated, as a new membership (RFC 3376 §5.1), and let in at the link layer again;
+    /// what was pending for the old link is dropped.
+    pub fn relink(&mut self, now: Instant) {
+        self.host.restart();
+        self.filter.clear();
+        let groups: BTreeSet<Ipv4Addr> = self
+            .reported
+            .keys()
+            .chain(self.wanted.keys())
+            .chain(self.adopted.keys())
+            .copied()
+            .collect();
+        for g in groups {
+            self.update(now, g);
+        }
+    }
+
     /// Leaves every group at once, for a planned stop.
     pub fn leave_all(&mut self, now: Instant) {
         for g in self.host.groups() {
@@ -587,5 +606,52 @@ mod tests {
             filter(&mut up),
             [FilterChange::Add(G), FilterChange::Remove(G)]
         );
+    }
+
+    #[test]
+    fn a_new_upstream_link_hears_every_group_at_once_and_repeated() {
+        let config = host::Config::default();
+        let mut up = Upstream::new(config.clone(), 1);
+        let t = Instant::from_millis;
+        let g2 = Ipv4Addr::new(239, 1, 1, 2);
+        up.set(t(0), G, exclude(&[]));
+        up.set(t(0), g2, include(&[S]));
+        filter(&mut up);
+        settle(&mut up, t(10_000));
+        // A change made while the link was gone was for the old link.
+        up.set(t(10_000), g2, include(&[S, S2]));
+        assert_eq!(up.poll_filter(), None);
+        up.relink(t(10_500));
+        let first = [
+            record(RecordType::ChangeToExclude, &[]),
+            GroupRecord {
+                kind: RecordType::AllowNewSources,
+                group: g2,
+                sources: vec![S, S2],
+            },
+        ];
+        assert_eq!(records(&mut up), first, "every group at once, as new");
+        assert_eq!(
+            filter(&mut up),
+            [FilterChange::Add(G), FilterChange::Add(g2)]
+        );
+        // Each sent robustness times in all, as a host's first report (RFC 3376 §5.1).
+        let mut repeats = Vec::new();
+        while let Some(at) = up.poll_timeout().filter(|at| *at < t(20_000)) {
+            up.handle_timeout(at);
+            repeats.extend(records(&mut up));
+        }
+        let times = |r: &GroupRecord| 1 + repeats.iter().filter(|x| *x == r).count();
+        assert!(
+            first
+                .iter()
+                .all(|r| times(r) == usize::from(config.robustness)),
+            "{repeats:?}"
+        );
+        assert_eq!(
+            repeats.len(),
+            first.len() * usize::from(config.robustness - 1)
+        );
+        assert_eq!(up.groups().collect::<Vec<_>>(), [G, g2]);
     }
 }

@@ -282,6 +282,21 @@ impl Lab {
             .any(|e| e["grp"] == group.as_str() && e["port"] == SWITCH_ROUTER_PORT))
     }
 
+    /// Creates the router's link to the upstream switch again after a test deleted it (`ip
+    /// link del up0` in the router, which takes the switch's port with it), as
+    /// [`Lab::add_upstream_switch`] made it: the address before the link goes up, as a
+    /// re-dialled PPP or VPN link comes.
+    ///
+    /// # Errors
+    /// A link, address or setting could not be made.
+    pub fn rewire_upstream_switch(&self) -> anyhow::Result<()> {
+        veth(&self.sender, HOST_IF, &self.router, UPSTREAM)?;
+        switch_port_to_router(&self.sender, SWITCH_ROUTER_PORT)?;
+        self.router
+            .ip(&["addr", "add", "198.18.0.1/24", "dev", UPSTREAM])?;
+        self.router.ip(&["link", "set", UPSTREAM, "up"])
+    }
+
     /// Creates receiver `i`'s link again after a test deleted it (`ip link del dn<i+1>` in the
     /// router), as [`Lab::up`] made it. The router's end is created as `created_as` and, if
     /// that is not its downstream name, renamed to it before it gets its address, as udev

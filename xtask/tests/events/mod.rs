@@ -139,6 +139,12 @@ impl Counter {
         self.until(timeout, |got| got.len() >= want)
     }
 
+    /// Waits until a datagram numbered above `seq` arrives; false after `timeout`.
+    pub fn beyond(&mut self, seq: u64, timeout: Duration) -> bool {
+        self.count();
+        self.until(timeout, |got| got.iter().any(|s| *s > seq))
+    }
+
     fn until(&mut self, timeout: Duration, done: impl Fn(&[u64]) -> bool) -> bool {
         let end = Instant::now() + timeout;
         while !done(&self.got) {
@@ -160,6 +166,12 @@ impl Counter {
         let got: std::collections::BTreeSet<u64> = self.got.iter().copied().collect();
         let missing = (from..=last).filter(|s| !got.contains(s)).collect();
         (missing, got.range(from..=last).count())
+    }
+
+    /// The highest number that arrived so far, if any.
+    pub fn last(&mut self) -> Option<u64> {
+        self.count();
+        self.got.iter().max().copied()
     }
 
     /// The first number that arrived, if any.
