@@ -78,6 +78,9 @@ struct Router {
     /// The sockets IGMP's queries leave through, by ifindex.
     sockets: BTreeMap<u32, QuerySocket>,
     clients: Vec<Client>,
+    /// The static-routes module's routes and joins, run-time ones included: what it takes
+    /// again on an interface that comes back.
+    statics: static_routes::StaticTable,
     /// The core's epoch: its `Instant`s are milliseconds since this moment.
     epoch: std::time::Instant,
     /// The deadline the event loop last slept towards, for [`Router::catch_up`].
@@ -94,6 +97,7 @@ impl Router {
         igmp: &BTreeMap<String, querier::Config>,
         mfe_lifetime_s: u32,
         negative_budget: usize,
+        statics: static_routes::StaticTable,
     ) -> anyhow::Result<Router> {
         // The core holds every membership IGMP's limits let in, on every interface.
         let igmp_memberships = igmp.values().fold(0usize, |sum, c| {
@@ -131,6 +135,7 @@ impl Router {
             igmp,
             sockets: BTreeMap::new(),
             clients,
+            statics,
             epoch: std::time::Instant::now(),
             armed: None,
             stalls: 0,
@@ -149,25 +154,6 @@ impl Router {
             .map(|c| c.handle)
     }
 
-    /// Makes `routes` (the configuration's) what the static-routes module takes again on an
-    /// interface that comes back.
-    fn configure_statics(&mut self, routes: &[static_routes::StaticRoute]) {
-        let Some(c) = self
-            .clients
-            .iter_mut()
-            .find(|c| c.protocol_id == static_routes::PROTOCOL_ID)
-        else {
-            return;
-        };
-        c.memberships = routes
-            .iter()
-            .flat_map(|r| r.oifs.iter().map(|o| (r.entry(), o.clone())))
-            .collect();
-        c.interfaces = c.memberships.iter().map(|(_, o)| o.clone()).collect();
-        c.interfaces.sort();
-        c.interfaces.dedup();
-    }
-
     /// Gives `dev` to the protocols configured for it: each routing protocol naming it takes
     /// it and adds its memberships there, then IGMP, where it runs, starts there beside them
     /// (spec §3.1 case B), with startup queries. Without an IPv4 address IGMP cannot query:
@@ -179,15 +165,33 @@ impl Router {
         let now = self.now();
         let id = InterfaceId::new(dev.ifindex);
         for c in &self.clients {
-            if !c.interfaces.contains(&dev.name) {
+            // The static routes take back what their table holds there now: the configured
+            // routes and those `mgm route` and `mgm join` added at run time.
+            let memberships: Vec<SourceGroupEntry> = if c.protocol_id == static_routes::PROTOCOL_ID
+            {
+                let held = self.statics.held();
+                held.into_iter()
+                    .filter(|(_, n)| *n == dev.name)
+                    .map(|(sg, _)| sg)
+                    .collect()
+            } else if c.interfaces.contains(&dev.name) {
+                c.memberships
+                    .iter()
+                    .filter(|(_, n)| *n == dev.name)
+                    .map(|(sg, _)| *sg)
+                    .collect()
+            } else {
+                continue;
+            };
+            if c.protocol_id == static_routes::PROTOCOL_ID && memberships.is_empty() {
                 continue;
             }
             self.mgm
                 .take_interface_ownership(c.handle, id, now)
                 .with_context(|| format!("protocol {:#x} taking {}", c.protocol_id.0, dev.name))?;
-            for (sg, _) in c.memberships.iter().filter(|(_, n)| *n == dev.name) {
+            for sg in memberships {
                 self.mgm
-                    .add_group_membership_entry(c.handle, *sg, id, MGM_JOIN_STATE_FLAG, now)
+                    .add_group_membership_entry(c.handle, sg, id, MGM_JOIN_STATE_FLAG, now)
                     .with_context(|| format!("protocol {:#x} joining {sg:?}", c.protocol_id.0))?;
             }
         }
@@ -579,6 +583,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         &opts.settings.igmp,
         opts.mfe_lifetime_s,
         opts.negative_budget,
+        opts.statics.clone(),
     )?;
     for dev in &interfaces {
         ifs.start(&mut router, dev)?;
@@ -893,7 +898,6 @@ impl Running<'_> {
             if_stats: &if_stats,
         };
         let followed = control::follow_config(&diff.routes_added, &diff.routes_removed, &mut d);
-        self.router.configure_statics(&read.static_routes);
         diff.routes_added = followed.added;
         diff.routes_removed = followed.removed;
         diff.joins_removed = followed.joins_removed;

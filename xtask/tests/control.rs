@@ -276,6 +276,63 @@ fn route_and_join_change_forwarding_at_run_time() {
     });
 }
 
+/// A route and a join made at run time are held by name (spec §10): dn2, deleted and created
+/// again, gets both streams back without a restart, and the route is still listed.
+#[test]
+fn run_time_route_and_join_come_back_with_their_interface() {
+    let mut t = Setup::up("ctlhp");
+    let route = format!("from up0 source {SENDER_ADDR} group {G2} to dn2");
+    t.ok(&["route", "add", &route]);
+    t.ok(&["join", "dn2", &G1.to_string()]);
+    let wait = |t: &mut Setup, needle: &str| {
+        let d = t.daemon.as_mut().expect("daemon running");
+        if let Err(e) = d.wait_for(needle, TIMEOUT) {
+            panic!("{e:#}\n{}", d.log().join("\n"));
+        }
+    };
+    let both = |t: &Setup, what: &str| {
+        let on_dn2 = Capture::new(&t.lab.receivers[1], HOST_IF).expect("capture on r2");
+        t.streaming(G1, || {
+            t.streaming(G2, || {
+                assert!(
+                    flows(&on_dn2, G2),
+                    "route: no G2 on dn2 {what}:\n{}",
+                    t.log()
+                );
+                assert!(
+                    flows(&on_dn2, G1),
+                    "join: no G1 on dn2 {what}:\n{}",
+                    t.log()
+                );
+            })
+        });
+    };
+    both(&t, "at first");
+
+    t.lab
+        .router
+        .ip(&["link", "del", "dn2"])
+        .expect("delete dn2");
+    wait(&mut t, "dn2 is gone");
+    t.lab
+        .rewire_downstream(1, "dn2", IgmpVersion::V3)
+        .expect("dn2 again");
+    wait(&mut t, "dn2 appeared");
+    both(&t, "after it came back");
+
+    let protocols = t.daemon().show_view("protocols").expect("show protocols");
+    assert!(protocols.to_string().contains(&route), "{protocols}");
+    let groups = t.daemon().show_view("groups").expect("show groups");
+    assert!(
+        groups["groups"]
+            .as_array()
+            .is_some_and(|g| g.iter().any(|g| g["interface"] == "dn2"
+                && g["group"] == G1.to_string()
+                && g["origin"] == "static")),
+        "{groups}"
+    );
+}
+
 /// Bad calls are refused with what is wrong, and change nothing; the daemon keeps serving.
 #[test]
 fn bad_calls_get_clear_errors() {
