@@ -1732,3 +1732,74 @@ fn key(source: Ipv4Addr, group: Ipv4Addr) -> FwdKey {
         group: u32::from(group).to_be(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{core::InterfaceId, managed::Names, protocols::static_routes::StaticRoutes};
+
+    fn dev(name: &str, ifindex: u32) -> NetDev {
+        NetDev {
+            name: name.to_owned(),
+            ifindex,
+            mac: [2, 0, 0, 0, 0, 1],
+            mtu: 1500,
+            ipv4: None,
+            ipv4_subnets: Vec::new(),
+            up: true,
+        }
+    }
+
+    /// A join made at run time on dn2 is taken back when dn2 comes again with another ifindex,
+    /// though the configuration names no static route at all.
+    #[test]
+    fn an_interface_that_comes_back_gets_the_run_time_joins() {
+        let names = Names::new(BTreeMap::from([(5, "dn2".to_owned())]));
+        let module = StaticRoutes::new(&[], names.clone());
+        let table = module.table();
+        let plan = ClientPlan {
+            protocol: Box::new(module),
+            protocol_id: static_routes::PROTOCOL_ID,
+            component_id: static_routes::COMPONENT_ID,
+            interfaces: Vec::new(),
+            memberships: Vec::new(),
+        };
+        let mut router = Router::new(vec![plan], &BTreeMap::new(), 60, 64, table.clone()).unwrap();
+        assert!(router.manage(&dev("dn2", 5), None).unwrap());
+        let handle = router.static_handle().unwrap();
+        let sg = SourceGroupEntry::sg(
+            "198.51.100.7".parse().unwrap(),
+            "239.1.1.1".parse().unwrap(),
+        );
+        let now = router.now();
+        table
+            .hold(&mut router.mgm, handle, sg, "dn2", 5, now)
+            .unwrap();
+        assert!(table.add_join(sg, "dn2"));
+
+        router.unmanage(5);
+        names.remove(5);
+        names.set(6, "dn2");
+        assert!(router.manage(&dev("dn2", 6), None).unwrap());
+
+        let owned = router.mgm.protocols();
+        assert!(
+            owned
+                .iter()
+                .any(|(p, _, ids)| *p == static_routes::PROTOCOL_ID
+                    && ids.contains(&InterfaceId::new(6))),
+            "{owned:?}"
+        );
+        let now = router.now();
+        router
+            .mgm
+            .delete_group_membership_entry(
+                handle,
+                sg,
+                InterfaceId::new(6),
+                MGM_JOIN_STATE_FLAG,
+                now,
+            )
+            .expect("the join is held on the new dn2");
+    }
+}
