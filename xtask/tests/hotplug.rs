@@ -115,6 +115,15 @@ fn spec10_downstreams_deleted_created_and_renamed_are_managed_without_a_restart(
     }
 }
 
+/// Fails the test with `what`, the upstream switch's mdb and mgm's log.
+fn fail(lab: &Lab, daemon: &Daemon, what: &str) -> ! {
+    let mdb = lab.sender.bridge(&["mdb", "show"]).unwrap_or_default();
+    panic!(
+        "{what}\nswitch mdb:\n{mdb}\nmgm log:\n{}",
+        daemon.log().join("\n")
+    )
+}
+
 /// How soon after the re-created upstream is up the hosts behind mgm get the stream again.
 const BACK_WITHIN: Duration = Duration::from_secs(2);
 
@@ -125,13 +134,6 @@ fn spec10_the_upstream_deleted_and_created_again_is_taken_back_and_reported_at_o
     lab.add_upstream_switch().expect("upstream switch");
     let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{tag}"));
     let mut daemon = Daemon::start(&mgm_bin(), &lab, &pin_dir, &FAST_IGMP, false).expect("mgm");
-    let fail = |lab: &Lab, daemon: &Daemon, what: &str| -> ! {
-        let mdb = lab.sender.bridge(&["mdb", "show"]).unwrap_or_default();
-        panic!(
-            "{what}\nswitch mdb:\n{mdb}\nmgm log:\n{}",
-            daemon.log().join("\n")
-        )
-    };
     let in_mdb = |lab: &Lab| lab.switch_forwards_to_router(G).expect("bridge mdb");
 
     // Kernel hosts on dn1 (IGMPv3) and dn2 (IGMPv2) join; the stream comes through the switch.
@@ -237,13 +239,6 @@ fn spec10_an_upstream_missing_at_start_is_waited_for_and_taken_when_it_appears()
     lab.router.ip(&["link", "del", "up0"]).unwrap();
     let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mgm-{tag}"));
     let mut daemon = Daemon::start(&mgm_bin(), &lab, &pin_dir, &FAST_IGMP, false).expect("mgm");
-    let fail = |lab: &Lab, daemon: &Daemon, what: &str| -> ! {
-        let mdb = lab.sender.bridge(&["mdb", "show"]).unwrap_or_default();
-        panic!(
-            "{what}\nswitch mdb:\n{mdb}\nmgm log:\n{}",
-            daemon.log().join("\n")
-        )
-    };
     if let Err(e) = daemon.wait_for("reports there once it is up", PATIENCE) {
         fail(&lab, &daemon, &format!("{e:#}"));
     }
