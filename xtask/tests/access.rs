@@ -10,13 +10,14 @@ use std::{
     os::unix::{fs::PermissionsExt, process::CommandExt},
     path::{Path, PathBuf},
     process::Command,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use socket2::{Domain, Protocol, Socket, Type};
 use xtask::lab::{
     daemon::socket_for,
     mgm_bin, receiver_addr,
+    stream::wait_until,
     traffic::{
         raw_igmp_socket, set_igmp_checksum, set_router_alert, v3_report, ALL_V3_ROUTERS,
         MODE_IS_EXCLUDE,
@@ -145,18 +146,14 @@ fn lab_with_mgm(args: &[&str]) -> (Daemon, Lab) {
     (daemon, lab)
 }
 
-/// Polls `f` every 100 ms until it gives `Some`, for up to 5 s.
+/// What `f` gives once it gives `Some`, within 5 s.
 fn eventually<T>(mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let end = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() > end {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut got = None;
+    wait_until(Duration::from_secs(5), || {
+        got = f();
+        got.is_some()
+    });
+    got
 }
 
 /// `interface`'s row of `mgm show stats`.
